@@ -1,0 +1,3 @@
+from iochost.cli import main
+
+main()

@@ -1,0 +1,103 @@
+"""``iochost serve | run | validate``: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    """``k=v`` with v read as a YAML scalar, so ``threshold=80`` is a number, ``x=true`` a bool."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value) if value else ""
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from iochost.validate import render_text, validate_plugin
+
+    report = validate_plugin(
+        Path(args.dir),
+        name=args.name,
+        prefix=args.prefix,
+        class_name=args.class_name,
+        import_timeout=args.timeout,
+    )
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print(render_text(report))
+    return 0 if report.ok else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from iochost.validate import render_text, validate_plugin
+    from iochost.worker.main import run_worker
+    from iochost.worker.spec import WorkerSpec
+
+    plugin_dir = Path(args.dir).resolve()
+    parameters = dict(args.param or [])
+    name = args.name or plugin_dir.name
+    report = validate_plugin(
+        plugin_dir, name=name, prefix=args.prefix, class_name=args.class_name,
+        parameters=parameters, run_import=False,
+    )
+    if not report.ok:
+        print(render_text(report), file=sys.stderr)
+        return 1
+    assert report.plugin is not None
+    spec = WorkerSpec(
+        name=name, plugin_dir=str(plugin_dir), module_file=report.plugin.module_file,
+        class_name=report.plugin.class_name, prefix=args.prefix, parameters=parameters,
+        version=args.version, grace_period=args.grace,
+    )
+    return run_worker(spec)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from iochost.server import serve
+
+    return serve(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from iochost import __version__
+    from iochost.spec.names import DEFAULT_PREFIX
+
+    parser = argparse.ArgumentParser(prog="iochost", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"iochost {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check a plugin directory; exit 1 listing every problem")
+    p.add_argument("dir")
+    p.add_argument("--class", dest="class_name", help="plugin class when the directory has several")
+    p.add_argument("--name", help="plugin name used for PV names (default: directory name)")
+    p.add_argument("--prefix", default=DEFAULT_PREFIX, help="PV prefix (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=30.0, help="import time limit in seconds")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("run", help="run one plugin directory as a soft IOC in the foreground")
+    p.add_argument("dir")
+    p.add_argument("--name", help="plugin name (default: directory name)")
+    p.add_argument("--prefix", default=DEFAULT_PREFIX, help="PV prefix (default %(default)s)")
+    p.add_argument("--class", dest="class_name")
+    p.add_argument("--param", action="append", type=_parse_param, metavar="KEY=VALUE",
+                   help="override a config.yaml parameter (repeatable)")
+    p.add_argument("--grace", type=float, default=None, help="seconds cleanup() may take on stop")
+    p.add_argument("--version-label", dest="version", default="local", help="value of the VERSION PV")
+    p.set_defaults(func=cmd_run)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sys.exit(args.func(args))

@@ -1,0 +1,35 @@
+"""Make iocmng 2.x plugins load unchanged.
+
+Inside a worker or the validator's import probe, ``import iocmng``,
+``from iocmng import TaskBase, JobBase`` and ``from iocmng.base.job import JobResult``
+must resolve to iochost's SDK. Registering modules in ``sys.modules`` does that without
+shipping a second top-level package that could shadow a real iocmng install elsewhere.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+from iochost import sdk
+from iochost.sdk import job, task
+
+_ALIASES: dict[str, dict[str, object]] = {
+    "iocmng": {"TaskBase": sdk.TaskBase, "JobBase": sdk.JobBase, "JobResult": sdk.JobResult},
+    "iocmng.base": {"TaskBase": sdk.TaskBase, "JobBase": sdk.JobBase, "JobResult": sdk.JobResult},
+    "iocmng.base.task": {"TaskBase": task.TaskBase},
+    "iocmng.base.job": {"JobBase": job.JobBase, "JobResult": job.JobResult},
+}
+
+
+def install_iocmng_alias() -> None:
+    """Register the ``iocmng`` modules as views of iochost's SDK (idempotent)."""
+    for name, attrs in _ALIASES.items():
+        module = types.ModuleType(name, f"iochost alias of {name} for iocmng plugins")
+        module.__dict__.update(attrs)
+        if name in ("iocmng", "iocmng.base"):
+            module.__path__ = []  # a package, so submodule imports resolve through sys.modules
+        sys.modules[name] = module
+    sys.modules["iocmng"].base = sys.modules["iocmng.base"]  # type: ignore[attr-defined]
+    sys.modules["iocmng.base"].task = sys.modules["iocmng.base.task"]  # type: ignore[attr-defined]
+    sys.modules["iocmng.base"].job = sys.modules["iocmng.base.job"]  # type: ignore[attr-defined]

@@ -1,0 +1,94 @@
+"""The one enum of error codes iochost puts in every error body.
+
+Codes are part of the public API: clients branch on them, so a code is never renamed or
+reused. Each code carries the HTTP status the REST API answers with.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+
+class ErrorCode(str, Enum):
+    """Stable error codes; the value is what clients see, the status is the HTTP status."""
+
+    INVALID_REQUEST = "INVALID_REQUEST"
+    VALIDATION_FAILED = "VALIDATION_FAILED"
+    FETCH_FAILED = "FETCH_FAILED"
+    SOURCE_NOT_ALLOWED = "SOURCE_NOT_ALLOWED"
+    PLUGIN_EXISTS = "PLUGIN_EXISTS"
+    PLUGIN_NOT_FOUND = "PLUGIN_NOT_FOUND"
+    WRONG_KIND = "WRONG_KIND"
+    INVALID_STATE = "INVALID_STATE"
+    WORKER_START_FAILED = "WORKER_START_FAILED"
+    EXECUTION_LOCKED = "EXECUTION_LOCKED"
+    RUN_NOT_FOUND = "RUN_NOT_FOUND"
+    RUN_ID_MISMATCH = "RUN_ID_MISMATCH"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    FORBIDDEN = "FORBIDDEN"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    RATE_LIMITED = "RATE_LIMITED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+    @property
+    def http_status(self) -> int:
+        return _HTTP_STATUS[self]
+
+    @property
+    def summary(self) -> str:
+        return _SUMMARY[self]
+
+
+_HTTP_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_REQUEST: 422,
+    ErrorCode.VALIDATION_FAILED: 422,
+    ErrorCode.FETCH_FAILED: 502,
+    ErrorCode.SOURCE_NOT_ALLOWED: 403,
+    ErrorCode.PLUGIN_EXISTS: 409,
+    ErrorCode.PLUGIN_NOT_FOUND: 404,
+    ErrorCode.WRONG_KIND: 422,
+    ErrorCode.INVALID_STATE: 409,
+    ErrorCode.WORKER_START_FAILED: 502,
+    ErrorCode.EXECUTION_LOCKED: 409,
+    ErrorCode.RUN_NOT_FOUND: 404,
+    ErrorCode.RUN_ID_MISMATCH: 409,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.INTERNAL_ERROR: 500,
+}
+
+_SUMMARY: dict[ErrorCode, str] = {
+    ErrorCode.INVALID_REQUEST: "The request body or query is malformed; `errors` names each field.",
+    ErrorCode.VALIDATION_FAILED: "The plugin failed validation; `errors` lists every problem with stage, file and line.",
+    ErrorCode.FETCH_FAILED: "The git source could not be fetched: bad URL, missing branch/commit, refused credentials, time or size limit.",
+    ErrorCode.SOURCE_NOT_ALLOWED: "The git URL or local path is not permitted by the source policy.",
+    ErrorCode.PLUGIN_EXISTS: "A plugin with this name (or the same upper-cased PV name) already exists.",
+    ErrorCode.PLUGIN_NOT_FOUND: "No plugin with this name.",
+    ErrorCode.WRONG_KIND: "The plugin is a task where a job is required, or the reverse.",
+    ErrorCode.INVALID_STATE: "The plugin's current state does not allow this operation.",
+    ErrorCode.WORKER_START_FAILED: "The plugin's soft IOC process did not reach READY.",
+    ErrorCode.EXECUTION_LOCKED: "The job already has an active run; `active_run_id` names it.",
+    ErrorCode.RUN_NOT_FOUND: "No run with this id for this job.",
+    ErrorCode.RUN_ID_MISMATCH: "The run id does not name the job's active run.",
+    ErrorCode.UNAUTHORIZED: "Missing or wrong bearer token.",
+    ErrorCode.FORBIDDEN: "The token is valid but does not allow this operation.",
+    ErrorCode.PAYLOAD_TOO_LARGE: "The request body exceeds the size limit.",
+    ErrorCode.RATE_LIMITED: "Too many expensive operations for this token; retry later.",
+    ErrorCode.INTERNAL_ERROR: "An unexpected error inside iochost; the daemon log has the traceback.",
+}
+
+
+class IochostError(Exception):
+    """An error with a stable code, raised anywhere and rendered by the API as its body."""
+
+    def __init__(self, code: ErrorCode, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def to_body(self) -> dict[str, Any]:
+        return {"code": self.code.value, "message": self.message, **self.details}

@@ -1,0 +1,51 @@
+"""TaskBase: a plugin that runs continuously or whenever an operator triggers it."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+from iochost.sdk.base import PluginBase
+from iochost.sdk.status import TaskStatus, coerce_status
+
+
+class TaskBase(PluginBase):
+    """Derive from this for a task.
+
+    ``parameters['mode']`` picks the mode: ``continuous`` calls ``execute()`` every
+    ``interval`` seconds and counts cycles on CYCLE_COUNT; ``triggered`` calls
+    ``triggered()`` (by default ``execute()``) once each time an operator writes 1 to RUN.
+    ENABLE=0 pauses either mode.
+    """
+
+    kind = "task"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        mode = self.parameters.get("mode") or (
+            "triggered" if self.parameters.get("triggered") else "continuous"
+        )
+        self.mode: str = str(mode).lower()
+        self.enabled = True
+        self.running = False
+        self.cycle_count = 0
+
+    @abstractmethod
+    def initialize(self) -> None:
+        """Prepare resources; runs once on the plugin thread after the IOC is up."""
+
+    @abstractmethod
+    def execute(self) -> None:
+        """One cycle of work (continuous mode) or one triggered action."""
+
+    @abstractmethod
+    def cleanup(self) -> None:
+        """Release resources; runs once when the worker stops."""
+
+    def triggered(self) -> None:
+        """Run once per RUN=1 in triggered mode; defaults to ``execute()``."""
+        self.execute()
+
+    def set_status(self, status: str | int | TaskStatus) -> None:
+        """Set STATUS to INIT, RUN, PAUSED, END or ERROR (name, number or TaskStatus)."""
+        self._runtime.set_pv("STATUS", int(coerce_status(TaskStatus, status)))

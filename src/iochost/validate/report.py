@@ -1,0 +1,58 @@
+"""The structured result of validating a plugin: every problem with stage, file and line."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Stage(str, Enum):
+    """Validation stages, in the order they run."""
+
+    CONFIG = "config"
+    SYNTAX = "syntax"
+    DISCOVERY = "discovery"
+    IMPORT = "import"
+    INHERITANCE = "inheritance"
+    PVS = "pvs"
+
+
+class ValidationIssue(BaseModel):
+    """One problem. `file` is relative to the plugin directory; `line` is 1-based."""
+
+    stage: Stage
+    file: str | None = None
+    line: int | None = None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file or "<plugin>"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        return f"[{self.stage.value}] {where}: {self.message}"
+
+
+class PluginInfo(BaseModel):
+    """What validation learned about a valid plugin; the worker spec is built from it."""
+
+    kind: Literal["task", "job"]
+    class_name: str
+    module_file: str = Field(description="Python file defining the class, relative to the plugin dir")
+    mode: Literal["continuous", "triggered"] | None = Field(
+        default=None, description="Task mode; None for jobs"
+    )
+    pvs: list[str] = Field(default_factory=list, description="Full PV names, defaults included")
+
+
+class ValidationReport(BaseModel):
+    """All issues of one validation run; `plugin` is set when there are none."""
+
+    plugin_dir: str
+    issues: list[ValidationIssue] = Field(default_factory=list)
+    plugin: PluginInfo | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues and self.plugin is not None

@@ -1,0 +1,1 @@
+"""The per-plugin soft IOC process. Only worker processes import softioc."""

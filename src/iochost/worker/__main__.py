@@ -1,0 +1,3 @@
+from iochost.worker.main import main
+
+main()

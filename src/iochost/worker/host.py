@@ -1,0 +1,257 @@
+"""Run a plugin's code on its own thread and keep the default PVs in step with it.
+
+Record callbacks arrive on the cothread dispatcher, supervisor commands on the channel
+thread; both only *queue* work here, so plugin code runs on one thread, never
+concurrently with itself. A separate heartbeat thread reports how long the current call
+has been busy: that is how a plugin stuck in ``execute()`` is seen from outside.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import traceback
+import uuid
+from typing import Any, Callable
+
+from iochost.sdk import JobBase, JobCancelled, JobResult, TaskBase
+from iochost.sdk.status import JobStatus, TaskStatus
+from iochost.spec import Parameters
+from iochost.worker import protocol
+from iochost.worker.channel import Channel
+from iochost.worker.records import PVTable
+
+log = logging.getLogger("iochost.worker")
+
+_STOP = ("stop",)
+
+
+class PluginHost:
+    """Owns the plugin thread; the worker's main thread only starts and stops it."""
+
+    def __init__(
+        self,
+        plugin: TaskBase | JobBase,
+        table: PVTable,
+        parameters: Parameters,
+        channel: Channel,
+        heartbeat_interval: float = 1.0,
+    ) -> None:
+        self.plugin = plugin
+        self.heartbeat_interval = heartbeat_interval
+        self.table = table
+        self.parameters = parameters
+        self.channel = channel
+        self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self.stop_requested = threading.Event()
+        self.finished = threading.Event()
+        self.halted = False  # an error that only a restart clears
+        self.busy_in: str | None = None
+        self.busy_since: float | None = None
+        self._run_lock = threading.Lock()
+        self.active_run: str | None = None
+        self._thread = threading.Thread(target=self._main, name="iochost-plugin", daemon=True)
+
+    # -- entry points from other threads -------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+        threading.Thread(target=self._heartbeat, name="iochost-heartbeat", daemon=True).start()
+
+    def request_stop(self) -> None:
+        if not self.stop_requested.is_set():
+            self.stop_requested.set()
+            if isinstance(self.plugin, JobBase):
+                self.plugin._cancel.set()
+            self.events.put(_STOP)
+
+    def on_pv_write(self, name: str, value: Any) -> None:
+        """Record callback (cothread dispatcher): queue it for the plugin thread."""
+        if isinstance(self.plugin, JobBase) and name == "RUN":
+            if value:
+                run_id = f"epics-{uuid.uuid4().hex[:12]}"
+                if not self.submit_run(run_id, {}, origin="epics"):
+                    self.table.set_pv("MESSAGE", f"Busy: run {self.active_run} active")
+            return
+        self.events.put(("write", name, value))
+
+    def on_command(self, command: object) -> None:
+        """A supervisor command (channel thread)."""
+        if isinstance(command, protocol.RunJob):
+            self.submit_run(command.run_id, command.parameters, origin="api")
+        elif isinstance(command, protocol.CancelRun):
+            self.cancel_run(command.run_id)
+        elif isinstance(command, protocol.Stop):
+            self.request_stop()
+        elif isinstance(command, protocol.SetPVs):
+            for name, value in command.values.items():
+                self.table.set_pv(name, value)
+
+    def submit_run(self, run_id: str, parameters: dict[str, Any], origin: str) -> bool:
+        """Start a job run unless one is active; one run at a time per job."""
+        if not isinstance(self.plugin, JobBase):
+            log.error("run %s requested but %s is a task", run_id, self.plugin.name)
+            return False
+        with self._run_lock:
+            if self.active_run is not None or self.stop_requested.is_set():
+                self.channel.send(
+                    protocol.RunRejected(run_id=run_id, active_run_id=self.active_run or "")
+                )
+                return False
+            self.active_run = run_id
+        self.events.put(("run", run_id, parameters, origin))
+        return True
+
+    def cancel_run(self, run_id: str) -> None:
+        if isinstance(self.plugin, JobBase) and self.active_run == run_id:
+            self.plugin._cancel.set()
+
+    # -- the plugin thread ---------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            if self._call("initialize", self.plugin.initialize):
+                self._ready_status()
+            else:
+                self.halted = True
+            if isinstance(self.plugin, TaskBase):
+                self._task_loop(self.plugin)
+            else:
+                self._job_loop(self.plugin)
+            self._call("cleanup", self.plugin.cleanup)
+            if isinstance(self.plugin, TaskBase):
+                self.plugin.running = False
+                self._status(TaskStatus.END, "Stopped")
+        finally:
+            self.finished.set()
+
+    def _call(self, what: str, function: Callable[[], Any]) -> bool:
+        """Run plugin code; an exception becomes ERROR/FAILED + MESSAGE, never a crash."""
+        self.busy_in, self.busy_since = what, time.monotonic()
+        try:
+            function()
+            return True
+        except Exception as exc:  # noqa: BLE001 - plugin code may raise anything
+            log.error("%s() raised:\n%s", what, traceback.format_exc())
+            error = TaskStatus.ERROR if isinstance(self.plugin, TaskBase) else JobStatus.FAILED
+            self._status(error, f"{type(exc).__name__}: {exc}")
+            return False
+        finally:
+            self.busy_in, self.busy_since = None, None
+
+    def _status(self, status: TaskStatus | JobStatus, message: str) -> None:
+        self.table.set_pv("MESSAGE", message)  # MESSAGE first: STATUS reports both
+        self.table.set_pv("STATUS", int(status))
+
+    def _ready_status(self) -> None:
+        plugin = self.plugin
+        if isinstance(plugin, JobBase):
+            self._status(JobStatus.IDLE, "Ready")
+        elif not plugin.enabled:
+            self._status(TaskStatus.PAUSED, "Paused (ENABLE=0)")
+        elif plugin.mode == "triggered":
+            self._status(TaskStatus.INIT, "Ready for trigger")
+        else:
+            self._status(TaskStatus.RUN, "Running")
+
+    def _task_loop(self, task: TaskBase) -> None:
+        task.running = True
+        continuous = task.mode == "continuous"
+        interval = self.parameters.interval
+        next_due = time.monotonic()
+        while not self.stop_requested.is_set():
+            now = time.monotonic()
+            if continuous and now >= next_due:
+                if task.enabled and not self.halted:
+                    self._execute(task, task.execute)
+                next_due += interval
+                if next_due < now:  # fell behind: skip missed cycles, keep the period
+                    next_due = now + interval
+                continue
+            try:
+                event = self.events.get(timeout=(next_due - now) if continuous else None)
+            except queue.Empty:
+                continue
+            if event is _STOP:
+                break
+            _, name, value = event
+            if name == "ENABLE":
+                task.enabled = bool(value)
+                if not self.halted:
+                    self._ready_status()
+            elif name == "RUN":
+                if value and task.enabled and not self.halted:
+                    self._status(TaskStatus.RUN, "Running (triggered)")
+                    if self._execute(task, task.triggered):
+                        self._status(TaskStatus.INIT, "Ready for trigger")
+                self.table.set_pv("RUN", 0)
+            else:
+                self._call("on_input", lambda: task.on_input(name, value))
+
+    def _execute(self, task: TaskBase, function: Callable[[], None]) -> bool:
+        recovering = self.table.status_name() == "ERROR"
+        ok = self._call("execute", function)
+        if ok:
+            task.cycle_count += 1
+            self.table.set_pv("CYCLE_COUNT", task.cycle_count)
+            if recovering and task.mode == "continuous":
+                self._status(TaskStatus.RUN, "Running (recovered)")
+        elif task.mode == "continuous" and not self.parameters.retry_on_error:
+            self.halted = True
+        return ok
+
+    def _job_loop(self, job: JobBase) -> None:
+        while True:
+            event = self.events.get()
+            if event is _STOP:
+                return
+            if event[0] == "run":
+                self._run_job(job, *event[1:])
+            else:
+                _, name, value = event
+                self._call("on_input", lambda: job.on_input(name, value))
+
+    def _run_job(self, job: JobBase, run_id: str, parameters: dict[str, Any], origin: str) -> None:
+        base_parameters = job.parameters
+        job.parameters = {**base_parameters, **parameters}
+        job._cancel.clear()
+        self.channel.send(protocol.RunStarted(run_id=run_id, origin=origin))  # type: ignore[arg-type]
+        self._status(JobStatus.RUNNING, f"Running {run_id}")
+        outcome, result = "failed", JobResult(success=False, message="did not run")
+        self.busy_in, self.busy_since = "execute", time.monotonic()
+        try:
+            returned = job.execute()
+            if not isinstance(returned, JobResult):
+                result = JobResult(False, {}, f"execute() returned {type(returned).__name__}, not JobResult")
+            else:
+                result = returned
+                outcome = "succeeded" if result.success else "failed"
+            if job.cancel_requested:
+                outcome = "cancelled"
+        except JobCancelled:
+            outcome, result = "cancelled", JobResult(False, {}, "Cancelled")
+        except Exception as exc:  # noqa: BLE001 - plugin code may raise anything
+            log.error("execute() raised:\n%s", traceback.format_exc())
+            result = JobResult(False, {}, f"{type(exc).__name__}: {exc}")
+        finally:
+            self.busy_in, self.busy_since = None, None
+            job.parameters = base_parameters
+        status = JobStatus.SUCCESS if outcome == "succeeded" else JobStatus.FAILED
+        self._status(status, result.message or outcome.capitalize())
+        payload = json.loads(json.dumps(result.to_dict(), default=repr))
+        with self._run_lock:
+            self.active_run = None
+        self.table.set_pv("RUN", 0)
+        self.channel.send(protocol.RunFinished(run_id=run_id, outcome=outcome, result=payload))  # type: ignore[arg-type]
+
+    def _heartbeat(self) -> None:
+        while not self.finished.wait(self.heartbeat_interval):
+            since = self.busy_since
+            self.channel.send(
+                protocol.Heartbeat(
+                    busy_in=self.busy_in,
+                    busy_for=None if since is None else round(time.monotonic() - since, 3),
+                    cycles=getattr(self.plugin, "cycle_count", 0),
+                )
+            )

@@ -1,0 +1,156 @@
+"""The worker process: one plugin, one soft IOC.
+
+Order matters: import and construct the plugin, build its records, iocInit, report READY,
+then run the plugin on its thread until SIGTERM/SIGINT, a Stop command, or the end of the
+supervisor's pipe. Stopping calls ``cleanup()`` and exits within the grace period.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from iochost.worker import protocol
+from iochost.worker.channel import Channel, ChannelLogHandler
+from iochost.worker.spec import WorkerSpec
+
+log = logging.getLogger("iochost.worker")
+
+# After the supervisor disappears we do not wait the full grace period: a daemon killed
+# with -9 must not leave IOCs serving PVs for long.
+ORPHAN_GRACE = 2.0
+EXIT_OK, EXIT_FATAL, EXIT_GRACE_EXCEEDED = 0, 2, 3
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM us when the supervisor dies (belt and braces with pipe EOF)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def _setup_logging(channel: Channel, name: str) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s"))
+    root.addHandler(stderr)
+    if channel.supervised:
+        root.addHandler(ChannelLogHandler(channel))
+
+
+def run_worker(spec: WorkerSpec) -> int:
+    """Run one plugin as a soft IOC until told to stop; returns the exit code."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy (via softioc) loads
+    channel = Channel(spec.event_fd, spec.command_fd)
+    _setup_logging(channel, spec.name)
+    if channel.supervised:
+        _die_with_parent()
+    try:
+        plugin, config = _load_plugin(spec)
+    except Exception as exc:  # noqa: BLE001 - any failure to load is reported, not raised
+        message = f"cannot load plugin: {type(exc).__name__}: {exc}"
+        log.error("%s\n%s", message, traceback.format_exc())
+        channel.send(protocol.Fatal(message=message, traceback=traceback.format_exc()))
+        return EXIT_FATAL
+
+    import cothread
+    from softioc import builder, softioc
+
+    from iochost.sdk import TaskBase
+    from iochost.spec.names import plugin_pv_prefix
+    from iochost.worker.host import PluginHost
+    from iochost.worker.records import build_records
+
+    kind = "task" if isinstance(plugin, TaskBase) else "job"
+    mode = config.parameters.mode if kind == "task" else None
+    host: PluginHost | None = None
+
+    def on_write(name: str, value: object) -> None:
+        if host is not None:
+            host.on_pv_write(name, value)
+
+    table = build_records(
+        plugin_pv_prefix(spec.prefix, spec.name), kind, mode, config.pvs, spec.version, on_write
+    )
+    builder.LoadDatabase()
+    softioc.iocInit()
+    plugin._attach_runtime(table)
+    host = PluginHost(plugin, table, config.parameters, channel, spec.heartbeat_interval)
+
+    last_status: list[tuple[str, str]] = []
+
+    def on_status(status: str, message: str) -> None:
+        if not last_status or last_status[0] != (status, message):
+            last_status[:] = [(status, message)]
+            channel.send(protocol.Status(status=status, message=message))
+
+    table.on_status = on_status
+    channel.send(protocol.Ready(pid=os.getpid(), pvs=table.full_names()))
+    log.info("serving %d PVs under %s", len(table.records), table.pv_prefix)
+
+    grace = spec.grace_period or config.parameters.grace_period
+    orphaned = []
+
+    def on_eof() -> None:
+        orphaned.append(True)
+        host.request_stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: host.request_stop())
+    channel.start_reader(host.on_command, on_eof)
+    host.start()
+
+    while not host.stop_requested.is_set():
+        cothread.Sleep(0.1)  # keep cothread serving record callbacks
+    deadline = time.monotonic() + (min(grace, ORPHAN_GRACE) if orphaned else grace)
+    while not host.finished.is_set() and time.monotonic() < deadline:
+        cothread.Sleep(0.05)
+    if host.finished.is_set():
+        log.info("stopped cleanly")
+        code = EXIT_OK
+    else:
+        log.error("plugin did not finish within %.1f s grace period; exiting anyway", grace)
+        code = EXIT_GRACE_EXCEEDED
+    return code
+
+
+def _load_plugin(spec: WorkerSpec) -> tuple[object, object]:
+    from iochost.loader import load_plugin_class
+    from iochost.sdk import JobBase, TaskBase
+    from iochost.spec import load_config
+
+    plugin_dir = Path(spec.plugin_dir)
+    config = load_config(plugin_dir).with_parameters(spec.parameters)
+    cls = load_plugin_class(plugin_dir, spec.module_file, spec.class_name)
+    if not (isinstance(cls, type) and issubclass(cls, (TaskBase, JobBase))):
+        raise TypeError(f"{spec.class_name} does not derive from TaskBase or JobBase")
+    plugin = cls(
+        name=spec.name,
+        parameters=config.parameters.model_dump(),
+        pv_definitions=config.pvs.model_dump(),
+        beamline_config={},
+        prefix=spec.prefix,
+    )
+    return plugin, config
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m iochost.worker SPEC.json``: the supervisor's way to start a worker."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.exit("usage: python -m iochost.worker SPEC.json")
+    spec = WorkerSpec.model_validate_json(Path(args[0]).read_text())
+    code = run_worker(spec)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # skip atexit: EPICS teardown adds nothing once cleanup() has run

@@ -1,0 +1,149 @@
+"""Messages between the supervisor and a worker: one JSON object per line.
+
+Sans-I/O: this module turns messages into bytes and bytes into messages and never touches
+a pipe, so the supervisor (asyncio) and the worker (threads) share one definition and the
+protocol is unit-testable without processes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+
+class _Msg(BaseModel):
+    model_config = {"extra": "forbid"}
+
+
+# -- worker -> supervisor -----------------------------------------------------------
+class Ready(_Msg):
+    """Records exist and iocInit is done: the PVs are on the network."""
+
+    type: Literal["ready"] = "ready"
+    pid: int
+    pvs: list[str]
+
+
+class Heartbeat(_Msg):
+    """Sent every heartbeat interval from a thread that is not the plugin thread.
+
+    ``busy_for`` is how long the plugin's current call (``busy_in``) has been running,
+    which is what lets the supervisor see a plugin stuck in a loop.
+    """
+
+    type: Literal["heartbeat"] = "heartbeat"
+    busy_in: str | None = None
+    busy_for: float | None = None
+    cycles: int = 0
+
+
+class Status(_Msg):
+    type: Literal["status"] = "status"
+    status: str
+    message: str = ""
+
+
+class Log(_Msg):
+    type: Literal["log"] = "log"
+    level: str
+    logger: str
+    message: str
+
+
+class RunStarted(_Msg):
+    type: Literal["run_started"] = "run_started"
+    run_id: str
+    origin: Literal["api", "epics"] = "api"
+
+
+class RunFinished(_Msg):
+    type: Literal["run_finished"] = "run_finished"
+    run_id: str
+    outcome: Literal["succeeded", "failed", "cancelled"]
+    result: dict[str, Any]
+
+
+class RunRejected(_Msg):
+    type: Literal["run_rejected"] = "run_rejected"
+    run_id: str
+    active_run_id: str
+
+
+class Fatal(_Msg):
+    """The worker cannot go on (import failed, records could not be built, ...)."""
+
+    type: Literal["fatal"] = "fatal"
+    message: str
+    traceback: str = ""
+
+
+# -- supervisor -> worker -----------------------------------------------------------
+class RunJob(_Msg):
+    type: Literal["run"] = "run"
+    run_id: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class CancelRun(_Msg):
+    type: Literal["cancel"] = "cancel"
+    run_id: str
+
+
+class Stop(_Msg):
+    type: Literal["stop"] = "stop"
+    grace: float | None = None
+
+
+class SetPVs(_Msg):
+    """Write values to the worker's PVs (used by the daemon's own status IOC)."""
+
+    type: Literal["set_pvs"] = "set_pvs"
+    values: dict[str, Any]
+
+
+WorkerEvent = Annotated[
+    Union[Ready, Heartbeat, Status, Log, RunStarted, RunFinished, RunRejected, Fatal],
+    Field(discriminator="type"),
+]
+SupervisorCommand = Annotated[
+    Union[RunJob, CancelRun, Stop, SetPVs], Field(discriminator="type")
+]
+
+_EVENTS: TypeAdapter[Any] = TypeAdapter(WorkerEvent)
+_COMMANDS: TypeAdapter[Any] = TypeAdapter(SupervisorCommand)
+
+# A line longer than this is a protocol violation, not a message (job results included).
+MAX_LINE = 4 * 1024 * 1024
+
+
+def encode(message: _Msg) -> bytes:
+    return message.model_dump_json().encode() + b"\n"
+
+
+class LineDecoder:
+    """Accumulate bytes and return the complete messages they contain."""
+
+    def __init__(self, adapter: TypeAdapter[Any]) -> None:
+        self._adapter = adapter
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Any]:
+        self._buffer.extend(data)
+        messages = []
+        while (end := self._buffer.find(b"\n")) >= 0:
+            line = bytes(self._buffer[:end])
+            del self._buffer[: end + 1]
+            if line.strip():
+                messages.append(self._adapter.validate_json(line))
+        if len(self._buffer) > MAX_LINE:
+            raise ValueError(f"protocol line exceeds {MAX_LINE} bytes")
+        return messages
+
+
+def event_decoder() -> LineDecoder:
+    return LineDecoder(_EVENTS)
+
+
+def command_decoder() -> LineDecoder:
+    return LineDecoder(_COMMANDS)

@@ -1,0 +1,190 @@
+"""Build a plugin's records with pythonSoftIOC's builder, and the PV table over them.
+
+Only the worker process imports this module: importing softioc commits the process to
+being one IOC, which is exactly why every plugin gets its own process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable
+
+import numpy
+from softioc import builder
+
+from iochost.sdk.status import JobStatus, TaskStatus
+from iochost.spec import PVDef, PVGroup
+from iochost.spec.names import default_pv_names
+
+log = logging.getLogger("iochost.worker")
+
+STRING_LENGTH = 39  # stringin/stringout VAL holds 40 bytes including the NUL
+
+OnWrite = Callable[[str, Any], None]
+OnStatus = Callable[[str, str], None]
+
+
+class PVTable:
+    """The plugin's records by short name; this is the runtime a plugin's set_pv uses.
+
+    Writes from the plugin to an *input* record do not process it, so they never loop
+    back into ``on_input``. STATUS/MESSAGE changes are reported to ``on_status`` so the
+    supervisor sees every status change, whoever made it.
+    """
+
+    def __init__(self, pv_prefix: str, status_enum: type[TaskStatus] | type[JobStatus]) -> None:
+        self.pv_prefix = pv_prefix
+        self.status_enum = status_enum
+        self.records: dict[str, Any] = {}
+        self.defs: dict[str, PVDef] = {}
+        self.writable: set[str] = set()
+        self.on_status: OnStatus | None = None
+        self._lock = threading.Lock()
+
+    def full_names(self) -> list[str]:
+        return [f"{self.pv_prefix}:{name}" for name in self.records]
+
+    def pv_names(self) -> list[str]:
+        return list(self.records)
+
+    def _record(self, name: str) -> Any:
+        try:
+            return self.records[name]
+        except KeyError:
+            known = ", ".join(self.records)
+            raise KeyError(f"no PV named {name!r} in {self.pv_prefix}; known: {known}") from None
+
+    def set_pv(self, name: str, value: Any) -> None:
+        record = self._record(name)
+        value = self._to_record_value(name, value)
+        with self._lock:
+            if name in self.writable:
+                record.set(value, process=False)
+            else:
+                record.set(value)
+        if name in ("STATUS", "MESSAGE") and self.on_status is not None:
+            self.on_status(self.status_name(), str(self.records["MESSAGE"].get()))
+
+    def get_pv(self, name: str) -> Any:
+        value = self._record(name).get()
+        if isinstance(value, numpy.ndarray):
+            return value.tolist()
+        return value
+
+    def status_name(self) -> str:
+        return self.status_enum(int(self.records["STATUS"].get())).name
+
+    def _to_record_value(self, name: str, value: Any) -> Any:
+        pv = self.defs.get(name)
+        if pv is not None and pv.type == "enum" and isinstance(value, str):
+            return pv.choices.index(value)
+        if pv is not None and pv.type == "string" and not pv.is_long_string:
+            text = str(value)
+            if len(text) > STRING_LENGTH:
+                log.warning("%s: value cut to %d characters", name, STRING_LENGTH)
+            return text[:STRING_LENGTH]
+        if isinstance(value, bool):
+            return int(value)
+        return value
+
+
+def _limits(pv: PVDef, writable: bool) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if pv.unit is not None:
+        fields["EGU"] = pv.unit
+    if pv.type == "float":
+        fields["PREC"] = pv.prec
+    if pv.low is not None:
+        fields["LOPR"] = pv.low
+        if writable and not pv.is_waveform:
+            fields["DRVL"] = pv.low
+    if pv.high is not None:
+        fields["HOPR"] = pv.high
+        if writable and not pv.is_waveform:
+            fields["DRVH"] = pv.high
+    return fields
+
+
+def _declared_record(name: str, pv: PVDef, writable: bool, on_write: OnWrite) -> Any:
+    """One record for one config.yaml PV, in builder style."""
+    fields: dict[str, Any] = {}
+    if pv.description:
+        fields["DESC"] = pv.description
+    if writable:
+        fields["on_update"] = lambda value, _name=name: on_write(_name, value)
+        fields["always_update"] = True
+    value = pv.initial_value()
+    if pv.type in ("float", "int"):
+        fields.update(_limits(pv, writable))
+        if pv.is_waveform:
+            dtype = numpy.float64 if pv.type == "float" else numpy.int32
+            make = builder.WaveformOut if writable else builder.WaveformIn
+            return make(name, initial_value=numpy.asarray(value, dtype=dtype), length=pv.length, **fields)
+        if pv.type == "float":
+            make = builder.aOut if writable else builder.aIn
+        else:
+            make = builder.longOut if writable else builder.longIn
+        return make(name, initial_value=value, **fields)
+    if pv.type == "string":
+        if pv.is_long_string:
+            make = builder.longStringOut if writable else builder.longStringIn
+            return make(name, initial_value=value, length=pv.length + 1, **fields)
+        make = builder.stringOut if writable else builder.stringIn
+        return make(name, initial_value=value, **fields)
+    if pv.type == "bool":
+        make = builder.boolOut if writable else builder.boolIn
+        return make(name, pv.znam, pv.onam, initial_value=value, **fields)
+    if pv.type == "enum":
+        make = builder.mbbOut if writable else builder.mbbIn
+        return make(name, *pv.choices, initial_value=value, **fields)
+    raise ValueError(f"{name}: unsupported PV type {pv.type!r}")  # the schema rejects these
+
+
+def _status_record(status_enum: type[TaskStatus] | type[JobStatus]) -> Any:
+    # Alarm severities make Phoebus colour the state without extra rules.
+    severities = {"PAUSED": "MINOR", "ERROR": "MAJOR", "FAILED": "MAJOR"}
+    states = [(member.name, severities.get(member.name, "NO_ALARM")) for member in status_enum]
+    return builder.mbbIn("STATUS", *states, initial_value=0, DESC="Plugin state")
+
+
+def build_records(
+    pv_prefix: str,
+    kind: str,
+    mode: str | None,
+    pvs: PVGroup,
+    version: str,
+    on_write: OnWrite,
+) -> PVTable:
+    """Create the default records, then the declared ones; call before iocInit."""
+    status_enum = TaskStatus if kind == "task" else JobStatus
+    table = PVTable(pv_prefix, status_enum)
+    builder.SetDeviceName(pv_prefix)
+    control = lambda name: (lambda value: on_write(name, value))  # noqa: E731
+    records = table.records
+    if kind == "task":
+        records["ENABLE"] = builder.boolOut(
+            "ENABLE", "Disabled", "Enabled", initial_value=1, on_update=control("ENABLE"),
+            always_update=True, DESC="0 pauses the task",
+        )
+    records["STATUS"] = _status_record(status_enum)
+    records["MESSAGE"] = builder.stringIn("MESSAGE", initial_value="Starting", DESC="Last message")
+    if kind == "task":
+        records["CYCLE_COUNT"] = builder.longIn("CYCLE_COUNT", initial_value=0, DESC="Completed executions")
+        records["VERSION"] = builder.stringIn("VERSION", initial_value=version[:STRING_LENGTH], DESC="Plugin version")
+    if kind == "job" or mode == "triggered":
+        records["RUN"] = builder.boolOut(
+            "RUN", "Idle", "Run", initial_value=0, on_update=control("RUN"),
+            always_update=True, DESC="Write 1 to run once",
+        )
+    table.writable.update(name for name in ("ENABLE", "RUN") if name in records)
+    expected = default_pv_names(kind, mode)  # type: ignore[arg-type]
+    assert sorted(records) == sorted(expected), (sorted(records), sorted(expected))
+
+    for group, writable in ((pvs.inputs, True), (pvs.outputs, False)):
+        for name, pv in group.items():
+            records[name] = _declared_record(name, pv, writable, on_write)
+            table.defs[name] = pv
+            if writable:
+                table.writable.add(name)
+    return table

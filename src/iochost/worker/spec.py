@@ -1,0 +1,31 @@
+"""WorkerSpec: everything a worker process needs, passed as one JSON document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from iochost.spec.names import DEFAULT_PREFIX
+
+
+class WorkerSpec(BaseModel):
+    """How to run one plugin as one soft IOC.
+
+    The supervisor writes this to a file and starts ``python -m iochost.worker FILE``;
+    ``iochost run`` builds the same object from its command line.
+    """
+
+    model_config = {"extra": "forbid"}
+
+    name: str
+    plugin_dir: str
+    module_file: str = Field(description="relative to plugin_dir")
+    class_name: str
+    prefix: str = DEFAULT_PREFIX
+    parameters: dict[str, Any] = Field(default_factory=dict, description="overrides of config.yaml")
+    version: str = "unversioned"
+    grace_period: float | None = Field(default=None, gt=0, description="None: config's grace_period")
+    heartbeat_interval: float = Field(default=1.0, gt=0)
+    event_fd: int | None = None
+    command_fd: int | None = None

@@ -1,0 +1,137 @@
+"""Shared test harness: loopback-only EPICS, free ports, real clients, no stray processes.
+
+The EPICS environment is set at import time, before any CA or PVA client library reads
+it, so every client in the test process and every IOC it starts talks only to loopback
+on ports chosen free for this session.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "plugins-example"
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port free for both TCP and UDP right now (EPICS servers bind both)."""
+    while True:
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
+        try:
+            with socket.socket(socket.AF_INET, other) as s:
+                s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+
+
+CA_PORT = free_port()
+PVA_PORT = free_port()
+PVA_BROADCAST_PORT = free_port(socket.SOCK_DGRAM)
+EPICS_ENV = {
+    "EPICS_CA_ADDR_LIST": "127.0.0.1",
+    "EPICS_CA_AUTO_ADDR_LIST": "NO",
+    "EPICS_CA_SERVER_PORT": str(CA_PORT),
+    "EPICS_CAS_SERVER_PORT": str(CA_PORT),
+    "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
+    "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
+    "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+    "EPICS_CA_REPEATER_PORT": str(free_port(socket.SOCK_DGRAM)),
+    "EPICS_PVA_ADDR_LIST": "127.0.0.1",
+    "EPICS_PVA_AUTO_ADDR_LIST": "NO",
+    "EPICS_PVA_SERVER_PORT": str(PVA_PORT),
+    "EPICS_PVAS_SERVER_PORT": str(PVA_PORT),
+    "EPICS_PVA_BROADCAST_PORT": str(PVA_BROADCAST_PORT),
+    "EPICS_PVAS_BROADCAST_PORT": str(PVA_BROADCAST_PORT),
+    "EPICS_PVAS_INTF_ADDR_LIST": "127.0.0.1",
+    "OPENBLAS_NUM_THREADS": "1",
+}
+os.environ.update(EPICS_ENV)
+
+
+class Processes:
+    """Every process a test starts, each in its own process group, killed at teardown."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[Any]] = []
+
+    def start(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        kwargs.setdefault("start_new_session", True)
+        kwargs.setdefault("env", {**os.environ})
+        proc = subprocess.Popen(argv, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.procs.clear()
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    procs = Processes()
+    try:
+        yield procs
+    finally:
+        procs.stop_all()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll ``predicate`` until truthy; cothread-aware so CA callbacks keep flowing."""
+    import cothread
+
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as exc:  # noqa: BLE001 - keep polling; report the last failure
+            last = exc
+        cothread.Sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}; last: {last!r}")
+
+
+@pytest.fixture(scope="session")
+def ca() -> Any:
+    """cothread.catools: the real libca client, as CS-Studio's CA layer behaves."""
+    from cothread import catools
+
+    return catools
+
+
+@pytest.fixture(scope="session")
+def pva() -> Iterator[Any]:
+    from p4p.client.thread import Context
+
+    ctx = Context("pva", unwrap=False)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+def python() -> str:
+    return sys.executable

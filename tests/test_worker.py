@@ -1,0 +1,370 @@
+"""The worker end to end: real soft IOC processes, real CA (libca) and PVA (pvxs) clients."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import EXAMPLES, wait_for
+from iochost.worker import protocol
+from worker_harness import WorkerProcess
+
+PREFIX = "IOCHTEST"
+
+
+def make_plugin(root: Path, name: str, code: str, config: str) -> Path:
+    plugin_dir = root / name
+    plugin_dir.mkdir()
+    (plugin_dir / f"{name}.py").write_text(textwrap.dedent(code))
+    (plugin_dir / "config.yaml").write_text(textwrap.dedent(config))
+    return plugin_dir
+
+
+def start(processes, tmp_path, plugin_dir: Path, name: str, class_name: str, **fields) -> WorkerProcess:
+    worker = WorkerProcess(
+        processes, tmp_path, name=name, plugin_dir=str(plugin_dir),
+        module_file=fields.pop("module_file", f"{plugin_dir.name}.py".replace("-", "_")),
+        class_name=class_name, prefix=PREFIX, **fields,
+    )
+    worker.wait_event(protocol.Ready)
+    return worker
+
+
+ECHO_TASK = """
+    from iochost import TaskBase
+
+    class Echo(TaskBase):
+        def initialize(self):
+            self.writes = 0
+
+        def execute(self):
+            self.set_pv("OUT", self.get_pv("GAIN") * 10)
+
+        def on_input(self, name, value):
+            self.writes += 1
+            self.set_pv("LAST_INPUT", f"{name}={value}")
+            self.set_pv("WRITES", self.writes)
+
+        def cleanup(self):
+            open(self.parameters["marker"], "w").write(f"cleanup after {self.cycle_count} cycles")
+"""
+
+ECHO_CONFIG = """
+    parameters:
+      interval: 0.1
+      marker: "{marker}"
+    pvs:
+      inputs:
+        GAIN: {{type: float, value: 1.5, unit: V, prec: 2, low: 0, high: 50}}
+      outputs:
+        OUT: {{type: float, value: 0, unit: mV, prec: 4}}
+        LAST_INPUT: {{type: string, value: ""}}
+        WRITES: {{type: int, value: 0}}
+"""
+
+
+@pytest.fixture
+def echo(processes, tmp_path):
+    marker = tmp_path / "cleanup.txt"
+    plugin_dir = make_plugin(tmp_path, "echo", ECHO_TASK, ECHO_CONFIG.format(marker=marker))
+    worker = start(processes, tmp_path, plugin_dir, "echo", "Echo")
+    worker.marker = marker
+    return worker
+
+
+def test_ready_lists_default_and_declared_pvs(echo):
+    ready = echo.wait_event(protocol.Ready)
+    names = {pv.rsplit(":", 1)[1] for pv in ready.pvs}
+    assert names == {"ENABLE", "STATUS", "MESSAGE", "CYCLE_COUNT", "VERSION", "GAIN", "OUT", "LAST_INPUT", "WRITES"}
+    assert all(pv.startswith(f"{PREFIX}:ECHO:") for pv in ready.pvs)
+    assert ready.pid == echo.proc.pid
+
+
+def test_outputs_over_ca_and_pva_with_metadata(echo, ca, pva):
+    out = wait_for(lambda: (v := ca.caget(f"{PREFIX}:ECHO:OUT", format=ca.FORMAT_CTRL, timeout=5)) == 15.0 and v, what="OUT=15")
+    assert out.units == "mV" and out.precision == 4
+    gain = ca.caget(f"{PREFIX}:ECHO:GAIN", format=ca.FORMAT_CTRL, timeout=5)
+    assert (gain.units, gain.precision, gain.lower_disp_limit, gain.upper_disp_limit) == ("V", 2, 0, 50)
+    value = pva.get(f"{PREFIX}:ECHO:OUT", timeout=5)
+    assert value.value == pytest.approx(15.0)
+    assert value.display.units == "mV" and value.display.precision == 4
+    status = pva.get(f"{PREFIX}:ECHO:STATUS", timeout=5)
+    assert status.value.choices[status.value.index] == "RUN"
+
+
+def test_input_written_over_ca_reaches_plugin(echo, ca):
+    ca.caput(f"{PREFIX}:ECHO:GAIN", 4.25, wait=True, timeout=5)
+    wait_for(lambda: ca.caget(f"{PREFIX}:ECHO:OUT", timeout=5) == pytest.approx(42.5), what="get_pv sees GAIN")
+    wait_for(lambda: ca.caget(f"{PREFIX}:ECHO:LAST_INPUT", timeout=5) == "GAIN=4.25", what="on_input called")
+    assert ca.caget(f"{PREFIX}:ECHO:WRITES", timeout=5) == 1
+    # DRVH clamps an operator write to the declared limit.
+    ca.caput(f"{PREFIX}:ECHO:GAIN", 500, wait=True, timeout=5)
+    assert ca.caget(f"{PREFIX}:ECHO:GAIN", timeout=5) == 50
+
+
+def test_enable_pauses_and_resumes(echo, ca):
+    pv = f"{PREFIX}:ECHO:"
+    wait_for(lambda: ca.caget(pv + "CYCLE_COUNT", timeout=5) > 2, what="cycles running")
+    ca.caput(pv + "ENABLE", 0, wait=True, timeout=5)
+    wait_for(lambda: ca.caget(pv + "STATUS", datatype=ca.DBR_STRING, timeout=5) == "PAUSED", what="PAUSED")
+    frozen = ca.caget(pv + "CYCLE_COUNT", timeout=5)
+    time.sleep(0.6)
+    assert ca.caget(pv + "CYCLE_COUNT", timeout=5) == frozen
+    echo.wait_event(protocol.Status, lambda m: m.status == "PAUSED")
+    ca.caput(pv + "ENABLE", 1, wait=True, timeout=5)
+    wait_for(lambda: ca.caget(pv + "CYCLE_COUNT", timeout=5) > frozen + 2, what="cycles resumed")
+    assert ca.caget(pv + "STATUS", datatype=ca.DBR_STRING, timeout=5) == "RUN"
+
+
+def test_sigterm_calls_cleanup_and_exits_zero(echo):
+    assert not echo.marker.exists()
+    assert echo.terminate() == 0
+    assert echo.marker.read_text().startswith("cleanup after")
+
+
+def test_supervisor_gone_worker_exits(echo):
+    echo.close_commands()
+    assert echo.proc.wait(timeout=8) == 0
+    assert echo.marker.exists()
+
+
+def test_heartbeat_reports_cycles(echo):
+    beat = echo.wait_event(protocol.Heartbeat, lambda m: m.cycles > 0)
+    assert beat.busy_for is None or beat.busy_for < 1.0
+
+
+def test_triggered_task_runs_once_per_run(processes, tmp_path, ca):
+    worker = start(processes, tmp_path, EXAMPLES / "beam-shutter", "shutter", "BeamShutter")
+    pv = f"{PREFIX}:SHUTTER:"
+    assert ca.caget(pv + "STATUS", datatype=ca.DBR_STRING, timeout=5) == "INIT"
+    time.sleep(0.3)
+    assert ca.caget(pv + "OPERATIONS", timeout=5) == 0  # nothing runs without a trigger
+    ca.caput(pv + "RUN", 1, wait=True, timeout=5)
+    wait_for(lambda: ca.caget(pv + "OPERATIONS", timeout=5) == 1, what="one operation")
+    wait_for(lambda: ca.caget(pv + "RUN", timeout=5) == 0, what="RUN reset")
+    assert ca.caget(pv + "STATE", datatype=ca.DBR_STRING, timeout=5) == "Open"
+    assert ca.caget(pv + "CYCLE_COUNT", timeout=5) == 1
+    time.sleep(0.3)
+    assert ca.caget(pv + "OPERATIONS", timeout=5) == 1  # exactly once
+    ca.caput(pv + "COMMAND", "Close", wait=True, timeout=5)
+    ca.caput(pv + "RUN", 1, wait=True, timeout=5)
+    wait_for(lambda: ca.caget(pv + "OPERATIONS", timeout=5) == 2, what="second operation")
+    assert ca.caget(pv + "STATE", datatype=ca.DBR_STRING, timeout=5) == "Closed"
+    worker.terminate()
+
+
+SLOW_JOB = """
+    import time
+    from iochost import JobBase, JobResult
+
+    class Slow(JobBase):
+        def initialize(self):
+            pass
+
+        def execute(self):
+            for _ in range(int(self.parameters["steps"])):
+                time.sleep(0.1)
+                self.check_cancelled()
+            if self.parameters.get("fail"):
+                raise RuntimeError("detector not answering")
+            self.set_pv("COUNT", self.get_pv("COUNT") + 1)
+            return JobResult(success=True, data={"steps": self.parameters["steps"]}, message="done")
+"""
+SLOW_CONFIG = """
+    parameters:
+      steps: 5
+    pvs:
+      outputs:
+        COUNT: {type: int, value: 0}
+"""
+
+
+@pytest.fixture
+def slow_job(processes, tmp_path):
+    plugin_dir = make_plugin(tmp_path, "slowjob", SLOW_JOB, SLOW_CONFIG)
+    return start(processes, tmp_path, plugin_dir, "slowjob", "Slow")
+
+
+def _status_values(ca, pv: str, action) -> list[str]:
+    seen: list[str] = []
+    sub = ca.camonitor(pv, seen.append, datatype=ca.DBR_STRING)
+    try:
+        wait_for(lambda: seen, what="first monitor update")
+        action()
+        wait_for(lambda: seen[-1] in ("SUCCESS", "FAILED"), what="run finished")
+    finally:
+        sub.close()
+    return seen
+
+
+def test_job_run_from_supervisor_reports_result(slow_job, ca):
+    pv = f"{PREFIX}:SLOWJOB:"
+    assert ca.caget(pv + "STATUS", datatype=ca.DBR_STRING, timeout=5) == "IDLE"
+    seen = _status_values(ca, pv + "STATUS", lambda: slow_job.send(protocol.RunJob(run_id="r1", parameters={"steps": 3})))
+    assert seen[-2:] == ["RUNNING", "SUCCESS"]
+    finished = slow_job.wait_event(protocol.RunFinished, lambda m: m.run_id == "r1")
+    assert finished.outcome == "succeeded"
+    assert finished.result == {"success": True, "data": {"steps": 3}, "message": "done"}
+    assert ca.caget(pv + "COUNT", timeout=5) == 1
+
+
+def test_job_failure_sets_failed(slow_job, ca):
+    pv = f"{PREFIX}:SLOWJOB:"
+    seen = _status_values(ca, pv + "STATUS", lambda: slow_job.send(protocol.RunJob(run_id="r2", parameters={"steps": 1, "fail": True})))
+    assert seen[-2:] == ["RUNNING", "FAILED"]
+    finished = slow_job.wait_event(protocol.RunFinished, lambda m: m.run_id == "r2")
+    assert finished.outcome == "failed"
+    assert "detector not answering" in finished.result["message"]
+    assert "detector not answering" in ca.caget(pv + "MESSAGE", timeout=5)
+
+
+def test_job_second_run_rejected_and_cancel(slow_job):
+    slow_job.send(protocol.RunJob(run_id="long", parameters={"steps": 100}))
+    slow_job.wait_event(protocol.RunStarted, lambda m: m.run_id == "long")
+    slow_job.send(protocol.RunJob(run_id="other"))
+    rejected = slow_job.wait_event(protocol.RunRejected, lambda m: m.run_id == "other")
+    assert rejected.active_run_id == "long"
+    slow_job.send(protocol.CancelRun(run_id="long"))
+    finished = slow_job.wait_event(protocol.RunFinished, lambda m: m.run_id == "long", timeout=5)
+    assert finished.outcome == "cancelled"
+
+
+def test_job_run_from_epics_run_pv(slow_job, ca):
+    pv = f"{PREFIX}:SLOWJOB:"
+    ca.caput(pv + "RUN", 1, wait=True, timeout=5)
+    started = slow_job.wait_event(protocol.RunStarted)
+    assert started.origin == "epics"
+    slow_job.wait_event(protocol.RunFinished, lambda m: m.run_id == started.run_id)
+    wait_for(lambda: ca.caget(pv + "COUNT", timeout=5) == 1, what="COUNT=1")
+    assert ca.caget(pv + "RUN", timeout=5) == 0
+    assert ca.caget(pv + "STATUS", datatype=ca.DBR_STRING, timeout=5) == "SUCCESS"
+
+
+FAILING_TASK = """
+    from iochost import TaskBase
+
+    class Flaky(TaskBase):
+        def initialize(self):
+            self.calls = 0
+
+        def execute(self):
+            self.calls += 1
+            self.set_pv("CALLS", self.calls)
+            if self.calls == 3:
+                raise ValueError("sensor returned garbage: " + "x" * 80)
+
+        def cleanup(self):
+            pass
+"""
+
+
+@pytest.mark.parametrize("retry", [False, True])
+def test_exception_sets_error_and_ioc_survives(processes, tmp_path, ca, retry):
+    config = f"""
+        parameters: {{interval: 0.1, retry_on_error: {str(retry).lower()}}}
+        pvs: {{outputs: {{CALLS: {{type: int}}}}}}
+    """
+    plugin_dir = make_plugin(tmp_path, "flaky", FAILING_TASK, config)
+    worker = start(processes, tmp_path, plugin_dir, "flaky", "Flaky")
+    pv = f"{PREFIX}:FLAKY:"
+    worker.wait_event(protocol.Status, lambda m: m.status == "ERROR")
+    message = ca.caget(pv + "MESSAGE", timeout=5)
+    assert message.startswith("ValueError: sensor returned garbage")
+    assert len(message) == 39  # cut to the stringin record's length
+    if retry:
+        wait_for(lambda: ca.caget(pv + "CALLS", timeout=5) > 5, what="retried cycles")
+        wait_for(lambda: ca.caget(pv + "STATUS", datatype=ca.DBR_STRING, timeout=5) == "RUN", what="recovered")
+    else:
+        time.sleep(0.5)
+        assert ca.caget(pv + "CALLS", timeout=5) == 3
+        assert ca.caget(pv + "STATUS", datatype=ca.DBR_STRING, timeout=5) == "ERROR"
+        assert ca.caget(pv + "CYCLE_COUNT", timeout=5) == 2
+    assert worker.proc.poll() is None
+    assert "Traceback" in worker.log() and "sensor returned garbage" in worker.log()
+
+
+IOCMNG_TASK = """
+    from iocmng import TaskBase
+    from iocmng.base.job import JobResult
+
+
+    class LegacyMonitor(TaskBase):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.seen = JobResult(success=True)
+
+        def initialize(self):
+            self.logger.info("Starting monitor")
+
+        def execute(self):
+            value = self.read_sensor()
+            self.set_pv("READING", value)
+            if value > self.parameters.get("threshold", 75):
+                self.set_pv("ALARM", 1)
+
+        def cleanup(self):
+            self.logger.info("Stopping monitor")
+
+        def read_sensor(self):
+            return 42.0 + self.get_pv("SETPOINT")
+"""
+IOCMNG_CONFIG = """
+    parameters:
+      mode: continuous
+      interval: 0.2
+      threshold: 75.0
+    pvs:
+      inputs:
+        SETPOINT: {type: float, value: 50.0, unit: "%", prec: 2, low: 0, high: 100}
+      outputs:
+        READING: {type: float, value: 0.0, unit: "arb", prec: 3}
+        ALARM: {type: bool, value: 0, znam: "OK", onam: "ALARM"}
+"""
+
+
+def test_iocmng_plugin_runs_unchanged(processes, tmp_path, ca):
+    plugin_dir = make_plugin(tmp_path, "my_monitor", IOCMNG_TASK, IOCMNG_CONFIG)
+    start(processes, tmp_path, plugin_dir, "my-monitor", "LegacyMonitor", module_file="my_monitor.py")
+    pv = f"{PREFIX}:MY-MONITOR:"
+    wait_for(lambda: ca.caget(pv + "READING", timeout=5) == 92.0, what="READING")
+    assert ca.caget(pv + "ALARM", datatype=ca.DBR_STRING, timeout=5) == "ALARM"
+
+
+def test_stuck_execute_shows_in_heartbeat(processes, tmp_path):
+    code = """
+        from iochost import TaskBase
+
+        class Stuck(TaskBase):
+            def initialize(self): pass
+            def execute(self):
+                while True:
+                    pass
+            def cleanup(self): pass
+    """
+    plugin_dir = make_plugin(tmp_path, "stuck", code, "parameters: {interval: 0.1}\n")
+    worker = start(processes, tmp_path, plugin_dir, "stuck", "Stuck", grace_period=1.0)
+    beat = worker.wait_event(protocol.Heartbeat, lambda m: (m.busy_for or 0) > 1.5)
+    assert beat.busy_in == "execute"
+    # cleanup() can never run; the worker still exits after the grace period.
+    assert worker.terminate() == 3
+
+
+def test_iochost_run_cli_serves_example(processes, tmp_path, ca):
+    proc = processes.start(
+        [sys.executable, "-m", "iochost", "run", str(EXAMPLES / "temperature-monitor"), "--name", "tm",
+         "--prefix", PREFIX, "--param", "interval=0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    pv = f"{PREFIX}:TM:"
+    wait_for(lambda: ca.caget(pv + "CYCLE_COUNT", timeout=1) > 3, timeout=20, what="example cycling")
+    history = ca.caget(pv + "HISTORY", timeout=5, count=60)
+    assert len(history) == 60
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=15) == 0
+    assert b"monitor stopped after" in proc.stdout.read()

@@ -1,0 +1,78 @@
+"""Start a real worker process the way the supervisor does: JSON spec + two pipes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from iochost.worker import protocol
+from iochost.worker.spec import WorkerSpec
+
+
+class WorkerProcess:
+    """A worker plus a thread collecting its events, for asserting on the channel."""
+
+    def __init__(self, processes: Any, tmp_path: Path, **spec_fields: Any) -> None:
+        event_read, event_write = os.pipe()
+        command_read, command_write = os.pipe()
+        self.spec = WorkerSpec(event_fd=event_write, command_fd=command_read, **spec_fields)
+        spec_file = tmp_path / f"{self.spec.name}.spec.json"
+        spec_file.write_text(self.spec.model_dump_json())
+        self.log_file = tmp_path / f"{self.spec.name}.log"
+        with open(self.log_file, "wb") as log:
+            self.proc: subprocess.Popen[Any] = processes.start(
+                [sys.executable, "-m", "iochost.worker", str(spec_file)],
+                pass_fds=(event_write, command_read), stdout=log, stderr=subprocess.STDOUT,
+            )
+        os.close(event_write)
+        os.close(command_read)
+        self._command_fd = command_write
+        self.events: list[Any] = []
+        self._cond = threading.Condition()
+        threading.Thread(target=self._read, args=(event_read,), daemon=True).start()
+
+    def _read(self, fd: int) -> None:
+        decoder = protocol.event_decoder()
+        while data := os.read(fd, 65536):
+            messages = decoder.feed(data)
+            with self._cond:
+                self.events.extend(messages)
+                self._cond.notify_all()
+        os.close(fd)
+
+    def wait_event(self, kind: type, predicate: Callable[[Any], bool] = lambda m: True, timeout: float = 15.0) -> Any:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for message in self.events:
+                    if isinstance(message, kind) and predicate(message):
+                        return message
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.proc.poll() is not None and not self._pending(kind, predicate):
+                    raise AssertionError(
+                        f"no {kind.__name__} event; exit={self.proc.poll()} log:\n{self.log()}"
+                    )
+                self._cond.wait(min(remaining, 0.2))
+
+    def _pending(self, kind: type, predicate: Callable[[Any], bool]) -> bool:
+        return any(isinstance(m, kind) and predicate(m) for m in self.events)
+
+    def send(self, command: Any) -> None:
+        os.write(self._command_fd, protocol.encode(command))
+
+    def close_commands(self) -> None:
+        """What a dying supervisor does to its workers: the pipe ends."""
+        os.close(self._command_fd)
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
