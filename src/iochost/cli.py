@@ -60,10 +60,45 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_worker(spec)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from iochost.server import serve
+# Tokens are never flags: a command line is readable by every user in /proc.
+_SECRET_SETTINGS = {"read_token", "admin_token"}
 
-    return serve(args)
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Settings field, so flags, environment and defaults cannot drift apart."""
+    from iochost.settings import ENV_PREFIX, Settings
+
+    for name, field in Settings.model_fields.items():
+        if name in _SECRET_SETTINGS:
+            continue
+        flag = "--" + name.replace("_", "-")
+        default = field.get_default(call_default_factory=True)
+        help_text = f"{field.description or ''} [env {ENV_PREFIX}{name.upper()}; default {default}]".strip()
+        if field.annotation is bool:
+            parser.add_argument(flag, dest=name, action="store_true", default=None, help=help_text)
+        elif name == "allow_source":
+            parser.add_argument(flag, dest=name, action="append", metavar="PREFIX", help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=help_text)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from iochost.server import serve
+    from iochost.settings import Settings
+
+    try:
+        settings = Settings.from_sources(vars(args))
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"]) or "settings"
+            print(f"iochost serve: {where}: {error['msg']}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"iochost serve: {exc}", file=sys.stderr)
+        return 2
+    return serve(settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iochost", description=__doc__)
     parser.add_argument("--version", action="version", version=f"iochost {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the daemon: REST API, supervisor, one soft IOC per plugin")
+    _add_settings_flags(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("validate", help="check a plugin directory; exit 1 listing every problem")
     p.add_argument("dir")

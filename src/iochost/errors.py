@@ -29,6 +29,8 @@ class ErrorCode(str, Enum):
     FORBIDDEN = "FORBIDDEN"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     RATE_LIMITED = "RATE_LIMITED"
+    ROUTE_NOT_FOUND = "ROUTE_NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
     @property
@@ -57,6 +59,8 @@ _HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.ROUTE_NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.INTERNAL_ERROR: 500,
 }
 
@@ -77,6 +81,8 @@ _SUMMARY: dict[ErrorCode, str] = {
     ErrorCode.FORBIDDEN: "The token is valid but does not allow this operation.",
     ErrorCode.PAYLOAD_TOO_LARGE: "The request body exceeds the size limit.",
     ErrorCode.RATE_LIMITED: "Too many expensive operations for this token; retry later.",
+    ErrorCode.ROUTE_NOT_FOUND: "No such endpoint; the API lives under /api/v1 (see /docs).",
+    ErrorCode.METHOD_NOT_ALLOWED: "The endpoint exists but not with this HTTP method.",
     ErrorCode.INTERNAL_ERROR: "An unexpected error inside iochost; the daemon log has the traceback.",
 }
 

@@ -1,13 +1,23 @@
-"""Daemon settings: one model, filled from flags and IOCHOST_* environment variables."""
+"""Daemon settings: one model, filled from flags, then IOCHOST_* environment variables.
+
+Every field is a flag of ``iochost serve`` (``--data-dir``) and an environment variable
+(``IOCHOST_DATA_DIR``); the flag wins. The CLI builds its parser from this model, so a
+setting cannot exist in one place and be missing in the other.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from iochost.spec.names import DEFAULT_PREFIX
+from iochost.store.policy import validate_prefixes
+
+ENV_PREFIX = "IOCHOST_"
 
 
 def default_data_dir() -> Path:
@@ -16,18 +26,41 @@ def default_data_dir() -> Path:
     return Path(base) / "iochost"
 
 
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Settings(BaseModel):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
-    prefix: str = DEFAULT_PREFIX
-    data_dir: Path = Field(default_factory=default_data_dir)
-    log_level: str = "info"
-    log_format: str = Field(default="text", pattern="^(text|json)$")
+    model_config = {"extra": "forbid"}
+
+    # -- the daemon ------------------------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="REST API bind address")
+    port: int = Field(default=8080, ge=0, le=65535, description="REST API port")
+    prefix: str = Field(default=DEFAULT_PREFIX, pattern=r"^[A-Za-z0-9_:\-]{1,20}$",
+                        description="PV prefix: PREFIX:PLUGIN:PV")
+    data_dir: Path = Field(default_factory=default_data_dir, description="registry, checkouts and logs")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
     examples: Path | None = Field(default=None, description="add every plugin directory under this one at start")
 
+    # -- EPICS ports ---------------------------------------------------------------------
+    ca_port: int = Field(default=5064, ge=1, le=65535, description="CA search port the daemon answers on")
+    ca_beacon_port: int = Field(default=5065, ge=1, le=65535, description="CA repeater port beacons go to")
+    ca_beacon_addrs: str = Field(default="", description="space-separated beacon destinations "
+                                                          "(default: broadcast of the bind address)")
+    pva_port: int = Field(default=5076, ge=1, le=65535, description="PVA search (UDP) port of every worker")
+    worker_ports: str = Field(default="5100-5299", pattern=r"^\d{1,5}-\d{1,5}$",
+                              description="range of the workers' CA server ports")
+
+    # -- supervision ---------------------------------------------------------------------
     grace_period: float = Field(default=10.0, gt=0, description="SIGTERM -> SIGKILL delay")
     start_timeout: float = Field(default=60.0, gt=0, description="worker spawn -> READY limit")
-    import_timeout: float = Field(default=30.0, gt=0)
+    import_timeout: float = Field(default=30.0, gt=0, description="validation import limit")
     heartbeat_interval: float = Field(default=1.0, gt=0)
     heartbeat_timeout: float = Field(default=15.0, gt=0, description="silence -> worker presumed hung")
     backoff_initial: float = Field(default=1.0, gt=0)
@@ -37,6 +70,56 @@ class Settings(BaseModel):
     runs_kept: int = Field(default=100, ge=50)
     git_timeout: float = Field(default=120.0, gt=0)
     max_checkout_bytes: int = Field(default=200 * 1024**2, gt=0)
+
+    # -- security ------------------------------------------------------------------------
+    read_token: SecretStr | None = Field(default=None, description="bearer token for GET endpoints")
+    admin_token: SecretStr | None = Field(default=None, description="bearer token for every endpoint")
+    read_token_file: Path | None = Field(default=None, description="file holding the read token")
+    admin_token_file: Path | None = Field(default=None, description="file holding the admin token")
+    allow_source: list[str] = Field(default_factory=list, description="allowed git URL prefixes (repeatable)")
+    allow_local_sources: bool = Field(default=False, description="permit local_path and file:// sources")
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0, description="request body size limit")
+
+    @field_validator("allow_source", mode="before")
+    @classmethod
+    def _split_sources(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allow_source")
+    @classmethod
+    def _check_sources(cls, value: list[str]) -> list[str]:
+        validate_prefixes(value)  # a prefix that cannot be parsed would silently match nothing
+        return value
+
+    @model_validator(mode="after")
+    def _load_token_files(self) -> "Settings":
+        for name in ("read", "admin"):
+            path: Path | None = getattr(self, f"{name}_token_file")
+            if path is not None and getattr(self, f"{name}_token") is None:
+                token = path.read_text().strip()
+                if not token:
+                    raise ValueError(f"{name}_token_file {path} is empty")
+                setattr(self, f"{name}_token", SecretStr(token))
+        low, high = (int(p) for p in self.worker_ports.split("-"))
+        if not 0 < low <= high <= 65535:
+            raise ValueError(f"worker_ports {self.worker_ports!r} is not a range LOW-HIGH within 1-65535")
+        if self.admin_token is None and self.read_token is None and not is_loopback(self.host):
+            raise ValueError(
+                f"refusing to listen on {self.host} without a token: anyone who reaches the API "
+                "could run code; set IOCHOST_ADMIN_TOKEN (or --admin-token-file) or use --host 127.0.0.1"
+            )
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.admin_token is not None or self.read_token is not None
+
+    @property
+    def worker_port_range(self) -> tuple[int, int]:
+        low, high = (int(p) for p in self.worker_ports.split("-"))
+        return low, high
 
     @property
     def plugins_dir(self) -> Path:
@@ -53,3 +136,19 @@ class Settings(BaseModel):
     @property
     def run_dir(self) -> Path:
         return self.data_dir / "run"
+
+    @classmethod
+    def from_sources(cls, flags: dict[str, Any], environ: dict[str, str] | None = None) -> "Settings":
+        """Merge flags (None = not given) over ``IOCHOST_*`` variables over defaults."""
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            env_value = environ.get(ENV_PREFIX + name.upper())
+            if name == "allow_source" and env_value is None:
+                env_value = environ.get(ENV_PREFIX + "ALLOWED_SOURCES")
+            if env_value is not None and env_value != "":
+                values[name] = env_value
+        for name, value in flags.items():
+            if value is not None and value != [] and name in cls.model_fields:
+                values[name] = value
+        return cls.model_validate(values)

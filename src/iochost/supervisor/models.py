@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from iochost.spec.names import PLUGIN_NAME_PATTERN
+from iochost.store.policy import has_credentials
 from iochost.supervisor.states import State
 
 Kind = Literal["task", "job"]
@@ -38,6 +39,9 @@ class PluginRequest(BaseModel):
     def _one_source(self) -> "PluginRequest":
         if (self.git_url is None) == (self.local_path is None):
             raise ValueError("give exactly one of git_url or local_path")
+        if self.git_url is not None and has_credentials(self.git_url):
+            # A token inside the URL would reach the registry, events and logs; `pat` does not.
+            raise ValueError("git_url must not carry credentials; pass the token as `pat`")
         return self
 
 

@@ -22,10 +22,13 @@ from iochost.settings import Settings
 from iochost.spec import load_config
 from iochost.spec.names import plugin_pv_prefix
 from iochost.store import GitStore, PluginSource, Registry, RegistryEntry
+from iochost.store.policy import check_source_allowed
 from iochost.supervisor.models import Event, Health, Kind, PluginRecord, PluginRequest, RunRecord, Transition
 from iochost.supervisor.plugin import ManagedPlugin
 from iochost.supervisor.process import WorkerProcess
 from iochost.supervisor.states import LIVE, State
+from iochost.supervisor.status_ioc import MODULE_FILE, SYSTEM_NAME, status_values, system_entry
+from iochost.builtin import DAEMON_STATUS_DIR
 from iochost.validate import validate_plugin
 from iochost.worker import protocol
 from iochost.worker.spec import WorkerSpec
@@ -50,6 +53,9 @@ class Supervisor:
         self._closing = False
         self.store: GitStore | None = None
         self.registry: Registry | None = None
+        self.started_at = _now()
+        self.system: ManagedPlugin | None = None  # the daemon's own status IOC
+        self._status_push_pending = False
 
     # -- daemon lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -60,7 +66,10 @@ class Supervisor:
         self.store = await asyncio.to_thread(GitStore, s.data_dir)
         self.registry = Registry(s.registry_path)
         await asyncio.to_thread(self.registry.load)
+        registered = {entry.name for entry in self.registry.entries()}
+        await asyncio.to_thread(self.store.prune, registered)  # checkouts a crash left unregistered
         self._watch_task = asyncio.create_task(self._watch(), name="iochost-watchdog")
+        await self._start_system()
         await asyncio.gather(*(self._restore(entry) for entry in self.registry.entries()))
         if s.examples is not None:
             await self._add_examples(s.examples)
@@ -70,7 +79,7 @@ class Supervisor:
         self._closing = True
         if self._watch_task is not None:
             self._watch_task.cancel()
-        await asyncio.gather(*(self._stop_worker(p, keep_desired=True) for p in list(self.plugins.values())))
+        await asyncio.gather(*(self._stop_worker(p, keep_desired=True) for p in self._supervised()))
 
     # -- queries --------------------------------------------------------------------------
     def get(self, name: str) -> PluginRecord:
@@ -85,12 +94,17 @@ class Supervisor:
             counts[state.value] = 0
         for plugin in self.plugins.values():
             counts[plugin.state.value] += 1
-        degraded = counts["failed"] + counts["crashed"] > 0 or any(
-            p.entry.desired_state == "running" and p.state not in (State.RUNNING, State.PAUSED)
-            and not p.adding for p in self.plugins.values()
-        )
-        return Health(status="degraded" if degraded else "ok", version=__version__,
+        return Health(status="degraded" if self._degraded() else "ok", version=__version__,
                       uptime=round(time.monotonic() - self._started, 1), plugins=counts)
+
+    def _degraded(self) -> bool:
+        """Something the operator asked to run is not running (adds in progress excepted)."""
+        return any(
+            p.state in (State.FAILED, State.CRASHED)
+            or (p.entry.desired_state == "running" and p.state not in (State.RUNNING, State.PAUSED)
+                and not p.adding)
+            for p in self.plugins.values()
+        )
 
     def logs(self, name: str, lines: int) -> list[str]:
         self._plugin(name)
@@ -103,23 +117,32 @@ class Supervisor:
             tail = f.read().decode(errors="replace").splitlines()
         return tail[-lines:]
 
-    async def subscribe(self) -> AsyncIterator[Event]:
+    async def subscribe(self, keepalive: float | None = None) -> AsyncIterator[Event | None]:
+        """Every event from now on; ``None`` after ``keepalive`` seconds without one."""
         queue: asyncio.Queue[Event] = asyncio.Queue(EVENT_QUEUE_SIZE)
         self._subscribers.add(queue)
         try:
             while True:
-                yield await queue.get()
+                try:
+                    yield await asyncio.wait_for(queue.get(), keepalive)
+                except asyncio.TimeoutError:
+                    yield None
         finally:
             self._subscribers.discard(queue)
 
     # -- adding and removing ------------------------------------------------------------
-    async def add(self, request: PluginRequest, *, kind: Kind | None = None) -> PluginRecord:
-        """Fetch, validate, register and start a plugin; on any failure leave nothing behind."""
+    async def add(self, request: PluginRequest, *, kind: Kind | None = None, trusted: bool = False) -> PluginRecord:
+        """Fetch, validate, register and start a plugin; on any failure leave nothing behind.
+
+        ``trusted`` skips the source policy: only for the examples the operator named at start.
+        """
         store, registry = self._stores()
         name = request.name
-        self._check_name_free(name)
         source = PluginSource(git_url=request.git_url, local_path=request.local_path,
                               branch=request.branch, commit=request.commit, path=request.path)
+        if not trusted:
+            check_source_allowed(source, self.settings.allow_source, self.settings.allow_local_sources)
+        self._check_name_free(name)
         placeholder = RegistryEntry(
             name=name, kind=kind or "task", class_name=request.class_name or "", source=source,
             commit=None, parameters=request.parameters, desired_state="running" if request.auto_start else "stopped",
@@ -289,7 +312,8 @@ class Supervisor:
             spec = WorkerSpec(
                 name=plugin.name, plugin_dir=str(plugin.plugin_dir), module_file=plugin.module_file,
                 class_name=plugin.entry.class_name, prefix=self.settings.prefix,
-                parameters=plugin.entry.parameters, version=(plugin.entry.commit or "local")[:12],
+                parameters=plugin.entry.parameters,
+                version=plugin.entry.options.get("version") or (plugin.entry.commit or "local")[:12],
                 grace_period=grace, heartbeat_interval=self.settings.heartbeat_interval,
             )
             worker = await WorkerProcess.spawn(
@@ -423,7 +447,7 @@ class Supervisor:
         while True:
             await asyncio.sleep(WATCH_PERIOD)
             now = time.monotonic()
-            for plugin in list(self.plugins.values()):
+            for plugin in self._supervised():
                 worker = plugin.worker
                 if worker is None or plugin.state not in (State.RUNNING, State.PAUSED) or plugin.kill_reason:
                     continue
@@ -467,7 +491,7 @@ class Supervisor:
             if name in self.plugins:
                 continue
             try:
-                await self.add(PluginRequest(name=name, local_path=str(plugin_dir.resolve())))
+                await self.add(PluginRequest(name=name, local_path=str(plugin_dir.resolve())), trusted=True)
             except IochostError as exc:
                 log.error("example %s not loaded: %s %s", name, exc.code.value, exc.message)
 
@@ -490,6 +514,9 @@ class Supervisor:
 
     def _check_name_free(self, name: str) -> None:
         upper = name.upper()
+        if upper == SYSTEM_NAME.upper():
+            raise IochostError(ErrorCode.PLUGIN_EXISTS,
+                               f"plugin name {name!r} is reserved for the daemon's own PVs")
         for other in self.plugins:
             if other.upper() == upper:
                 detail = "" if other == name else f" (same PV names as {other!r})"
@@ -506,6 +533,44 @@ class Supervisor:
     def _on_transition(self, plugin: ManagedPlugin, transition: Transition) -> None:
         self._publish(Event(type="transition", plugin=plugin.name, at=transition.at,
                             data=transition.model_dump(mode="json")))
+        if plugin is self.system:
+            if transition.to_state == State.RUNNING:
+                self._schedule_status_push()
+        else:
+            self._schedule_status_push()
+
+    # -- the daemon's own status IOC ------------------------------------------------------
+    async def _start_system(self) -> None:
+        """Start {PREFIX}:IOCHOST:*; a failure is logged, never fatal to the daemon."""
+        plugin = ManagedPlugin(system_entry(self.started_at), plugin_pv_prefix(self.settings.prefix, SYSTEM_NAME),
+                               DAEMON_STATUS_DIR, MODULE_FILE, self.settings.runs_kept, self._on_transition)
+        self.system = plugin
+        async with plugin.lock:
+            try:
+                await self._spawn(plugin)
+            except IochostError as exc:
+                log.error("daemon status IOC did not start: %s", exc.message)
+
+    def _schedule_status_push(self) -> None:
+        """Coalesce bursts of transitions into one set_pvs per loop turn."""
+        if self._status_push_pending:
+            return
+        self._status_push_pending = True
+        asyncio.get_running_loop().call_soon(self._push_status)
+
+    def _push_status(self) -> None:
+        self._status_push_pending = False
+        system = self.system
+        if system is None or system.worker is None or system.state != State.RUNNING:
+            return
+        states = [(p.name, p.state) for p in self.plugins.values() if not p.adding or p.state not in
+                  (State.PENDING, State.FETCHING, State.VALIDATING)]
+        system.worker.send(protocol.SetPVs(values=status_values(states, self._degraded())))
+
+    def _supervised(self) -> list[ManagedPlugin]:
+        """Every plugin with a worker to watch and stop: the registered ones and the status IOC."""
+        plugins = list(self.plugins.values())
+        return plugins + [self.system] if self.system is not None else plugins
 
     def _publish_run(self, plugin: ManagedPlugin, run: RunRecord) -> None:
         self._publish(Event(type="run", plugin=plugin.name, at=_now(), data=run.model_dump(mode="json")))

@@ -50,9 +50,26 @@ class ValidationReport(BaseModel):
     """All issues of one validation run; `plugin` is set when there are none."""
 
     plugin_dir: str
+    name: str | None = Field(default=None, description="plugin name the PV names were checked with")
     issues: list[ValidationIssue] = Field(default_factory=list)
     plugin: PluginInfo | None = None
 
     @property
     def ok(self) -> bool:
         return not self.issues and self.plugin is not None
+
+
+def render_text(report: ValidationReport) -> str:
+    """One OK line for a valid plugin; otherwise every issue and a summary line."""
+    name = report.name or report.plugin_dir
+    if report.ok:
+        info = report.plugin
+        assert info is not None
+        mode = f" {info.mode}" if info.mode else ""
+        return (f"OK: {name} is a{mode} {info.kind} ({info.class_name} in {info.module_file}), "
+                f"{len(info.pvs)} PVs")
+    stages = ", ".join(dict.fromkeys(issue.stage.value for issue in report.issues))
+    count = len(report.issues)
+    lines = [str(issue) for issue in report.issues]
+    lines.append(f"FAILED: {name}: {count} error{'s' if count != 1 else ''} ({stages})")
+    return "\n".join(lines)

@@ -49,6 +49,7 @@ class PluginHost:
         self.stop_requested = threading.Event()
         self.finished = threading.Event()
         self.halted = False  # an error that only a restart clears
+        self.internal_error: str | None = None  # a bug of the host, not of the plugin
         self.busy_in: str | None = None
         self.busy_since: float | None = None
         self._run_lock = threading.Lock()
@@ -123,6 +124,11 @@ class PluginHost:
             if isinstance(self.plugin, TaskBase):
                 self.plugin.running = False
                 self._status(TaskStatus.END, "Stopped")
+        except Exception:  # noqa: BLE001 - plugin errors are caught in _call; this is ours
+            self.internal_error = traceback.format_exc()
+            log.critical("plugin thread died; the worker exits so the supervisor restarts it:\n%s",
+                         self.internal_error)
+            self.stop_requested.set()
         finally:
             self.finished.set()
 
@@ -217,7 +223,7 @@ class PluginHost:
         job.parameters = {**base_parameters, **parameters}
         job._cancel.clear()
         self.channel.send(protocol.RunStarted(run_id=run_id, origin=origin))  # type: ignore[arg-type]
-        self._status(JobStatus.RUNNING, f"Running {run_id}")
+        self._status(JobStatus.RUNNING, f"Running {run_id[:12]}")
         outcome, result = "failed", JobResult(success=False, message="did not run")
         self.busy_in, self.busy_since = "execute", time.monotonic()
         try:

@@ -25,7 +25,7 @@ log = logging.getLogger("iochost.worker")
 # After the supervisor disappears we do not wait the full grace period: a daemon killed
 # with -9 must not leave IOCs serving PVs for long.
 ORPHAN_GRACE = 2.0
-EXIT_OK, EXIT_FATAL, EXIT_GRACE_EXCEEDED = 0, 2, 3
+EXIT_OK, EXIT_FATAL, EXIT_GRACE_EXCEEDED, EXIT_INTERNAL = 0, 2, 3, 4
 
 
 def _die_with_parent() -> None:
@@ -115,7 +115,9 @@ def run_worker(spec: WorkerSpec) -> int:
     deadline = time.monotonic() + (min(grace, ORPHAN_GRACE) if orphaned else grace)
     while not host.finished.is_set() and time.monotonic() < deadline:
         cothread.Sleep(0.05)
-    if host.finished.is_set():
+    if host.internal_error is not None:
+        code = EXIT_INTERNAL
+    elif host.finished.is_set():
         log.info("stopped cleanly")
         code = EXIT_OK
     else:

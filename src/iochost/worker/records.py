@@ -39,6 +39,7 @@ class PVTable:
         self.records: dict[str, Any] = {}
         self.defs: dict[str, PVDef] = {}
         self.writable: set[str] = set()
+        self.short_strings: set[str] = set()  # stringin/stringout records: 39 characters
         self.on_status: OnStatus | None = None
         self._lock = threading.Lock()
 
@@ -79,11 +80,13 @@ class PVTable:
         pv = self.defs.get(name)
         if pv is not None and pv.type == "enum" and isinstance(value, str):
             return pv.choices.index(value)
-        if pv is not None and pv.type == "string" and not pv.is_long_string:
+        if name in self.short_strings:
             text = str(value)
             if len(text) > STRING_LENGTH:
-                log.warning("%s: value cut to %d characters", name, STRING_LENGTH)
-            return text[:STRING_LENGTH]
+                if name != "MESSAGE":  # MESSAGE is cut by design; others deserve a warning
+                    log.warning("%s: value cut to %d characters", name, STRING_LENGTH)
+                text = text[:STRING_LENGTH]
+            return text
         if isinstance(value, bool):
             return int(value)
         return value
@@ -178,6 +181,7 @@ def build_records(
             always_update=True, DESC="Write 1 to run once",
         )
     table.writable.update(name for name in ("ENABLE", "RUN") if name in records)
+    table.short_strings.update(name for name in ("MESSAGE", "VERSION") if name in records)
     expected = default_pv_names(kind, mode)  # type: ignore[arg-type]
     assert sorted(records) == sorted(expected), (sorted(records), sorted(expected))
 
@@ -185,6 +189,8 @@ def build_records(
         for name, pv in group.items():
             records[name] = _declared_record(name, pv, writable, on_write)
             table.defs[name] = pv
+            if pv.type == "string" and not pv.is_long_string:
+                table.short_strings.add(name)
             if writable:
                 table.writable.add(name)
     return table

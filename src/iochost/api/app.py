@@ -1,0 +1,89 @@
+"""The FastAPI application: routers under /api/v1, one error shape, the supervisor's lifespan."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from iochost import __version__
+from iochost.api.errors import error_response, install_error_handlers
+from iochost.api.models import ERROR_RESPONSES
+from iochost.api.routes import compat, events, health, jobs, plugins
+from iochost.errors import ErrorCode
+from iochost.settings import Settings
+from iochost.supervisor import Supervisor
+
+API_PREFIX = "/api/v1"
+log = logging.getLogger("iochost.api")
+
+
+class BodySizeLimit:
+    """Refuse bodies over ``limit`` bytes with 413 before they are read into memory."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(ErrorCode.PAYLOAD_TOO_LARGE, f"request body exceeds {self.limit} bytes")
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings, supervisor: Supervisor | None = None) -> FastAPI:
+    """Build the app; the supervisor starts with the app and stops every worker with it."""
+    sup = supervisor or Supervisor(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await sup.start()
+        try:
+            yield
+        finally:
+            await sup.shutdown()
+
+    app = FastAPI(
+        title="iochost",
+        version=__version__,
+        summary="Hosts EPICS soft-IOC plugins: one soft IOC process per plugin, managed over REST.",
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+    )
+    app.state.settings = settings
+    app.state.supervisor = sup
+    install_error_handlers(app)
+    for module in (plugins, jobs, compat, health, events):
+        app.include_router(module.router, prefix=API_PREFIX)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    return app

@@ -1,0 +1,60 @@
+"""Bearer-token dependencies: a read token for GETs, an admin token for everything.
+
+With no token configured the API is open, which ``Settings`` only permits on a loopback
+address. Tokens are compared in constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from iochost.errors import ErrorCode, IochostError
+from iochost.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False, description="IOCHOST_READ_TOKEN or IOCHOST_ADMIN_TOKEN")
+
+
+def _matches(given: str, expected: object) -> bool:
+    secret = getattr(expected, "get_secret_value", None)
+    if secret is None:
+        return False
+    return hmac.compare_digest(given.encode(), secret().encode())
+
+
+def _role(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> str:
+    if not settings.auth_enabled:
+        return "admin"
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise IochostError(ErrorCode.UNAUTHORIZED, "missing bearer token (Authorization: Bearer <token>)")
+    token = credentials.credentials
+    if _matches(token, settings.admin_token):
+        return "admin"
+    if _matches(token, settings.read_token):
+        return "read"
+    raise IochostError(ErrorCode.UNAUTHORIZED, "bearer token not recognised")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def require_read(
+    settings: Settings = Depends(get_settings),
+    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+) -> str:
+    """Any valid token (or none needed): may look, not touch."""
+    return _role(settings, credentials)
+
+
+def require_admin(
+    settings: Settings = Depends(get_settings),
+    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+) -> str:
+    """The admin token: may add, remove, start, stop plugins and run jobs."""
+    role = _role(settings, credentials)
+    if role != "admin":
+        raise IochostError(ErrorCode.FORBIDDEN, "this operation needs the admin token")
+    return role

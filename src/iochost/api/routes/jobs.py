@@ -1,0 +1,48 @@
+"""``/jobs/{name}/run`` and its runs: one active run per job, the last runs kept."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Body, Depends, Query, status
+from fastapi.responses import JSONResponse
+
+from iochost.api.auth import require_admin, require_read
+from iochost.api.deps import get_supervisor
+from iochost.api.models import RunAccepted, RunRequest
+from iochost.supervisor import Supervisor
+from iochost.supervisor.models import RunList, RunRecord
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@router.post("/{name}/run", response_model=RunRecord, dependencies=[Depends(require_admin)],
+             responses={202: {"model": RunAccepted, "description": "run started (wait=false)"}})
+async def run_job(
+    name: str,
+    body: RunRequest | None = Body(default=None),
+    wait: bool = Query(default=True, description="wait for the result (default) or answer 202 at once"),
+    sup: Supervisor = Depends(get_supervisor),
+) -> RunRecord | JSONResponse:
+    """Run the job once. A second run while one is active gets 409 EXECUTION_LOCKED."""
+    parameters = body.parameters if body is not None else {}
+    run = await sup.run_job(name, parameters, wait=wait)
+    if not wait:
+        accepted = RunAccepted(run_id=run.run_id, state=run.state)
+        return JSONResponse(accepted.model_dump(), status_code=status.HTTP_202_ACCEPTED)
+    return run
+
+
+@router.get("/{name}/runs", response_model=RunList, dependencies=[Depends(require_read)])
+async def list_runs(name: str, sup: Supervisor = Depends(get_supervisor)) -> RunList:
+    runs = sup.list_runs(name)
+    return RunList(runs=runs, count=len(runs))
+
+
+@router.get("/{name}/runs/{run_id}", response_model=RunRecord, dependencies=[Depends(require_read)])
+async def get_run(name: str, run_id: str, sup: Supervisor = Depends(get_supervisor)) -> RunRecord:
+    return sup.get_run(name, run_id)
+
+
+@router.post("/{name}/runs/{run_id}/cancel", response_model=RunRecord, dependencies=[Depends(require_admin)])
+async def cancel_run(name: str, run_id: str, sup: Supervisor = Depends(get_supervisor)) -> RunRecord:
+    """Cancel the active run; naming any other run gets 409 RUN_ID_MISMATCH."""
+    return await sup.cancel_run(name, run_id)

@@ -1,0 +1,61 @@
+"""``/plugins``: add, list, inspect, start, stop, restart, delete, logs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, status
+
+from iochost.api.auth import require_admin, require_read
+from iochost.api.deps import get_supervisor
+from iochost.api.models import Deleted, LogTail
+from iochost.supervisor import Supervisor
+from iochost.supervisor.models import PluginList, PluginRecord, PluginRequest
+
+router = APIRouter(prefix="/plugins", tags=["plugins"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=PluginRecord,
+             dependencies=[Depends(require_admin)])
+async def add_plugin(request: PluginRequest, sup: Supervisor = Depends(get_supervisor)) -> PluginRecord:
+    """Fetch, validate and start a plugin; answers once its IOC is READY (or stored, if not started)."""
+    return await sup.add(request)
+
+
+@router.get("", response_model=PluginList, dependencies=[Depends(require_read)])
+async def list_plugins(sup: Supervisor = Depends(get_supervisor)) -> PluginList:
+    plugins = sup.list()
+    return PluginList(plugins=plugins, count=len(plugins))
+
+
+@router.get("/{name}", response_model=PluginRecord, dependencies=[Depends(require_read)])
+async def get_plugin(name: str, sup: Supervisor = Depends(get_supervisor)) -> PluginRecord:
+    return sup.get(name)
+
+
+@router.delete("/{name}", response_model=Deleted, dependencies=[Depends(require_admin)])
+async def delete_plugin(name: str, sup: Supervisor = Depends(get_supervisor)) -> Deleted:
+    """Answers after the worker has exited: its PVs are off the network, its checkout gone."""
+    await sup.remove(name)
+    return Deleted(name=name)
+
+
+@router.post("/{name}/start", response_model=PluginRecord, dependencies=[Depends(require_admin)])
+async def start_plugin(name: str, sup: Supervisor = Depends(get_supervisor)) -> PluginRecord:
+    return await sup.start_plugin(name)
+
+
+@router.post("/{name}/stop", response_model=PluginRecord, dependencies=[Depends(require_admin)])
+async def stop_plugin(name: str, sup: Supervisor = Depends(get_supervisor)) -> PluginRecord:
+    return await sup.stop_plugin(name)
+
+
+@router.post("/{name}/restart", response_model=PluginRecord, dependencies=[Depends(require_admin)])
+async def restart_plugin(name: str, sup: Supervisor = Depends(get_supervisor)) -> PluginRecord:
+    return await sup.restart_plugin(name)
+
+
+@router.get("/{name}/logs", response_model=LogTail, dependencies=[Depends(require_read)])
+async def plugin_logs(
+    name: str, lines: int = Query(default=200, ge=1, le=5000), sup: Supervisor = Depends(get_supervisor)
+) -> LogTail:
+    """The tail of the worker's stdout/stderr log (plugin log lines included)."""
+    return LogTail(name=name, lines=sup.logs(name, lines))

@@ -1,0 +1,83 @@
+"""Worker CA server ports from a configured range, stable per plugin."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+from iochost.errors import ErrorCode, IochostError
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a CA server could bind ``host:port`` for both TCP and UDP right now.
+
+    TCP is probed with SO_REUSEADDR, as rsrv binds it, so connections of a previous
+    worker lingering in TIME_WAIT do not count as "in use"; UDP is probed without it, so
+    any socket already on the port (another IOC's search socket) does.
+    """
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            tcp.bind((host, port))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, port))
+    except OSError:
+        return False
+    return True
+
+
+class PortAllocator:
+    """Hands each owner (plugin) one port of ``start..end`` (inclusive).
+
+    The same owner gets the same port back, also after :meth:`release`, unless another
+    owner took it meanwhile: a restarted worker then serves at the address clients had
+    connected to, and libca's per-server beacon history sees the restart. New owners get
+    ports nobody held before, when there are any. Thread-safe.
+    """
+
+    def __init__(self, start: int, end: int, host: str = "0.0.0.0") -> None:
+        if not 0 < start <= end < 65536:
+            raise ValueError(f"port range {start}-{end} is not within 1-65535")
+        self.start = start
+        self.end = end
+        self.host = host
+        self._lock = threading.Lock()
+        self._reserved: dict[str, int] = {}  # owner -> port
+        self._last: dict[str, int] = {}  # owner -> the port it had most recently
+
+    def reserve(self, owner: str) -> int:
+        """``owner``'s port; a port it already holds is returned without probing (its
+        previous worker may still be exiting), a new one is probed free for TCP and UDP."""
+        with self._lock:
+            if owner in self._reserved:
+                return self._reserved[owner]
+            taken = set(self._reserved.values())
+            remembered = {port for other, port in self._last.items() if other != owner}
+            preferred = self._last.get(owner)
+            candidates = [p for p in range(self.start, self.end + 1) if p not in taken]
+            candidates.sort(key=lambda p: (p != preferred, p in remembered))
+            for port in candidates:
+                if port_is_free(self.host, port):
+                    self._reserved[owner] = port
+                    self._last[owner] = port
+                    return port
+        raise IochostError(
+            ErrorCode.WORKER_START_FAILED,
+            f"no free CA server port left in {self.start}-{self.end} on {self.host}",
+            port_range=f"{self.start}-{self.end}",
+        )
+
+    def release(self, owner: str) -> None:
+        """Give the port back; the owner still gets it first on its next reserve."""
+        with self._lock:
+            self._reserved.pop(owner, None)
+
+    def forget(self, owner: str) -> None:
+        """Release and drop the owner's claim for good (the plugin was deleted)."""
+        with self._lock:
+            self._reserved.pop(owner, None)
+            self._last.pop(owner, None)
+
+    def port_of(self, owner: str) -> int | None:
+        with self._lock:
+            return self._reserved.get(owner)

@@ -1,0 +1,34 @@
+"""``iochost serve``: the daemon process. uvicorn serves the API; the app's lifespan runs
+the supervisor, so SIGTERM stops every worker (SIGTERM, grace, SIGKILL) before exit 0."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from iochost import __version__
+from iochost.api import create_app
+from iochost.logs import setup_logging
+from iochost.settings import Settings
+
+log = logging.getLogger("iochost")
+
+
+def serve(settings: Settings) -> int:
+    setup_logging(settings.log_level, settings.log_format)
+    log.info("iochost %s: API http://%s:%d/api/v1, PV prefix %s, data %s", __version__,
+             settings.host, settings.port, settings.prefix, settings.data_dir)
+    if not settings.auth_enabled:
+        log.warning("no API token configured: the API is open to every local user; "
+                    "listening on loopback %s only", settings.host)
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
+                            lifespan="on", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        log.error("iochost did not start (see the error above)")
+        return 1
+    log.info("iochost stopped")
+    return 0

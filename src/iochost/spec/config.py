@@ -1,0 +1,332 @@
+"""The config.yaml schema: parameters and PV definitions, strict so mistakes are errors.
+
+Every model is strict (no "1.0" -> 1.0, no 1 -> True) and forbids unknown keys, because
+a misspelt ``unti:`` or a quoted number silently ignored is a PV that looks right in
+Phoebus and is not. Limits come from the EPICS records the worker builds: 16 mbbi/mbbo
+states of 25 characters, 39-character strings, 40-character DESC, 15-character EGU.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from iochost.spec.errors import ConfigError, SchemaProblems, issues_from_pydantic
+
+PVType = Literal["float", "int", "string", "bool", "enum"]
+PV_TYPES: tuple[str, ...] = ("float", "int", "string", "bool", "enum")
+TYPE_ALIASES = {"str": "string", "boolean": "bool", "double": "float", "integer": "int", "long": "int"}
+
+MAX_CHOICES = 16  # mbbi/mbbo ZRST..FFST
+CHOICE_LENGTH = 25  # each state string is char[26]
+STRING_LENGTH = 39  # stringin/stringout VAL is char[40]
+MAX_STRING_LENGTH = 32767  # lsi/lso SIZV is an epicsUInt16
+MAX_WAVEFORM_LENGTH = 1_000_000
+DESC_LENGTH = 40  # DESC is char[41]
+EGU_LENGTH = 15  # EGU is char[16]
+INT32 = (-(2**31), 2**31 - 1)  # longin/longout VAL is an epicsInt32
+DEFAULT_PREC = 3
+DEFAULT_ZNAM, DEFAULT_ONAM = "Off", "On"
+
+Problems = list[tuple[tuple[str, ...], str]]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class PVDef(BaseModel):
+    """One declared PV; the worker turns it into one record (see worker/records.py)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: PVType
+    value: Any = None
+    unit: str | None = Field(default=None, max_length=EGU_LENGTH)
+    prec: int | None = Field(default=None, ge=0, le=17)
+    low: float | None = None
+    high: float | None = None
+    znam: str | None = Field(default=None, max_length=CHOICE_LENGTH)
+    onam: str | None = Field(default=None, max_length=CHOICE_LENGTH)
+    description: str | None = Field(default=None, max_length=DESC_LENGTH)
+    choices: list[str] | None = None
+    length: int | None = Field(default=None, ge=1)
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type_name(cls, value: Any) -> Any:
+        valid = ", ".join(PV_TYPES)
+        if not isinstance(value, str):
+            raise ValueError(f"PV type must be one of {valid}, got {value!r}")
+        name = value.strip().lower()
+        name = TYPE_ALIASES.get(name, name)
+        if name not in PV_TYPES:
+            raise ValueError(f"unknown PV type {value!r}; valid types: {valid}")
+        return name
+
+    @property
+    def is_waveform(self) -> bool:
+        return self.type in ("float", "int") and self.length is not None
+
+    @property
+    def is_long_string(self) -> bool:
+        return self.type == "string" and self.length is not None and self.length > STRING_LENGTH
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PVDef":
+        problems: Problems = []
+        given = self.model_fields_set
+        numeric = self.type in ("float", "int")
+        for key in ("unit", "low", "high"):
+            if key in given and getattr(self, key) is not None and not numeric:
+                problems.append(((key,), f"only for float and int PVs, not {self.type}"))
+        if "prec" in given and self.prec is not None and self.type != "float":
+            problems.append((("prec",), f"only for float PVs ({self.type} records have no PREC)"))
+        for key in ("znam", "onam"):
+            if key in given and getattr(self, key) is not None and self.type != "bool":
+                problems.append(((key,), f"only for bool PVs, not {self.type}"))
+        if "choices" in given and self.choices is not None and self.type != "enum":
+            problems.append((("choices",), f"only for enum PVs, not {self.type}"))
+        if self.low is not None and self.high is not None and self.low > self.high:
+            problems.append((("low",), f"low ({self.low:g}) is above high ({self.high:g})"))
+        problems += self._check_length()
+        if self.type == "enum":
+            problems += self._check_choices()
+        if not problems:
+            problems += self._check_value()
+        if problems:
+            raise SchemaProblems(problems)
+        if self.type == "float" and self.prec is None:
+            self.prec = DEFAULT_PREC
+        if self.type == "bool":
+            self.znam = DEFAULT_ZNAM if self.znam is None else self.znam
+            self.onam = DEFAULT_ONAM if self.onam is None else self.onam
+        return self
+
+    def _check_length(self) -> Problems:
+        if self.length is None:
+            return []
+        if self.type in ("bool", "enum"):
+            return [(("length",), f"only for float/int waveforms and strings, not {self.type}")]
+        limit = MAX_STRING_LENGTH if self.type == "string" else MAX_WAVEFORM_LENGTH
+        if self.length > limit:
+            return [(("length",), f"{self.length} is above the maximum of {limit}")]
+        return []
+
+    def _check_choices(self) -> Problems:
+        choices = self.choices or []
+        if not choices:
+            return [(("choices",), f"an enum needs 1 to {MAX_CHOICES} choices")]
+        problems: Problems = []
+        if len(choices) > MAX_CHOICES:
+            problems.append((("choices",), f"{len(choices)} choices; an enum (mbbi/mbbo) holds at most {MAX_CHOICES}"))
+        seen: set[str] = set()
+        for index, choice in enumerate(choices):
+            where = ("choices", str(index))
+            if not choice:
+                problems.append((where, "empty choice"))
+            elif len(choice) > CHOICE_LENGTH:
+                problems.append((where, f"{choice!r} is {len(choice)} characters; a state name holds {CHOICE_LENGTH}"))
+            if choice in seen:
+                problems.append((where, f"{choice!r} appears twice"))
+            seen.add(choice)
+        return problems
+
+    def _check_value(self) -> Problems:
+        value = self.value
+        if value is None:
+            return []
+        where = ("value",)
+        if self.is_waveform:
+            return self._check_waveform_value(value)
+        if self.type == "float":
+            if not _is_number(value):
+                return [(where, f"should be a number, got {value!r}")]
+            return self._check_range(value)
+        if self.type == "int":
+            if not _is_int(value):
+                return [(where, f"should be an integer, got {value!r}")]
+            if not INT32[0] <= value <= INT32[1]:
+                return [(where, f"{value} does not fit a 32-bit integer record")]
+            return self._check_range(value)
+        if self.type == "string":
+            if not isinstance(value, str):
+                return [(where, f"should be a string, got {value!r} (quote it)")]
+            limit = self.length or STRING_LENGTH
+            if len(value) > limit:
+                hint = "" if self.length else "; set length: N for a longer string"
+                return [(where, f"{len(value)} characters, the PV holds {limit}{hint}")]
+            return []
+        if self.type == "bool":
+            if isinstance(value, bool) or _is_int(value) and value in (0, 1) or value in (self.znam, self.onam):
+                return []
+            names = [n for n in (self.znam, self.onam) if n is not None]
+            extra = f", or {' / '.join(repr(n) for n in names)}" if names else ""
+            return [(where, f"should be true/false or 0/1{extra}, got {value!r}")]
+        choices = self.choices or []
+        if isinstance(value, str):
+            if value not in choices:
+                return [(where, f"{value!r} is not one of the choices {choices}")]
+        elif not _is_int(value) or not 0 <= value < len(choices):
+            return [(where, f"should be one of the choices or an index 0..{len(choices) - 1}, got {value!r}")]
+        return []
+
+    def _check_waveform_value(self, value: Any) -> Problems:
+        assert self.length is not None
+        check = _is_number if self.type == "float" else _is_int
+        noun = "numbers" if self.type == "float" else "integers"
+        if check(value):  # one number fills the whole waveform
+            return []
+        if not isinstance(value, list):
+            return [(("value",), f"a waveform value is a list of {noun} (or one number to fill it)")]
+        if len(value) > self.length:
+            return [(("value",), f"{len(value)} elements, more than length {self.length}")]
+        return [(("value", str(i)), f"should be one of the {noun}, got {item!r}")
+                for i, item in enumerate(value) if not check(item)]
+
+    def _check_range(self, value: float) -> Problems:
+        if self.low is not None and value < self.low or self.high is not None and value > self.high:
+            return [(("value",), f"{value:g} is outside low..high ({self.low}..{self.high})")]
+        return []
+
+    def initial_value(self) -> Any:
+        """The value in the form the record builder takes (enum index, 0/1, padded list)."""
+        value = self.value
+        if self.is_waveform:
+            assert self.length is not None
+            cast = float if self.type == "float" else int
+            if value is None or not isinstance(value, list):
+                return [cast(value or 0)] * self.length
+            return [cast(item) for item in value] + [cast(0)] * (self.length - len(value))
+        if self.type == "float":
+            return float(value or 0.0)
+        if self.type == "int":
+            return int(value or 0)
+        if self.type == "string":
+            return value or ""
+        if self.type == "bool":
+            if isinstance(value, str):
+                return int(value == self.onam)
+            return int(bool(value))
+        choices = self.choices or []
+        if isinstance(value, str):
+            return choices.index(value)
+        return int(value or 0)
+
+
+def _empty_to_dict(value: Any) -> Any:
+    return {} if value is None else value
+
+
+class PVGroup(BaseModel):
+    """``inputs`` are writable by operators, ``outputs`` are published by the plugin."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    inputs: dict[str, PVDef] = Field(default_factory=dict)
+    outputs: dict[str, PVDef] = Field(default_factory=dict)
+
+    @field_validator("inputs", "outputs", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return _empty_to_dict(value)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> "PVGroup":
+        both = [name for name in self.outputs if name in self.inputs]
+        if both:
+            raise SchemaProblems([(("outputs", name), "also declared under inputs") for name in both])
+        return self
+
+
+class Parameters(BaseModel):
+    """Well-known parameters typed; any other key is kept for the plugin's ``self.parameters``."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    mode: Literal["continuous", "triggered"] = "continuous"
+    interval: float = Field(default=1.0, gt=0, description="seconds between execute() calls")
+    retry_on_error: bool = False
+    watchdog: float | None = Field(default=None, gt=0, description="longest a plugin call may take")
+    grace_period: float = Field(default=10.0, gt=0, description="time cleanup() gets on stop")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode(cls, data: Any) -> Any:
+        """``mode`` is case-insensitive; iocmng's ``triggered: true`` means triggered mode."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("mode"), str):
+            data["mode"] = data["mode"].strip().lower()
+        triggered = data.get("triggered")
+        if "triggered" in data and not isinstance(triggered, bool):
+            raise SchemaProblems([(("triggered",), f"should be true or false, got {triggered!r}")])
+        if triggered is not None and "mode" not in data:
+            data["mode"] = "triggered" if triggered else "continuous"
+        elif triggered is not None and (data["mode"] == "triggered") != triggered:
+            raise SchemaProblems([(("triggered",), f"contradicts mode: {data['mode']}")])
+        return data
+
+    @property
+    def effective_watchdog(self) -> float:
+        """How long one execute() may run before the supervisor kills the worker."""
+        return self.watchdog or max(30.0, 10 * self.interval)
+
+
+class PluginConfig(BaseModel):
+    """A whole config.yaml. ``arguments:`` (iocmng 2.7) is read as ``pvs:`` (iocmng 2.0)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    parameters: Parameters = Field(default_factory=Parameters)
+    pvs: PVGroup = Field(default_factory=PVGroup)
+
+    _pv_section: str = PrivateAttr(default="pvs")
+    _key_lines: dict[tuple[str, ...], int] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, data: Any) -> Any:
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            return data
+        data = {key: _empty_to_dict(value) if key in ("parameters", "pvs", "arguments") else value
+                for key, value in data.items()}
+        if "arguments" in data:
+            if "pvs" in data:
+                raise SchemaProblems([(("arguments",), "give PVs under pvs: or arguments:, not both")])
+            data["pvs"] = data.pop("arguments")
+        return data
+
+    @property
+    def pv_section(self) -> str:
+        """``pvs`` or ``arguments``: the spelling the file used, for messages."""
+        return self._pv_section
+
+    @property
+    def key_lines(self) -> dict[tuple[str, ...], int]:
+        """config.yaml line of each key path (``pvs`` spelling), empty if not from a file."""
+        return self._key_lines
+
+    def with_parameters(self, overrides: dict[str, Any]) -> "PluginConfig":
+        """A copy with ``overrides`` (REST or ``--param``) merged over the parameters, re-validated."""
+        merged = self.parameters.model_dump()
+        if "mode" in overrides:
+            merged.pop("triggered", None)
+        elif "triggered" in overrides:
+            merged.pop("mode", None)
+        merged.update(overrides)
+        try:
+            parameters = Parameters.model_validate(merged)
+        except ValidationError as exc:
+            raise ConfigError(
+                issues_from_pydantic(exc, Parameters, prefix=("parameters",), file=None, note=" (parameter override)")
+            ) from None
+        return self.model_copy(update={"parameters": parameters})

@@ -1,0 +1,70 @@
+"""``load_config``: config.yaml -> PluginConfig, or ConfigError listing every problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from iochost.spec.config import PluginConfig
+from iochost.spec.errors import CONFIG_FILE, ConfigError, config_issue, issues_from_pydantic
+from iochost.spec.yaml_lines import KeyPath, YamlSyntaxError, parse_yaml
+from iochost.validate.report import Stage, ValidationIssue
+
+
+def _issue(message: str, line: int | None = None) -> ValidationIssue:
+    return ValidationIssue(stage=Stage.CONFIG, file=CONFIG_FILE, line=line, message=message)
+
+
+def _canonical(lines: dict[KeyPath, int], section: str) -> dict[KeyPath, int]:
+    """Key lines with ``arguments`` spelt ``pvs``, the name the schema uses."""
+    if section == "pvs":
+        return lines
+    return {(("pvs",) + path[1:] if path[:1] == (section,) else path): line for path, line in lines.items()}
+
+
+def load_config(plugin_dir: Path) -> PluginConfig:
+    """Read and validate ``plugin_dir/config.yaml``; an empty file declares no PVs."""
+    path = Path(plugin_dir) / CONFIG_FILE
+    if not path.is_file():
+        other = [p.name for p in (path.with_suffix(".yml"),) if p.is_file()]
+        hint = f"; found {other[0]}, rename it to {CONFIG_FILE}" if other else ""
+        raise ConfigError([_issue(f"{CONFIG_FILE} not found in the plugin directory{hint}")])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([_issue(f"cannot read {CONFIG_FILE}: {exc}")]) from None
+    try:
+        doc = parse_yaml(text)
+    except YamlSyntaxError as exc:
+        raise ConfigError([_issue(str(exc), exc.line)]) from None
+
+    issues: list[ValidationIssue] = [
+        config_issue(key, f"duplicate key (first at line {first}); YAML would silently keep this one",
+                     {key: line})
+        for key, line, first in doc.duplicates
+    ]
+    data = doc.data
+    if data is not None and not isinstance(data, dict):
+        issues.append(_issue(f"the file must be a mapping (parameters:, pvs:), not a {type(data).__name__}", 1))
+        raise ConfigError(issues)
+    data = dict(data or {})
+    section = "arguments" if "arguments" in data and "pvs" not in data else "pvs"
+    if "arguments" in data and "pvs" in data:
+        issues.append(config_issue(("arguments",), "give PVs under pvs: (iocmng 2.0) or arguments: "
+                                   "(iocmng 2.7), not both", doc.lines))
+        del data["arguments"]  # still validate pvs: so its own problems are reported too
+    lines = _canonical(doc.lines, section)
+    try:
+        config = PluginConfig.model_validate(data)
+    except ValidationError as exc:
+        issues += issues_from_pydantic(exc, PluginConfig, lines=lines, rename={"pvs": section})
+        config = None
+    if issues:
+        issues.sort(key=lambda issue: (issue.line is None, issue.line or 0))
+        raise ConfigError(issues)
+    assert config is not None
+    config._pv_section = section
+    config._key_lines = lines
+    return config
+

@@ -1,0 +1,98 @@
+"""PV naming: ``{PREFIX}:{PLUGIN_NAME_UPPER}:{PV}``, the default PVs, and the legality rules.
+
+The daemon, the worker and the validator all name PVs through this module, so a name the
+validator accepts is exactly the record the worker creates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Literal
+
+from iochost.spec.config import PVGroup
+from iochost.validate.report import Stage, ValidationIssue
+
+DEFAULT_PREFIX = "IOCHOST"
+PLUGIN_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,40}$"
+MAX_PV_NAME = 60  # PVNAME_STRINGSZ is 61 including the NUL
+
+# Characters EPICS allows in record names; '.' is not one (it separates the field name).
+RECORD_NAME_RE = re.compile(r"^[A-Za-z0-9_\-+:\[\]<>;]+$")
+# A declared PV's own name: an identifier, optionally with ':' or '-' separated parts.
+PV_SHORT_NAME_RE = re.compile(r"^[A-Za-z0-9_]+(?:[:-][A-Za-z0-9_]+)*$")
+
+Kind = Literal["task", "job"]
+
+
+def plugin_pv_prefix(prefix: str, name: str) -> str:
+    """``IOCHOST:MY-PLUGIN``: the device name every PV of a plugin starts with."""
+    return f"{prefix}:{name.upper()}"
+
+
+def full_pv_name(prefix: str, name: str, pv: str) -> str:
+    return f"{plugin_pv_prefix(prefix, name)}:{pv}"
+
+
+def default_pv_names(kind: Kind, mode: str | None = None) -> list[str]:
+    """The PVs every plugin of ``kind`` gets, in the order the worker creates them."""
+    if kind == "job":
+        return ["STATUS", "MESSAGE", "RUN"]
+    names = ["ENABLE", "STATUS", "MESSAGE", "CYCLE_COUNT", "VERSION"]
+    if mode == "triggered":
+        names.append("RUN")
+    return names
+
+
+def _issue(message: str, line: int | None = None, file: str | None = None) -> ValidationIssue:
+    return ValidationIssue(stage=Stage.PVS, file=file, line=line, message=message)
+
+
+def check_pv_names(
+    prefix: str,
+    name: str,
+    kind: Kind | None,
+    mode: str | None,
+    pvs: PVGroup,
+    *,
+    lines: Mapping[tuple[str, ...], int] | None = None,
+    section: str = "pvs",
+) -> list[ValidationIssue]:
+    """Every problem with the plugin's full PV names. ``kind=None`` (unknown yet) skips
+    only the collision check with default PVs; ``lines`` maps ``("pvs", group, PV)`` to
+    config.yaml lines."""
+    issues: list[ValidationIssue] = []
+    if not re.match(PLUGIN_NAME_PATTERN, name):
+        issues.append(_issue(f"plugin name {name!r} must be 1-40 letters, digits, '_' or '-'"))
+    if not prefix or not RECORD_NAME_RE.match(prefix) or prefix.endswith(":"):
+        issues.append(_issue(f"PV prefix {prefix!r} must be non-empty, use only A-Z a-z 0-9 _ - + : [ ] < > ; "
+                             "and not end with ':'"))
+    defaults = default_pv_names(kind, mode) if kind is not None else []
+    for pv in defaults:
+        full = full_pv_name(prefix, name, pv)
+        if len(full) > MAX_PV_NAME:
+            issues.append(_issue(f"default PV {full} is {len(full)} characters, more than {MAX_PV_NAME}; "
+                                 "shorten the prefix or the plugin name"))
+    reserved = {pv.upper(): pv for pv in defaults}
+    seen: dict[str, str] = {}
+    file = "config.yaml"  # declared PVs always come from it
+    owner = f"{mode} {kind}" if kind == "task" and mode else f"{kind}"
+    for group, declared in (("inputs", pvs.inputs), ("outputs", pvs.outputs)):
+        for pv in declared:
+            where = f"{section}.{group}.{pv}"
+            line = (lines or {}).get(("pvs", group, pv))
+            full = full_pv_name(prefix, name, pv)
+            if not PV_SHORT_NAME_RE.match(pv):
+                issues.append(_issue(f"{where}: {pv!r} is not a legal PV name; use letters, digits and '_' "
+                                     "(':' or '-' between parts; no spaces, no '.')", line, file))
+            elif len(full) > MAX_PV_NAME:
+                issues.append(_issue(f"{where}: {full} is {len(full)} characters, more than {MAX_PV_NAME}",
+                                     line, file))
+            if pv.upper() in reserved:
+                issues.append(_issue(f"{where}: {pv} collides with the default PV {reserved[pv.upper()]} "
+                                     f"of a {owner}", line, file))
+            elif pv.upper() in seen and seen[pv.upper()] != pv:
+                issues.append(_issue(f"{where}: {pv} differs only in case from {seen[pv.upper()]}; "
+                                     "operators cannot tell them apart", line, file))
+            seen.setdefault(pv.upper(), pv)
+    return issues

@@ -1,0 +1,56 @@
+"""What the store persists and returns: a plugin's source, its registry entry, a fetch result.
+
+`PluginSource` deliberately has no credential field and forbids extra keys, so a PAT can
+never be smuggled into the registry file through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SHA_PATTERN = r"^[0-9a-f]{40}$"
+
+
+class PluginSource(BaseModel):
+    """Where a plugin comes from: exactly one of `git_url` / `local_path` (checked on fetch)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    git_url: str | None = None
+    local_path: str | None = None
+    branch: str | None = None
+    commit: str | None = None
+    path: str | None = None
+
+
+class RegistryEntry(BaseModel):
+    """The desired state of one plugin, as persisted in the registry file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: Literal["task", "job"]
+    class_name: str
+    source: PluginSource
+    commit: str | None = Field(default=None, pattern=SHA_PATTERN,
+                               description="resolved 40-hex SHA; None for a non-git local_path")
+    module_file: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    desired_state: Literal["running", "stopped"] = "running"
+    created_at: datetime
+    updated_at: datetime
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """A checkout in place: its root, the plugin directory inside it, the commit it is at."""
+
+    checkout_dir: Path
+    plugin_dir: Path
+    commit: str | None

@@ -1,0 +1,144 @@
+"""The registry: the desired state of every plugin, one JSON file, rewritten atomically.
+
+Every change is persisted before the call returns: the whole file is written to a temp
+file in the same directory, flushed and fsynced, renamed over the old one, and the
+directory is fsynced, so after a crash or power loss the file is either the old or the
+new version, never a torn one. Methods are thread-safe: the supervisor calls them from
+`asyncio.to_thread` concurrently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from iochost.errors import ErrorCode, IochostError
+from iochost.store.models import RegistryEntry
+
+FORMAT_VERSION = 1
+
+
+class RegistryError(IochostError):
+    """The registry file cannot be read; the daemon must not start and forget plugins."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(ErrorCode.INTERNAL_ERROR,
+                         f"registry file {path} is unusable: {problem}; fix it or move it aside "
+                         "(every plugin in it would otherwise be forgotten)", path=str(path))
+
+
+class Registry:
+    """Desired state of every plugin, keyed by name, persisted on every change."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._entries: dict[str, RegistryEntry] = {}
+        self._loaded = False
+        self._lock = threading.RLock()
+
+    def load(self) -> None:
+        """Read the file (missing = empty); raise RegistryError if it is corrupt."""
+        with self._lock:
+            self._remove_stale_temps()
+            self._entries = self._read()
+            self._loaded = True
+
+    def entries(self) -> list[RegistryEntry]:
+        with self._lock:
+            self._ensure_loaded()
+            return list(self._entries.values())
+
+    def get(self, name: str) -> RegistryEntry | None:
+        with self._lock:
+            self._ensure_loaded()
+            return self._entries.get(name)
+
+    def put(self, entry: RegistryEntry) -> None:
+        """Add or replace `entry` and persist before returning."""
+        with self._lock:
+            self._ensure_loaded()
+            entries = {**self._entries, entry.name: entry}
+            self._write(entries)
+            self._entries = entries
+
+    def remove(self, name: str) -> None:
+        """Forget `name` and persist; idempotent."""
+        with self._lock:
+            self._ensure_loaded()
+            if name not in self._entries:
+                return
+            entries = {k: v for k, v in self._entries.items() if k != name}
+            self._write(entries)
+            self._entries = entries
+
+    # -- file I/O -----------------------------------------------------------------------------
+    def _ensure_loaded(self) -> None:
+        if not self._loaded:  # never overwrite a file we have not read
+            self.load()
+
+    def _read(self) -> dict[str, RegistryEntry]:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise RegistryError(self.path, f"cannot read it ({exc.strerror})") from None
+        try:
+            data: Any = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RegistryError(self.path, f"not valid JSON ({exc})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("plugins"), dict):
+            raise RegistryError(self.path, 'expected an object with "version" and "plugins"')
+        version = data.get("version")
+        if version != FORMAT_VERSION:
+            raise RegistryError(self.path, f"format version {version!r}, this iochost reads {FORMAT_VERSION}")
+        entries: dict[str, RegistryEntry] = {}
+        for name, value in data["plugins"].items():
+            try:
+                entry = RegistryEntry.model_validate(value)
+            except ValidationError as exc:
+                raise RegistryError(self.path, f"plugin {name!r}: {exc.errors()[0]['msg']} at "
+                                               f"{'.'.join(map(str, exc.errors()[0]['loc']))}") from None
+            if entry.name != name:
+                raise RegistryError(self.path, f"plugin key {name!r} holds an entry named {entry.name!r}")
+            entries[name] = entry
+        return entries
+
+    def _write(self, entries: dict[str, RegistryEntry]) -> None:
+        data = {"version": FORMAT_VERSION,
+                "plugins": {name: e.model_dump(mode="json") for name, e in sorted(entries.items())}}
+        payload = json.dumps(data, indent=2).encode() + b"\n"
+        folder = self.path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _remove_stale_temps(self) -> None:
+        """Temp files a crash left between write and rename are incomplete: drop them."""
+        folder = self.path.parent
+        if not folder.is_dir():
+            return
+        for leftover in folder.glob(f".{self.path.name}.*.tmp"):
+            leftover.unlink(missing_ok=True)

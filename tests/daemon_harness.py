@@ -1,0 +1,138 @@
+"""Run the real ``iochost serve`` as a subprocess, talk to it over HTTP, and make sure it
+and every worker it started are gone afterwards, whatever the test did."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from conftest import CA_PORT, PVA_BROADCAST_PORT, free_port
+
+
+def worker_pids(data_dir: Path) -> list[int]:
+    """Live worker processes of the daemon using ``data_dir`` (their spec file lives there)."""
+    marker = str(data_dir / "run").encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"iochost.worker" in cmdline and marker in cmdline and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def free_port_block(size: int) -> tuple[int, int]:
+    """A range of ports the daemon hands to workers; it skips any that turn out busy."""
+    base = free_port()
+    base = min(base, 65000 - size)
+    return base, base + size - 1
+
+
+class Daemon:
+    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.args = list(args)
+        self.env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-daemon.log"
+        low, high = free_port_block(60)
+        self.base_args = [
+            "--port", str(self.port), "--data-dir", str(data_dir), "--prefix", "IOCHT",
+            "--ca-port", str(CA_PORT), "--pva-port", str(PVA_BROADCAST_PORT),
+            "--worker-ports", f"{low}-{high}", "--allow-local-sources", "--log-format", "json",
+            "--grace-period", "5",
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> "Daemon":
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "iochost", "serve", *self.base_args, *self.args],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, **self.env},
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"iochost serve exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/api/v1/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"iochost serve did not answer within {timeout} s:\n{self.log()}")
+
+    def client(self, timeout: float = 90.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url + "/api/v1", timeout=timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def cleanup(self) -> None:
+        """Kill the daemon's process group and every worker it left, by pid."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=10)
+        for pid in worker_pids(self.data_dir):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1, what: str = "") -> Any:
+    """Poll without cothread (for HTTP-only checks)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as exc:  # noqa: BLE001 - report the last failure on timeout
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}; last: {last!r}")
+
+
+def udp_port_busy(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False

@@ -1,0 +1,758 @@
+"""The git store, the registry and the source policy, against real git repositories.
+
+Repositories are made with the `git` CLI in tmp_path and cloned by `file://` URL, or over
+HTTP from a tiny in-test server that runs the real `git http-backend` behind Basic auth
+(for the PAT), stalls mid-pack (for the size watcher) or never answers (for the timeout).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import unquote
+
+import pytest
+from pydantic import ValidationError
+
+from iochost.errors import ErrorCode, IochostError
+from iochost.store import (
+    GitStore, PluginSource, Registry, RegistryEntry, RegistryError, check_source_allowed, validate_prefixes,
+)
+from iochost.store.models import FetchResult
+
+GIT_ENV = {
+    **os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com", "LC_ALL": "C",
+}
+MB = 1024**2
+
+
+def git(cwd: Path, *args: str) -> str:
+    out = subprocess.run(["git", "-c", "init.defaultBranch=main", *args], cwd=cwd, env=GIT_ENV,
+                         check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def commit_all(repo: Path, message: str) -> str:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+class Origin:
+    """A repository: main (c1 tagged v1, then c2) and branch `feature` (c3 from c1)."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "origin"
+        self.path.mkdir()
+        git(self.path, "init", "-q")
+        plugin = self.path / "plugin"
+        plugin.mkdir()
+        (plugin / "config.yaml").write_text("parameters: {}\n")
+        (plugin / "main.py").write_text("VERSION = 1\n")
+        self.c1 = commit_all(self.path, "c1")
+        git(self.path, "tag", "v1")
+        (plugin / "main.py").write_text("VERSION = 2\n")
+        self.c2 = commit_all(self.path, "c2")
+        git(self.path, "checkout", "-q", "-b", "feature", self.c1)
+        (self.path / "feature.txt").write_text("feature\n")
+        self.c3 = commit_all(self.path, "c3")
+        git(self.path, "checkout", "-q", "main")
+        self.url = self.path.as_uri()
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Origin:
+    return Origin(tmp_path)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> GitStore:
+    return GitStore(tmp_path / "data")
+
+
+def version(result: FetchResult) -> str:
+    return (result.checkout_dir / "plugin" / "main.py").read_text().strip()
+
+
+def assert_nothing_left(store: GitStore, name: str) -> None:
+    assert not os.path.lexists(store.plugins_dir / name)
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+def fetch_error(store: GitStore, name: str, source: PluginSource, **kwargs: Any) -> IochostError:
+    with pytest.raises(IochostError) as info:
+        store.fetch(name, source, **kwargs)
+    assert_nothing_left(store, name)
+    return info.value
+
+
+def cmdlines() -> Iterator[tuple[str, bytes]]:
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                yield pid, Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+
+
+# -- cloning -------------------------------------------------------------------------------------
+def test_clone_default_branch(store: GitStore, origin: Origin) -> None:
+    result = store.fetch("p1", PluginSource(git_url=origin.url))
+    assert result.commit == origin.c2
+    assert result.checkout_dir == result.plugin_dir == store.plugins_dir / "p1"
+    assert version(result) == "VERSION = 2"
+    assert not (result.checkout_dir / "feature.txt").exists()
+    assert git(result.checkout_dir, "config", "remote.origin.url") == origin.url
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("branch, expected", [("feature", "c3"), ("v1", "c1"), ("main", "c2")])
+def test_clone_branch_or_tag(store: GitStore, origin: Origin, branch: str, expected: str) -> None:
+    result = store.fetch("p1", PluginSource(git_url=origin.url, branch=branch))
+    assert result.commit == getattr(origin, expected)
+    assert git(result.checkout_dir, "rev-parse", "HEAD") == result.commit
+
+
+@pytest.mark.parametrize("digits", [40, 7])
+def test_commit_pin_full_and_short(store: GitStore, origin: Origin, digits: int) -> None:
+    result = store.fetch("p1", PluginSource(git_url=origin.url, commit=origin.c1[:digits].upper()))
+    assert result.commit == origin.c1
+    assert git(result.checkout_dir, "rev-parse", "HEAD") == origin.c1
+    assert version(result) == "VERSION = 1"
+    assert git(result.checkout_dir, "status", "--porcelain") == ""
+
+
+def test_branch_and_commit(store: GitStore, origin: Origin) -> None:
+    result = store.fetch("p1", PluginSource(git_url=origin.url, branch="feature", commit=origin.c1))
+    assert result.commit == origin.c1
+    assert not (result.checkout_dir / "feature.txt").exists()
+
+
+def test_path_subdirectory(store: GitStore, origin: Origin) -> None:
+    result = store.fetch("p1", PluginSource(git_url=origin.url, path="plugin"))
+    assert result.plugin_dir == store.plugins_dir / "p1" / "plugin"
+    assert (result.plugin_dir / "config.yaml").is_file()
+    assert store.plugin_dir("p1", "plugin/") == result.plugin_dir
+
+
+def test_plain_path_url_is_cloned_not_hardlinked(store: GitStore, origin: Origin) -> None:
+    result = store.fetch("p1", PluginSource(git_url=str(origin.path)))
+    assert result.commit == origin.c2
+    assert not (result.checkout_dir / ".git" / "objects" / "info" / "alternates").exists()
+
+
+# -- failures ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("source_kwargs, gist", [
+    ({"git_url": "file:///nonexistent/repo.git"}, "unreachable URL or repository not found"),
+    ({"git_url": "http://127.0.0.1:1/repo.git"}, "unreachable URL or repository not found"),
+    ({"branch": "nope"}, "no such branch or tag 'nope'"),
+    ({"commit": "deadbeef"}, "no such commit 'deadbeef'"),
+    ({"commit": "0" * 40}, "no such commit"),
+])
+def test_fetch_failures(store: GitStore, origin: Origin, source_kwargs: dict[str, str], gist: str) -> None:
+    source = PluginSource(**{"git_url": origin.url, **source_kwargs})
+    error = fetch_error(store, "p1", source)
+    assert error.code == ErrorCode.FETCH_FAILED
+    assert gist in error.message
+
+
+@pytest.mark.parametrize("path, gist", [
+    ("../outside", "'..'"),
+    ("plugin/../../outside", "'..'"),
+    ("/etc", "absolute"),
+    ("nope", "not a directory"),
+    ("plugin/main.py", "not a directory"),
+])
+def test_bad_path(store: GitStore, origin: Origin, path: str, gist: str) -> None:
+    error = fetch_error(store, "p1", PluginSource(git_url=origin.url, path=path))
+    assert error.code == ErrorCode.INVALID_REQUEST
+    assert gist in error.message and path in error.message
+
+
+@pytest.mark.parametrize("link_name, path, gist", [
+    ("plugin/secret", "plugin", "plugin/secret is a symlink pointing outside"),
+    ("escape", "escape", "resolves outside the repository"),
+    ("escape", None, "escape is a symlink pointing outside"),
+])
+def test_symlink_pointing_outside(store: GitStore, origin: Origin, tmp_path: Path,
+                                  link_name: str, path: str | None, gist: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (origin.path / link_name).symlink_to(outside)
+    commit_all(origin.path, "link out")
+    error = fetch_error(store, "p1", PluginSource(git_url=origin.url, path=path))
+    assert error.code == ErrorCode.INVALID_REQUEST
+    assert gist in error.message
+
+
+def test_symlink_inside_is_fine(store: GitStore, origin: Origin) -> None:
+    (origin.path / "plugin" / "alias.py").symlink_to("main.py")
+    (origin.path / "dangling").symlink_to("does-not-exist")
+    commit_all(origin.path, "inner links")
+    result = store.fetch("p1", PluginSource(git_url=origin.url, path="plugin"))
+    assert (result.plugin_dir / "alias.py").read_text() == "VERSION = 2\n"
+
+
+@pytest.mark.parametrize("source_kwargs, field", [
+    ({"git_url": "https://user:s3cret@example.com/x.git"}, "git_url"),
+    ({"git_url": "https://tok3n@example.com/x.git"}, "git_url"),
+    ({"git_url": "--upload-pack=touch /tmp/x"}, "git_url"),
+    ({"git_url": "file:///x", "local_path": "/x"}, None),
+    ({}, None),
+    ({"local_path": "/x", "branch": "main"}, None),
+    ({"git_url": "file:///x", "commit": "HEAD~1"}, "commit"),
+    ({"git_url": "file:///x", "branch": "--upload-pack=x"}, "branch"),
+    ({"git_url": "file:///x", "branch": "a b"}, "branch"),
+])
+def test_malformed_source(store: GitStore, source_kwargs: dict[str, str], field: str | None) -> None:
+    error = fetch_error(store, "p1", PluginSource(**source_kwargs))
+    assert error.code == ErrorCode.INVALID_REQUEST
+    assert error.details.get("field") == field
+    assert "s3cret" not in error.message and "tok3n" not in error.message
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "", ".", "x" * 65])
+def test_bad_name(store: GitStore, origin: Origin, name: str) -> None:
+    with pytest.raises(IochostError) as info:
+        store.fetch(name, PluginSource(git_url=origin.url))
+    assert info.value.code == ErrorCode.INVALID_REQUEST
+    assert list(store.plugins_dir.iterdir()) == [] and list(store.tmp_dir.iterdir()) == []
+
+
+def test_existing_checkout(store: GitStore, origin: Origin) -> None:
+    first = store.fetch("p1", PluginSource(git_url=origin.url))
+    with pytest.raises(IochostError) as info:
+        store.fetch("p1", PluginSource(git_url=origin.url, branch="feature"))
+    assert info.value.code == ErrorCode.PLUGIN_EXISTS
+    assert git(first.checkout_dir, "rev-parse", "HEAD") == origin.c2
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+def test_concurrent_fetches_of_one_name(store: GitStore, origin: Origin) -> None:
+    outcomes: list[str] = []
+
+    def fetch() -> None:
+        try:
+            store.fetch("p1", PluginSource(git_url=origin.url))
+            outcomes.append("ok")
+        except IochostError as exc:
+            outcomes.append(exc.code.value)
+
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["PLUGIN_EXISTS"] * 3 + ["ok"]
+    assert git(store.plugins_dir / "p1", "rev-parse", "HEAD") == origin.c2
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+def test_empty_repository(store: GitStore, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    git(empty, "init", "-q")
+    error = fetch_error(store, "p1", PluginSource(git_url=empty.as_uri()))
+    assert error.code == ErrorCode.FETCH_FAILED and "is empty" in error.message
+
+
+def big_repo(root: Path, size: int) -> Path:
+    repo = root / "big"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "blob.bin").write_bytes(os.urandom(size))
+    commit_all(repo, "big")
+    return repo
+
+
+def test_size_limit(store: GitStore, tmp_path: Path) -> None:
+    repo = big_repo(tmp_path, 3 * MB)
+    error = fetch_error(store, "big", PluginSource(git_url=repo.as_uri()), max_bytes=1 * MB)
+    assert error.code == ErrorCode.FETCH_FAILED
+    assert "larger than 1 MB" in error.message
+
+
+def test_size_limit_local_path(store: GitStore, tmp_path: Path) -> None:
+    repo = big_repo(tmp_path, 2 * MB)
+    error = fetch_error(store, "big", PluginSource(local_path=str(repo)), max_bytes=1 * MB)
+    assert error.code == ErrorCode.FETCH_FAILED and "larger than 1 MB" in error.message
+
+
+# -- an HTTP git server: git http-backend behind Basic auth ---------------------------------------
+class GitServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, root: Path, password: str | None) -> None:
+        super().__init__(("127.0.0.1", 0), GitHandler)
+        self.root, self.password = root, password
+        self.usernames: list[str] = []
+        self.pack_delay = 0.0  # seconds to hold the pack response: keeps git alive to be observed
+        self.stall_after: int | None = None  # send this many pack bytes, then stall until closed
+        self.closing = threading.Event()
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, repo: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/{repo}"
+
+    def close(self) -> None:
+        self.closing.set()
+        self.shutdown()
+        self.server_close()
+        self.thread.join(5)
+
+
+class GitHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+    server: GitServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.serve()
+
+    def do_POST(self) -> None:
+        self.serve()
+
+    def serve(self) -> None:
+        srv = self.server
+        user = ""
+        if srv.password is not None:
+            kind, _, encoded = self.headers.get("Authorization", "").partition(" ")
+            user, _, password = base64.b64decode(encoded or b"").decode().partition(":")
+            if kind != "Basic" or password != srv.password:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            srv.usernames.append(user)
+        assert "chunked" not in self.headers.get("Transfer-Encoding", "")
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        path, _, query = self.path.partition("?")
+        env = {
+            "PATH": os.environ["PATH"], "GIT_PROJECT_ROOT": str(srv.root), "GIT_HTTP_EXPORT_ALL": "1",
+            "REQUEST_METHOD": self.command, "PATH_INFO": unquote(path), "QUERY_STRING": query,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""), "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_USER": user, "REMOTE_ADDR": "127.0.0.1", "GATEWAY_INTERFACE": "CGI/1.1",
+            "SERVER_PROTOCOL": "HTTP/1.0", "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
+            "HTTP_GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+        }
+        out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True,
+                             timeout=30).stdout
+        head, _, payload = out.partition(b"\r\n\r\n")
+        status, headers = 200, []
+        for line in head.decode().split("\r\n"):
+            key, _, value = line.partition(": ")
+            if key.lower() == "status":
+                status = int(value.split()[0])
+            elif key:
+                headers.append((key, value))
+        is_pack = self.command == "POST" and path.endswith("git-upload-pack")
+        if is_pack:
+            time.sleep(srv.pack_delay)
+        self.send_response(status)
+        for key, value in headers:
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if is_pack and srv.stall_after is not None:
+            self.wfile.write(payload[:srv.stall_after])
+            self.wfile.flush()
+            srv.closing.wait(60)
+            return
+        self.wfile.write(payload)
+
+
+@pytest.fixture
+def served(tmp_path: Path, origin: Origin) -> Iterator[tuple[GitServer, str]]:
+    """The origin repo served over HTTP, requiring a PAT as the Basic-auth password."""
+    root = tmp_path / "srv"
+    root.mkdir()
+    subprocess.run(["git", "clone", "-q", "--bare", str(origin.path), str(root / "repo.git")], check=True)
+    pat = "ghp_TestSecret" + os.urandom(8).hex()
+    server = GitServer(root, pat)
+    try:
+        yield server, pat
+    finally:
+        server.close()
+
+
+class CmdlineWatch(threading.Thread):
+    """Samples every process's command line while a clone runs."""
+
+    def __init__(self, secret: str, marker: str) -> None:
+        super().__init__(daemon=True)
+        self.secret, self.marker = secret.encode(), marker.encode()
+        self.leaks: list[bytes] = []
+        self.seen_clone = False
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for _, line in cmdlines():
+                if self.secret in line:
+                    self.leaks.append(line)
+                if self.marker in line:
+                    self.seen_clone = True
+
+
+def test_pat_clone_leaks_nowhere(store: GitStore, served: tuple[GitServer, str], origin: Origin,
+                                 tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server, pat = served
+    server.pack_delay = 0.5
+    url = server.url("repo.git")
+    caplog.set_level("DEBUG")
+    watch = CmdlineWatch(pat, url)
+    watch.start()
+    try:
+        result = store.fetch("priv", PluginSource(git_url=url, path="plugin"), pat=pat)
+    finally:
+        watch.stop.set()
+        watch.join()
+    assert result.commit == origin.c2
+    assert server.usernames and set(server.usernames) == {"x-access-token"}
+    assert watch.seen_clone, "the sampler never saw git running; it proves nothing"
+    assert watch.leaks == []
+    assert git(result.checkout_dir, "config", "remote.origin.url") == url
+    registry = Registry(tmp_path / "data" / "registry.json")
+    registry.put(RegistryEntry(name="priv", kind="task", class_name="P", source=PluginSource(
+        git_url=url, path="plugin"), commit=result.commit, created_at="2024-01-01T00:00:00Z",
+        updated_at="2024-01-01T00:00:00Z"))
+    for folder, _, files in os.walk(tmp_path / "data"):
+        for file in files:
+            assert pat.encode() not in Path(folder, file).read_bytes(), Path(folder, file)
+    assert pat not in caplog.text
+    assert list(store.tmp_dir.iterdir()) == []  # askpass helper gone
+
+
+@pytest.mark.parametrize("given", ["wrong-token", None])
+def test_pat_refused(store: GitStore, served: tuple[GitServer, str], given: str | None,
+                     caplog: pytest.LogCaptureFixture) -> None:
+    server, pat = served
+    caplog.set_level("DEBUG")
+    error = fetch_error(store, "priv", PluginSource(git_url=server.url("repo.git")), pat=given, timeout=30)
+    assert error.code == ErrorCode.FETCH_FAILED
+    assert "authentication refused" in error.message
+    for secret in (pat, "wrong-token"):
+        assert secret not in error.message and secret not in repr(error.details) and secret not in caplog.text
+
+
+def test_size_watcher_kills_a_growing_clone(store: GitStore, tmp_path: Path) -> None:
+    repo = big_repo(tmp_path, 4 * MB)
+    root = tmp_path / "srv"
+    root.mkdir()
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(root / "big.git")], check=True)
+    server = GitServer(root, None)
+    server.stall_after = 2 * MB  # the clone would hang here if the watcher did not kill it
+    try:
+        started = time.monotonic()
+        error = fetch_error(store, "big", PluginSource(git_url=server.url("big.git")), timeout=60, max_bytes=MB)
+        assert time.monotonic() - started < 20
+    finally:
+        server.close()
+    assert error.code == ErrorCode.FETCH_FAILED and "larger than 1 MB" in error.message
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """An HTTP server that accepts connections and never answers (a stuck or firewalled host)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except (TimeoutError, OSError):
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/repo.git"
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def test_timeout_kills_git_and_its_children(store: GitStore, black_hole: str) -> None:
+    started = time.monotonic()
+    error = fetch_error(store, "slow", PluginSource(git_url=black_hole), timeout=1.0)
+    assert time.monotonic() - started < 10
+    assert error.code == ErrorCode.FETCH_FAILED
+    assert "timed out after 1 s" in error.message
+    survivors = [line for _, line in cmdlines() if black_hole.encode() in line]
+    assert survivors == []  # neither git nor git-remote-http is left running
+
+
+# -- local_path --------------------------------------------------------------------------------------
+def test_local_path_plain_directory(store: GitStore, tmp_path: Path) -> None:
+    src = tmp_path / "dev"
+    (src / "__pycache__").mkdir(parents=True)
+    (src / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    (src / "config.yaml").write_text("parameters: {}\n")
+    os.mkfifo(src / "fifo")  # copying it would block
+    result = store.fetch("dev", PluginSource(local_path=str(src)))
+    assert result.commit is None
+    assert (result.plugin_dir / "config.yaml").read_text() == "parameters: {}\n"
+    assert not (result.plugin_dir / "fifo").exists() and not (result.plugin_dir / "__pycache__").exists()
+    (src / "config.yaml").write_text("changed\n")
+    assert (result.plugin_dir / "config.yaml").read_text() == "parameters: {}\n"  # a snapshot
+    assert store.restore("dev", PluginSource(local_path=str(src)), None).plugin_dir == result.plugin_dir
+
+
+def test_local_path_git_work_tree(store: GitStore, origin: Origin) -> None:
+    result = store.fetch("dev", PluginSource(local_path=str(origin.path), path="plugin"))
+    assert result.commit == origin.c2
+    assert (result.checkout_dir / ".git").is_dir()
+    assert result.plugin_dir == result.checkout_dir / "plugin"
+
+
+@pytest.mark.parametrize("local_path, code, gist", [
+    ("relative/dir", ErrorCode.INVALID_REQUEST, "must be absolute"),
+    ("/nonexistent/dir", ErrorCode.FETCH_FAILED, "does not exist"),
+])
+def test_local_path_errors(store: GitStore, local_path: str, code: ErrorCode, gist: str) -> None:
+    error = fetch_error(store, "dev", PluginSource(local_path=local_path))
+    assert error.code == code and gist in error.message
+
+
+def test_local_path_containing_data_dir(store: GitStore, tmp_path: Path) -> None:
+    error = fetch_error(store, "dev", PluginSource(local_path=str(tmp_path)))
+    assert error.code == ErrorCode.FETCH_FAILED and "data directory" in error.message
+
+
+def test_local_path_symlink_outside(store: GitStore, tmp_path: Path) -> None:
+    src = tmp_path / "dev"
+    src.mkdir()
+    (src / "passwd").symlink_to("/etc/passwd")
+    error = fetch_error(store, "dev", PluginSource(local_path=str(src)))
+    assert error.code == ErrorCode.INVALID_REQUEST and "passwd is a symlink pointing outside" in error.message
+
+
+# -- restore, remove, garbage -------------------------------------------------------------------------
+def test_restore_offline_at_pinned_commit(tmp_path: Path, origin: Origin) -> None:
+    data = tmp_path / "data"
+    source = PluginSource(git_url=origin.url, commit=origin.c1[:10], path="plugin")
+    fetched = GitStore(data).fetch("p1", source)
+    subprocess.run(["rm", "-rf", str(origin.path)], check=True)  # no network, no origin
+    restarted = GitStore(data)
+    result = restarted.restore("p1", source, fetched.commit)
+    assert result == fetched
+    assert (result.plugin_dir / "main.py").read_text() == "VERSION = 1\n"
+
+
+def test_restore_repairs_a_modified_or_moved_checkout(store: GitStore, origin: Origin) -> None:
+    source = PluginSource(git_url=origin.url)
+    fetched = store.fetch("p1", source)
+    (fetched.checkout_dir / "plugin" / "main.py").write_text("tampered\n")
+    (fetched.checkout_dir / "untracked.txt").write_text("kept\n")
+    assert version(store.restore("p1", source, origin.c2)) == "VERSION = 2"
+    assert (fetched.checkout_dir / "untracked.txt").exists()
+    git(fetched.checkout_dir, "checkout", "-q", origin.c3)
+    store.restore("p1", source, origin.c2)
+    assert git(fetched.checkout_dir, "rev-parse", "HEAD") == origin.c2
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+def test_restore_failures(store: GitStore, origin: Origin) -> None:
+    source = PluginSource(git_url=origin.url)
+    with pytest.raises(IochostError) as info:
+        store.restore("p1", source, origin.c2)
+    assert info.value.code == ErrorCode.FETCH_FAILED and "checkout of 'p1' missing" in info.value.message
+    store.fetch("p1", PluginSource(git_url=origin.url, branch="v1"))
+    git(store.plugins_dir / "p1", "-c", "gc.reflogExpire=now", "gc", "--quiet", "--prune=now")
+    with pytest.raises(IochostError) as info:
+        store.restore("p1", source, "f" * 40)
+    assert info.value.code == ErrorCode.FETCH_FAILED and "does not contain commit" in info.value.message
+
+
+def test_remove_is_idempotent_and_prune(store: GitStore, origin: Origin) -> None:
+    for name in ("a", "b", "c"):
+        store.fetch(name, PluginSource(git_url=origin.url))
+    store.remove("a")
+    store.remove("a")
+    assert store.names() == ["b", "c"]
+    assert store.prune({"b"}) == ["c"]
+    assert store.names() == ["b"]
+    assert list(store.tmp_dir.iterdir()) == []
+    store.fetch("a", PluginSource(git_url=origin.url))  # the name is free again
+
+
+def test_leftovers_collected_at_start(tmp_path: Path) -> None:
+    tmp = tmp_path / "data" / "tmp"
+    (tmp / "p1-abc" / "checkout" / ".git").mkdir(parents=True)
+    (tmp / "stray.log").write_text("x")
+    GitStore(tmp_path / "data")
+    assert list(tmp.iterdir()) == []
+
+
+# -- registry ----------------------------------------------------------------------------------------
+def entry(name: str, **update: Any) -> RegistryEntry:
+    base = RegistryEntry(
+        name=name, kind="task", class_name="Demo", source=PluginSource(git_url="https://example.com/x.git"),
+        commit="a" * 40, module_file="demo.py", parameters={"interval": 1.0}, desired_state="running",
+        created_at="2024-05-01T12:00:00Z", updated_at="2024-05-01T12:00:00Z", options={"grace_period": 3},
+    )
+    return base.model_copy(update=update)
+
+
+def registry_files(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.iterdir())
+
+
+def test_registry_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "registry.json"
+    registry = Registry(path)
+    registry.load()
+    assert registry.entries() == [] and not path.exists()
+    for name in ("one", "two", "three"):
+        registry.put(entry(name))
+        data = json.loads(path.read_text())  # valid after every put
+        assert data["version"] == 1 and name in data["plugins"]
+        assert registry_files(path) == ["registry.json"]  # no temp file left
+    registry.put(entry("two", desired_state="stopped"))
+    registry.remove("three")
+    registry.remove("three")
+    again = Registry(path)
+    again.load()
+    assert {e.name: e for e in again.entries()} == {"one": entry("one"), "two": entry("two", desired_state="stopped")}
+    assert again.get("three") is None
+    assert again.get("two").desired_state == "stopped"  # type: ignore[union-attr]
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_registry_failed_write_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "registry.json"
+    registry = Registry(path)
+    registry.put(entry("one"))
+    before = path.read_bytes()
+
+    def broken(*args: Any) -> None:
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(OSError):
+        registry.put(entry("two"))
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert registry_files(path) == ["registry.json"]
+    assert [e.name for e in registry.entries()] == ["one"]  # memory matches disk
+
+
+def test_registry_concurrent_puts(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry.json")
+    threads = [threading.Thread(target=registry.put, args=(entry(f"p{i}"),)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    again = Registry(tmp_path / "registry.json")
+    assert len(again.entries()) == 20
+
+
+def test_registry_put_before_load_does_not_clobber(tmp_path: Path) -> None:
+    path = tmp_path / "registry.json"
+    Registry(path).put(entry("one"))
+    Registry(path).put(entry("two"))
+    assert sorted(e.name for e in Registry(path).entries()) == ["one", "two"]
+
+
+def test_registry_stale_temp_removed(tmp_path: Path) -> None:
+    (tmp_path / ".registry.json.abc123.tmp").write_text("{half")
+    Registry(tmp_path / "registry.json").load()
+    assert registry_files(tmp_path / "registry.json") == []
+
+
+@pytest.mark.parametrize("content, gist", [
+    ('{"version": 1, "plugins": {"one": ', "not valid JSON"),
+    ('[]', '"version" and "plugins"'),
+    ('{"version": 99, "plugins": {}}', "format version 99"),
+    ('{"version": 1, "plugins": {"one": {"name": "one"}}}', "plugin 'one'"),
+    ('{"version": 1, "plugins": {"one": ENTRY}}', "holds an entry named 'two'"),
+])
+def test_registry_corrupt_file(tmp_path: Path, content: str, gist: str) -> None:
+    path = tmp_path / "registry.json"
+    path.write_text(content.replace("ENTRY", entry("two").model_dump_json()))
+    with pytest.raises(RegistryError) as info:
+        Registry(path).load()
+    assert str(path) in info.value.message and gist in info.value.message
+    assert path.read_text().startswith(content[:10])  # left for a human to fix
+
+
+def test_source_has_no_pat_field() -> None:
+    with pytest.raises(ValidationError):
+        PluginSource(git_url="https://example.com/x.git", pat="secret")  # type: ignore[call-arg]
+    assert "\"pat\"" not in entry("one").model_dump_json()
+
+
+# -- source policy -----------------------------------------------------------------------------------
+ORG = ["https://github.com/my-org/"]
+
+
+@pytest.mark.parametrize("source, prefixes, allow_local, allowed", [
+    ({"git_url": "https://github.com/my-org/repo.git"}, ORG, False, True),
+    ({"git_url": "HTTPS://GitHub.COM:443/my-org/repo"}, ORG, False, True),
+    ({"git_url": "https://github.com/my-org.evil.com/repo"}, ORG, False, False),
+    ({"git_url": "https://github.com/my-org-evil/repo"}, ["https://github.com/my-org"], False, False),
+    ({"git_url": "https://github.com/my-org"}, ["https://github.com/my-org"], False, True),
+    ({"git_url": "https://github.com/my-org.git"}, ["https://github.com/my-org"], False, True),
+    ({"git_url": "https://github.com/my-org/sub/repo"}, ["https://github.com/my-org"], False, True),
+    ({"git_url": "https://github.com@evil.com/my-org/repo"}, ORG, False, False),
+    ({"git_url": "https://github.com.evil.com/my-org/repo"}, ORG, False, False),
+    ({"git_url": "https://github.com:8443/my-org/repo"}, ORG, False, False),
+    ({"git_url": "http://github.com/my-org/repo"}, ORG, False, False),
+    ({"git_url": "https://github.com/my-org/../other/repo"}, ORG, False, False),
+    ({"git_url": "https://github.com/my-org/%2e%2e/other/repo"}, ORG, False, False),
+    ({"git_url": "https://github.com/other/repo"}, ORG, False, False),
+    ({"git_url": "https://gitlab.example.org/any/repo"}, [], False, True),
+    ({"git_url": "git@github.com:my-org/repo.git"}, ["ssh://git@github.com/my-org/"], False, True),
+    ({"git_url": "git@github.com:other/repo.git"}, ["ssh://git@github.com/my-org/"], False, False),
+    ({"git_url": "ssh://git@github.com/my-org/repo"}, ["git@github.com:my-org/"], False, True),
+    ({"git_url": "ext::sh -c touch% /tmp/pwned"}, [], True, False),
+    ({"git_url": "ftp://example.com/repo"}, [], False, False),
+    ({"git_url": "file:///srv/repo"}, [], False, False),
+    ({"git_url": "/srv/repo"}, [], False, False),
+    ({"git_url": "FILE:///srv/repo"}, ORG, True, True),
+    ({"git_url": "/srv/repo"}, ORG, True, True),
+    ({"local_path": "/srv/plugin"}, [], False, False),
+    ({"local_path": "/srv/plugin"}, ORG, True, True),
+])
+def test_source_policy(source: dict[str, str], prefixes: list[str], allow_local: bool, allowed: bool) -> None:
+    src = PluginSource(**source)
+    if allowed:
+        check_source_allowed(src, prefixes, allow_local)
+        return
+    with pytest.raises(IochostError) as info:
+        check_source_allowed(src, prefixes, allow_local)
+    assert info.value.code == ErrorCode.SOURCE_NOT_ALLOWED
+    if "local_path" in source or source["git_url"].lower().startswith(("file:", "/")):
+        assert "--allow-local-sources" in info.value.message
+
+
+def test_policy_message_hides_passwords_and_prefixes_validate() -> None:
+    with pytest.raises(IochostError) as info:
+        check_source_allowed(PluginSource(git_url="https://u:hunter2@evil.com/x"), ORG, False)
+    assert "hunter2" not in info.value.message and "evil.com" in info.value.message
+    validate_prefixes(ORG + ["git@github.com:my-org/"])
+    with pytest.raises(ValueError, match="github.com/my-org"):
+        validate_prefixes(["github.com/my-org"])
