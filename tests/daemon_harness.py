@@ -52,7 +52,8 @@ class Daemon:
         low, high = free_port_block(60)
         self.base_args = [
             "--port", str(self.port), "--data-dir", str(data_dir), "--prefix", "IOCHT",
-            "--ca-port", str(CA_PORT), "--pva-port", str(PVA_BROADCAST_PORT),
+            "--epics-host", "127.0.0.1", "--ca-port", str(CA_PORT), "--pva-port", str(PVA_BROADCAST_PORT),
+            "--ca-beacon-port", os.environ["EPICS_CA_REPEATER_PORT"],
             "--worker-ports", f"{low}-{high}", "--allow-local-sources", "--log-format", "json",
             "--grace-period", "5",
         ]

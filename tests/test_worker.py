@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import sys
@@ -16,6 +17,18 @@ from iochost.worker import protocol
 from worker_harness import WorkerProcess
 
 PREFIX = "IOCHTEST"
+_test_numbers = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_prefix():
+    """A new PV prefix per test: the CA client caches channels by name for the whole
+    session, and a cached channel to the previous test's (killed) IOC takes ~10 s to
+    reconnect. Tests read the module-level PREFIX when they run, so rebinding it here
+    gives every test names no earlier test has used."""
+    global PREFIX
+    PREFIX = f"IOCHTEST{next(_test_numbers)}"
+    yield
 
 
 def make_plugin(root: Path, name: str, code: str, config: str) -> Path:

@@ -4,6 +4,7 @@ the supervisor, so SIGTERM stops every worker (SIGTERM, grace, SIGKILL) before e
 from __future__ import annotations
 
 import logging
+import signal
 
 import uvicorn
 
@@ -26,6 +27,11 @@ def serve(settings: Settings) -> int:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                             lifespan="on", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
+    # uvicorn re-raises the SIGTERM/SIGINT it handled once shutdown is done, so the
+    # process would die by the signal; a stop we completed cleanly should exit 0.
+    stop_signals: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda received, _frame: stop_signals.append(received))
     server.run()
     if not server.started:
         log.error("iochost did not start (see the error above)")

@@ -48,7 +48,9 @@ class Settings(BaseModel):
     log_format: Literal["text", "json"] = "text"
     examples: Path | None = Field(default=None, description="add every plugin directory under this one at start")
 
-    # -- EPICS ports ---------------------------------------------------------------------
+    # -- EPICS ---------------------------------------------------------------------------
+    epics_host: str = Field(default="127.0.0.1", description="interface the CA/PVA servers and the CA "
+                                                             "search endpoint bind (0.0.0.0: all)")
     ca_port: int = Field(default=5064, ge=1, le=65535, description="CA search port the daemon answers on")
     ca_beacon_port: int = Field(default=5065, ge=1, le=65535, description="CA repeater port beacons go to")
     ca_beacon_addrs: str = Field(default="", description="space-separated beacon destinations "

@@ -86,7 +86,11 @@ class _SearchProtocol(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
-        replies = self.responder.datagram_received(data, addr)
+        try:
+            replies = self.responder.datagram_received(data, addr)
+        except Exception:  # noqa: BLE001 - one odd datagram must not stop the endpoint
+            log.exception("CA search datagram from %s not handled", addr)
+            return
         # Like rsrv, answer broadcasts from the unicast socket: the reply's source
         # address is then the interface address the client should connect to.
         out = (self.reply_via or self).transport

@@ -12,18 +12,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from iochost.spec.yaml_lines import KeyPath
 from iochost.validate.report import Stage, ValidationIssue
 
 CONFIG_FILE = "config.yaml"
-
-Path_ = tuple[str, ...]
-LineMap = Mapping[Path_, int]
+LineMap = Mapping[KeyPath, int]
 
 
 class SchemaProblems(ValueError):
     """Raised by validators: several problems, each at a path relative to the model."""
 
-    def __init__(self, problems: Sequence[tuple[Path_, str]]) -> None:
+    def __init__(self, problems: Sequence[tuple[KeyPath, str]]) -> None:
         super().__init__("; ".join(f"{'.'.join(p) or '(top level)'}: {m}" for p, m in problems))
         self.problems = list(problems)
 
@@ -127,7 +126,7 @@ def issues_from_pydantic(
     model: Any,
     *,
     lines: LineMap | None = None,
-    prefix: Path_ = (),
+    prefix: KeyPath = (),
     rename: Mapping[str, str] | None = None,
     file: str | None = CONFIG_FILE,
     note: str = "",
