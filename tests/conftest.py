@@ -160,3 +160,30 @@ def ca_search(names: list[str], port: int = CA_PORT, timeout: float = 1.0) -> se
                 if isinstance(message, caproto.SearchResponse):
                     answered.add(names[message.cid])
     return answered
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real `iochost serve` per test module; everything it started is killed after."""
+    from daemon_harness import Daemon, worker_pids
+
+    root = tmp_path_factory.mktemp("daemon")
+    d = Daemon(root / "data", "--backoff-initial", "1", "--heartbeat-interval", "0.5")
+    try:
+        yield d.start()
+        assert d.terminate() == 0, d.log()[-2000:]
+        assert worker_pids(d.data_dir) == [], "workers outlived the daemon's SIGTERM"
+    finally:
+        d.cleanup()
+
+
+@pytest.fixture(scope="module")
+def api(daemon: Any) -> Iterator[Any]:
+    with daemon.client() as client:
+        yield client
+
+
+@pytest.fixture
+def repos(tmp_path: Path) -> Path:
+    """Where a test creates its git repositories."""
+    return tmp_path

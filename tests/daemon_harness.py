@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -113,6 +112,7 @@ class Daemon:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        wait_until(lambda: not worker_pids(self.data_dir), timeout=10, what="killed workers to go")
 
 
 def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1, what: str = "") -> Any:
@@ -130,10 +130,13 @@ def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1, wha
     raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}; last: {last!r}")
 
 
-def udp_port_busy(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
+def add(api: httpx.Client, name: str, repo: Any, **fields: Any) -> dict[str, Any]:
+    """POST a git repository as plugin ``name``; the add must succeed."""
+    response = api.post("/plugins", json={"name": name, "git_url": repo.url, **fields})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def delete(api: httpx.Client, name: str) -> None:
+    response = api.delete(f"/plugins/{name}")
+    assert response.status_code == 200, response.text

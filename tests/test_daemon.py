@@ -14,7 +14,7 @@ import pytest
 from cothread.cadef import Disconnected
 
 from conftest import EXAMPLES, ca_search, wait_for
-from daemon_harness import Daemon, wait_until, worker_pids
+from daemon_harness import Daemon, add, delete, wait_until, worker_pids
 from gitrepos import Repo, plugin_repo
 
 TICKER = """
@@ -91,36 +91,6 @@ SLOW_JOB = """
 SLOW_JOB_CONFIG = "parameters: {steps: 3}\npvs: {outputs: {DONE: {type: int}}}\n"
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    root = tmp_path_factory.mktemp("daemon")
-    d = Daemon(root / "data", "--backoff-initial", "1", "--heartbeat-interval", "0.5")
-    try:
-        yield d.start()
-    finally:
-        d.cleanup()
-        assert worker_pids(d.data_dir) == []
-
-
-@pytest.fixture(scope="module")
-def api(daemon):
-    with daemon.client() as client:
-        yield client
-
-
-@pytest.fixture
-def repos(tmp_path):
-    return tmp_path
-
-
-def add(api, name: str, repo: Repo, **fields) -> dict:
-    response = api.post("/plugins", json={"name": name, "git_url": repo.url, **fields})
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def delete(api, name: str) -> None:
-    assert api.delete(f"/plugins/{name}").status_code == 200
 
 
 def test_three_plugins_added_at_runtime_all_pvs_on_ca_and_pva(api, daemon, repos, ca, pva):

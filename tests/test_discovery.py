@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from queue import Empty, Queue
 from typing import Any, Callable, Iterator
 
 import caproto
@@ -74,7 +75,8 @@ class EndpointThread:
     def _await(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
 
-    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the endpoint's loop (its methods are loop-confined)."""
         async def call() -> Any:
             return fn(*args)
         return self._await(call())
@@ -84,10 +86,10 @@ class EndpointThread:
         return self.endpoint.port
 
     def register(self, owner: str, port: int, names: list[str]) -> list[Any]:
-        return self._call(self.endpoint.register, owner, port, names)
+        return self.call(self.endpoint.register, owner, port, names)
 
     def unregister(self, owner: str) -> bool:
-        return self._call(self.endpoint.unregister, owner)
+        return self.call(self.endpoint.unregister, owner)
 
     def close(self) -> None:
         self._await(self.endpoint.close())
@@ -268,6 +270,15 @@ def test_responder_answers_like_rsrv(responder: SearchResponder) -> None:
     assert isinstance(found, caproto.SearchResponse)
     assert (found.port, found.ip, found.cid, found.version) == (5101, "255.255.255.255", 42, 13)
     assert found.header.payload_size == 8
+
+
+def test_responder_reply_is_byte_identical_to_rsrv() -> None:
+    """Captured from a pythonSoftIOC (EPICS 7.0.10 rsrv) serving at port 0x98b3."""
+    table = NameTable()
+    table.register("ioc", 0x98B3, ["CHK:R1"])
+    [reply] = SearchResponder(table).datagram_received(search_datagram("CHK:R1", cid0=3, sequence=5), CLIENT)
+    assert reply.hex() == ("000000000001000d0000000500000000"
+                           "0006000898b30000ffffffff00000003000d000000000000")
 
 
 def test_responder_packs_all_hits_of_a_datagram_in_one_reply(responder: SearchResponder) -> None:
@@ -631,5 +642,57 @@ def test_monitor_resumes_after_ioc_restart(processes: Processes, tmp_path: Path)
                     "updates after the restart", since=disconnected)
         assert time.monotonic() - lost < 13.0
         client.close()
+    finally:
+        endpoint.close()
+
+
+CAPROTO_CLIENT = """
+import sys, time
+from caproto.threading.client import Context
+pv, = Context().get_pvs(sys.argv[1])
+print("searching", flush=True)
+pv.wait_for_connection(timeout=60)
+print("connected", flush=True)
+"""
+
+
+def test_announce_beacons_make_a_real_client_search_again(processes: Processes, tmp_path: Path) -> None:
+    """caproto's client, like libca, stops searching for names nobody answered for a while
+    and searches again when beacons show a new or restarted server. Here it has retired
+    its search before the PV's worker is registered; only the endpoint's announce burst
+    brings it back."""
+    repeater_port = free_port(socket.SOCK_DGRAM)
+    repeater_env = {**os.environ, "EPICS_CA_REPEATER_PORT": str(repeater_port)}
+    processes.start([sys.executable, "-c", "from caproto.sync.repeater import run; run('127.0.0.1')"],
+                    env=repeater_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = EndpointThread(host="127.0.0.1", port=free_port(), beacon_addrs=["127.0.0.1"],
+                              beacon_port=repeater_port)
+    try:
+        [ioc] = start_iocs(processes, tmp_path, endpoint.endpoint, ["BCN:A"])
+        env = {**repeater_env, "EPICS_CA_ADDR_LIST": "127.0.0.1", "EPICS_CA_AUTO_ADDR_LIST": "NO",
+               "EPICS_CA_SERVER_PORT": str(endpoint.port),
+               "CAPROTO_CLIENT_SEARCH_RETIREMENT_AGE_SEC": "1",
+               "CAPROTO_CLIENT_RETRY_RETIRED_SEARCHES_INTERVAL_SEC": "3600",
+               "CAPROTO_CLIENT_MAX_RETRY_SEARCHES_INTERVAL_SEC": "0.25"}
+        client = processes.start([sys.executable, "-c", CAPROTO_CLIENT, f"{ioc.prefix}:R1"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        lines: Queue[str] = Queue()
+
+        def read() -> None:
+            assert client.stdout is not None
+            for line in client.stdout:
+                lines.put(line.strip())
+
+        threading.Thread(target=read, daemon=True).start()
+        assert lines.get(timeout=15) == "searching"
+        time.sleep(2.5)  # unanswered for > 1 s: retired; both beacon sources seen already
+
+        endpoint.call(endpoint.endpoint.table.register, ioc.prefix, ioc.port, ioc.names)
+        with pytest.raises(Empty):  # served now, but the client is not searching any more
+            lines.get(timeout=2.0)
+        announced = time.monotonic()
+        endpoint.call(endpoint.endpoint.announce)
+        assert lines.get(timeout=5.0) == "connected"
+        assert time.monotonic() - announced < 1.5
     finally:
         endpoint.close()

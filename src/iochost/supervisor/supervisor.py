@@ -218,6 +218,7 @@ class Supervisor:
         self.epics.forget(plugin.name)
         self._log_path(plugin.name).unlink(missing_ok=True)
         self.plugins.pop(plugin.name, None)
+        self._schedule_status_push()
 
     async def remove(self, name: str, *, kind: Kind | None = None) -> None:
         """Stop the worker (its PVs leave the network), forget it, delete its checkout."""
@@ -231,6 +232,7 @@ class Supervisor:
             self._log_path(name).unlink(missing_ok=True)
             self._log_path(name).with_suffix(".log.1").unlink(missing_ok=True)
             self.plugins.pop(name, None)
+        self._schedule_status_push()
         self._publish(Event(type="transition", plugin=name, at=_now(), data={"to_state": "deleted"}))
         log.info("removed %s", name)
 

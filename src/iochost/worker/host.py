@@ -124,7 +124,7 @@ class PluginHost:
             if isinstance(self.plugin, TaskBase):
                 self.plugin.running = False
                 self._status(TaskStatus.END, "Stopped")
-        except Exception:  # noqa: BLE001 - plugin errors are caught in _call; this is ours
+        except BaseException:  # noqa: BLE001 - plugin errors are caught in _call; this is ours
             self.internal_error = traceback.format_exc()
             log.critical("plugin thread died; the worker exits so the supervisor restarts it:\n%s",
                          self.internal_error)
@@ -138,7 +138,7 @@ class PluginHost:
         try:
             function()
             return True
-        except Exception as exc:  # noqa: BLE001 - plugin code may raise anything
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - plugin code may raise anything
             log.error("%s() raised:\n%s", what, traceback.format_exc())
             error = TaskStatus.ERROR if isinstance(self.plugin, TaskBase) else JobStatus.FAILED
             self._status(error, f"{type(exc).__name__}: {exc}")
@@ -237,7 +237,7 @@ class PluginHost:
                 outcome = "cancelled"
         except JobCancelled:
             outcome, result = "cancelled", JobResult(False, {}, "Cancelled")
-        except Exception as exc:  # noqa: BLE001 - plugin code may raise anything
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - plugin code may raise anything
             log.error("execute() raised:\n%s", traceback.format_exc())
             result = JobResult(False, {}, f"{type(exc).__name__}: {exc}")
         finally:
