@@ -41,7 +41,8 @@ def free_port_block(size: int) -> tuple[int, int]:
 
 
 class Daemon:
-    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None,
+                 local_sources: bool = True) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.args = list(args)
@@ -56,6 +57,8 @@ class Daemon:
             "--worker-ports", f"{low}-{high}", "--allow-local-sources", "--log-format", "json",
             "--grace-period", "5",
         ]
+        if not local_sources:  # the production default: no local_path, no file:// URLs
+            self.base_args.remove("--allow-local-sources")
 
     @property
     def url(self) -> str:

@@ -35,6 +35,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def parse_rate(text: str) -> tuple[int, float] | None:
+    """``"10/60"`` -> (10, 60.0): at most 10 per 60 s; ``"off"`` -> None. ValueError otherwise."""
+    text = text.strip().lower()
+    if text in ("off", "0", "none"):
+        return None
+    count, sep, seconds = text.partition("/")
+    try:
+        parsed = (int(count), float(seconds)) if sep else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed[0] < 1 or not 0 < parsed[1] < 1e9:
+        raise ValueError(f"rate {text!r} must be COUNT/SECONDS (e.g. 10/60: ten per minute) or off")
+    return parsed
+
+
 class Settings(BaseModel):
     model_config = {"extra": "forbid"}
 
@@ -81,6 +96,17 @@ class Settings(BaseModel):
     allow_source: list[str] = Field(default_factory=list, description="allowed git URL prefixes (repeatable)")
     allow_local_sources: bool = Field(default=False, description="permit local_path and file:// sources")
     max_body_bytes: int = Field(default=1024 * 1024, gt=0, description="request body size limit")
+    add_rate: str = Field(default="30/60", description="expensive operations (add, start, restart) allowed "
+                                                      "per token, or per client address without tokens: "
+                                                      "COUNT/SECONDS, or off")
+
+    # -- plugin environments and limits ------------------------------------------------------
+    requirements_timeout: float = Field(default=300.0, gt=0,
+                                        description="time limit for installing a plugin's requirements.txt")
+    worker_memory_mb: int = Field(default=1024, ge=0, description="per-worker memory limit in MB (RLIMIT_DATA); "
+                                                                  "0: none; plugin parameter memory_limit_mb")
+    worker_max_files: int = Field(default=1024, ge=0, description="per-worker open-file limit (RLIMIT_NOFILE); "
+                                                                  "0: inherited; plugin parameter max_open_files")
 
     @field_validator("allow_source", mode="before")
     @classmethod
@@ -93,6 +119,12 @@ class Settings(BaseModel):
     @classmethod
     def _check_sources(cls, value: list[str]) -> list[str]:
         validate_prefixes(value)  # a prefix that cannot be parsed would silently match nothing
+        return value
+
+    @field_validator("add_rate")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        parse_rate(value)
         return value
 
     @model_validator(mode="after")
@@ -117,6 +149,11 @@ class Settings(BaseModel):
     @property
     def auth_enabled(self) -> bool:
         return self.admin_token is not None or self.read_token is not None
+
+    @property
+    def add_rate_limit(self) -> tuple[int, float] | None:
+        """``(count, seconds)`` of ``add_rate``; None when rate limiting is off."""
+        return parse_rate(self.add_rate)
 
     @property
     def worker_port_range(self) -> tuple[int, int]:

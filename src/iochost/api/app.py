@@ -7,11 +7,13 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iochost import __version__
 from iochost.api.errors import error_response, install_error_handlers
 from iochost.api.models import ERROR_RESPONSES
+from iochost.api.ratelimit import create_limiter
 from iochost.api.routes import compat, events, health, jobs, plugins
 from iochost.errors import ErrorCode
 from iochost.settings import Settings
@@ -44,7 +46,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge()
+                    raise _TooLarge(self.limit)
             return message
 
         try:
@@ -57,8 +59,12 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(StarletteHTTPException):
+    """An HTTPException, so that FastAPI's body parsing re-raises it instead of turning it
+    into "400 error parsing the body"; the error handlers render it as PAYLOAD_TOO_LARGE."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413, detail=f"request body exceeds {limit} bytes")
 
 
 def create_app(settings: Settings, supervisor: Supervisor | None = None) -> FastAPI:
@@ -82,6 +88,7 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None) -> Fast
     )
     app.state.settings = settings
     app.state.supervisor = sup
+    app.state.rate_limiter = create_limiter(settings.add_rate_limit)
     install_error_handlers(app)
     for module in (plugins, jobs, compat, health, events):
         app.include_router(module.router, prefix=API_PREFIX)

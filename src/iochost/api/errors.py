@@ -28,7 +28,9 @@ _HTTP_CODES = {
 
 
 def error_response(code: ErrorCode, message: str, **details: Any) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if code is ErrorCode.UNAUTHORIZED else None
+    headers = {"WWW-Authenticate": "Bearer"} if code is ErrorCode.UNAUTHORIZED else {}
+    if "retry_after" in details:
+        headers["Retry-After"] = str(details["retry_after"])
     return JSONResponse({"code": code.value, "message": message, **details},
                         status_code=code.http_status, headers=headers)
 

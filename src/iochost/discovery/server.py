@@ -1,11 +1,12 @@
 """The daemon's CA endpoint: asyncio UDP I/O around the sans-I/O responder and beacons.
 
 Restart behaviour, for the daemon's supervisor. When a worker dies its clients' TCP
-circuits drop; libca parks the channels in its *disconnect governor* (searched again at
-the next tick of a free-running 10 s timer), then searches with a doubling period. So:
+circuits drop; libca parks the channels in its *disconnect governor* (a 10 s timer;
+measured: the first search comes 10 s after the disconnect), then searches with a
+doubling period. So:
 
 - unregister the worker as soon as it exits (a search answered with a dead port costs
-  the client a refused connection and another governor round);
+  the client a refused connection and another governor wait);
 - restart it on the same port (:class:`~iochost.discovery.ports.PortAllocator` keeps it)
   and register it again at READY, which also restarts the endpoint's beacon burst;
 - the worker's own rsrv beacons (same beacon list, see :meth:`CAEndpoint.worker_env`)
@@ -16,8 +17,9 @@ the next tick of a free-running 10 s timer), then searches with a doubling perio
   so channels searching for a long time (plugin added late, worker down for minutes)
   are searched again within about 8 s instead of up to 5 minutes.
 
-A client that monitored a PV of a worker restarted within a few seconds reconnects at
-the governor's next tick (<= 10 s); no server can make libca faster than that.
+A client that monitored a PV of a worker restarted within a few seconds reconnects
+about 10 s after it lost the worker; no server can make libca faster than that (beacon
+anomalies do not touch channels in the governor).
 """
 
 from __future__ import annotations

@@ -254,6 +254,10 @@ class Parameters(BaseModel):
     retry_on_error: bool = False
     watchdog: float | None = Field(default=None, gt=0, description="longest a plugin call may take")
     grace_period: float = Field(default=10.0, gt=0, description="time cleanup() gets on stop")
+    memory_limit_mb: int | None = Field(default=None, ge=64, le=1024 * 1024,
+                                        description="the worker's memory limit; default: the daemon's")
+    max_open_files: int | None = Field(default=None, ge=32, le=1024 * 1024,
+                                       description="the worker's open-file limit; default: the daemon's")
 
     @model_validator(mode="before")
     @classmethod

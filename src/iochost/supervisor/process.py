@@ -43,11 +43,13 @@ class _EventProtocol(asyncio.Protocol):
 class WorkerProcess:
     """One spawned worker. ``wait()`` returns its exit code; ``stop()`` ends it for sure."""
 
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, commands: asyncio.WriteTransport) -> None:
+    def __init__(self, name: str, proc: asyncio.subprocess.Process, commands: asyncio.WriteTransport,
+                 spec: WorkerSpec | None = None) -> None:
         self.name = name
         self.proc = proc
         self.pid = proc.pid
         self._commands = commands
+        self.spec = spec
 
     @classmethod
     async def spawn(
@@ -58,7 +60,9 @@ class WorkerProcess:
         log_path: Path,
         env: dict[str, str],
         on_event: Callable[[Any], None],
+        python: str | None = None,
     ) -> "WorkerProcess":
+        """Start ``python -m iochost.worker`` (``python``: a plugin's own environment, default ours)."""
         loop = asyncio.get_running_loop()
         event_read, event_write = os.pipe()
         command_read, command_write = os.pipe()
@@ -69,7 +73,7 @@ class WorkerProcess:
         try:
             with open(log_path, "ab") as log_file:
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "iochost.worker", str(spec_file),
+                    python or sys.executable, "-m", "iochost.worker", str(spec_file),
                     pass_fds=(event_write, command_read), stdin=subprocess.DEVNULL,
                     stdout=log_file, stderr=subprocess.STDOUT, env=env,
                     start_new_session=True,  # its own process group: stop() kills plugin children too
@@ -86,7 +90,7 @@ class WorkerProcess:
         commands, _ = await loop.connect_write_pipe(
             asyncio.Protocol, os.fdopen(command_write, "wb", buffering=0)
         )
-        return cls(spec.name, proc, commands)
+        return cls(spec.name, proc, commands, spec)
 
     def send(self, command: Any) -> None:
         if not self._commands.is_closing():

@@ -22,6 +22,7 @@ from iochost.settings import Settings
 from iochost.spec import load_config
 from iochost.spec.names import plugin_pv_prefix
 from iochost.store import GitStore, PluginSource, Registry, RegistryEntry
+from iochost.store.envs import PluginEnvs
 from iochost.store.policy import check_source_allowed
 from iochost.supervisor.models import Event, Health, Kind, PluginRecord, PluginRequest, RunRecord, Transition
 from iochost.supervisor.epics import EpicsNetwork
@@ -32,6 +33,7 @@ from iochost.supervisor.status_ioc import MODULE_FILE, SYSTEM_NAME, status_value
 from iochost.builtin import DAEMON_STATUS_DIR
 from iochost.validate import validate_plugin
 from iochost.worker import protocol
+from iochost.worker.limits import describe_exit
 from iochost.worker.spec import WorkerSpec
 
 log = logging.getLogger("iochost.supervisor")
@@ -54,6 +56,7 @@ class Supervisor:
         self._closing = False
         self.store: GitStore | None = None
         self.registry: Registry | None = None
+        self.envs: PluginEnvs | None = None  # plugins' own environments for requirements.txt
         self.started_at = _now()
         self.system: ManagedPlugin | None = None  # the daemon's own status IOC
         self._status_push_pending = False
@@ -70,6 +73,8 @@ class Supervisor:
         await asyncio.to_thread(self.registry.load)
         registered = {entry.name for entry in self.registry.entries()}
         await asyncio.to_thread(self.store.prune, registered)  # checkouts a crash left unregistered
+        self.envs = await asyncio.to_thread(PluginEnvs, s.data_dir)
+        await asyncio.to_thread(self.envs.prune, registered)
         await self.epics.start()
         self._watch_task = asyncio.create_task(self._watch(), name="iochost-watchdog")
         await self._start_system()
@@ -167,10 +172,14 @@ class Supervisor:
             )
             fetched = True
             plugin.move(State.VALIDATING, f"commit {result.commit}" if result.commit else "local")
+            python = await asyncio.to_thread(  # requirements.txt, if any, into the plugin's own env
+                self._plugin_envs().install, name, result.checkout_dir, result.plugin_dir,
+                timeout=self.settings.requirements_timeout,
+            )
             report = await asyncio.to_thread(
                 validate_plugin, result.plugin_dir, name=name, prefix=self.settings.prefix,
                 class_name=request.class_name, parameters=request.parameters,
-                import_timeout=self.settings.import_timeout,
+                import_timeout=self.settings.import_timeout, python=str(python) if python else None,
             )
             if not report.ok:
                 raise IochostError(
@@ -215,6 +224,7 @@ class Supervisor:
             await asyncio.to_thread(registry.remove, plugin.name)
         if fetched:
             await asyncio.to_thread(store.remove, plugin.name)
+            await asyncio.to_thread(self._plugin_envs().remove, plugin.name)
         self.epics.forget(plugin.name)
         self._log_path(plugin.name).unlink(missing_ok=True)
         self.plugins.pop(plugin.name, None)
@@ -228,6 +238,7 @@ class Supervisor:
             await self._stop_worker(plugin, keep_desired=True)
             await asyncio.to_thread(registry.remove, name)
             await asyncio.to_thread(store.remove, name)
+            await asyncio.to_thread(self._plugin_envs().remove, name)
             self.epics.forget(name)
             self._log_path(name).unlink(missing_ok=True)
             self._log_path(name).with_suffix(".log.1").unlink(missing_ok=True)
@@ -317,16 +328,21 @@ class Supervisor:
             parameters = config.with_parameters(plugin.entry.parameters).parameters
             plugin.watchdog = parameters.effective_watchdog
             grace = plugin.entry.options.get("grace_period") or parameters.grace_period
+            env_python = self._plugin_envs().python(plugin.name) if plugin is not self.system else None
+            python = str(env_python) if env_python else None
             spec = WorkerSpec(
                 name=plugin.name, plugin_dir=str(plugin.plugin_dir), module_file=plugin.module_file,
                 class_name=plugin.entry.class_name, prefix=self.settings.prefix,
                 parameters=plugin.entry.parameters,
                 version=plugin.entry.options.get("version") or (plugin.entry.commit or "local")[:12],
                 grace_period=grace, heartbeat_interval=self.settings.heartbeat_interval,
+                memory_limit_mb=parameters.memory_limit_mb or self.settings.worker_memory_mb or None,
+                max_open_files=parameters.max_open_files or self.settings.worker_max_files or None,
             )
             worker = await WorkerProcess.spawn(
                 spec, run_dir=self.settings.run_dir, log_path=self._log_path(plugin.name),
-                env=self._worker_env(plugin.name), on_event=lambda message: self._on_event(plugin, message),
+                env=self._worker_env(plugin.name, python), on_event=lambda message: self._on_event(plugin, message),
+                python=python,
             )
         except Exception as exc:
             reason = f"cannot start worker: {exc}"
@@ -349,7 +365,8 @@ class Supervisor:
         self.epics.offline(plugin.name)
         plugin.worker = None
         plugin.busy_in = plugin.busy_for = None
-        reason = plugin.kill_reason or plugin.fatal or f"worker exited with code {code}"
+        reason = plugin.kill_reason or plugin.fatal or describe_exit(
+            code, worker.spec.memory_limit_mb if worker.spec else None)
         plugin.runs.abandon(f"worker exited: {reason}")
         if plugin.ready is not None and not plugin.ready.done():
             plugin.ready.set_exception(IochostError(
@@ -485,6 +502,8 @@ class Supervisor:
             try:
                 result = await asyncio.to_thread(store.restore, entry.name, entry.source, entry.commit)
                 plugin.plugin_dir = result.plugin_dir
+                await asyncio.to_thread(self._plugin_envs().ensure, entry.name, result.checkout_dir,
+                                        result.plugin_dir, timeout=self.settings.requirements_timeout)
             except IochostError as exc:
                 plugin.move(State.FAILED, f"cannot restore: {exc.message}")
                 return
@@ -507,6 +526,11 @@ class Supervisor:
                 log.error("example %s not loaded: %s %s", name, exc.code.value, exc.message)
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _plugin_envs(self) -> PluginEnvs:
+        if self.envs is None:
+            raise RuntimeError("Supervisor.start() has not run")
+        return self.envs
+
     def _stores(self) -> tuple[GitStore, Registry]:
         if self.store is None or self.registry is None:
             raise RuntimeError("Supervisor.start() has not run")
@@ -536,8 +560,12 @@ class Supervisor:
     def _log_path(self, name: str) -> Path:
         return self.settings.logs_dir / f"{name}.log"
 
-    def _worker_env(self, name: str) -> dict[str, str]:
+    def _worker_env(self, name: str, python: str | None = None) -> dict[str, str]:
         env = dict(os.environ)
+        if python is not None:  # the plugin's own environment: its subprocesses use it too
+            venv = Path(python).parent.parent
+            env["VIRTUAL_ENV"] = str(venv)
+            env["PATH"] = os.pathsep.join([str(venv / "bin"), env.get("PATH", os.defpath)])
         env["OPENBLAS_NUM_THREADS"] = "1"  # ~35 MB of RSS per IOC otherwise
         env.update(self.epics.worker_env(name))
         return env

@@ -69,13 +69,14 @@ def _tail(stderr: str, lines: int = 3) -> str:
 
 
 def probe_plugin(
-    plugin_dir: Path, module_file: str, class_name: str, timeout: float
+    plugin_dir: Path, module_file: str, class_name: str, timeout: float, python: str | None = None
 ) -> tuple[Kind | None, list[ValidationIssue]]:
-    """Import the class in a subprocess; the real kind, or import/inheritance issues."""
+    """Import the class in a subprocess (run by ``python``, default this interpreter);
+    the real kind, or import/inheritance issues."""
     root = Path(os.path.realpath(plugin_dir))
     request = json.dumps({"plugin_dir": str(root), "module_file": module_file, "class_name": class_name})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "iochost.validate.probe", request],
+        [python or sys.executable, "-m", "iochost.validate.probe", request],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env=_probe_env(), start_new_session=True,
     )

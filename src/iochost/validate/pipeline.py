@@ -37,12 +37,14 @@ def validate_plugin(
     parameters: dict[str, Any] | None = None,
     import_timeout: float = 30.0,
     run_import: bool = True,
+    python: str | None = None,
 ) -> ValidationReport:
     """Check a plugin directory the way the worker will use it.
 
     ``parameters`` are overrides of config.yaml (they can change the task mode and so the
     default PVs). ``run_import=False`` skips the import subprocess, for callers that
-    import the plugin themselves right after (``iochost run``).
+    import the plugin themselves right after (``iochost run``). ``python`` is the
+    interpreter of the import probe (a plugin's own environment; default: this one).
     """
     root = Path(plugin_dir).resolve()
     name = name or root.name
@@ -61,7 +63,8 @@ def validate_plugin(
         issues += discovery_issues
     kind = found.kind if found else None
     if found is not None and run_import:
-        kind, probe_issues = probe_plugin(root, found.module_file, found.class_name, import_timeout)
+        kind, probe_issues = probe_plugin(root, found.module_file, found.class_name, import_timeout,
+                                            python=python)
         issues += probe_issues
 
     mode = None

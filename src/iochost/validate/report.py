@@ -17,6 +17,7 @@ class Stage(str, Enum):
     IMPORT = "import"
     INHERITANCE = "inheritance"
     PVS = "pvs"
+    REQUIREMENTS = "requirements"  # the daemon installing requirements.txt (iochost.store.envs)
 
 
 class ValidationIssue(BaseModel):

@@ -22,6 +22,7 @@ from iochost.sdk.status import JobStatus, TaskStatus
 from iochost.spec import Parameters
 from iochost.worker import protocol
 from iochost.worker.channel import Channel
+from iochost.worker.limits import exit_out_of_memory
 from iochost.worker.records import PVTable
 
 log = logging.getLogger("iochost.worker")
@@ -138,6 +139,8 @@ class PluginHost:
         try:
             function()
             return True
+        except MemoryError:
+            exit_out_of_memory(f"{what}()")  # at its memory limit the process cannot carry on
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - plugin code may raise anything
             log.error("%s() raised:\n%s", what, traceback.format_exc())
             error = TaskStatus.ERROR if isinstance(self.plugin, TaskBase) else JobStatus.FAILED

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from iochost.worker import protocol
 from iochost.worker.channel import Channel, ChannelLogHandler
+from iochost.worker.limits import apply_limits, exit_on_memory_error, exit_out_of_memory
 from iochost.worker.spec import WorkerSpec
 
 log = logging.getLogger("iochost.worker")
@@ -51,6 +52,8 @@ def _setup_logging(channel: Channel, name: str) -> None:
 def run_worker(spec: WorkerSpec) -> int:
     """Run one plugin as a soft IOC until told to stop; returns the exit code."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy (via softioc) loads
+    apply_limits(spec.memory_limit_mb, spec.max_open_files)  # before the plugin or softioc loads
+    exit_on_memory_error()
     channel = Channel(spec.event_fd, spec.command_fd)
     _setup_logging(channel, spec.name)
     if channel.supervised:
@@ -152,7 +155,10 @@ def main(argv: list[str] | None = None) -> None:
     if len(args) != 1:
         sys.exit("usage: python -m iochost.worker SPEC.json")
     spec = WorkerSpec.model_validate_json(Path(args[0]).read_text())
-    code = run_worker(spec)
+    try:
+        code = run_worker(spec)
+    except MemoryError:
+        exit_out_of_memory("the main thread")
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # skip atexit: EPICS teardown adds nothing once cleanup() has run

@@ -27,5 +27,7 @@ class WorkerSpec(BaseModel):
     version: str = "unversioned"
     grace_period: float | None = Field(default=None, gt=0, description="None: config's grace_period")
     heartbeat_interval: float = Field(default=1.0, gt=0)
+    memory_limit_mb: int | None = Field(default=None, gt=0, description="RLIMIT_DATA; None: no limit")
+    max_open_files: int | None = Field(default=None, gt=0, description="RLIMIT_NOFILE; None: inherited")
     event_fd: int | None = None
     command_fd: int | None = None

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, status
 from iochost.api.auth import require_admin, require_read
 from iochost.api.deps import get_supervisor
 from iochost.api.models import Deleted
+from iochost.api.ratelimit import limit_expensive
 from iochost.supervisor import Supervisor
 from iochost.supervisor.models import Kind, PluginList, PluginRecord, PluginRequest
 
@@ -33,7 +34,8 @@ def _routes_for(kind: Kind, collection: str) -> None:
                          dependencies=[Depends(require_read)], summary=f"List {collection}",
                          name=f"list_{collection}")
     router.add_api_route(f"/{collection}", add_kind, methods=["POST"], response_model=PluginRecord,
-                         status_code=status.HTTP_201_CREATED, dependencies=[Depends(require_admin)],
+                         status_code=status.HTTP_201_CREATED,
+                         dependencies=[Depends(require_admin), Depends(limit_expensive)],
                          summary=f"Add a {kind}", name=f"add_{kind}")
     router.add_api_route(f"/{collection}/{{name}}", delete_kind, methods=["DELETE"], response_model=Deleted,
                          dependencies=[Depends(require_admin)], summary=f"Delete a {kind}",

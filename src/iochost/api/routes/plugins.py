@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Query, status
 from iochost.api.auth import require_admin, require_read
 from iochost.api.deps import get_supervisor
 from iochost.api.models import Deleted, LogTail
+from iochost.api.ratelimit import limit_expensive
 from iochost.supervisor import Supervisor
 from iochost.supervisor.models import PluginList, PluginRecord, PluginRequest
 
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/plugins", tags=["plugins"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=PluginRecord,
-             dependencies=[Depends(require_admin)])
+             dependencies=[Depends(require_admin), Depends(limit_expensive)])
 async def add_plugin(request: PluginRequest, sup: Supervisor = Depends(get_supervisor)) -> PluginRecord:
     """Fetch, validate and start a plugin; answers once its IOC is READY (or stored, if not started)."""
     return await sup.add(request)
@@ -38,7 +39,8 @@ async def delete_plugin(name: str, sup: Supervisor = Depends(get_supervisor)) ->
     return Deleted(name=name)
 
 
-@router.post("/{name}/start", response_model=PluginRecord, dependencies=[Depends(require_admin)])
+@router.post("/{name}/start", response_model=PluginRecord,
+             dependencies=[Depends(require_admin), Depends(limit_expensive)])
 async def start_plugin(name: str, sup: Supervisor = Depends(get_supervisor)) -> PluginRecord:
     return await sup.start_plugin(name)
 
@@ -48,7 +50,8 @@ async def stop_plugin(name: str, sup: Supervisor = Depends(get_supervisor)) -> P
     return await sup.stop_plugin(name)
 
 
-@router.post("/{name}/restart", response_model=PluginRecord, dependencies=[Depends(require_admin)])
+@router.post("/{name}/restart", response_model=PluginRecord,
+             dependencies=[Depends(require_admin), Depends(limit_expensive)])
 async def restart_plugin(name: str, sup: Supervisor = Depends(get_supervisor)) -> PluginRecord:
     return await sup.restart_plugin(name)
 
