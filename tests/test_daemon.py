@@ -401,3 +401,60 @@ def test_sigterm_stops_workers_and_exits_zero(tmp_path):
     finally:
         daemon.cleanup()
 
+
+
+def test_enable_zero_shows_as_paused(api, repos, ca):
+    record = add(api, "pausable", plugin_repo(repos, "pausable", TICKER, TICKER_CONFIG, module="ticker"))
+    ca.caput(record["pv_prefix"] + ":ENABLE", 0, wait=True, timeout=5)
+    paused = wait_until(lambda: (r := api.get("/plugins/pausable").json())["state"] == "paused" and r,
+                        what="state paused")
+    assert paused["status"] == "PAUSED"
+    ca.caput(record["pv_prefix"] + ":ENABLE", 1, wait=True, timeout=5)
+    wait_until(lambda: api.get("/plugins/pausable").json()["state"] == "running", what="running again")
+    transitions = [(t["from_state"], t["to_state"]) for t in api.get("/plugins/pausable").json()["transitions"]]
+    assert ("running", "paused") in transitions and ("paused", "running") in transitions
+    delete(api, "pausable")
+
+
+def test_events_stream_transitions_and_runs(api, daemon, repos):
+    import threading
+
+    import httpx
+
+    events: list[dict] = []
+    stop = threading.Event()
+
+    def listen() -> None:
+        try:
+            with httpx.stream("GET", daemon.url + "/api/v1/events", timeout=30) as response:
+                assert response.headers["content-type"].startswith("text/event-stream")
+                for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        events.append(json.loads(line[6:]))
+                    if stop.is_set():
+                        return
+        except httpx.HTTPError:
+            if not stop.is_set():  # the daemon going away at module end is expected
+                raise
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    time.sleep(0.5)
+    add(api, "evjob", plugin_repo(repos, "evjob", SLOW_JOB, SLOW_JOB_CONFIG, module="slow"))
+    api.post("/jobs/evjob/run", json={"parameters": {"steps": 1}})
+    delete(api, "evjob")
+    wait_until(lambda: any(e["data"].get("to_state") == "deleted" for e in events), what="deleted event")
+    stop.set()
+    mine = [e for e in events if e["plugin"] == "evjob"]
+    states = [e["data"]["to_state"] for e in mine if e["type"] == "transition"]
+    assert states == ["pending", "fetching", "validating", "starting", "running", "stopping", "stopped", "deleted"]
+    runs = [e["data"] for e in mine if e["type"] == "run"]
+    assert runs[-1]["state"] == "succeeded" and runs[-1]["result"]["message"] == "1 steps"
+
+
+def test_daemon_log_is_json_lines(daemon):
+    lines = [line for line in daemon.log().splitlines() if line.strip()]
+    assert lines
+    for line in lines:
+        entry = json.loads(line)
+        assert {"time", "level", "logger", "message"} <= set(entry)
