@@ -97,10 +97,14 @@ def processes() -> Iterator[Processes]:
         procs.stop_all()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "") -> Any:
-    """Poll ``predicate`` until truthy; cothread-aware so CA callbacks keep flowing."""
-    import cothread
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "",
+             sleep: Callable[[float], None] | None = None) -> Any:
+    """Poll ``predicate`` until truthy and return its value. Sleeps with cothread by
+    default, so CA callbacks in this process keep flowing while we wait."""
+    if sleep is None:
+        import cothread
 
+        sleep = cothread.Sleep
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -110,7 +114,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
                 return last
         except Exception as exc:  # noqa: BLE001 - keep polling; report the last failure
             last = exc
-        cothread.Sleep(interval)
+        sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}; last: {last!r}")
 
 

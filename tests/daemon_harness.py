@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from conftest import CA_PORT, PVA_BROADCAST_PORT, free_port
+from conftest import CA_PORT, PVA_BROADCAST_PORT, free_port, wait_for
 
 
 def worker_pids(data_dir: Path) -> list[int]:
@@ -119,18 +119,8 @@ class Daemon:
 
 
 def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1, what: str = "") -> Any:
-    """Poll without cothread (for HTTP-only checks)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as exc:  # noqa: BLE001 - report the last failure on timeout
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}; last: {last!r}")
+    """``wait_for`` for HTTP-only checks: plain sleeps, a longer default timeout."""
+    return wait_for(predicate, timeout, interval, what, sleep=time.sleep)
 
 
 def add(api: httpx.Client, name: str, repo: Any, **fields: Any) -> dict[str, Any]:

@@ -16,29 +16,8 @@ from cothread.cadef import Disconnected
 from conftest import EXAMPLES, ca_search, wait_for
 from daemon_harness import Daemon, add, delete, wait_until, worker_pids
 from gitrepos import Repo, plugin_repo
+from sample_plugins import SLOW_JOB, SLOW_JOB_CONFIG, TICKER, TICKER_CONFIG
 
-TICKER = """
-    from iochost import TaskBase
-
-    class Ticker(TaskBase):
-        def initialize(self):
-            self.n = 0
-
-        def execute(self):
-            self.n += 1
-            self.set_pv("VALUE", self.n)
-
-        def cleanup(self):
-            pass
-"""
-TICKER_CONFIG = """
-    parameters: {interval: 0.2}
-    pvs:
-      inputs:
-        GAIN: {type: float, value: 2.5, unit: V, prec: 2}
-      outputs:
-        VALUE: {type: int, value: 0}
-"""
 
 CRASHER = """
     import os
@@ -72,25 +51,6 @@ STUCK = """
         def cleanup(self):
             pass
 """
-
-SLOW_JOB = """
-    import time
-    from iochost import JobBase, JobResult
-
-    class Slow(JobBase):
-        def initialize(self):
-            pass
-
-        def execute(self):
-            steps = int(self.parameters["steps"])
-            for _ in range(steps):
-                time.sleep(0.1)
-                self.check_cancelled()
-            return JobResult(success=True, data={"steps": steps}, message=f"{steps} steps")
-"""
-SLOW_JOB_CONFIG = "parameters: {steps: 3}\npvs: {outputs: {DONE: {type: int}}}\n"
-
-
 
 
 def test_three_plugins_added_at_runtime_all_pvs_on_ca_and_pva(api, daemon, repos, ca, pva):
@@ -400,7 +360,6 @@ def test_sigterm_stops_workers_and_exits_zero(tmp_path):
         assert "temperature-monitor" in daemon.log()
     finally:
         daemon.cleanup()
-
 
 
 def test_enable_zero_shows_as_paused(api, repos, ca):

@@ -15,29 +15,8 @@ import pytest
 from conftest import CA_PORT, ca_search, wait_for
 from daemon_harness import add, delete, wait_until
 from gitrepos import plugin_repo
+from sample_plugins import TICKER, TICKER_CONFIG
 
-COUNTER = """
-    from iochost import TaskBase
-
-    class Counter(TaskBase):
-        def initialize(self):
-            self.n = 0
-
-        def execute(self):
-            self.n += 1
-            self.set_pv("COUNT", self.n)
-
-        def cleanup(self):
-            pass
-"""
-COUNTER_CONFIG = """
-    parameters: {interval: 0.2}
-    pvs:
-      inputs:
-        LIMIT: {type: float, value: 7.5, unit: mm, prec: 1}
-      outputs:
-        COUNT: {type: int}
-"""
 CRASH_ON_START = """
     import os
     from iochost import TaskBase
@@ -69,32 +48,32 @@ print(json.dumps({pv: (v.ok and str(v)) for pv, v in zip(sys.argv[1:], values)})
 
 
 def test_five_runtime_plugins_resolve_over_unicast_ca_and_pva(api, repos, ca, pva):
-    records = [add(api, f"unit{i}", plugin_repo(repos, f"unit{i}", COUNTER, COUNTER_CONFIG, module="counter"))
+    records = [add(api, f"unit{i}", plugin_repo(repos, f"unit{i}", TICKER, TICKER_CONFIG, module="ticker"))
                for i in range(5)]
     every_pv = [pv for record in records for pv in record["pvs"]]
     assert ca_search(every_pv) == set(every_pv)  # the endpoint answers for all of them
     values = ca.caget(every_pv, timeout=5, throw=False)
     assert [pv for pv, v in zip(every_pv, values) if not v.ok] == []
     for record in records:
-        limit = pva.get(record["pv_prefix"] + ":LIMIT", timeout=5)
-        assert limit.value == 7.5 and limit.display.units == "mm"
+        limit = pva.get(record["pv_prefix"] + ":GAIN", timeout=5)
+        assert limit.value == 2.5 and limit.display.units == "V"
     # The test process's client was configured before these plugins existed: still found.
     gone = records.pop(2)
     delete(api, gone["name"])
     assert ca_search(gone["pvs"]) == set()
     with pytest.raises(TimeoutError):
-        pva.get(gone["pv_prefix"] + ":COUNT", timeout=2)
+        pva.get(gone["pv_prefix"] + ":VALUE", timeout=2)
     remaining = [pv for record in records for pv in record["pvs"]]
     fresh = json.loads(_client({}, CAGET, *remaining).stdout)
     assert all(v is not False for v in fresh.values()), fresh
     for record in records:
-        assert pva.get(record["pv_prefix"] + ":COUNT", timeout=5).value >= 1
+        assert pva.get(record["pv_prefix"] + ":VALUE", timeout=5).value >= 1
         delete(api, record["name"])
 
 
 def test_ca_monitor_resumes_after_worker_restart_and_crash(api, repos, ca):
-    record = add(api, "watched", plugin_repo(repos, "watched", COUNTER, COUNTER_CONFIG, module="counter"))
-    pv = record["pv_prefix"] + ":COUNT"
+    record = add(api, "watched", plugin_repo(repos, "watched", TICKER, TICKER_CONFIG, module="ticker"))
+    pv = record["pv_prefix"] + ":VALUE"
     updates: list[tuple[float, bool, float | None]] = []
     monitor = ca.camonitor(pv, lambda v: updates.append((time.monotonic(), v.ok, float(v) if v.ok else None)),
                            notify_disconnect=True)
@@ -109,7 +88,7 @@ def test_ca_monitor_resumes_after_worker_restart_and_crash(api, repos, ca):
                 os.kill(pid, 9)
             wait_for(lambda: any(not ok for _, ok, _ in updates[mark:]), timeout=20, what=f"disconnect ({how})")
             down = next(i for i in range(mark, len(updates)) if not updates[i][1])
-            # COUNT starts again from 1 in the new worker: updates flow from the new process.
+            # VALUE starts again from 1 in the new worker: updates flow from the new process.
             wait_for(lambda: any(ok and v is not None and v >= 2 for _, ok, v in updates[down:]),
                      timeout=30, what=f"monitor resumes after {how}")
     finally:
@@ -124,7 +103,7 @@ def test_daemon_pvs_track_plugins_and_health(api, repos, ca):
     assert ca.caget("IOCHT:IOCHOST:VERSION", timeout=5) == __version__
     first_uptime = ca.caget("IOCHT:IOCHOST:UPTIME", timeout=5)
     wait_for(lambda: ca.caget("IOCHT:IOCHOST:PLUGINS", timeout=5) == base, what="PLUGINS = current count")
-    add(api, "tracked", plugin_repo(repos, "tracked", COUNTER, COUNTER_CONFIG, module="counter"))
+    add(api, "tracked", plugin_repo(repos, "tracked", TICKER, TICKER_CONFIG, module="ticker"))
     wait_for(lambda: ca.caget("IOCHT:IOCHOST:PLUGINS", timeout=5) == base + 1, what="PLUGINS + 1")
     assert ca.caget("IOCHT:IOCHOST:RUNNING", timeout=5) >= 1
     assert "tracked" in ca.caget("IOCHT:IOCHOST:NAMES", timeout=5, datatype=ca.DBR_CHAR_STR).split(",")
@@ -146,7 +125,7 @@ def test_daemon_pvs_track_plugins_and_health(api, repos, ca):
 
 
 def test_broadcast_search_gets_one_answer_per_pv(api, repos):
-    records = [add(api, f"bcast{i}", plugin_repo(repos, f"bcast{i}", COUNTER, COUNTER_CONFIG, module="counter"))
+    records = [add(api, f"bcast{i}", plugin_repo(repos, f"bcast{i}", TICKER, TICKER_CONFIG, module="ticker"))
                for i in range(3)]
     pvs = [pv for record in records for pv in record["pvs"]] + ["IOCHT:IOCHOST:PLUGINS"]
     result = _client({"EPICS_CA_ADDR_LIST": "127.255.255.255", "EPICS_CA_AUTO_ADDR_LIST": "NO",

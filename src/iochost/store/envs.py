@@ -41,6 +41,7 @@ from iochost.errors import ErrorCode, IochostError
 from iochost.store.gitcmd import kill_group
 from iochost.store.paths import check_name
 from iochost.store.policy import redact_url
+from iochost.settings import plugin_environ
 from iochost.validate.report import Stage, ValidationIssue
 
 log = logging.getLogger("iochost.store")
@@ -255,6 +256,9 @@ class PluginEnvs:
                                f"installing {REQUIREMENTS_FILE} timed out after {timeout:g} s")
             if code != 0:
                 tail = _tail(output.read_text(errors="replace"))
+                if "(constraint)" in tail:
+                    tail += ("\n(the constraints are the daemon's worker runtime: softioc, pydantic, numpy and "
+                             "what they need, at the daemon's versions; a plugin cannot replace them)")
                 raise _failure(name, [_issue(f"pip install -r {REQUIREMENTS_FILE} failed (exit code {code}):\n"
                                              f"{tail}")],
                                f"installing {REQUIREMENTS_FILE} failed: {tail}")
@@ -324,7 +328,7 @@ class PluginEnvs:
     @staticmethod
     def _run(argv: list[str], *, cwd: Path, deadline: float, output: Path, env_dir: Path | None = None) -> int | None:
         """Run in its own process group, output to a file; the exit code, or None on timeout."""
-        env = {k: v for k, v in os.environ.items() if k not in ("PIP_USER", "PIP_TARGET", "PIP_PREFIX")}
+        env = {k: v for k, v in plugin_environ().items() if k not in ("PIP_USER", "PIP_TARGET", "PIP_PREFIX")}
         env.update(PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONDONTWRITEBYTECODE="1",
                    LC_ALL="C")
         if env_dir is not None:

@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator
 
 from iochost import __version__
 from iochost.errors import ErrorCode, IochostError
-from iochost.settings import Settings
+from iochost.settings import Settings, plugin_environ
 from iochost.spec import load_config
 from iochost.spec.names import plugin_pv_prefix
 from iochost.store import GitStore, PluginSource, Registry, RegistryEntry
@@ -561,7 +561,7 @@ class Supervisor:
         return self.settings.logs_dir / f"{name}.log"
 
     def _worker_env(self, name: str, python: str | None = None) -> dict[str, str]:
-        env = dict(os.environ)
+        env = plugin_environ()  # no API token for plugin code
         if python is not None:  # the plugin's own environment: its subprocesses use it too
             venv = Path(python).parent.parent
             env["VIRTUAL_ENV"] = str(venv)

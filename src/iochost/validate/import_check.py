@@ -27,7 +27,9 @@ _PROBE_FILE = "iochost/validate/probe.py"
 
 
 def _probe_env() -> dict[str, str]:
-    env = dict(os.environ)
+    from iochost.settings import plugin_environ
+
+    env = plugin_environ()  # the probe runs plugin code: no API token
     env["OPENBLAS_NUM_THREADS"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # leave no __pycache__ in the checkout
     source_root = str(Path(iochost.__file__).resolve().parent.parent)
