@@ -169,16 +169,11 @@ def ca_search(names: list[str], port: int = CA_PORT, timeout: float = 1.0) -> se
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One real `iochost serve` per test module; everything it started is killed after."""
-    from daemon_harness import Daemon, worker_pids
+    from daemon_harness import Daemon
 
     root = tmp_path_factory.mktemp("daemon")
-    d = Daemon(root / "data", "--backoff-initial", "1", "--heartbeat-interval", "0.5")
-    try:
-        yield d.start()
-        assert d.terminate() == 0, d.log()[-2000:]
-        assert worker_pids(d.data_dir) == [], "workers outlived the daemon's SIGTERM"
-    finally:
-        d.cleanup()
+    with Daemon(root / "data", "--backoff-initial", "1", "--heartbeat-interval", "0.5").serving() as d:
+        yield d
 
 
 @pytest.fixture(scope="module")

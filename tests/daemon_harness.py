@@ -3,13 +3,14 @@ and every worker it started are gone afterwards, whatever the test did."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
 
@@ -82,6 +83,17 @@ class Daemon:
                 pass
             time.sleep(0.1)
         raise AssertionError(f"iochost serve did not answer within {timeout} s:\n{self.log()}")
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator["Daemon"]:
+        """Start; at the end stop it as an operator would (SIGTERM: exit 0, no worker
+        left), and whatever happened, kill anything still running."""
+        try:
+            yield self.start()
+            assert self.terminate() == 0, self.log()[-2000:]
+            assert worker_pids(self.data_dir) == [], "workers outlived the daemon's SIGTERM"
+        finally:
+            self.cleanup()
 
     def client(self, timeout: float = 90.0) -> httpx.Client:
         return httpx.Client(base_url=self.url + "/api/v1", timeout=timeout)

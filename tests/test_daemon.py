@@ -7,7 +7,6 @@ import concurrent.futures
 import json
 import re
 import time
-from pathlib import Path
 
 import pytest
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import CA_PORT, ca_search, wait_for
-from daemon_harness import add, delete, wait_until
+from daemon_harness import add, delete
 from gitrepos import plugin_repo
 from sample_plugins import TICKER, TICKER_CONFIG
 

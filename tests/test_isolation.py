@@ -9,7 +9,6 @@ import importlib.metadata
 import importlib.util
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 from conftest import wait_for
 from daemon_harness import Daemon, wait_until, worker_pids
 from gitrepos import Repo, git
+from sample_plugins import TICKER
 from iochost.errors import ErrorCode, IochostError
 from iochost.store.envs import PluginEnvs
 
@@ -49,20 +49,6 @@ MYPKG_PYPROJECT = """
     [project]
     name = "mypkg"
     version = "1.2.3"
-"""
-TICKER = """
-    from iochost import TaskBase
-
-    class Ticker(TaskBase):
-        def initialize(self):
-            self.n = 0
-
-        def execute(self):
-            self.n += 1
-            self.set_pv("VALUE", self.n)
-
-        def cleanup(self):
-            pass
 """
 HOG = """
     from iochost import TaskBase
@@ -106,12 +92,8 @@ OPENER_CONFIG = "parameters: {interval: 0.5}\n"
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = Daemon(tmp_path_factory.mktemp("isolation") / "data", "--backoff-initial", "1")
-    try:
-        yield d.start()
-    finally:
-        d.cleanup()
-        assert worker_pids(d.data_dir) == []
+    with Daemon(tmp_path_factory.mktemp("isolation") / "data", "--backoff-initial", "1").serving() as d:
+        yield d
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,10 @@ import httpx
 import pytest
 
 from conftest import free_port
-from daemon_harness import Daemon, wait_until, worker_pids
+from daemon_harness import Daemon, worker_pids
 from githttp import GitServer, publish
 from gitrepos import Repo
+from sample_plugins import TICKER as SAMPLE_TICKER
 
 READ_TOKEN = "rd-" + secrets.token_hex(20)
 ADMIN_TOKEN = "ad-" + secrets.token_hex(20)
@@ -32,24 +33,11 @@ PAT = "ghp_" + secrets.token_hex(20)
 WRONG_TOKEN = "wrong-" + secrets.token_hex(20)
 ALLOWED = "https://example.invalid/org/"
 
+# Plugin code (the validation probe imports it, then the worker) never sees an API token.
 TICKER = """
     import os
-    from iochost import TaskBase
-
-    # Plugin code (the validation probe imports this, then the worker) never sees an API token.
     assert not {"IOCHOST_READ_TOKEN", "IOCHOST_ADMIN_TOKEN"} & set(os.environ), "token in plugin env"
-
-    class Ticker(TaskBase):
-        def initialize(self):
-            self.n = 0
-
-        def execute(self):
-            self.n += 1
-            self.set_pv("VALUE", self.n)
-
-        def cleanup(self):
-            pass
-"""
+""" + SAMPLE_TICKER
 TICKER_CONFIG = "parameters: {interval: 0.2}\npvs:\n  outputs:\n    VALUE: {type: int, value: 0}\n"
 
 
@@ -85,11 +73,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, git_server: GitServer) -> I
                "--add-rate", "off", "--max-body-bytes", "65536", "--log-level", "debug",
                env={"IOCHOST_READ_TOKEN": READ_TOKEN, "IOCHOST_ADMIN_TOKEN": ADMIN_TOKEN},
                local_sources=False)
-    try:
-        yield d.start()
-    finally:
-        d.cleanup()
-        assert worker_pids(d.data_dir) == []
+    with d.serving():
+        yield d
 
 
 @pytest.fixture(scope="module")

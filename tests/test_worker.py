@@ -381,3 +381,22 @@ def test_iochost_run_cli_serves_example(processes, tmp_path, ca):
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=15) == 0
     assert b"monitor stopped after" in proc.stdout.read()
+
+
+def test_busy_ca_port_exits_with_its_own_code(processes, tmp_path):
+    """rsrv would fall back to a random port; a supervised worker must refuse instead."""
+    import socket
+
+    from conftest import free_port
+    from iochost.worker.exitcodes import WorkerExit, describe_exit
+
+    port = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        worker = WorkerProcess(processes, tmp_path, env={"EPICS_CAS_SERVER_PORT": str(port)},
+                               name="portless", plugin_dir=str(EXAMPLES / "beam-shutter"),
+                               module_file="beam_shutter.py", class_name="BeamShutter", prefix=PREFIX)
+        assert worker.proc.wait(timeout=30) == WorkerExit.CA_PORT_BUSY
+    assert f"CA server port {port} is held" in worker.log()
+    assert "port is held by another process" in describe_exit(WorkerExit.CA_PORT_BUSY)

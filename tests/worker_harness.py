@@ -18,7 +18,8 @@ from iochost.worker.spec import WorkerSpec
 class WorkerProcess:
     """A worker plus a thread collecting its events, for asserting on the channel."""
 
-    def __init__(self, processes: Any, tmp_path: Path, **spec_fields: Any) -> None:
+    def __init__(self, processes: Any, tmp_path: Path, env: dict[str, str] | None = None,
+                 **spec_fields: Any) -> None:
         event_read, event_write = os.pipe()
         command_read, command_write = os.pipe()
         self.spec = WorkerSpec(event_fd=event_write, command_fd=command_read, **spec_fields)
@@ -29,6 +30,7 @@ class WorkerProcess:
             self.proc: subprocess.Popen[Any] = processes.start(
                 [sys.executable, "-m", "iochost.worker", str(spec_file)],
                 pass_fds=(event_write, command_read), stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
             )
         os.close(event_write)
         os.close(command_read)

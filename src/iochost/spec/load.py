@@ -7,7 +7,12 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from iochost.spec.config import PluginConfig
-from iochost.spec.errors import CONFIG_FILE, ConfigError, config_issue, issues_from_pydantic
+from iochost.spec.errors import (
+    CONFIG_FILE,
+    ConfigError,
+    config_issue,
+    issues_from_pydantic,
+)
 from iochost.spec.yaml_lines import KeyPath, YamlSyntaxError, parse_yaml
 from iochost.validate.report import Stage, ValidationIssue
 

@@ -9,7 +9,11 @@ source policy of the REST API.
 from iochost.store.gitstore import GitStore
 from iochost.store.models import FetchResult, PluginSource, RegistryEntry
 from iochost.store.paths import check_name, resolve_plugin_dir
-from iochost.store.policy import check_source_allowed, has_credentials, validate_prefixes
+from iochost.store.policy import (
+    check_source_allowed,
+    has_credentials,
+    validate_prefixes,
+)
 from iochost.store.registry import FORMAT_VERSION, Registry, RegistryError
 
 __all__ = [

@@ -25,10 +25,22 @@ from git.exc import GitCommandError, GitError
 
 from iochost.errors import ErrorCode, IochostError
 from iochost.store.gitcmd import (
-    GitLimitExceeded, describe_clone_failure, git_env, git_error_line, run_git, scrub, write_askpass,
+    GitLimitExceeded,
+    describe_clone_failure,
+    git_env,
+    git_error_line,
+    run_git,
+    scrub,
+    write_askpass,
 )
 from iochost.store.models import FetchResult, PluginSource
-from iochost.store.paths import check_name, check_relative_path, is_within, resolve_plugin_dir, tree_size
+from iochost.store.paths import (
+    check_name,
+    check_relative_path,
+    is_within,
+    resolve_plugin_dir,
+    tree_size,
+)
 from iochost.store.policy import has_credentials
 
 log = logging.getLogger("iochost.store")

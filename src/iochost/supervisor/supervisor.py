@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from iochost import __version__
+from iochost.builtin import DAEMON_STATUS_DIR
 from iochost.errors import ErrorCode, IochostError
 from iochost.settings import Settings, plugin_environ
 from iochost.spec import load_config
@@ -24,16 +25,28 @@ from iochost.spec.names import plugin_pv_prefix
 from iochost.store import GitStore, PluginSource, Registry, RegistryEntry
 from iochost.store.envs import PluginEnvs
 from iochost.store.policy import check_source_allowed
-from iochost.supervisor.models import Event, Health, Kind, PluginRecord, PluginRequest, RunRecord, Transition
 from iochost.supervisor.epics import EpicsNetwork
+from iochost.supervisor.models import (
+    Event,
+    Health,
+    Kind,
+    PluginRecord,
+    PluginRequest,
+    RunRecord,
+    Transition,
+)
 from iochost.supervisor.plugin import ManagedPlugin
 from iochost.supervisor.process import WorkerProcess
 from iochost.supervisor.states import LIVE, State
-from iochost.supervisor.status_ioc import MODULE_FILE, SYSTEM_NAME, status_values, system_entry
-from iochost.builtin import DAEMON_STATUS_DIR
+from iochost.supervisor.status_ioc import (
+    MODULE_FILE,
+    SYSTEM_NAME,
+    status_values,
+    system_entry,
+)
 from iochost.validate import validate_plugin
 from iochost.worker import protocol
-from iochost.worker.limits import describe_exit
+from iochost.worker.exitcodes import describe_exit
 from iochost.worker.spec import WorkerSpec
 
 log = logging.getLogger("iochost.supervisor")

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from iochost.validate.report import PluginInfo, Stage, ValidationIssue, ValidationReport, render_text
+from iochost.validate.report import (
+    PluginInfo,
+    Stage,
+    ValidationIssue,
+    ValidationReport,
+    render_text,
+)
 
 if TYPE_CHECKING:
     from iochost.validate.pipeline import validate_plugin

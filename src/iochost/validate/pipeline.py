@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from iochost.spec import ConfigError, PluginConfig, load_config
-from iochost.spec.names import DEFAULT_PREFIX, check_pv_names, default_pv_names, full_pv_name
+from iochost.spec.names import (
+    DEFAULT_PREFIX,
+    check_pv_names,
+    default_pv_names,
+    full_pv_name,
+)
 from iochost.validate.discovery import discover
 from iochost.validate.files import python_files
 from iochost.validate.import_check import probe_plugin

@@ -7,7 +7,7 @@ either fails at start or limits nothing. The cgroup v2 ``memory.max`` of the con
 (Kubernetes ``resources.limits``) still bounds the whole pod; this limit is per plugin.
 
 When the limit is hit, the allocation fails and Python raises MemoryError. The worker
-then exits at once with ``EXIT_OUT_OF_MEMORY`` (from the plugin thread, any other
+then exits at once with ``WorkerExit.OUT_OF_MEMORY`` (from the plugin thread, any other
 thread, or the main thread), which the supervisor reports as ``crashed`` with an
 out-of-memory reason and restarts with backoff, like any crash. A MemoryError is not
 treated as an ordinary plugin exception (STATUS=ERROR, process kept): the process is
@@ -22,7 +22,8 @@ import sys
 import threading
 from typing import Any, NoReturn
 
-EXIT_OUT_OF_MEMORY = 5
+from iochost.worker.exitcodes import WorkerExit
+
 MB = 1024 * 1024
 
 
@@ -41,7 +42,7 @@ def exit_out_of_memory(where: str) -> NoReturn:
         os.write(2, f"iochost worker: MemoryError in {where}: memory limit reached; exiting\n".encode())
     except OSError:
         pass
-    os._exit(EXIT_OUT_OF_MEMORY)
+    os._exit(WorkerExit.OUT_OF_MEMORY)
 
 
 def exit_on_memory_error() -> None:
@@ -61,12 +62,3 @@ def exit_on_memory_error() -> None:
 
     threading.excepthook = thread_hook
     sys.excepthook = hook
-
-
-def describe_exit(code: int, memory_limit_mb: int | None) -> str:
-    """The supervisor's reason for a worker exit code."""
-    if code == EXIT_OUT_OF_MEMORY:
-        limit = f" of {memory_limit_mb} MB" if memory_limit_mb else ""
-        return (f"out of memory: the plugin exceeded its memory limit{limit} "
-                f"(memory_limit_mb); worker exited with code {code}")
-    return f"worker exited with code {code}"

@@ -11,6 +11,7 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from iochost.worker import protocol
 from iochost.worker.channel import Channel, ChannelLogHandler
+from iochost.worker.exitcodes import WorkerExit
 from iochost.worker.limits import apply_limits, exit_on_memory_error, exit_out_of_memory
 from iochost.worker.spec import WorkerSpec
 
@@ -26,7 +28,6 @@ log = logging.getLogger("iochost.worker")
 # After the supervisor disappears we do not wait the full grace period: a daemon killed
 # with -9 must not leave IOCs serving PVs for long.
 ORPHAN_GRACE = 2.0
-EXIT_OK, EXIT_FATAL, EXIT_GRACE_EXCEEDED, EXIT_INTERNAL = 0, 2, 3, 4
 
 
 def _die_with_parent() -> None:
@@ -49,6 +50,27 @@ def _setup_logging(channel: Channel, name: str) -> None:
         root.addHandler(ChannelLogHandler(channel))
 
 
+def _ca_port_free(wait: float = 5.0) -> bool:
+    """Whether rsrv will get the port the supervisor assigned (waiting a little for a
+    previous worker of this plugin to let go). If not, rsrv would fall back to a random
+    port while the daemon's CA endpoint keeps sending clients to the assigned one."""
+    port = os.environ.get("EPICS_CAS_SERVER_PORT")
+    if not port:
+        return True
+    host = (os.environ.get("EPICS_CAS_INTF_ADDR_LIST") or "0.0.0.0").split()[0]
+    deadline = time.monotonic() + wait
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as rsrv does
+            try:
+                sock.bind((host, int(port)))
+                return True
+            except OSError:
+                if time.monotonic() >= deadline:
+                    return False
+        time.sleep(0.1)
+
+
 def run_worker(spec: WorkerSpec) -> int:
     """Run one plugin as a soft IOC until told to stop; returns the exit code."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy (via softioc) loads
@@ -64,7 +86,7 @@ def run_worker(spec: WorkerSpec) -> int:
         message = f"cannot load plugin: {type(exc).__name__}: {exc}"
         log.error("%s\n%s", message, traceback.format_exc())
         channel.send(protocol.Fatal(message=message, traceback=traceback.format_exc()))
-        return EXIT_FATAL
+        return WorkerExit.FATAL
 
     import cothread
     from softioc import builder, softioc
@@ -85,6 +107,11 @@ def run_worker(spec: WorkerSpec) -> int:
     table = build_records(
         plugin_pv_prefix(spec.prefix, spec.name), kind, mode, config.pvs, spec.version, on_write
     )
+    if channel.supervised and not _ca_port_free():
+        log.error("CA server port %s is held by another process; exiting so the supervisor "
+                  "retries instead of rsrv silently serving on another port",
+                  os.environ.get("EPICS_CAS_SERVER_PORT"))
+        return WorkerExit.CA_PORT_BUSY
     builder.LoadDatabase()
     softioc.iocInit()
     plugin._attach_runtime(table)
@@ -119,13 +146,13 @@ def run_worker(spec: WorkerSpec) -> int:
     while not host.finished.is_set() and time.monotonic() < deadline:
         cothread.Sleep(0.05)
     if host.internal_error is not None:
-        code = EXIT_INTERNAL
+        code = WorkerExit.INTERNAL
     elif host.finished.is_set():
         log.info("stopped cleanly")
-        code = EXIT_OK
+        code = WorkerExit.OK
     else:
         log.error("plugin did not finish within %.1f s grace period; exiting anyway", grace)
-        code = EXIT_GRACE_EXCEEDED
+        code = WorkerExit.GRACE_EXCEEDED
     return code
 
 
