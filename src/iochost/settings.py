@@ -144,7 +144,7 @@ class Settings(BaseModel):
                 if not token:
                     raise ValueError(f"{name}_token_file {path} is empty")
                 setattr(self, f"{name}_token", SecretStr(token))
-        low, high = (int(p) for p in self.worker_ports.split("-"))
+        low, high = self.worker_port_range
         if not 0 < low <= high <= 65535:
             raise ValueError(f"worker_ports {self.worker_ports!r} is not a range LOW-HIGH within 1-65535")
         if self.admin_token is None and self.read_token is None and not is_loopback(self.host):

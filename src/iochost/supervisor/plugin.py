@@ -63,6 +63,11 @@ class ManagedPlugin:
     def name(self) -> str:
         return self.entry.name
 
+    @property
+    def visible(self) -> bool:
+        """Whether clients see it yet: an add still fetching or validating may vanish."""
+        return not (self.adding and self.state in (State.PENDING, State.FETCHING, State.VALIDATING))
+
     def move(self, new: State, reason: str = "") -> None:
         """The only way state changes: checked against the table, recorded, published."""
         check_transition(self.state, new)

@@ -44,7 +44,7 @@ class WorkerProcess:
     """One spawned worker. ``wait()`` returns its exit code; ``stop()`` ends it for sure."""
 
     def __init__(self, name: str, proc: asyncio.subprocess.Process, commands: asyncio.WriteTransport,
-                 spec: WorkerSpec | None = None) -> None:
+                 spec: WorkerSpec) -> None:
         self.name = name
         self.proc = proc
         self.pid = proc.pid

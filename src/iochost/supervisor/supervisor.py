@@ -378,8 +378,7 @@ class Supervisor:
         self.epics.offline(plugin.name)
         plugin.worker = None
         plugin.busy_in = plugin.busy_for = None
-        reason = plugin.kill_reason or plugin.fatal or describe_exit(
-            code, worker.spec.memory_limit_mb if worker.spec else None)
+        reason = plugin.kill_reason or plugin.fatal or describe_exit(code, worker.spec.memory_limit_mb)
         plugin.runs.abandon(f"worker exited: {reason}")
         if plugin.ready is not None and not plugin.ready.done():
             plugin.ready.set_exception(IochostError(
@@ -551,7 +550,7 @@ class Supervisor:
 
     def _plugin(self, name: str, kind: Kind | None = None) -> ManagedPlugin:
         plugin = self.plugins.get(name)
-        if plugin is None or (plugin.adding and plugin.state in (State.PENDING, State.FETCHING, State.VALIDATING)):
+        if plugin is None or not plugin.visible:
             raise IochostError(ErrorCode.PLUGIN_NOT_FOUND, f"no plugin named {name!r}")
         if kind is not None and plugin.entry.kind != kind:
             raise IochostError(ErrorCode.WRONG_KIND, f"{name!r} is a {plugin.entry.kind}, not a {kind}")
@@ -616,8 +615,7 @@ class Supervisor:
         system = self.system
         if system is None or system.worker is None or system.state != State.RUNNING:
             return
-        states = [(p.name, p.state) for p in self.plugins.values() if not p.adding or p.state not in
-                  (State.PENDING, State.FETCHING, State.VALIDATING)]
+        states = [(p.name, p.state) for p in self.plugins.values() if p.visible]
         system.worker.send(protocol.SetPVs(values=status_values(states, self._degraded())))
 
     def _supervised(self) -> list[ManagedPlugin]:
