@@ -400,3 +400,26 @@ def test_busy_ca_port_exits_with_its_own_code(processes, tmp_path):
         assert worker.proc.wait(timeout=30) == WorkerExit.CA_PORT_BUSY
     assert f"CA server port {port} is held" in worker.log()
     assert "port is held by another process" in describe_exit(WorkerExit.CA_PORT_BUSY)
+
+
+def test_job_over_its_memory_limit_ends_the_worker(processes, tmp_path):
+    """A MemoryError in a job run is the worker's end, as in a task, not a failed run."""
+    from iochost.worker.exitcodes import WorkerExit
+
+    code = """
+        from iochost import JobBase, JobResult
+
+        class Greedy(JobBase):
+            def initialize(self):
+                pass
+
+            def execute(self):
+                kept = []
+                while True:
+                    kept.append(bytearray(50 * 1024 * 1024))
+    """
+    plugin_dir = make_plugin(tmp_path, "greedy", code, "parameters: {}\n")
+    worker = start(processes, tmp_path, plugin_dir, "greedy", "Greedy", memory_limit_mb=300)
+    worker.send(protocol.RunJob(run_id="big"))
+    assert worker.proc.wait(timeout=30) == WorkerExit.OUT_OF_MEMORY
+    assert not any(isinstance(m, protocol.RunFinished) for m in worker.events)

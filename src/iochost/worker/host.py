@@ -240,6 +240,8 @@ class PluginHost:
                 outcome = "cancelled"
         except JobCancelled:
             outcome, result = "cancelled", JobResult(False, {}, "Cancelled")
+        except MemoryError:
+            exit_out_of_memory("execute()")  # as in _call: at its limit the process cannot carry on
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - plugin code may raise anything
             log.error("execute() raised:\n%s", traceback.format_exc())
             result = JobResult(False, {}, f"{type(exc).__name__}: {exc}")
