@@ -38,8 +38,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from iochost.errors import ErrorCode, IochostError
+from iochost.procgroup import kill_group
 from iochost.settings import plugin_environ
-from iochost.store.gitcmd import kill_group
 from iochost.store.paths import check_name
 from iochost.store.policy import redact_url
 from iochost.validate.report import Stage, ValidationIssue

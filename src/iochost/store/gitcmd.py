@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
+from iochost.procgroup import kill_group
 from iochost.store.paths import tree_size
 from iochost.store.policy import redact_url
 
@@ -121,43 +121,6 @@ def run_git(
     finally:
         kill_group(proc)
     return GitRun(returncode, stderr_path.read_text(errors="replace"))
-
-
-def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL git and every process it started, then wait until none of them runs."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-    deadline = time.monotonic() + 5.0
-    while group_running(proc.pid) and time.monotonic() < deadline:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            return
-        time.sleep(0.01)
-
-
-def group_running(pgid: int) -> bool:
-    """Whether a non-zombie process is in group `pgid` (orphaned zombies wait for init)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
 
 
 def scrub(text: str, secrets: list[str]) -> str:

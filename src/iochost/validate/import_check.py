@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import iochost
+from iochost.procgroup import kill_group
 from iochost.validate.report import Stage, ValidationIssue
 
 Kind = Literal["task", "job"]
@@ -37,13 +38,6 @@ def _probe_env() -> dict[str, str]:
     if source_root not in paths:  # the probe must import this very iochost
         env["PYTHONPATH"] = os.pathsep.join([source_root, *paths])
     return env
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _dumped_location(stderr: str, root: Path) -> tuple[str, int] | None:
@@ -92,7 +86,7 @@ def probe_plugin(
             proc.communicate(timeout=DUMP_WAIT)
         except (subprocess.TimeoutExpired, ProcessLookupError):
             pass
-        _kill_group(proc)
+        kill_group(proc)
         try:
             out, err = proc.communicate(timeout=5)
         except subprocess.TimeoutExpired:  # a grandchild escaped the group and holds the pipes
@@ -102,7 +96,7 @@ def probe_plugin(
             proc.wait()
             out, err = b"", b""
     finally:
-        _kill_group(proc)  # children the plugin started at import time go too
+        kill_group(proc)  # children the plugin started at import time go too
     stderr = err.decode(errors="replace")
 
     if timed_out:
