@@ -41,3 +41,42 @@ SLOW_JOB = """
 """
 
 SLOW_JOB_CONFIG = "parameters: {steps: 3}\npvs: {outputs: {DONE: {type: int}}}\n"
+
+# -- hostile plugins ------------------------------------------------------------------------------
+# Nine anchors of nine references each: 9^9 = 387 million nodes once expanded, 600 bytes.
+BILLION_LAUGHS = "lol0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"lol{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)
+) + "parameters: {interval: 0.5, payload: *a9}\n"
+DEEP_FLOW = "parameters: {payload: " + "[" * 50_000 + "]" * 50_000 + "}\n"
+DEEP_BLOCK = "parameters:\n" + "".join("  " * (depth + 1) + f"k{depth}:\n" for depth in range(200)) + "    " * 201 + "x\n"
+OVERSIZE_CONFIG = "parameters:\n  interval: 0.5\n" + "".join(f"  pad{i}: {'x' * 60}\n" for i in range(5000))
+
+FLOOD = """
+    import os, time
+    from iochost import TaskBase
+
+    BLOCK = (b"x" * 1023 + b"\\n") * 1024  # 1 MiB of lines
+
+    class Flood(TaskBase):
+        def initialize(self):
+            self.written = 0
+
+        def execute(self):
+            deadline = time.monotonic() + 0.2
+            while time.monotonic() < deadline:
+                print(BLOCK.decode(), end="", flush=True)
+                self.written += len(BLOCK)
+                self.written += os.write(2, BLOCK)
+                for i in range(200):
+                    self.logger.info("flood line %d", i)
+            self.set_pv("WRITTEN_MB", self.written / 2**20)
+
+        def cleanup(self):
+            pass
+"""
+FLOOD_CONFIG = """
+    parameters: {interval: 0.05}
+    pvs:
+      outputs:
+        WRITTEN_MB: {type: float, unit: MB, prec: 1}
+"""

@@ -36,6 +36,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from iochost.proctree import kill_descendants
     from iochost.validate import render_text, validate_plugin
     from iochost.worker.main import run_worker
     from iochost.worker.spec import WorkerSpec
@@ -56,7 +57,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         class_name=report.plugin.class_name, prefix=args.prefix, parameters=parameters,
         version=args.version, grace_period=args.grace,
     )
-    return run_worker(spec)
+    try:
+        return run_worker(spec)
+    finally:
+        kill_descendants()  # what the plugin started ends with it, as under the daemon
 
 
 # Tokens are never flags: a command line is readable by every user in /proc.
@@ -73,7 +77,10 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         default = field.get_default(call_default_factory=True)
         help_text = f"{field.description or ''} [env {ENV_PREFIX}{name.upper()}; default {default}]".strip()
-        if field.annotation is bool:
+        if field.annotation is bool and default is True:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text)
+        elif field.annotation is bool:
             parser.add_argument(flag, dest=name, action="store_true", default=None, help=help_text)
         elif name == "allow_source":
             parser.add_argument(flag, dest=name, action="append", metavar="PREFIX", help=help_text)

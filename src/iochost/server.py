@@ -17,7 +17,8 @@ log = logging.getLogger("iochost")
 
 
 def serve(settings: Settings) -> int:
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.log_level, settings.log_format, settings.log_file,
+                  settings.log_rotate_bytes, settings.log_rotate_files)
     log.info("iochost %s: API http://%s:%d/api/v1, PV prefix %s, data %s", __version__,
              settings.host, settings.port, settings.prefix, settings.data_dir)
     if not settings.auth_enabled:

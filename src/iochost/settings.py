@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
+from iochost.budget import parse_rate
 from iochost.spec.names import DEFAULT_PREFIX
 from iochost.store.policy import validate_prefixes
 
@@ -43,21 +44,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def parse_rate(text: str) -> tuple[int, float] | None:
-    """``"10/60"`` -> (10, 60.0): at most 10 per 60 s; ``"off"`` -> None. ValueError otherwise."""
-    text = text.strip().lower()
-    if text in ("off", "0", "none"):
-        return None
-    count, sep, seconds = text.partition("/")
-    try:
-        parsed = (int(count), float(seconds)) if sep else None
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed[0] < 1 or not 0 < parsed[1] < 1e9:
-        raise ValueError(f"rate {text!r} must be COUNT/SECONDS (e.g. 10/60: ten per minute) or off")
-    return parsed
-
-
 class Settings(BaseModel):
     model_config = {"extra": "forbid"}
 
@@ -69,6 +55,17 @@ class Settings(BaseModel):
     data_dir: Path = Field(default_factory=default_data_dir, description="registry, checkouts and logs")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    log_file: Path | None = Field(default=None, description="write the daemon's log to this file, rotated "
+                                                             "like plugin logs (default: stderr)")
+    log_rotate_bytes: int = Field(default=5 * 1024**2, ge=64 * 1024, description="size at which a plugin's "
+                                  "log (and the daemon's --log-file) rotates")
+    log_rotate_files: int = Field(default=3, ge=2, le=100, description="files kept per log, the current one "
+                                  "included: a plugin's log takes at most log_rotate_bytes x this on disk")
+    log_throttle_mb: float = Field(default=4.0, ge=0, description="MB per second a plugin's stdout and stderr may "
+                                   "write, in bursts of 4 s of it, before its writes wait for the daemon "
+                                   "(0: no limit)")
+    plugin_log_rate: str = Field(default="100/10", description="plugin log lines forwarded into the daemon's "
+                                 "log, per plugin: COUNT/SECONDS, or off (the plugin's own log keeps all)")
     examples: Path | None = Field(default=None, description="add every plugin directory under this one at start")
 
     # -- EPICS ---------------------------------------------------------------------------
@@ -115,6 +112,9 @@ class Settings(BaseModel):
                                                                   "0: none; plugin parameter memory_limit_mb")
     worker_max_files: int = Field(default=1024, ge=0, description="per-worker open-file limit (RLIMIT_NOFILE); "
                                                                   "0: inherited; plugin parameter max_open_files")
+    worker_cgroups: bool = Field(default=True, description="run each worker in a cgroup v2 of its own where the "
+                                 "hierarchy is writable, so its whole process tree ends with it (off: subreaper "
+                                 "and process groups only)")
 
     @field_validator("allow_source", mode="before")
     @classmethod
@@ -129,7 +129,7 @@ class Settings(BaseModel):
         validate_prefixes(value)  # a prefix that cannot be parsed would silently match nothing
         return value
 
-    @field_validator("add_rate")
+    @field_validator("add_rate", "plugin_log_rate")
     @classmethod
     def _check_rate(cls, value: str) -> str:
         parse_rate(value)
@@ -162,6 +162,11 @@ class Settings(BaseModel):
     def add_rate_limit(self) -> tuple[int, float] | None:
         """``(count, seconds)`` of ``add_rate``; None when rate limiting is off."""
         return parse_rate(self.add_rate)
+
+    @property
+    def plugin_log_limit(self) -> tuple[int, float] | None:
+        """``(lines, seconds)`` of ``plugin_log_rate``; None when forwarding is unlimited."""
+        return parse_rate(self.plugin_log_rate)
 
     @property
     def worker_port_range(self) -> tuple[int, int]:

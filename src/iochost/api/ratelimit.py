@@ -13,45 +13,16 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
 from iochost.api.auth import _bearer
+from iochost.budget import TokenBucket
 from iochost.errors import ErrorCode, IochostError
 
 MAX_BUCKETS = 10_000  # full (idle) buckets are dropped beyond this, so many clients cannot grow memory
-
-
-@dataclass
-class TokenBucket:
-    capacity: int
-    period: float  # seconds in which ``capacity`` tokens come back
-    tokens: float = field(init=False)
-    updated: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.tokens = float(self.capacity)
-        self.updated = -math.inf
-
-    def _refill(self, now: float) -> None:
-        rate = self.capacity / self.period
-        self.tokens = min(float(self.capacity), self.tokens + (now - self.updated) * rate)
-        self.updated = now
-
-    def take(self, now: float) -> float:
-        """Take one token: 0.0 if there was one, else the seconds until there will be."""
-        self._refill(now)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) * self.period / self.capacity
-
-    def full(self, now: float) -> bool:
-        self._refill(now)
-        return self.tokens >= self.capacity
 
 
 class RateLimiter:

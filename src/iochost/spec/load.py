@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -14,6 +15,7 @@ from iochost.spec.errors import (
     issues_from_pydantic,
 )
 from iochost.spec.yaml_lines import KeyPath, YamlSyntaxError, parse_yaml
+from iochost.untrusted import MAX_CONFIG_BYTES, UntrustedFileError, read_text_bounded
 from iochost.validate.report import Stage, ValidationIssue
 
 
@@ -31,12 +33,14 @@ def _canonical(lines: dict[KeyPath, int], section: str) -> dict[KeyPath, int]:
 def load_config(plugin_dir: Path) -> PluginConfig:
     """Read and validate ``plugin_dir/config.yaml``; an empty file declares no PVs."""
     path = Path(plugin_dir) / CONFIG_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         other = [p.name for p in (path.with_suffix(".yml"),) if p.is_file()]
         hint = f"; found {other[0]}, rename it to {CONFIG_FILE}" if other else ""
         raise ConfigError([_issue(f"{CONFIG_FILE} not found in the plugin directory{hint}")])
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_bounded(plugin_dir, CONFIG_FILE, MAX_CONFIG_BYTES)
+    except UntrustedFileError as exc:
+        raise ConfigError([_issue(str(exc))]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([_issue(f"cannot read {CONFIG_FILE}: {exc}")]) from None
     try:

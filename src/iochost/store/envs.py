@@ -38,10 +38,11 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from iochost.errors import ErrorCode, IochostError
-from iochost.procgroup import kill_group
+from iochost.proctree import kill_group, popen_session
 from iochost.settings import plugin_environ
 from iochost.store.paths import check_name
 from iochost.store.policy import redact_url
+from iochost.untrusted import MAX_REQUIREMENTS_BYTES, UntrustedFileError, read_bounded, read_tail
 from iochost.validate.report import Stage, ValidationIssue
 
 log = logging.getLogger("iochost.store")
@@ -65,13 +66,28 @@ PROTECTED = {
 }
 # Worker-side packages whose dependencies are pinned too (iochost's own web stack is not).
 WORKER_ROOTS = frozenset({"softioc", "cothread", "pydantic", "pyyaml"})
-_COMMENT = re.compile(r"(^|\s+)#.*$")
-_PER_REQUIREMENT_OPTION = re.compile(r"\s+--?[A-Za-z]")
+# Linear-time patterns: the file is the plugin author's, and pip's own `(^|\s+)#.*$` takes
+# quadratic time on a long run of spaces (seconds for one 16 KiB line, holding the GIL).
+_PER_REQUIREMENT_OPTION = re.compile(r"(?<=\s)--?[A-Za-z]")
 
 
-def requirements_file(plugin_dir: Path) -> Path | None:
-    path = Path(plugin_dir) / REQUIREMENTS_FILE
-    return path if path.is_file() else None
+def strip_comment(line: str) -> str:
+    """The line without a `#` comment (one at the start or after whitespace, as pip has it)."""
+    at = line.find("#")
+    while at > 0 and not line[at - 1].isspace():
+        at = line.find("#", at + 1)
+    return line if at < 0 else line[:at]
+
+
+def read_requirements(plugin_dir: Path) -> bytes | None:
+    """The plugin's requirements.txt (bounded, inside the checkout), or None if it has none."""
+    if not os.path.lexists(Path(plugin_dir) / REQUIREMENTS_FILE):
+        return None
+    try:
+        return read_bounded(plugin_dir, REQUIREMENTS_FILE, MAX_REQUIREMENTS_BYTES)
+    except (UntrustedFileError, OSError) as exc:
+        raise IochostError(ErrorCode.VALIDATION_FAILED, f"cannot read {REQUIREMENTS_FILE}: {exc}",
+                           errors=[_issue(str(exc)).model_dump(mode="json")]) from None
 
 
 def _issue(message: str, line: int | None = None) -> ValidationIssue:
@@ -139,12 +155,12 @@ def logical_lines(text: str) -> list[tuple[int, str]]:
         if raw.endswith("\\"):
             pending += raw[:-1] + " "
             continue
-        line = _COMMENT.sub("", pending + raw).strip()
+        line = strip_comment(pending + raw).strip()
         pending = ""
         if line:
             lines.append((start, line))
     if pending.strip():
-        lines.append((start, _COMMENT.sub("", pending).strip()))
+        lines.append((start, strip_comment(pending).strip()))
     return lines
 
 
@@ -158,7 +174,8 @@ def check_requirements(text: str, runtime: dict[str, str]) -> list[ValidationIss
                 issues.append(_issue(f"{line!r}: editable installs are not supported (the plugin's "
                                      "environment must not depend on files of the checkout); drop -e", number))
             continue
-        spec = _PER_REQUIREMENT_OPTION.split(line, 1)[0]
+        option = _PER_REQUIREMENT_OPTION.search(line)
+        spec = line[:option.start()].rstrip() if option else line
         try:
             requirement = Requirement(spec)
         except InvalidRequirement:
@@ -185,8 +202,8 @@ def check_requirements(text: str, runtime: dict[str, str]) -> list[ValidationIss
 
 
 def requirements_digest(plugin_dir: Path) -> str | None:
-    path = requirements_file(plugin_dir)
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path else None
+    content = read_requirements(plugin_dir)
+    return hashlib.sha256(content).hexdigest() if content is not None else None
 
 
 def _tail(text: str) -> str:
@@ -223,12 +240,12 @@ class PluginEnvs:
         Raises VALIDATION_FAILED (stage requirements) naming the offending line, or with the
         tail of pip's output; the environment is gone then.
         """
-        path = requirements_file(plugin_dir)
+        content = read_requirements(plugin_dir)
         env = self.env_dir(name)
         self.remove(name)
-        if path is None:
+        if content is None:
             return None
-        text = path.read_text(errors="replace")
+        text = content.decode(errors="replace")
         runtime = daemon_runtime()
         issues = check_requirements(text, runtime)
         if issues:
@@ -255,14 +272,14 @@ class PluginEnvs:
                                              f"{timeout:g} s (requirements_timeout)")],
                                f"installing {REQUIREMENTS_FILE} timed out after {timeout:g} s")
             if code != 0:
-                tail = _tail(output.read_text(errors="replace"))
+                tail = _tail(read_tail(output))
                 if "(constraint)" in tail:
                     tail += ("\n(the constraints are the daemon's worker runtime: softioc, pydantic, numpy and "
                              "what they need, at the daemon's versions; a plugin cannot replace them)")
                 raise _failure(name, [_issue(f"pip install -r {REQUIREMENTS_FILE} failed (exit code {code}):\n"
                                              f"{tail}")],
                                f"installing {REQUIREMENTS_FILE} failed: {tail}")
-            (env / MARKER).write_text(hashlib.sha256(path.read_bytes()).hexdigest() + "\n")
+            (env / MARKER).write_text(hashlib.sha256(content).hexdigest() + "\n")
         except (OSError, subprocess.SubprocessError) as exc:
             self.remove(name)
             detail = f"{type(exc).__name__}: {exc}"
@@ -313,7 +330,7 @@ class PluginEnvs:
         code = self._run([sys.executable, "-m", "venv", "--without-pip", str(env)],
                          cwd=scratch, deadline=deadline, output=output)
         if code != 0:
-            detail = _tail(output.read_text(errors="replace")) if code is not None else "timed out"
+            detail = _tail(read_tail(output)) if code is not None else "timed out"
             raise _failure(env.name, [_issue(f"creating the virtual environment failed: {detail}")],
                            f"creating the plugin's virtual environment failed: {detail}")
         python = env / "bin" / "python"
@@ -335,8 +352,8 @@ class PluginEnvs:
             env["VIRTUAL_ENV"] = str(env_dir)
             env["PATH"] = os.pathsep.join([str(env_dir / "bin"), env.get("PATH", os.defpath)])
         with open(output, "wb") as out:
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = popen_session(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=subprocess.STDOUT)
         try:
             return proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from iochost.procgroup import kill_group
+from iochost.proctree import kill_group, popen_session
 from iochost.store.paths import tree_size
 from iochost.store.policy import redact_url
+from iochost.untrusted import read_tail
 
 POLL_INTERVAL = 0.2
 PAT_USERNAME = "x-access-token"  # GitHub app tokens need it; GitHub/GitLab PATs accept any name
@@ -102,9 +103,9 @@ def run_git(
 ) -> GitRun:
     """Run git in its own session; kill the whole group at `deadline` or when `watch` > max_bytes."""
     with open(stderr_path, "wb") as err:
-        proc = subprocess.Popen(
+        proc = popen_session(
             ["git", *BASE_OPTIONS, *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=err,
         )
     try:
         while True:
@@ -120,7 +121,7 @@ def run_git(
                 raise GitLimitExceeded("size")
     finally:
         kill_group(proc)
-    return GitRun(returncode, stderr_path.read_text(errors="replace"))
+    return GitRun(returncode, read_tail(stderr_path))  # a hostile server may talk at length
 
 
 def scrub(text: str, secrets: list[str]) -> str:

@@ -82,8 +82,13 @@ def find_escaping_symlink(root: Path) -> tuple[str, str] | None:
     return None
 
 
+BLOCK = 4096
+
+
 def tree_size(root: Path, stop_above: int | None = None) -> int:
-    """Apparent size of every regular file below `root` without following symlinks.
+    """Size of every regular file below `root` without following symlinks, each counted
+    as at least one 4 KiB block, directories too (as on disk): a repository of millions of
+    empty files is as over the limit as one of a few huge ones.
 
     Tolerates files vanishing underneath it: git renames its temporary pack files while
     a clone is running and this is called on the growing tree. Returns early once the
@@ -102,10 +107,11 @@ def tree_size(root: Path, stop_above: int | None = None) -> int:
                         continue
                     if stat.S_ISDIR(st.st_mode):
                         stack.append(entry.path)
+                        total += BLOCK
                     elif stat.S_ISREG(st.st_mode):
-                        total += st.st_size
-                        if stop_above is not None and total > stop_above:
-                            return total
+                        total += max(st.st_size, BLOCK)
+                    if stop_above is not None and total > stop_above:
+                        return total
         except (FileNotFoundError, NotADirectoryError):
             continue
     return total

@@ -1,8 +1,12 @@
 """A worker process as the supervisor sees it: spawn, event stream, commands, stop.
 
-Thin asyncio I/O around ``worker.protocol``. Each worker gets two pipes: events come in
-on one; commands go out on the other, whose end-of-file tells the worker its supervisor
-is gone, so even ``kill -9`` of the daemon leaves no IOC behind.
+Thin asyncio I/O around ``worker.protocol``. Each worker gets three pipes: events come in
+on one; commands go out on another, whose end-of-file tells the worker its supervisor
+is gone, so even ``kill -9`` of the daemon leaves no IOC behind; its stdout and stderr
+share the third, which the daemon writes to the plugin's rotating log file.
+
+However a worker ends, ``wait()`` returns only once everything it started is gone
+(``Containment.end``) and its output is in the log.
 """
 
 from __future__ import annotations
@@ -13,43 +17,127 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
+from iochost.budget import LineBudget, TokenBucket
+from iochost.proctree import OWN_CHILDREN
+from iochost.supervisor.containment import Containment
+from iochost.supervisor.logfiles import RotatingFile
 from iochost.worker import protocol
 from iochost.worker.spec import WorkerSpec
 
 log = logging.getLogger("iochost.supervisor")
 
-LOG_ROTATE_BYTES = 5 * 1024 * 1024
+OUTPUT_DRAIN_WAIT = 2.0  # seconds after the exit for the output pipe to reach end-of-file
+THROTTLE_BURST = 4.0  # seconds of the output rate a plugin may write at once
+EVENT_RATE = 1024 * 1024  # bytes/s of events a worker may send: heartbeats and logs need a fraction
+EVENT_BURST = 8.0  # seconds of it at once: a job result may be MAX_LINE (4 MiB)
+PROBLEM_RATE = (10, 60.0)  # bad messages from one worker logged: 10 a minute, then counted
 
 
-class _EventProtocol(asyncio.Protocol):
+class _ThrottledReader(asyncio.Protocol):
+    """A pipe reader with a byte budget: past it, reading pauses for as long as the budget
+    needs to recover, the pipe fills and the writer waits, as a container runtime's
+    blocking log driver does. So whatever a plugin writes costs the daemon what the budget
+    allows, not a core. ``unthrottle`` (once the worker has exited) reads the rest at once."""
+
+    def __init__(self, throttle: TokenBucket | None) -> None:
+        self._throttle = throttle
+        self._transport: asyncio.ReadTransport | None = None
+        self._resume: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.ReadTransport)
+        self._transport = transport
+
+    def _account(self, size: int) -> None:
+        if self._throttle is None or self._transport is None or self._resume is not None:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._throttle.spend(loop.time(), size)
+        if wait > 0:
+            self._transport.pause_reading()
+            self._resume = loop.call_later(wait, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        self._resume = None
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def unthrottle(self) -> None:
+        self._throttle = None
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume_reading()
+
+
+class _EventProtocol(_ThrottledReader):
+    """Worker events to ``on_event``; at most EVENT_RATE bytes/s, so a worker writing junk
+    to its event pipe stalls its own heartbeats (and is restarted as hung), not the daemon."""
+
     def __init__(self, on_event: Callable[[Any], None], name: str) -> None:
-        self._decoder = protocol.event_decoder()
+        super().__init__(TokenBucket(int(EVENT_RATE * EVENT_BURST), EVENT_BURST))
+        self._decoder = protocol.event_decoder(self._problem)
         self._on_event = on_event
         self._name = name
+        self._problems = LineBudget(*PROBLEM_RATE)  # a junk-writing worker must not flood our log
+
+    def _problem(self, what: str) -> None:
+        now = time.monotonic()
+        if self._problems.allow(now):
+            dropped = self._problems.summary(now)
+            more = f" (and {dropped} more not logged)" if dropped else ""
+            log.error("%s: from worker: %s%s", self._name, what, more)
+
+    def data_received(self, data: bytes) -> None:
+        for message in self._decoder.feed(data):
+            try:
+                self._on_event(message)
+            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the stream
+                log.debug("%s: handling %r failed", self._name, message, exc_info=True)
+                self._problem(f"{type(message).__name__} message not handled ({type(exc).__name__}: {exc}); dropped")
+        self._account(len(data))
+
+
+class _OutputProtocol(_ThrottledReader):
+    """The worker's stdout+stderr into its rotating log file, read within ``throttle``;
+    ``done`` at end-of-file."""
+
+    def __init__(self, logfile: RotatingFile, throttle: TokenBucket | None) -> None:
+        super().__init__(throttle)
+        self._logfile = logfile
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def data_received(self, data: bytes) -> None:
         try:
-            messages = self._decoder.feed(data)
-        except ValueError as exc:  # a malformed line is a worker bug; say so, keep going
-            log.error("%s: bad message from worker: %s", self._name, exc)
-            return
-        for message in messages:
-            self._on_event(message)
+            self._logfile.write(data)
+        except OSError as exc:  # a full disk must not take the supervisor down
+            log.error("cannot write %s: %s", self._logfile.path, exc)
+        self._account(len(data))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._logfile.close()
+        if not self.done.done():
+            self.done.set_result(None)
 
 
 class WorkerProcess:
     """One spawned worker. ``wait()`` returns its exit code; ``stop()`` ends it for sure."""
 
     def __init__(self, name: str, proc: asyncio.subprocess.Process, commands: asyncio.WriteTransport,
-                 spec: WorkerSpec) -> None:
+                 events: _EventProtocol, output: tuple[asyncio.ReadTransport, _OutputProtocol],
+                 spec: WorkerSpec, containment: Containment) -> None:
         self.name = name
         self.proc = proc
         self.pid = proc.pid
         self._commands = commands
+        self._events = events
+        self._output = output
         self.spec = spec
+        self._containment = containment
+        self._ended = asyncio.ensure_future(self._end())
 
     @classmethod
     async def spawn(
@@ -57,49 +145,76 @@ class WorkerProcess:
         spec: WorkerSpec,
         *,
         run_dir: Path,
-        log_path: Path,
+        logfile: RotatingFile,
         env: dict[str, str],
         on_event: Callable[[Any], None],
+        containment: Containment,
         python: str | None = None,
+        output_rate: float = 0.0,
     ) -> "WorkerProcess":
-        """Start ``python -m iochost.worker`` (``python``: a plugin's own environment, default ours)."""
+        """Start ``python -m iochost.worker`` (``python``: a plugin's own environment, default ours).
+
+        ``logfile`` is the worker's from now on: it is closed when the output ends.
+        ``output_rate``: bytes per second its stdout/stderr may write (bursts of 4 s); 0: any."""
         loop = asyncio.get_running_loop()
         event_read, event_write = os.pipe()
         command_read, command_write = os.pipe()
-        spec = spec.model_copy(update={"event_fd": event_write, "command_fd": command_read})
-        spec_file = run_dir / f"{spec.name}.json"
-        spec_file.write_text(spec.model_dump_json())
-        _rotate(log_path)
+        output_read, output_write = os.pipe()
         try:
-            with open(log_path, "ab") as log_file:
+            cgroup = await asyncio.to_thread(containment.prepare, spec.name)
+            spec = spec.model_copy(update={"event_fd": event_write, "command_fd": command_read, "cgroup": cgroup})
+            spec_file = run_dir / f"{spec.name}.json"
+            await asyncio.to_thread(spec_file.write_text, spec.model_dump_json())
+            with OWN_CHILDREN.spawning():
                 proc = await asyncio.create_subprocess_exec(
                     python or sys.executable, "-m", "iochost.worker", str(spec_file),
                     pass_fds=(event_write, command_read), stdin=subprocess.DEVNULL,
-                    stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                    stdout=output_write, stderr=output_write, env=env,
                     start_new_session=True,  # its own process group: stop() kills plugin children too
                 )
+                OWN_CHILDREN.track(proc.pid)
         except BaseException:
-            for fd in (event_read, event_write, command_read, command_write):
+            for fd in (event_read, event_write, command_read, command_write, output_read, output_write):
                 os.close(fd)
+            logfile.close()
             raise
-        os.close(event_write)
-        os.close(command_read)
-        await loop.connect_read_pipe(
+        for fd in (event_write, command_read, output_write):
+            os.close(fd)
+        throttle = TokenBucket(int(output_rate * THROTTLE_BURST), THROTTLE_BURST) if output_rate > 0 else None
+        output = await loop.connect_read_pipe(
+            lambda: _OutputProtocol(logfile, throttle), os.fdopen(output_read, "rb", buffering=0)
+        )
+        _, events = await loop.connect_read_pipe(
             lambda: _EventProtocol(on_event, spec.name), os.fdopen(event_read, "rb", buffering=0)
         )
         commands, _ = await loop.connect_write_pipe(
             asyncio.Protocol, os.fdopen(command_write, "wb", buffering=0)
         )
-        return cls(spec.name, proc, commands, spec)
+        return cls(spec.name, proc, commands, events, output, spec, containment)
 
     def send(self, command: Any) -> None:
         if not self._commands.is_closing():
             self._commands.write(protocol.encode(command))
 
-    async def wait(self) -> int:
+    async def _end(self) -> int:
+        """Runs once per worker: its exit, then the end of all it left, then its output."""
         code = await self.proc.wait()
+        OWN_CHILDREN.untrack(self.pid)
         self._commands.close()
+        self._events.unthrottle()  # what it said before exiting (a Fatal) is read now
+        await asyncio.to_thread(self._containment.end, self.name, self.pid)
+        transport, output = self._output
+        output.unthrottle()
+        try:
+            await asyncio.wait_for(asyncio.shield(output.done), OUTPUT_DRAIN_WAIT)
+        except asyncio.TimeoutError:  # something outside our reach still holds the pipe
+            log.warning("%s: output pipe still open %.0f s after exit; closing it", self.name, OUTPUT_DRAIN_WAIT)
+            transport.close()
         return code
+
+    async def wait(self) -> int:
+        """The exit code, once the worker and everything it started are gone."""
+        return await asyncio.shield(self._ended)
 
     def kill(self) -> None:
         """SIGKILL the worker's whole process group (hung plugin, watchdog, grace exceeded)."""
@@ -116,19 +231,8 @@ class WorkerProcess:
             except ProcessLookupError:
                 pass
             try:
-                return await asyncio.wait_for(asyncio.shield(self.proc.wait()), grace)
+                await asyncio.wait_for(asyncio.shield(self.proc.wait()), grace)
             except asyncio.TimeoutError:
                 log.warning("%s: no exit %.1f s after SIGTERM; sending SIGKILL", self.name, grace)
                 self.kill()
-        code = await self.proc.wait()
-        self.kill()  # anything the plugin left in its process group goes too
-        return code
-
-
-def _rotate(log_path: Path) -> None:
-    """Keep one previous log so a crash loop cannot fill the disk."""
-    try:
-        if log_path.stat().st_size > LOG_ROTATE_BYTES:
-            log_path.replace(log_path.with_suffix(".log.1"))
-    except FileNotFoundError:
-        pass
+        return await self.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Any
@@ -13,6 +14,9 @@ from iochost.supervisor.models import RunRecord, RunResult
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+MAX_RESULT_BYTES = 256 * 1024
 
 
 class RunLedger:
@@ -52,7 +56,9 @@ class RunLedger:
         if run_id in self.cancel_requested and outcome != "succeeded":
             outcome = "cancelled"
         run.state = outcome  # type: ignore[assignment]
-        run.result = RunResult(**result)
+        run.result = bounded_result(result)
+        if not run.result.success and outcome == "succeeded":
+            run.state = "failed"
         run.finished_at = _now()
         if self.active == run_id:
             self.active = None
@@ -90,3 +96,16 @@ class RunLedger:
 
     def all(self) -> list[RunRecord]:
         return list(reversed(self._runs.values()))
+
+
+def bounded_result(result: dict[str, Any]) -> RunResult:
+    """The worker's result, or a failure saying why it cannot be kept: results are kept in
+    the daemon's memory (``runs_kept`` per job), so each is capped at MAX_RESULT_BYTES."""
+    size = len(json.dumps(result, default=str))
+    if size > MAX_RESULT_BYTES:
+        return RunResult(success=False, message=f"result of {size} bytes not kept: the limit is "
+                                                 f"{MAX_RESULT_BYTES // 1024} KiB (JSON)")
+    try:
+        return RunResult(**result)
+    except (TypeError, ValueError) as exc:
+        return RunResult(success=False, message=f"malformed result from the worker: {str(exc)[:200]}")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from iochost import __version__
+from iochost.budget import LineBudget
 from iochost.builtin import DAEMON_STATUS_DIR
 from iochost.errors import ErrorCode, IochostError
 from iochost.settings import Settings, plugin_environ
@@ -25,6 +26,8 @@ from iochost.spec.names import plugin_pv_prefix
 from iochost.store import GitStore, PluginSource, Registry, RegistryEntry
 from iochost.store.envs import PluginEnvs
 from iochost.store.policy import check_source_allowed
+from iochost.supervisor import logfiles
+from iochost.supervisor.containment import Containment
 from iochost.supervisor.epics import EpicsNetwork
 from iochost.supervisor.models import (
     Event,
@@ -52,6 +55,9 @@ from iochost.worker.spec import WorkerSpec
 log = logging.getLogger("iochost.supervisor")
 
 WATCH_PERIOD = 0.5
+SWEEP_EVERY = 4  # watch periods between sweeps for orphans of dead workers
+MAX_FORWARDED_CHARS = 4000  # of one plugin log record in the daemon's log
+MAX_STATUS_CHARS = 1000  # a worker's MESSAGE as the daemon keeps it (the PV holds 39)
 EVENT_QUEUE_SIZE = 1000
 
 
@@ -74,6 +80,8 @@ class Supervisor:
         self.system: ManagedPlugin | None = None  # the daemon's own status IOC
         self._status_push_pending = False
         self.epics = EpicsNetwork(settings)
+        self.containment: Containment | None = None
+        self._log_budgets: dict[str, LineBudget] = {}  # plugin log lines forwarded into the daemon's log
 
     # -- daemon lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -88,6 +96,7 @@ class Supervisor:
         await asyncio.to_thread(self.store.prune, registered)  # checkouts a crash left unregistered
         self.envs = await asyncio.to_thread(PluginEnvs, s.data_dir)
         await asyncio.to_thread(self.envs.prune, registered)
+        self.containment = await asyncio.to_thread(Containment, s.worker_cgroups)
         await self.epics.start()
         self._watch_task = asyncio.create_task(self._watch(), name="iochost-watchdog")
         await self._start_system()
@@ -101,6 +110,8 @@ class Supervisor:
         if self._watch_task is not None:
             self._watch_task.cancel()
         await asyncio.gather(*(self._stop_worker(p, keep_desired=True) for p in self._supervised()))
+        if self.containment is not None:
+            await asyncio.to_thread(self.containment.close)
         await self.epics.close()
 
     # -- queries --------------------------------------------------------------------------
@@ -130,14 +141,7 @@ class Supervisor:
 
     def logs(self, name: str, lines: int) -> list[str]:
         self._plugin(name)
-        path = self._log_path(name)
-        if not path.exists():
-            return []
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 256 * 1024))
-            tail = f.read().decode(errors="replace").splitlines()
-        return tail[-lines:]
+        return logfiles.tail(self._log_path(name), lines, self.settings.log_rotate_files)
 
     async def subscribe(self, keepalive: float | None = None) -> AsyncIterator[Event | None]:
         """Every event from now on; ``None`` after ``keepalive`` seconds without one."""
@@ -193,6 +197,7 @@ class Supervisor:
                 validate_plugin, result.plugin_dir, name=name, prefix=self.settings.prefix,
                 class_name=request.class_name, parameters=request.parameters,
                 import_timeout=self.settings.import_timeout, python=str(python) if python else None,
+                memory_limit_mb=self.settings.worker_memory_mb or None,
             )
             if not report.ok:
                 raise IochostError(
@@ -239,7 +244,7 @@ class Supervisor:
             await asyncio.to_thread(store.remove, plugin.name)
             await asyncio.to_thread(self._plugin_envs().remove, plugin.name)
         self.epics.forget(plugin.name)
-        self._log_path(plugin.name).unlink(missing_ok=True)
+        self._remove_logs(plugin.name)
         self.plugins.pop(plugin.name, None)
         self._schedule_status_push()
 
@@ -253,8 +258,7 @@ class Supervisor:
             await asyncio.to_thread(store.remove, name)
             await asyncio.to_thread(self._plugin_envs().remove, name)
             self.epics.forget(name)
-            self._log_path(name).unlink(missing_ok=True)
-            self._log_path(name).with_suffix(".log.1").unlink(missing_ok=True)
+            self._remove_logs(name)
             self.plugins.pop(name, None)
         self._schedule_status_push()
         self._publish(Event(type="transition", plugin=name, at=_now(), data={"to_state": "deleted"}))
@@ -351,11 +355,15 @@ class Supervisor:
                 grace_period=grace, heartbeat_interval=self.settings.heartbeat_interval,
                 memory_limit_mb=parameters.memory_limit_mb or self.settings.worker_memory_mb or None,
                 max_open_files=parameters.max_open_files or self.settings.worker_max_files or None,
+                forward_log_rate=self.settings.plugin_log_limit,
             )
+            logfile = await asyncio.to_thread(logfiles.RotatingFile, self._log_path(plugin.name),
+                                              self.settings.log_rotate_bytes, self.settings.log_rotate_files)
             worker = await WorkerProcess.spawn(
-                spec, run_dir=self.settings.run_dir, log_path=self._log_path(plugin.name),
+                spec, run_dir=self.settings.run_dir, logfile=logfile,
                 env=self._worker_env(plugin.name, python), on_event=lambda message: self._on_event(plugin, message),
-                python=python,
+                containment=self._containment(), python=python,
+                output_rate=self.settings.log_throttle_mb * 1024**2,
             )
         except Exception as exc:
             reason = f"cannot start worker: {exc}"
@@ -458,17 +466,15 @@ class Supervisor:
             if plugin.ready is not None and not plugin.ready.done():
                 plugin.ready.set_result(None)
         elif isinstance(message, protocol.Status):
-            plugin.status, plugin.message = message.status, message.message
+            plugin.status, plugin.message = message.status[:MAX_STATUS_CHARS], message.message[:MAX_STATUS_CHARS]
             if message.status == "PAUSED" and plugin.state == State.RUNNING:
                 plugin.move(State.PAUSED, "ENABLE=0")
             elif message.status != "PAUSED" and plugin.state == State.PAUSED:
                 plugin.move(State.RUNNING, "ENABLE=1")
             self._publish(Event(type="status", plugin=plugin.name, at=_now(),
-                                data={"status": message.status, "message": message.message}))
+                                data={"status": plugin.status, "message": plugin.message}))
         elif isinstance(message, protocol.Log):
-            level = logging.getLevelName(message.level)
-            logging.getLogger(f"iochost.plugin.{plugin.name}").log(
-                level if isinstance(level, int) else logging.INFO, "%s", message.message)
+            self._forward_log(plugin.name, message)
         elif isinstance(message, protocol.RunStarted):
             run = plugin.runs.begin(message.run_id, {}, message.origin) if message.origin == "epics" else None
             self._publish_run(plugin, run or plugin.runs.get(message.run_id))
@@ -482,11 +488,40 @@ class Supervisor:
             plugin.fatal = message.message
             log.error("%s: %s", plugin.name, message.message)
 
+    def _forward_log(self, name: str, message: protocol.Log) -> None:
+        """A plugin's log record into the daemon's log, within the plugin's line budget.
+
+        The worker already holds to ``plugin_log_rate``; this enforces it (with room for the
+        worker's own "not forwarded" notes) against a plugin that writes to the pipe itself."""
+        budget = self._log_budgets.get(name)
+        limit = self.settings.plugin_log_limit
+        if budget is None and limit is not None:
+            budget = self._log_budgets[name] = LineBudget(limit[0] * 2, limit[1])
+        if budget is not None and not budget.allow(time.monotonic()):
+            return
+        level = logging.getLevelName(message.level)
+        text = message.message if len(message.message) <= MAX_FORWARDED_CHARS else (
+            message.message[:MAX_FORWARDED_CHARS] + f"... [{len(message.message)} characters; all in the plugin's log]")
+        logging.getLogger(f"iochost.plugin.{name}").log(level if isinstance(level, int) else logging.INFO, "%s", text)
+
+    def _report_dropped_logs(self, now: float) -> None:
+        for name, budget in list(self._log_budgets.items()):
+            dropped = budget.summary(now)
+            if dropped:
+                log.warning("%s: %d log lines from the worker dropped (over plugin_log_rate %s)",
+                            name, dropped, self.settings.plugin_log_rate)
+
     async def _watch(self) -> None:
-        """Kill workers whose plugin call outlives its watchdog or that stop heartbeating."""
+        """Kill workers whose plugin call outlives its watchdog or that stop heartbeating;
+        sweep orphans of dead workers; report log lines dropped."""
+        ticks = 0
         while True:
             await asyncio.sleep(WATCH_PERIOD)
             now = time.monotonic()
+            ticks += 1
+            self._report_dropped_logs(now)
+            if ticks % SWEEP_EVERY == 0:
+                await asyncio.to_thread(self._containment().sweep)
             for plugin in self._supervised():
                 worker = plugin.worker
                 if worker is None or plugin.state not in (State.RUNNING, State.PAUSED) or plugin.kill_reason:
@@ -538,6 +573,15 @@ class Supervisor:
                 log.error("example %s not loaded: %s %s", name, exc.code.value, exc.message)
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _containment(self) -> Containment:
+        if self.containment is None:
+            raise RuntimeError("Supervisor.start() has not run")
+        return self.containment
+
+    def _remove_logs(self, name: str) -> None:
+        logfiles.remove(self._log_path(name), self.settings.log_rotate_files)
+        self._log_budgets.pop(name, None)
+
     def _plugin_envs(self) -> PluginEnvs:
         if self.envs is None:
             raise RuntimeError("Supervisor.start() has not run")

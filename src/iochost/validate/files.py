@@ -9,10 +9,12 @@ SKIPPED_DIRS = {"__pycache__", "site-packages", "node_modules"}
 TEST_DIRS = {"test", "tests"}
 
 
-def python_files(plugin_dir: Path) -> list[str]:
-    """Every ``.py`` file, as a posix path relative to ``plugin_dir``, sorted.
+def python_files(plugin_dir: Path, limit: int | None = None) -> list[str]:
+    """Every ``.py`` file, as a posix path relative to ``plugin_dir``, sorted; at most
+    ``limit`` of them (the walk stops there).
 
     Hidden directories (``.git``), caches and virtual environments are not plugin code.
+    Symlinked directories are not followed.
     """
     found: list[str] = []
     for root, dirs, files in os.walk(plugin_dir):
@@ -23,6 +25,8 @@ def python_files(plugin_dir: Path) -> list[str]:
         for name in sorted(files):
             if name.endswith(".py"):
                 found.append(Path(root, name).relative_to(plugin_dir).as_posix())
+                if limit is not None and len(found) >= limit:
+                    return found
     return found
 
 

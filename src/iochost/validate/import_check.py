@@ -1,9 +1,11 @@
-"""Stages 4-5 from the caller's side: run the probe in its own process group, with a deadline.
+"""Stages 2-5 from the caller's side: run the probe in its own process group, with a deadline.
 
-Importing user code can do anything: hang, exit, crash the interpreter, spawn children.
-None of it may reach the daemon, so it happens in a short-lived subprocess whose whole
-process group is killed when the deadline passes. Before killing, SIGUSR1 makes the probe
-dump its stacks, so a hang is reported at the plugin line it was stuck on.
+Parsing and importing user code can do anything: exhaust memory, hang, exit, crash the
+interpreter, spawn children, print without end. None of it may reach the daemon, so it
+happens in a short-lived, memory-limited subprocess whose whole process group is killed
+when the deadline passes, with its output in files of which only the tail is read. Before
+killing, SIGUSR1 makes the probe dump its stacks, so a hang is reported at the plugin
+line it was stuck on.
 """
 
 from __future__ import annotations
@@ -14,17 +16,19 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
-from typing import Literal
 
 import iochost
-from iochost.procgroup import kill_group
+from iochost.proctree import kill_group, popen_session
+from iochost.untrusted import read_tail
+from iochost.validate.code import CodeFindings
 from iochost.validate.report import Stage, ValidationIssue
 
-Kind = Literal["task", "job"]
 DUMP_WAIT = 0.5  # time the probe gets to write its stack dump before SIGKILL
 _FRAME = re.compile(r'^\s*File "(?P<file>.+)", line (?P<line>\d+)')
 _PROBE_FILE = "iochost/validate/probe.py"
+MAX_RESULT_BYTES = 4 * 1024 * 1024  # the probe's JSON answer; anything longer is not one
 
 
 def _probe_env() -> dict[str, str]:
@@ -65,53 +69,50 @@ def _tail(stderr: str, lines: int = 3) -> str:
 
 
 def probe_plugin(
-    plugin_dir: Path, module_file: str, class_name: str, timeout: float, python: str | None = None
-) -> tuple[Kind | None, list[ValidationIssue]]:
-    """Import the class in a subprocess (run by ``python``, default this interpreter);
-    the real kind, or import/inheritance issues."""
+    plugin_dir: Path, class_name: str | None, timeout: float, python: str | None = None,
+    memory_limit_mb: int | None = None,
+) -> CodeFindings:
+    """Parse, discover, import and inspect the plugin in a subprocess (run by ``python``,
+    default this interpreter) limited to ``memory_limit_mb`` and ``timeout`` seconds."""
     root = Path(os.path.realpath(plugin_dir))
-    request = json.dumps({"plugin_dir": str(root), "module_file": module_file, "class_name": class_name})
-    proc = subprocess.Popen(
-        [python or sys.executable, "-m", "iochost.validate.probe", request],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=_probe_env(), start_new_session=True,
-    )
-    timed_out = False
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+    request = json.dumps({"plugin_dir": str(root), "class_name": class_name, "memory_limit_mb": memory_limit_mb})
+    with tempfile.TemporaryDirectory(prefix="iochost-probe-") as scratch:
+        out_path, err_path = Path(scratch, "out"), Path(scratch, "err")
+        with open(out_path, "wb") as out_file, open(err_path, "wb") as err_file:
+            proc = popen_session(  # output to files: a plugin printing gigabytes costs us nothing
+                [python or sys.executable, "-m", "iochost.validate.probe", request],
+                stdin=subprocess.DEVNULL, stdout=out_file, stderr=err_file, env=_probe_env(),
+            )
+        timed_out = False
         try:
-            os.kill(proc.pid, signal.SIGUSR1)
-            proc.communicate(timeout=DUMP_WAIT)
-        except (subprocess.TimeoutExpired, ProcessLookupError):
-            pass
-        kill_group(proc)
-        try:
-            out, err = proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:  # a grandchild escaped the group and holds the pipes
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
-            proc.wait()
-            out, err = b"", b""
-    finally:
-        kill_group(proc)  # children the plugin started at import time go too
-    stderr = err.decode(errors="replace")
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            try:
+                os.kill(proc.pid, signal.SIGUSR1)
+                proc.wait(timeout=DUMP_WAIT)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                pass
+        finally:
+            kill_group(proc)  # children the plugin started at import time go too
+        out = read_tail(out_path, MAX_RESULT_BYTES)
+        stderr = read_tail(err_path)
 
     if timed_out:
         where = _dumped_location(stderr, root)
         at = f"; it was at {where[0]}:{where[1]}" if where else ""
-        file, line = where if where else (module_file, None)
-        return None, [ValidationIssue(stage=Stage.IMPORT, file=file, line=line,
-                                      message=f"import did not finish within {timeout:g} s{at}")]
+        file, line = where if where else (None, None)
+        return CodeFindings(issues=[ValidationIssue(stage=Stage.IMPORT, file=file, line=line,
+                                                    message=f"import did not finish within {timeout:g} s{at}")])
     try:
-        result = json.loads(out.decode(errors="replace"))
-    except ValueError:
+        result = json.loads(out)
+        issues = [ValidationIssue.model_validate(issue) for issue in result["issues"]]
+    except (ValueError, KeyError, TypeError):
         where = _dumped_location(stderr, root)
-        file, line = where if where else (module_file, None)
-        cause = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}"
-        return None, [ValidationIssue(stage=Stage.IMPORT, file=file, line=line,
-                                      message=f"import ended the process ({cause}): {_tail(stderr)}")]
-    issues = [ValidationIssue.model_validate(issue) for issue in result["issues"]]
-    return result["kind"], issues
+        file, line = where if where else (None, None)
+        code = proc.returncode
+        cause = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        return CodeFindings(issues=[ValidationIssue(stage=Stage.IMPORT, file=file, line=line,
+                                                    message=f"import ended the process ({cause}): {_tail(stderr)}")])
+    return CodeFindings(kind=result.get("kind"), class_name=result.get("class_name"),
+                        module_file=result.get("module_file"), issues=issues)

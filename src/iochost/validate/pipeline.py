@@ -4,6 +4,11 @@ A stage is skipped only when it needs what an earlier stage failed to produce: d
 needs every file to parse, import needs the discovered class, inheritance needs the
 import. Config and syntax are independent, and PV names need only the config (the
 default-PV collision check also needs the kind).
+
+The config is read here, with bounded parsing (``spec.yaml_lines``). Every stage that
+reads the plugin's code (syntax, discovery, import, inheritance) runs in the probe
+subprocess, so a hostile file costs the caller neither memory nor time; only
+``run_import=False`` (``iochost run``, about to import the plugin itself) parses here.
 """
 
 from __future__ import annotations
@@ -18,11 +23,9 @@ from iochost.spec.names import (
     default_pv_names,
     full_pv_name,
 )
-from iochost.validate.discovery import discover
-from iochost.validate.files import python_files
+from iochost.validate.code import read_code
 from iochost.validate.import_check import probe_plugin
 from iochost.validate.report import PluginInfo, Stage, ValidationIssue, ValidationReport
-from iochost.validate.syntax import parse_files
 
 
 def _config(plugin_dir: Path, parameters: dict[str, Any] | None) -> tuple[PluginConfig | None, list[ValidationIssue]]:
@@ -43,13 +46,15 @@ def validate_plugin(
     import_timeout: float = 30.0,
     run_import: bool = True,
     python: str | None = None,
+    memory_limit_mb: int | None = None,
 ) -> ValidationReport:
     """Check a plugin directory the way the worker will use it.
 
     ``parameters`` are overrides of config.yaml (they can change the task mode and so the
     default PVs). ``run_import=False`` skips the import subprocess, for callers that
     import the plugin themselves right after (``iochost run``). ``python`` is the
-    interpreter of the import probe (a plugin's own environment; default: this one).
+    interpreter of the import probe (a plugin's own environment; default: this one);
+    ``memory_limit_mb`` its memory limit when config.yaml sets none (``memory_limit_mb``).
     """
     root = Path(plugin_dir).resolve()
     name = name or root.name
@@ -59,18 +64,13 @@ def validate_plugin(
         return report
 
     config, issues = _config(root, parameters)
-    trees, syntax_issues = parse_files(root, python_files(root))
-    issues += syntax_issues
-
-    found = None
-    if not syntax_issues:
-        found, discovery_issues = discover(trees, class_name)
-        issues += discovery_issues
-    kind = found.kind if found else None
-    if found is not None and run_import:
-        kind, probe_issues = probe_plugin(root, found.module_file, found.class_name, import_timeout,
-                                            python=python)
-        issues += probe_issues
+    if run_import:
+        limit = (config.parameters.memory_limit_mb if config is not None else None) or memory_limit_mb
+        code = probe_plugin(root, class_name, import_timeout, python=python, memory_limit_mb=limit)
+    else:
+        code = read_code(root, class_name)
+    issues += code.issues
+    kind = code.kind
 
     mode = None
     if config is not None:
@@ -79,10 +79,10 @@ def validate_plugin(
                                  lines=config.key_lines, section=config.pv_section)
 
     report.issues = issues
-    if not issues and found is not None and kind is not None and config is not None:
+    if not issues and code.class_name and code.module_file and kind is not None and config is not None:
         declared = [*config.pvs.inputs, *config.pvs.outputs]
         report.plugin = PluginInfo(
-            kind=kind, class_name=found.class_name, module_file=found.module_file, mode=mode,
+            kind=kind, class_name=code.class_name, module_file=code.module_file, mode=mode,
             pvs=[full_pv_name(prefix, name, pv) for pv in default_pv_names(kind, mode) + declared],
         )
     return report

@@ -1,10 +1,12 @@
-"""Stages 4-5 inside a throw-away process: import the plugin class, then inspect it.
+"""Stages 2-5 inside a throw-away process: parse and discover the plugin class, import it,
+then inspect it. Everything that reads the plugin's code happens here, not in the daemon.
 
 ``python -m iochost.validate.probe REQUEST_JSON`` prints one JSON object
-``{"kind": "task"|"job"|null, "issues": [...]}`` on its stdout and nothing else: the
-plugin's own prints go to stderr. It imports exactly as the worker does (iocmng alias +
-``iochost.loader``) and never imports softioc, so it stays small and quick.
-SIGUSR1 dumps every thread's stack to stderr, which is how a hang is located.
+``{"kind", "class_name", "module_file", "issues": [...]}`` on its stdout and nothing
+else: the plugin's own prints go to stderr. It limits its own memory (RLIMIT_DATA) first,
+imports exactly as the worker does (iocmng alias + ``iochost.loader``) and never imports
+softioc, so it stays small and quick. SIGUSR1 dumps every thread's stack to stderr, which
+is how a hang is located.
 """
 
 from __future__ import annotations
@@ -77,21 +79,29 @@ def inspect_class(cls: Any, root: Path, module_file: str, class_name: str) -> tu
 
 def probe(request: dict[str, Any]) -> dict[str, Any]:
     from iochost.loader import load_plugin_class
+    from iochost.validate.code import read_code
 
     root = Path(os.path.realpath(request["plugin_dir"]))
-    module_file, class_name = request["module_file"], request["class_name"]
+    found = read_code(root, request.get("class_name"))
+    if found.class_name is None or found.module_file is None:
+        return {"kind": None, "issues": [issue.model_dump(mode="json") for issue in found.issues]}
+    module_file, class_name = found.module_file, found.class_name
+    result: dict[str, Any] = {"kind": None, "class_name": class_name, "module_file": module_file}
     try:
         cls = load_plugin_class(root, module_file, class_name)
     except BaseException as exc:  # noqa: BLE001 - SystemExit at import time is a finding too
-        return {"kind": None, "issues": [import_issue(exc, root, module_file)]}
+        return {**result, "issues": [import_issue(exc, root, module_file)]}
     kind, issues = inspect_class(cls, root, module_file, class_name)
-    return {"kind": kind, "issues": issues}
+    return {**result, "kind": kind, "issues": issues}
 
 
 def main(argv: list[str]) -> None:
     if len(argv) != 1:
         sys.exit("usage: python -m iochost.validate.probe REQUEST_JSON")
     request = json.loads(argv[0])
+    from iochost.worker.limits import apply_limits
+
+    apply_limits(request.get("memory_limit_mb"), None)  # before any plugin file is parsed
     result_fd = os.dup(1)
     os.dup2(2, 1)  # whatever the plugin prints must not corrupt the result
     faulthandler.enable()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Callable
 
+from iochost.budget import LineBudget
 from iochost.worker import protocol
 
 log = logging.getLogger("iochost.worker")
@@ -51,7 +53,7 @@ class Channel:
         fd = self._command_fd
 
         def read_loop() -> None:
-            decoder = protocol.command_decoder()
+            decoder = protocol.command_decoder(lambda problem: log.error("from supervisor: %s", problem))
             while True:
                 try:
                     data = os.read(fd, 65536)
@@ -61,25 +63,37 @@ class Channel:
                     self.broken.set()
                     on_eof()
                     return
-                try:
-                    commands = decoder.feed(data)
-                except ValueError as exc:
-                    log.error("bad command from supervisor: %s", exc)
-                    continue
-                for command in commands:
+                for command in decoder.feed(data):
                     on_command(command)
 
         threading.Thread(target=read_loop, name="iochost-commands", daemon=True).start()
 
 
 class ChannelLogHandler(logging.Handler):
-    """Forward log records to the supervisor so plugin logs reach the daemon's log."""
+    """Forward log records to the supervisor so plugin logs reach the daemon's log.
 
-    def __init__(self, channel: Channel, level: int = logging.INFO) -> None:
+    At most ``rate`` = (COUNT, SECONDS) records are forwarded; past that they are counted
+    and a "N lines dropped" record follows at most once per SECONDS. Every record still
+    reaches stderr, i.e. the plugin's own (rotated) log file.
+    """
+
+    def __init__(self, channel: Channel, level: int = logging.INFO,
+                 rate: tuple[int, float] | None = None) -> None:
         super().__init__(level)
         self._channel = channel
+        self._budget = LineBudget(*rate) if rate else None
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self._budget is not None:
+            now = time.monotonic()
+            dropped = self._budget.summary(now)
+            if dropped:
+                self._channel.send(protocol.Log(
+                    level="WARNING", logger="iochost.worker",
+                    message=f"{dropped} log lines not forwarded (limit {self._budget.bucket.capacity} per "
+                            f"{self._budget.period:g} s); all are in the plugin's log"))
+            if not self._budget.allow(now):
+                return
         try:
             message = self.format(record)
         except Exception:  # noqa: BLE001 - a log call must never raise into plugin code

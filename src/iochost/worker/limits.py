@@ -42,6 +42,12 @@ def exit_out_of_memory(where: str) -> NoReturn:
         os.write(2, f"iochost worker: MemoryError in {where}: memory limit reached; exiting\n".encode())
     except OSError:
         pass
+    try:
+        from iochost.proctree import kill_descendants
+
+        kill_descendants()  # best effort at the limit; the supervisor sweeps what is left
+    except BaseException:  # noqa: BLE001 - nothing may stop this exit
+        pass
     os._exit(WorkerExit.OUT_OF_MEMORY)
 
 

@@ -17,6 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
+from iochost.proctree import kill_descendants, set_child_subreaper
 from iochost.worker import protocol
 from iochost.worker.channel import Channel, ChannelLogHandler
 from iochost.worker.exitcodes import WorkerExit
@@ -40,14 +41,26 @@ def _die_with_parent() -> None:
         pass
 
 
-def _setup_logging(channel: Channel, name: str) -> None:
+def _join_cgroup(path: str | None) -> None:
+    """Move this process into its cgroup before anything can fork: every descendant is
+    then in it, and the supervisor's ``cgroup.kill`` ends them all."""
+    if path is None:
+        return
+    try:
+        with open(os.path.join(path, "cgroup.procs"), "w") as procs:
+            procs.write(str(os.getpid()))
+    except OSError as exc:
+        log.warning("cannot join cgroup %s (%s); contained by subreaper only", path, exc)
+
+
+def _setup_logging(channel: Channel, spec: WorkerSpec) -> None:
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     stderr = logging.StreamHandler(sys.stderr)
-    stderr.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s"))
+    stderr.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [{spec.name}] %(name)s: %(message)s"))
     root.addHandler(stderr)
     if channel.supervised:
-        root.addHandler(ChannelLogHandler(channel))
+        root.addHandler(ChannelLogHandler(channel, rate=spec.forward_log_rate))
 
 
 def _ca_port_free(wait: float = 5.0) -> bool:
@@ -74,10 +87,12 @@ def _ca_port_free(wait: float = 5.0) -> bool:
 def run_worker(spec: WorkerSpec) -> int:
     """Run one plugin as a soft IOC until told to stop; returns the exit code."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy (via softioc) loads
+    _join_cgroup(spec.cgroup)
+    set_child_subreaper()  # a plugin's orphaned grandchildren come to us, not to init
     apply_limits(spec.memory_limit_mb, spec.max_open_files)  # before the plugin or softioc loads
     exit_on_memory_error()
     channel = Channel(spec.event_fd, spec.command_fd)
-    _setup_logging(channel, spec.name)
+    _setup_logging(channel, spec)
     if channel.supervised:
         _die_with_parent()
     try:
@@ -188,4 +203,5 @@ def main(argv: list[str] | None = None) -> None:
         exit_out_of_memory("the main thread")
     sys.stdout.flush()
     sys.stderr.flush()
+    kill_descendants()  # nothing the plugin started outlives its worker
     os._exit(code)  # skip atexit: EPICS teardown adds nothing once cleanup() has run

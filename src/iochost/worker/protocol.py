@@ -7,7 +7,7 @@ protocol is unit-testable without processes.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union
 
 from pydantic import BaseModel, Field, TypeAdapter
 
@@ -122,11 +122,19 @@ def encode(message: _Msg) -> bytes:
 
 
 class LineDecoder:
-    """Accumulate bytes and return the complete messages they contain."""
+    """Accumulate bytes and return the complete messages they contain.
 
-    def __init__(self, adapter: TypeAdapter[Any]) -> None:
+    A line that is not a valid message, or that grows past MAX_LINE, is handed to
+    ``on_error`` and skipped (an over-long line up to its end); the lines around it still
+    decode. The peer may be a hostile plugin: nothing it sends can raise out of ``feed``
+    or make the buffer grow past MAX_LINE.
+    """
+
+    def __init__(self, adapter: TypeAdapter[Any], on_error: Callable[[str], None] | None = None) -> None:
         self._adapter = adapter
         self._buffer = bytearray()
+        self._discarding = False  # inside an over-long line: drop up to its newline
+        self._on_error = on_error or (lambda _message: None)
 
     def feed(self, data: bytes) -> list[Any]:
         self._buffer.extend(data)
@@ -134,16 +142,26 @@ class LineDecoder:
         while (end := self._buffer.find(b"\n")) >= 0:
             line = bytes(self._buffer[:end])
             del self._buffer[: end + 1]
-            if line.strip():
+            if self._discarding:
+                self._discarding = False
+                continue
+            if not line.strip():
+                continue
+            try:
                 messages.append(self._adapter.validate_json(line))
+            except ValueError as exc:
+                self._on_error(f"malformed message dropped: {str(exc)[:300]}")
         if len(self._buffer) > MAX_LINE:
-            raise ValueError(f"protocol line exceeds {MAX_LINE} bytes")
+            self._buffer.clear()
+            if not self._discarding:
+                self._on_error(f"message line over {MAX_LINE} bytes dropped")
+            self._discarding = True
         return messages
 
 
-def event_decoder() -> LineDecoder:
-    return LineDecoder(_EVENTS)
+def event_decoder(on_error: Callable[[str], None] | None = None) -> LineDecoder:
+    return LineDecoder(_EVENTS, on_error)
 
 
-def command_decoder() -> LineDecoder:
-    return LineDecoder(_COMMANDS)
+def command_decoder(on_error: Callable[[str], None] | None = None) -> LineDecoder:
+    return LineDecoder(_COMMANDS, on_error)

@@ -1,0 +1,226 @@
+"""Processes iochost must not leave behind: its own helpers (git, pip, the validation
+probe, workers) and everything plugin code starts.
+
+Three mechanisms, each for a case the others miss:
+
+- **Sessions.** Every helper and worker runs in its own session, so ``kill_group`` ends it
+  and whatever it started in its group.
+- **Subreapers.** A worker is a child subreaper (``PR_SET_CHILD_SUBREAPER``): a plugin's
+  grandchild whose parent exits, even one that started its own session, re-parents to the
+  worker instead of init, so ``kill_descendants`` at the worker's exit finds all of them.
+  The daemon is a subreaper too: when a worker dies without that chance (SIGKILL, the OOM
+  killer, a segfault) its descendants re-parent to the daemon, and ``reap_orphans`` ends
+  them: any child of the daemon that the daemon did not start itself.
+- **cgroups** (``supervisor.cgroups``), where cgroup v2 is writable: one per worker, whose
+  ``cgroup.kill`` ends every process in it at once.
+
+A process running as root that deliberately escapes (ptrace, a new PID namespace, asking
+init to start it) is beyond all three; a container is the boundary for that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    state: str
+
+    @property
+    def zombie(self) -> bool:
+        return self.state in ("Z", "X")
+
+
+def process_table() -> dict[int, ProcInfo]:
+    """Every process visible in /proc, by pid (one read of each ``stat``)."""
+    table: dict[int, ProcInfo] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid = int(entry.name)
+        table[pid] = ProcInfo(pid, int(fields[1]), int(fields[2]), int(fields[3]), fields[0].decode())
+    return table
+
+
+def descendants(pid: int, table: dict[int, ProcInfo] | None = None) -> list[ProcInfo]:
+    """Every process below ``pid`` in the parent tree, parents before children."""
+    table = process_table() if table is None else table
+    children: dict[int, list[ProcInfo]] = {}
+    for info in table.values():
+        children.setdefault(info.ppid, []).append(info)
+    found, pending = [], list(children.get(pid, []))
+    while pending:
+        info = pending.pop()
+        found.append(info)
+        pending.extend(children.get(info.pid, []))
+    return found
+
+
+def set_child_subreaper() -> bool:
+    """Make orphaned descendants of this process re-parent to it; False where Linux cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def kill_tree(root: int, *, include_root: bool, timeout: float = 5.0) -> int:
+    """SIGKILL ``root``'s descendants (and ``root``) until none is left, reaping those that
+    are this process's children; the number killed. Repeats, because a process may fork
+    while its siblings die, and killed parents hand their children to the subreaper."""
+    me, killed = os.getpid(), 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        table = process_table()
+        targets = [info for info in descendants(root, table) if not info.zombie]
+        if include_root and root in table and not table[root].zombie:
+            targets.insert(0, table[root])
+        zombies = [info for info in descendants(root, table) if info.zombie and info.ppid == me]
+        for info in zombies:
+            _reap(info.pid)
+        if not targets:
+            break
+        for info in targets:
+            _kill(info.pid)
+        killed += len(targets)
+        for info in targets:
+            if info.ppid == me:
+                _reap(info.pid)
+        time.sleep(0.005)
+    return killed
+
+
+def kill_descendants() -> int:
+    """End everything this process started, however far down (a worker's last act)."""
+    return kill_tree(os.getpid(), include_root=False)
+
+
+# -- the daemon's own children ------------------------------------------------------------------
+class _OwnChildren:
+    """The children this process started in a session of their own (helpers, workers).
+
+    Every other child of a subreaper daemon is an orphan of a dead worker. Children in the
+    daemon's own session (GitPython's git, short ``subprocess.run`` calls) are never
+    orphans: a plugin's process can leave its session but never join the daemon's.
+    While a spawn is in flight its pid is not known yet, so no sweep runs then.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pids: set[int] = set()
+        self._in_flight = 0
+
+    @contextlib.contextmanager
+    def spawning(self) -> Iterator[None]:
+        with self._lock:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def track(self, pid: int) -> None:
+        with self._lock:
+            self._pids.add(pid)
+
+    def untrack(self, pid: int) -> None:
+        with self._lock:
+            self._pids.discard(pid)
+
+    def reap_orphans(self, passes: int = 20) -> int:
+        """Kill and reap every child that is not ours (with its descendants); how many.
+        Repeats while it finds some: a process forked during a kill re-parents to us."""
+        me, session, killed = os.getpid(), os.getsid(0), 0
+        for _ in range(passes):
+            with self._lock:
+                if self._in_flight:
+                    break
+                ours = set(self._pids)
+            found = 0
+            for info in process_table().values():
+                if info.ppid != me or info.pid in ours or info.sid == session:
+                    continue
+                found += 1
+                if info.zombie:
+                    _reap(info.pid)
+                else:
+                    killed += kill_tree(info.pid, include_root=True)
+            if not found:
+                break
+        return killed
+
+
+OWN_CHILDREN = _OwnChildren()
+
+
+def popen_session(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen`` in a new session, known to the orphan sweep; end it with kill_group."""
+    with OWN_CHILDREN.spawning():
+        proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
+        OWN_CHILDREN.track(proc.pid)
+    return proc
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ``proc`` and every process it started, then wait until none of them runs."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+    OWN_CHILDREN.untrack(proc.pid)
+    deadline = time.monotonic() + 5.0
+    while group_running(proc.pid) and time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.01)
+
+
+def group_running(pgid: int) -> bool:
+    """Whether a non-zombie process is in group `pgid` (orphaned zombies wait for init)."""
+    if not Path("/proc").is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    return any(info.pgid == pgid and not info.zombie for info in process_table().values())
