@@ -24,6 +24,13 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@x.invalid",
            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@x.invalid"}
 
 
+def _die_with_parent() -> None:
+    """In the daemon before exec: SIGTERM it if the benchmark dies, however it dies."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -81,7 +88,8 @@ def bench_daemon(*extra: str) -> Iterator[BenchDaemon]:
          "--ca-port", str(ca_port), "--pva-port", str(free_port()), "--ca-beacon-port", str(free_port()),
          "--worker-ports", f"{low}-{min(low + 200, 65000)}", "--allow-local-sources", "--log-level", "warning",
          *extra],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent)
     try:
         url = f"http://127.0.0.1:{port}/api/v1"
         deadline = time.monotonic() + 60
