@@ -114,8 +114,9 @@ def test_rotating_file_never_exceeds_its_size_and_tail_reads_across_files(tmp_pa
     current = path.read_text().count("\n")
     across = tail(path, current + 5, files=3)  # more than the current file holds: older files too
     assert across[-current - 5:][0].startswith("line ") and len(across) == current + 5
-    remove(path, files=3)
-    assert log_files(path) == {}
+    (tmp_path / "p.log.notes").write_text("not a rotated log")
+    remove(path)
+    assert log_files(path) == {"p.log.notes": 17}
 
 
 def test_line_budget_drops_past_the_rate_and_summarises_once_per_period() -> None:

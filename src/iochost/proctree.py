@@ -108,12 +108,13 @@ def kill_tree(root: int, *, include_root: bool, timeout: float = 5.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         table = process_table()
-        targets = [info for info in descendants(root, table) if not info.zombie]
+        below = descendants(root, table)
+        targets = [info for info in below if not info.zombie]
         if include_root and root in table and not table[root].zombie:
             targets.insert(0, table[root])
-        zombies = [info for info in descendants(root, table) if info.zombie and info.ppid == me]
-        for info in zombies:
-            _reap(info.pid)
+        for info in below:
+            if info.zombie and info.ppid == me:
+                _reap(info.pid)
         if not targets:
             break
         for info in targets:

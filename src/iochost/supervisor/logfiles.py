@@ -82,7 +82,9 @@ def tail(path: Path, lines: int, files: int) -> list[str]:
     return collected[-lines:] if lines > 0 else []
 
 
-def remove(path: Path, files: int) -> None:
-    """The log and every rotated file of it (rotation settings may have shrunk: a few more)."""
-    for index in range(max(files, 1) + 5):
-        rotated(path, index).unlink(missing_ok=True)
+def remove(path: Path) -> None:
+    """The log and every rotated file of it, however many the settings kept then."""
+    path.unlink(missing_ok=True)
+    for older in path.parent.glob(path.name + ".*"):
+        if older.name[len(path.name) + 1:].isdigit():
+            older.unlink(missing_ok=True)

@@ -579,7 +579,7 @@ class Supervisor:
         return self.containment
 
     def _remove_logs(self, name: str) -> None:
-        logfiles.remove(self._log_path(name), self.settings.log_rotate_files)
+        logfiles.remove(self._log_path(name))
         self._log_budgets.pop(name, None)
 
     def _plugin_envs(self) -> PluginEnvs:
