@@ -15,7 +15,7 @@ import pytest
 from daemon_harness import Daemon
 from gitrepos import Repo
 from sample_plugins import BILLION_LAUGHS, DEEP_BLOCK, DEEP_FLOW, OVERSIZE_CONFIG, TICKER, TICKER_CONFIG
-from iochost.spec.yaml_lines import MAX_ALIASES, MAX_DEPTH, MAX_NODES, YamlLimitError, parse_yaml
+from iochost.config.yaml_lines import MAX_ALIASES, MAX_DEPTH, MAX_NODES, YamlLimitError, parse_yaml
 from iochost.untrusted import (
     MAX_CONFIG_BYTES,
     MAX_REQUIREMENTS_BYTES,
@@ -198,18 +198,18 @@ def test_a_good_plugin_still_adds_after_the_hostile_ones(
 
 
 def test_event_decoder_skips_bad_and_overlong_lines_and_keeps_the_rest() -> None:
-    from iochost.worker import protocol
+    from iochost.contract import messages
 
     problems: list[str] = []
-    decoder = protocol.event_decoder(problems.append)
-    good = protocol.encode(protocol.Status(status="RUN"))
-    assert decoder.feed(b"not json\n" + good + b'{"type": "nope"}\n' + good) == [protocol.Status(status="RUN")] * 2
+    decoder = messages.event_decoder(problems.append)
+    good = messages.encode(messages.StatusChanged(status="RUN"))
+    assert decoder.feed(b"not json\n" + good + b'{"type": "nope"}\n' + good) == [messages.StatusChanged(status="RUN")] * 2
     assert len(problems) == 2
     for _ in range(3):  # a line without end, fed in pieces: the buffer never holds it all
-        assert decoder.feed(b"x" * (protocol.MAX_LINE // 2 + 1)) == []
-    assert len(decoder._buffer) <= protocol.MAX_LINE
-    assert decoder.feed(b"tail of the long line\n" + good) == [protocol.Status(status="RUN")]
-    assert problems[2] == f"message line over {protocol.MAX_LINE} bytes dropped" and len(problems) == 3
+        assert decoder.feed(b"x" * (messages.MAX_LINE // 2 + 1)) == []
+    assert len(decoder._buffer) <= messages.MAX_LINE
+    assert decoder.feed(b"tail of the long line\n" + good) == [messages.StatusChanged(status="RUN")]
+    assert problems[2] == f"message line over {messages.MAX_LINE} bytes dropped" and len(problems) == 3
 
 
 BIG_RESULT_JOB = """

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES
-from iochost.validate import Stage, render_text, validate_plugin
+from iochost.report import Stage, render_text
+from iochost.validate.pipeline import validate_plugin
 
 TASK = """
 from iochost import TaskBase

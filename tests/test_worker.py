@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES, wait_for
-from iochost.worker import protocol
+from iochost.contract import messages
 from worker_harness import WorkerProcess
 
 PREFIX = "IOCHTEST"
@@ -45,7 +45,7 @@ def start(processes, tmp_path, plugin_dir: Path, name: str, class_name: str, **f
         module_file=fields.pop("module_file", f"{plugin_dir.name}.py".replace("-", "_")),
         class_name=class_name, prefix=PREFIX, **fields,
     )
-    worker.wait_event(protocol.Ready)
+    worker.wait_event(messages.Ready)
     return worker
 
 
@@ -92,7 +92,7 @@ def echo(processes, tmp_path):
 
 
 def test_ready_lists_default_and_declared_pvs(echo):
-    ready = echo.wait_event(protocol.Ready)
+    ready = echo.wait_event(messages.Ready)
     names = {pv.rsplit(":", 1)[1] for pv in ready.pvs}
     assert names == {"ENABLE", "STATUS", "MESSAGE", "CYCLE_COUNT", "VERSION", "GAIN", "OUT", "LAST_INPUT", "WRITES"}
     assert all(pv.startswith(f"{PREFIX}:ECHO:") for pv in ready.pvs)
@@ -129,7 +129,7 @@ def test_enable_pauses_and_resumes(echo, ca):
     frozen = ca.caget(pv + "CYCLE_COUNT", timeout=5)
     time.sleep(0.6)
     assert ca.caget(pv + "CYCLE_COUNT", timeout=5) == frozen
-    echo.wait_event(protocol.Status, lambda m: m.status == "PAUSED")
+    echo.wait_event(messages.StatusChanged, lambda m: m.status == "PAUSED")
     ca.caput(pv + "ENABLE", 1, wait=True, timeout=5)
     wait_for(lambda: ca.caget(pv + "CYCLE_COUNT", timeout=5) > frozen + 2, what="cycles resumed")
     assert ca.caget(pv + "STATUS", datatype=ca.DBR_STRING, timeout=5) == "RUN"
@@ -148,7 +148,7 @@ def test_supervisor_gone_worker_exits(echo):
 
 
 def test_heartbeat_reports_cycles(echo):
-    beat = echo.wait_event(protocol.Heartbeat, lambda m: m.cycles > 0)
+    beat = echo.wait_event(messages.Heartbeat, lambda m: m.cycles > 0)
     assert beat.busy_for is None or beat.busy_for < 1.0
 
 
@@ -219,9 +219,9 @@ def _status_values(ca, pv: str, action) -> list[str]:
 def test_job_run_from_supervisor_reports_result(slow_job, ca):
     pv = f"{PREFIX}:SLOWJOB:"
     assert ca.caget(pv + "STATUS", datatype=ca.DBR_STRING, timeout=5) == "IDLE"
-    seen = _status_values(ca, pv + "STATUS", lambda: slow_job.send(protocol.RunJob(run_id="r1", parameters={"steps": 3})))
+    seen = _status_values(ca, pv + "STATUS", lambda: slow_job.send(messages.RunJob(run_id="r1", parameters={"steps": 3})))
     assert seen[-2:] == ["RUNNING", "SUCCESS"]
-    finished = slow_job.wait_event(protocol.RunFinished, lambda m: m.run_id == "r1")
+    finished = slow_job.wait_event(messages.RunFinished, lambda m: m.run_id == "r1")
     assert finished.outcome == "succeeded"
     assert finished.result == {"success": True, "data": {"steps": 3}, "message": "done"}
     assert ca.caget(pv + "COUNT", timeout=5) == 1
@@ -229,31 +229,31 @@ def test_job_run_from_supervisor_reports_result(slow_job, ca):
 
 def test_job_failure_sets_failed(slow_job, ca):
     pv = f"{PREFIX}:SLOWJOB:"
-    seen = _status_values(ca, pv + "STATUS", lambda: slow_job.send(protocol.RunJob(run_id="r2", parameters={"steps": 1, "fail": True})))
+    seen = _status_values(ca, pv + "STATUS", lambda: slow_job.send(messages.RunJob(run_id="r2", parameters={"steps": 1, "fail": True})))
     assert seen[-2:] == ["RUNNING", "FAILED"]
-    finished = slow_job.wait_event(protocol.RunFinished, lambda m: m.run_id == "r2")
+    finished = slow_job.wait_event(messages.RunFinished, lambda m: m.run_id == "r2")
     assert finished.outcome == "failed"
     assert "detector not answering" in finished.result["message"]
     assert "detector not answering" in ca.caget(pv + "MESSAGE", timeout=5)
 
 
 def test_job_second_run_rejected_and_cancel(slow_job):
-    slow_job.send(protocol.RunJob(run_id="long", parameters={"steps": 100}))
-    slow_job.wait_event(protocol.RunStarted, lambda m: m.run_id == "long")
-    slow_job.send(protocol.RunJob(run_id="other"))
-    rejected = slow_job.wait_event(protocol.RunRejected, lambda m: m.run_id == "other")
+    slow_job.send(messages.RunJob(run_id="long", parameters={"steps": 100}))
+    slow_job.wait_event(messages.RunStarted, lambda m: m.run_id == "long")
+    slow_job.send(messages.RunJob(run_id="other"))
+    rejected = slow_job.wait_event(messages.RunRejected, lambda m: m.run_id == "other")
     assert rejected.active_run_id == "long"
-    slow_job.send(protocol.CancelRun(run_id="long"))
-    finished = slow_job.wait_event(protocol.RunFinished, lambda m: m.run_id == "long", timeout=5)
+    slow_job.send(messages.CancelRun(run_id="long"))
+    finished = slow_job.wait_event(messages.RunFinished, lambda m: m.run_id == "long", timeout=5)
     assert finished.outcome == "cancelled"
 
 
 def test_job_run_from_epics_run_pv(slow_job, ca):
     pv = f"{PREFIX}:SLOWJOB:"
     ca.caput(pv + "RUN", 1, wait=True, timeout=5)
-    started = slow_job.wait_event(protocol.RunStarted)
+    started = slow_job.wait_event(messages.RunStarted)
     assert started.origin == "epics"
-    slow_job.wait_event(protocol.RunFinished, lambda m: m.run_id == started.run_id)
+    slow_job.wait_event(messages.RunFinished, lambda m: m.run_id == started.run_id)
     wait_for(lambda: ca.caget(pv + "COUNT", timeout=5) == 1, what="COUNT=1")
     assert ca.caget(pv + "RUN", timeout=5) == 0
     assert ca.caget(pv + "STATUS", datatype=ca.DBR_STRING, timeout=5) == "SUCCESS"
@@ -286,7 +286,7 @@ def test_exception_sets_error_and_ioc_survives(processes, tmp_path, ca, retry):
     plugin_dir = make_plugin(tmp_path, "flaky", FAILING_TASK, config)
     worker = start(processes, tmp_path, plugin_dir, "flaky", "Flaky")
     pv = f"{PREFIX}:FLAKY:"
-    worker.wait_event(protocol.Status, lambda m: m.status == "ERROR")
+    worker.wait_event(messages.StatusChanged, lambda m: m.status == "ERROR")
     message = ca.caget(pv + "MESSAGE", timeout=5)
     assert message.startswith("ValueError: sensor returned garbage")
     assert len(message) == 39  # cut to the stringin record's length
@@ -362,7 +362,7 @@ def test_stuck_execute_shows_in_heartbeat(processes, tmp_path):
     """
     plugin_dir = make_plugin(tmp_path, "stuck", code, "parameters: {interval: 0.1}\n")
     worker = start(processes, tmp_path, plugin_dir, "stuck", "Stuck", grace_period=1.0)
-    beat = worker.wait_event(protocol.Heartbeat, lambda m: (m.busy_for or 0) > 1.5)
+    beat = worker.wait_event(messages.Heartbeat, lambda m: (m.busy_for or 0) > 1.5)
     assert beat.busy_in == "execute"
     # cleanup() can never run; the worker still exits after the grace period.
     assert worker.terminate() == 3
@@ -388,7 +388,7 @@ def test_busy_ca_port_exits_with_its_own_code(processes, tmp_path):
     import socket
 
     from conftest import free_port
-    from iochost.worker.exitcodes import WorkerExit, describe_exit
+    from iochost.contract.exits import WorkerExit, describe_exit
 
     port = free_port()
     with socket.socket() as holder:
@@ -404,7 +404,7 @@ def test_busy_ca_port_exits_with_its_own_code(processes, tmp_path):
 
 def test_job_over_its_memory_limit_ends_the_worker(processes, tmp_path):
     """A MemoryError in a job run is the worker's end, as in a task, not a failed run."""
-    from iochost.worker.exitcodes import WorkerExit
+    from iochost.contract.exits import WorkerExit
 
     code = """
         from iochost import JobBase, JobResult
@@ -420,6 +420,6 @@ def test_job_over_its_memory_limit_ends_the_worker(processes, tmp_path):
     """
     plugin_dir = make_plugin(tmp_path, "greedy", code, "parameters: {}\n")
     worker = start(processes, tmp_path, plugin_dir, "greedy", "Greedy", memory_limit_mb=300)
-    worker.send(protocol.RunJob(run_id="big"))
+    worker.send(messages.RunJob(run_id="big"))
     assert worker.proc.wait(timeout=30) == WorkerExit.OUT_OF_MEMORY
-    assert not any(isinstance(m, protocol.RunFinished) for m in worker.events)
+    assert not any(isinstance(m, messages.RunFinished) for m in worker.events)

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from iochost.worker import protocol
-from iochost.worker.spec import WorkerSpec
+from iochost.contract import messages
+from iochost.contract.worker_spec import WorkerSpec
 
 
 class WorkerProcess:
@@ -40,7 +40,7 @@ class WorkerProcess:
         threading.Thread(target=self._read, args=(event_read,), daemon=True).start()
 
     def _read(self, fd: int) -> None:
-        decoder = protocol.event_decoder()
+        decoder = messages.event_decoder()
         while data := os.read(fd, 65536):
             messages = decoder.feed(data)
             with self._cond:
@@ -66,7 +66,7 @@ class WorkerProcess:
         return any(isinstance(m, kind) and predicate(m) for m in self.events)
 
     def send(self, command: Any) -> None:
-        os.write(self._command_fd, protocol.encode(command))
+        os.write(self._command_fd, messages.encode(command))
 
     def close_commands(self) -> None:
         """What a dying supervisor does to its workers: the pipe ends."""

@@ -19,7 +19,8 @@ def _parse_param(text: str) -> tuple[str, Any]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from iochost.validate import render_text, validate_plugin
+    from iochost.report import render_text
+    from iochost.validate.pipeline import validate_plugin
 
     report = validate_plugin(
         Path(args.dir),
@@ -37,9 +38,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from iochost.proctree import kill_descendants
-    from iochost.validate import render_text, validate_plugin
+    from iochost.report import render_text
+    from iochost.validate.pipeline import validate_plugin
     from iochost.worker.main import run_worker
-    from iochost.worker.spec import WorkerSpec
+    from iochost.contract.worker_spec import WorkerSpec
 
     plugin_dir = Path(args.dir).resolve()
     parameters = dict(args.param or [])
@@ -69,7 +71,8 @@ _SECRET_SETTINGS = {"read_token", "admin_token"}
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per Settings field, so flags, environment and defaults cannot drift apart."""
-    from iochost.settings import ENV_PREFIX, Settings
+    from iochost.environ import ENV_PREFIX
+    from iochost.settings import Settings
 
     for name, field in Settings.model_fields.items():
         if name in _SECRET_SETTINGS:
@@ -109,7 +112,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from iochost import __version__
-    from iochost.spec.names import DEFAULT_PREFIX
+    from iochost.config.pvnames import DEFAULT_PREFIX
 
     parser = argparse.ArgumentParser(prog="iochost", description=__doc__)
     parser.add_argument("--version", action="version", version=f"iochost {__version__}")

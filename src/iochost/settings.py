@@ -15,19 +15,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from iochost.budget import parse_rate
-from iochost.spec.names import DEFAULT_PREFIX
+from iochost.config.pvnames import DEFAULT_PREFIX
+from iochost.environ import ENV_PREFIX
 from iochost.store.policy import validate_prefixes
-
-ENV_PREFIX = "IOCHOST_"
-# Variables holding secrets: never handed on to plugin code (workers, the validation probe,
-# pip), so a plugin that prints or ships its environment leaks no API token.
-SECRET_ENV = frozenset({ENV_PREFIX + "READ_TOKEN", ENV_PREFIX + "ADMIN_TOKEN"})
-
-
-def plugin_environ() -> dict[str, str]:
-    """This process's environment without the secrets, for processes that run plugin code."""
-    return {key: value for key, value in os.environ.items() if key not in SECRET_ENV}
-
 
 def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/iochost`` (``~/.local/share/iochost``): survives reboots, per user."""

@@ -39,11 +39,11 @@ from packaging.utils import canonicalize_name
 
 from iochost.errors import ErrorCode, IochostError
 from iochost.proctree import kill_group, popen_session
-from iochost.settings import plugin_environ
+from iochost.environ import plugin_environ
 from iochost.store.paths import check_name
 from iochost.store.policy import redact_url
 from iochost.untrusted import MAX_REQUIREMENTS_BYTES, UntrustedFileError, read_bounded, read_tail
-from iochost.validate.report import Stage, ValidationIssue
+from iochost.report import Stage, ValidationIssue
 
 log = logging.getLogger("iochost.store")
 

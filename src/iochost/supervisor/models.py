@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
-from iochost.spec.names import PLUGIN_NAME_PATTERN
+from iochost.config.pvnames import PLUGIN_NAME_PATTERN
 from iochost.store.policy import has_credentials
 from iochost.supervisor.states import State
 

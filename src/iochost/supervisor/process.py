@@ -25,8 +25,8 @@ from iochost.budget import LineBudget, TokenBucket
 from iochost.proctree import OWN_CHILDREN
 from iochost.supervisor.containment import Containment
 from iochost.supervisor.logfiles import RotatingFile
-from iochost.worker import protocol
-from iochost.worker.spec import WorkerSpec
+from iochost.contract import messages
+from iochost.contract.worker_spec import WorkerSpec
 
 log = logging.getLogger("iochost.supervisor")
 
@@ -79,7 +79,7 @@ class _EventProtocol(_ThrottledReader):
 
     def __init__(self, on_event: Callable[[Any], None], name: str) -> None:
         super().__init__(TokenBucket(int(EVENT_RATE * EVENT_BURST), EVENT_BURST))
-        self._decoder = protocol.event_decoder(self._problem)
+        self._decoder = messages.event_decoder(self._problem)
         self._on_event = on_event
         self._name = name
         self._problems = LineBudget(*PROBLEM_RATE)  # a junk-writing worker must not flood our log
@@ -194,7 +194,7 @@ class WorkerProcess:
 
     def send(self, command: Any) -> None:
         if not self._commands.is_closing():
-            self._commands.write(protocol.encode(command))
+            self._commands.write(messages.encode(command))
 
     async def _end(self) -> int:
         """Runs once per worker: its exit, then the end of all it left, then its output."""

@@ -20,9 +20,10 @@ from iochost import __version__
 from iochost.budget import LineBudget
 from iochost.builtin import DAEMON_STATUS_DIR
 from iochost.errors import ErrorCode, IochostError
-from iochost.settings import Settings, plugin_environ
-from iochost.spec import load_config
-from iochost.spec.names import plugin_pv_prefix
+from iochost.environ import plugin_environ
+from iochost.settings import Settings
+from iochost.config import load_config
+from iochost.config.pvnames import plugin_pv_prefix
 from iochost.store import GitStore, PluginSource, Registry, RegistryEntry
 from iochost.store.envs import PluginEnvs
 from iochost.store.policy import check_source_allowed
@@ -41,16 +42,16 @@ from iochost.supervisor.models import (
 from iochost.supervisor.plugin import ManagedPlugin
 from iochost.supervisor.process import WorkerProcess
 from iochost.supervisor.states import LIVE, State
-from iochost.supervisor.status_ioc import (
+from iochost.supervisor.daemon_ioc import (
     MODULE_FILE,
     SYSTEM_NAME,
-    status_values,
+    daemon_pv_values,
     system_entry,
 )
-from iochost.validate import validate_plugin
-from iochost.worker import protocol
-from iochost.worker.exitcodes import describe_exit
-from iochost.worker.spec import WorkerSpec
+from iochost.validate.pipeline import validate_plugin
+from iochost.contract import messages
+from iochost.contract.exits import describe_exit
+from iochost.contract.worker_spec import WorkerSpec
 
 log = logging.getLogger("iochost.supervisor")
 
@@ -299,7 +300,7 @@ class Supervisor:
             raise IochostError(ErrorCode.INVALID_STATE, f"job {name!r} is {plugin.state.value}, not running")
         run_id = uuid.uuid4().hex
         run = plugin.runs.begin(run_id, parameters, "api")
-        plugin.worker.send(protocol.RunJob(run_id=run_id, parameters=parameters))
+        plugin.worker.send(messages.RunJob(run_id=run_id, parameters=parameters))
         if not wait:
             return run
         return await plugin.runs.wait(run_id)
@@ -322,7 +323,7 @@ class Supervisor:
             )
         plugin.runs.cancel_requested.add(run_id)
         if plugin.worker is not None:
-            plugin.worker.send(protocol.CancelRun(run_id=run_id))
+            plugin.worker.send(messages.CancelRun(run_id=run_id))
         try:
             return await asyncio.wait_for(plugin.runs.wait(run_id), self.settings.cancel_grace)
         except asyncio.TimeoutError:
@@ -441,7 +442,7 @@ class Supervisor:
             plugin.move(State.STOPPING, "stop requested")
             self.epics.offline(plugin.name)  # no client is sent to a worker on its way out
             grace = plugin.entry.options.get("grace_period") or self.settings.grace_period
-            worker.send(protocol.Stop(grace=grace))
+            worker.send(messages.Stop(grace=grace))
             code = await worker.stop(grace)
             plugin.worker = None
             plugin.move(State.STOPPED, f"exit code {code}")
@@ -454,10 +455,10 @@ class Supervisor:
             await asyncio.to_thread(self._stores()[1].put, plugin.entry)
 
     def _on_event(self, plugin: ManagedPlugin, message: Any) -> None:
-        if isinstance(message, protocol.Heartbeat):
+        if isinstance(message, messages.Heartbeat):
             plugin.last_heartbeat = time.monotonic()
             plugin.busy_in, plugin.busy_for = message.busy_in, message.busy_for
-        elif isinstance(message, protocol.Ready):
+        elif isinstance(message, messages.Ready):
             plugin.pvs = message.pvs
             self.epics.online(plugin.name, message.pvs)
             plugin.started_at, plugin.started_mono = _now(), time.monotonic()
@@ -465,7 +466,7 @@ class Supervisor:
             plugin.move(State.RUNNING, f"pid {message.pid}, {len(message.pvs)} PVs")
             if plugin.ready is not None and not plugin.ready.done():
                 plugin.ready.set_result(None)
-        elif isinstance(message, protocol.Status):
+        elif isinstance(message, messages.StatusChanged):
             plugin.status, plugin.message = message.status[:MAX_STATUS_CHARS], message.message[:MAX_STATUS_CHARS]
             if message.status == "PAUSED" and plugin.state == State.RUNNING:
                 plugin.move(State.PAUSED, "ENABLE=0")
@@ -473,22 +474,22 @@ class Supervisor:
                 plugin.move(State.RUNNING, "ENABLE=1")
             self._publish(Event(type="status", plugin=plugin.name, at=_now(),
                                 data={"status": plugin.status, "message": plugin.message}))
-        elif isinstance(message, protocol.Log):
+        elif isinstance(message, messages.Log):
             self._forward_log(plugin.name, message)
-        elif isinstance(message, protocol.RunStarted):
+        elif isinstance(message, messages.RunStarted):
             run = plugin.runs.begin(message.run_id, {}, message.origin) if message.origin == "epics" else None
             self._publish_run(plugin, run or plugin.runs.get(message.run_id))
-        elif isinstance(message, protocol.RunFinished):
+        elif isinstance(message, messages.RunFinished):
             run = plugin.runs.finish(message.run_id, message.outcome, message.result)
             if run is not None:
                 self._publish_run(plugin, run)
-        elif isinstance(message, protocol.RunRejected):
+        elif isinstance(message, messages.RunRejected):
             plugin.runs.reject(message.run_id, message.active_run_id)
-        elif isinstance(message, protocol.Fatal):
+        elif isinstance(message, messages.Fatal):
             plugin.fatal = message.message
             log.error("%s: %s", plugin.name, message.message)
 
-    def _forward_log(self, name: str, message: protocol.Log) -> None:
+    def _forward_log(self, name: str, message: messages.Log) -> None:
         """A plugin's log record into the daemon's log, within the plugin's line budget.
 
         The worker already holds to ``plugin_log_rate``; this enforces it (with room for the
@@ -660,7 +661,7 @@ class Supervisor:
         if system is None or system.worker is None or system.state != State.RUNNING:
             return
         states = [(p.name, p.state) for p in self.plugins.values() if p.visible]
-        system.worker.send(protocol.SetPVs(values=status_values(states, self._degraded())))
+        system.worker.send(messages.SetPVs(values=daemon_pv_values(states, self._degraded())))
 
     def _supervised(self) -> list[ManagedPlugin]:
         """Every plugin with a worker to watch and stop: the registered ones and the status IOC."""

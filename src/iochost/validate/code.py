@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 from iochost.untrusted import MAX_SOURCE_FILES
-from iochost.validate.discovery import discover
+from iochost.validate.classes import discover
 from iochost.validate.files import python_files
-from iochost.validate.report import Stage, ValidationIssue
+from iochost.report import Stage, ValidationIssue
 from iochost.validate.syntax import parse_files
 
 

@@ -20,10 +20,11 @@ import tempfile
 from pathlib import Path
 
 import iochost
+from iochost.environ import plugin_environ
 from iochost.proctree import kill_group, popen_session
 from iochost.untrusted import read_tail
 from iochost.validate.code import CodeFindings
-from iochost.validate.report import Stage, ValidationIssue
+from iochost.report import Stage, ValidationIssue
 
 DUMP_WAIT = 0.5  # time the probe gets to write its stack dump before SIGKILL
 _FRAME = re.compile(r'^\s*File "(?P<file>.+)", line (?P<line>\d+)')
@@ -32,8 +33,6 @@ MAX_RESULT_BYTES = 4 * 1024 * 1024  # the probe's JSON answer; anything longer i
 
 
 def _probe_env() -> dict[str, str]:
-    from iochost.settings import plugin_environ
-
     env = plugin_environ()  # the probe runs plugin code: no API token
     env["OPENBLAS_NUM_THREADS"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # leave no __pycache__ in the checkout

@@ -16,8 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from iochost.spec import ConfigError, PluginConfig, load_config
-from iochost.spec.names import (
+from iochost.config import ConfigError, PluginConfig, load_config
+from iochost.config.pvnames import (
     DEFAULT_PREFIX,
     check_pv_names,
     default_pv_names,
@@ -25,7 +25,7 @@ from iochost.spec.names import (
 )
 from iochost.validate.code import read_code
 from iochost.validate.import_check import probe_plugin
-from iochost.validate.report import PluginInfo, Stage, ValidationIssue, ValidationReport
+from iochost.report import PluginInfo, Stage, ValidationIssue, ValidationReport
 
 
 def _config(plugin_dir: Path, parameters: dict[str, Any] | None) -> tuple[PluginConfig | None, list[ValidationIssue]]:

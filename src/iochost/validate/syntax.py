@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from iochost.untrusted import MAX_SOURCE_BYTES, UntrustedFileError, read_bounded
-from iochost.validate.report import Stage, ValidationIssue
+from iochost.report import Stage, ValidationIssue
 
 
 def parse_files(plugin_dir: Path, files: list[str]) -> tuple[dict[str, ast.Module], list[ValidationIssue]]:

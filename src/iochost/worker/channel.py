@@ -1,4 +1,4 @@
-"""The worker's end of the supervisor channel: thin I/O around protocol.py."""
+"""The worker's end of the supervisor channel: thin I/O around messages.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from typing import Callable
 
 from iochost.budget import LineBudget
-from iochost.worker import protocol
+from iochost.contract import messages
 
 log = logging.getLogger("iochost.worker")
 
@@ -30,10 +30,10 @@ class Channel:
     def supervised(self) -> bool:
         return self._event_fd is not None
 
-    def send(self, message: protocol._Msg) -> None:
+    def send(self, message: messages._Msg) -> None:
         if self._event_fd is None or self.broken.is_set():
             return
-        data = protocol.encode(message)
+        data = messages.encode(message)
         with self._lock:
             try:
                 view = memoryview(data)
@@ -53,7 +53,7 @@ class Channel:
         fd = self._command_fd
 
         def read_loop() -> None:
-            decoder = protocol.command_decoder(lambda problem: log.error("from supervisor: %s", problem))
+            decoder = messages.command_decoder(lambda problem: log.error("from supervisor: %s", problem))
             while True:
                 try:
                     data = os.read(fd, 65536)
@@ -88,7 +88,7 @@ class ChannelLogHandler(logging.Handler):
             now = time.monotonic()
             dropped = self._budget.summary(now)
             if dropped:
-                self._channel.send(protocol.Log(
+                self._channel.send(messages.Log(
                     level="WARNING", logger="iochost.worker",
                     message=f"{dropped} log lines not forwarded (limit {self._budget.bucket.capacity} per "
                             f"{self._budget.period:g} s); all are in the plugin's log"))
@@ -99,5 +99,5 @@ class ChannelLogHandler(logging.Handler):
         except Exception:  # noqa: BLE001 - a log call must never raise into plugin code
             message = record.getMessage()
         self._channel.send(
-            protocol.Log(level=record.levelname, logger=record.name, message=message)
+            messages.Log(level=record.levelname, logger=record.name, message=message)
         )

@@ -19,8 +19,8 @@ from typing import Any, Callable
 
 from iochost.sdk import JobBase, JobCancelled, JobResult, TaskBase
 from iochost.sdk.status import JobStatus, TaskStatus
-from iochost.spec import Parameters
-from iochost.worker import protocol
+from iochost.config import Parameters
+from iochost.contract import messages
 from iochost.worker.channel import Channel
 from iochost.worker.limits import exit_out_of_memory
 from iochost.worker.records import PVTable
@@ -81,13 +81,13 @@ class PluginHost:
 
     def on_command(self, command: object) -> None:
         """A supervisor command (channel thread)."""
-        if isinstance(command, protocol.RunJob):
+        if isinstance(command, messages.RunJob):
             self.submit_run(command.run_id, command.parameters, origin="api")
-        elif isinstance(command, protocol.CancelRun):
+        elif isinstance(command, messages.CancelRun):
             self.cancel_run(command.run_id)
-        elif isinstance(command, protocol.Stop):
+        elif isinstance(command, messages.Stop):
             self.request_stop()
-        elif isinstance(command, protocol.SetPVs):
+        elif isinstance(command, messages.SetPVs):
             for name, value in command.values.items():
                 self.table.set_pv(name, value)
 
@@ -99,7 +99,7 @@ class PluginHost:
         with self._run_lock:
             if self.active_run is not None or self.stop_requested.is_set():
                 self.channel.send(
-                    protocol.RunRejected(run_id=run_id, active_run_id=self.active_run or "")
+                    messages.RunRejected(run_id=run_id, active_run_id=self.active_run or "")
                 )
                 return False
             self.active_run = run_id
@@ -225,7 +225,7 @@ class PluginHost:
         base_parameters = job.parameters
         job.parameters = {**base_parameters, **parameters}
         job._cancel.clear()
-        self.channel.send(protocol.RunStarted(run_id=run_id, origin=origin))  # type: ignore[arg-type]
+        self.channel.send(messages.RunStarted(run_id=run_id, origin=origin))  # type: ignore[arg-type]
         self._status(JobStatus.RUNNING, f"Running {run_id[:12]}")
         outcome, result = "failed", JobResult(success=False, message="did not run")
         self.busy_in, self.busy_since = "execute", time.monotonic()
@@ -254,13 +254,13 @@ class PluginHost:
         with self._run_lock:
             self.active_run = None
         self.table.set_pv("RUN", 0)
-        self.channel.send(protocol.RunFinished(run_id=run_id, outcome=outcome, result=payload))  # type: ignore[arg-type]
+        self.channel.send(messages.RunFinished(run_id=run_id, outcome=outcome, result=payload))  # type: ignore[arg-type]
 
     def _heartbeat(self) -> None:
         while not self.finished.wait(self.heartbeat_interval):
             since = self.busy_since
             self.channel.send(
-                protocol.Heartbeat(
+                messages.Heartbeat(
                     busy_in=self.busy_in,
                     busy_for=None if since is None else round(time.monotonic() - since, 3),
                     cycles=getattr(self.plugin, "cycle_count", 0),

@@ -22,7 +22,7 @@ import sys
 import threading
 from typing import Any, NoReturn
 
-from iochost.worker.exitcodes import WorkerExit
+from iochost.contract.exits import WorkerExit
 
 MB = 1024 * 1024
 

@@ -18,11 +18,11 @@ import traceback
 from pathlib import Path
 
 from iochost.proctree import kill_descendants, set_child_subreaper
-from iochost.worker import protocol
+from iochost.contract import messages
 from iochost.worker.channel import Channel, ChannelLogHandler
-from iochost.worker.exitcodes import WorkerExit
+from iochost.contract.exits import WorkerExit
 from iochost.worker.limits import apply_limits, exit_on_memory_error, exit_out_of_memory
-from iochost.worker.spec import WorkerSpec
+from iochost.contract.worker_spec import WorkerSpec
 
 log = logging.getLogger("iochost.worker")
 
@@ -100,14 +100,14 @@ def run_worker(spec: WorkerSpec) -> int:
     except Exception as exc:  # noqa: BLE001 - any failure to load is reported, not raised
         message = f"cannot load plugin: {type(exc).__name__}: {exc}"
         log.error("%s\n%s", message, traceback.format_exc())
-        channel.send(protocol.Fatal(message=message, traceback=traceback.format_exc()))
+        channel.send(messages.Fatal(message=message, traceback=traceback.format_exc()))
         return WorkerExit.FATAL
 
     import cothread
     from softioc import builder, softioc
 
     from iochost.sdk import TaskBase
-    from iochost.spec.names import plugin_pv_prefix
+    from iochost.config.pvnames import plugin_pv_prefix
     from iochost.worker.host import PluginHost
     from iochost.worker.records import build_records
 
@@ -137,10 +137,10 @@ def run_worker(spec: WorkerSpec) -> int:
     def on_status(status: str, message: str) -> None:
         if not last_status or last_status[0] != (status, message):
             last_status[:] = [(status, message)]
-            channel.send(protocol.Status(status=status, message=message))
+            channel.send(messages.StatusChanged(status=status, message=message))
 
     table.on_status = on_status
-    channel.send(protocol.Ready(pid=os.getpid(), pvs=table.full_names()))
+    channel.send(messages.Ready(pid=os.getpid(), pvs=table.full_names()))
     log.info("serving %d PVs under %s", len(table.records), table.pv_prefix)
 
     grace = spec.grace_period or config.parameters.grace_period
@@ -174,7 +174,7 @@ def run_worker(spec: WorkerSpec) -> int:
 def _load_plugin(spec: WorkerSpec) -> tuple[object, object]:
     from iochost.loader import load_plugin_class
     from iochost.sdk import JobBase, TaskBase
-    from iochost.spec import load_config
+    from iochost.config import load_config
 
     plugin_dir = Path(spec.plugin_dir)
     config = load_config(plugin_dir).with_parameters(spec.parameters)

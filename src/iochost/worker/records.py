@@ -14,8 +14,8 @@ import numpy
 from softioc import builder
 
 from iochost.sdk.status import JobStatus, TaskStatus
-from iochost.spec import PVDef, PVGroup
-from iochost.spec.names import default_pv_names
+from iochost.config import PVDef, PVGroup
+from iochost.config.pvnames import default_pv_names
 
 log = logging.getLogger("iochost.worker")
 

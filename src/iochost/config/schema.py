@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from iochost.spec.errors import ConfigError, SchemaProblems, issues_from_pydantic
+from iochost.config.errors import ConfigError, SchemaProblems, issues_from_pydantic
 
 PVType = Literal["float", "int", "string", "bool", "enum"]
 PV_TYPES: tuple[str, ...] = ("float", "int", "string", "bool", "enum")

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from iochost.spec.names import DEFAULT_PREFIX
+from iochost.config.pvnames import DEFAULT_PREFIX
 
 
 class WorkerSpec(BaseModel):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from iochost.spec import ConfigError, Parameters, PluginConfig, PVDef, load_config
-from iochost.spec.names import check_pv_names, default_pv_names, full_pv_name, plugin_pv_prefix
-from iochost.validate.report import Stage
+from iochost.config import ConfigError, Parameters, PluginConfig, PVDef, load_config
+from iochost.config.pvnames import check_pv_names, default_pv_names, full_pv_name, plugin_pv_prefix
+from iochost.report import Stage
 
 
 def write(tmp_path: Path, text: str) -> Path:

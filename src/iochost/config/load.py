@@ -7,16 +7,16 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from iochost.spec.config import PluginConfig
-from iochost.spec.errors import (
+from iochost.config.schema import PluginConfig
+from iochost.config.errors import (
     CONFIG_FILE,
     ConfigError,
     config_issue,
     issues_from_pydantic,
 )
-from iochost.spec.yaml_lines import KeyPath, YamlSyntaxError, parse_yaml
+from iochost.config.yaml_lines import KeyPath, YamlSyntaxError, parse_yaml
 from iochost.untrusted import MAX_CONFIG_BYTES, UntrustedFileError, read_text_bounded
-from iochost.validate.report import Stage, ValidationIssue
+from iochost.report import Stage, ValidationIssue
 
 
 def _issue(message: str, line: int | None = None) -> ValidationIssue:

@@ -34,7 +34,7 @@ def system_entry(started_at: datetime) -> RegistryEntry:
     )
 
 
-def status_values(states: Iterable[tuple[str, State]], degraded: bool) -> dict[str, Any]:
+def daemon_pv_values(states: Iterable[tuple[str, State]], degraded: bool) -> dict[str, Any]:
     """The PV values for the current plugin set: what ``set_pvs`` sends to the status IOC."""
     items = sorted(states)
     names = ",".join(name for name, _ in items)

@@ -13,7 +13,7 @@ from typing import Literal
 
 from iochost.loader import module_name_for
 from iochost.validate.files import is_test_file
-from iochost.validate.report import Stage, ValidationIssue
+from iochost.report import Stage, ValidationIssue
 
 Kind = Literal["task", "job"]
 

@@ -10,8 +10,8 @@ import re
 from collections.abc import Mapping
 from typing import Literal
 
-from iochost.spec.config import PVGroup
-from iochost.validate.report import Stage, ValidationIssue
+from iochost.config.schema import PVGroup
+from iochost.report import Stage, ValidationIssue
 
 DEFAULT_PREFIX = "IOCHOST"
 PLUGIN_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,40}$"

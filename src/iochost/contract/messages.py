@@ -38,7 +38,9 @@ class Heartbeat(_Msg):
     cycles: int = 0
 
 
-class Status(_Msg):
+class StatusChanged(_Msg):
+    """The STATUS and MESSAGE PVs changed."""
+
     type: Literal["status"] = "status"
     status: str
     message: str = ""
@@ -103,7 +105,7 @@ class SetPVs(_Msg):
 
 
 WorkerEvent = Annotated[
-    Union[Ready, Heartbeat, Status, Log, RunStarted, RunFinished, RunRejected, Fatal],
+    Union[Ready, Heartbeat, StatusChanged, Log, RunStarted, RunFinished, RunRejected, Fatal],
     Field(discriminator="type"),
 ]
 SupervisorCommand = Annotated[

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from iochost.spec.yaml_lines import KeyPath
-from iochost.validate.report import Stage, ValidationIssue
+from iochost.config.yaml_lines import KeyPath
+from iochost.report import Stage, ValidationIssue
 
 CONFIG_FILE = "config.yaml"
 LineMap = Mapping[KeyPath, int]
