@@ -17,9 +17,10 @@ import httpx
 from conftest import CA_PORT, PVA_BROADCAST_PORT, free_port, wait_for
 
 
-def worker_pids(data_dir: Path) -> list[int]:
-    """Live worker processes of the daemon using ``data_dir`` (their spec file lives there)."""
-    marker = str(data_dir / "run").encode()
+def worker_pids(data_dir: Path, name: str | None = None) -> list[int]:
+    """Live worker processes of the daemon using ``data_dir`` (their spec file lives there);
+    with ``name``, only that plugin's (its spec, ``run/NAME.json``, is on the command line)."""
+    marker = str(data_dir / "run" / (f"{name}.json" if name else "")).encode()
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

@@ -269,10 +269,18 @@ def test_with_parameters_overrides_and_revalidates(tmp_path):
     assert messages[1].startswith("parameters.retry_on_error:")
 
 
-def test_effective_watchdog():
-    assert Parameters().effective_watchdog == 30.0
-    assert Parameters(interval=10.0).effective_watchdog == 100.0
-    assert Parameters(interval=10.0, watchdog=5).effective_watchdog == 5.0
+def test_limits_resolve_request_then_parameters_then_daemon():
+    from iochost.config.limits import DaemonLimits, resolve_limits
+
+    daemon = DaemonLimits(grace_period=5.0, memory_limit_mb=1024, max_open_files=256)
+    plain = resolve_limits(Parameters(), daemon)
+    assert (plain.grace_period, plain.memory_limit_mb, plain.max_open_files, plain.watchdog) == (5.0, 1024, 256, 30.0)
+    configured = resolve_limits(Parameters(grace_period=20, memory_limit_mb=128, max_open_files=64), daemon)
+    assert (configured.grace_period, configured.memory_limit_mb, configured.max_open_files) == (20, 128, 64)
+    assert resolve_limits(Parameters(grace_period=20), daemon, grace_period=40).grace_period == 40
+    assert resolve_limits(Parameters(interval=10.0), daemon).watchdog == 100.0
+    assert resolve_limits(Parameters(interval=10.0, watchdog=5), daemon).watchdog == 5.0
+    assert resolve_limits(Parameters(), DaemonLimits(memory_limit_mb=None)).memory_limit_mb is None
 
 
 def test_pv_names_and_defaults():

@@ -17,16 +17,16 @@ from daemon_harness import add, delete
 from gitrepos import plugin_repo
 from sample_plugins import TICKER, TICKER_CONFIG
 
-CRASH_ON_START = """
+CRASH_IN_EXECUTE = """
     import os
     from iochost import TaskBase
 
     class Doomed(TaskBase):
         def initialize(self):
-            os._exit(3)
+            pass
 
         def execute(self):
-            pass
+            os._exit(3)
 
         def cleanup(self):
             pass
@@ -110,8 +110,8 @@ def test_daemon_pvs_track_plugins_and_health(api, repos, ca):
     assert ca.caget("IOCHT:IOCHOST:HEALTH", datatype=ca.DBR_STRING, timeout=5) == "OK"
 
     response = api.post("/plugins", json={"name": "doomed", "git_url": plugin_repo(
-        repos, "doomed", CRASH_ON_START, "parameters: {interval: 1}\n", module="doomed").url})
-    assert response.status_code == 201, response.text  # starts, then its initialize() exits
+        repos, "doomed", CRASH_IN_EXECUTE, "parameters: {interval: 1}\n", module="doomed").url})
+    assert response.status_code == 201, response.text  # starts, then crashes in execute()
     wait_for(lambda: ca.caget("IOCHT:IOCHOST:FAILED", timeout=5) >= 1, timeout=20, what="FAILED counted")
     assert ca.caget("IOCHT:IOCHOST:HEALTH", datatype=ca.DBR_STRING, timeout=5) == "DEGRADED"
     assert api.get("/health").json()["status"] == "degraded"

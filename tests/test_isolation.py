@@ -21,8 +21,8 @@ from conftest import wait_for
 from daemon_harness import Daemon, wait_until, worker_pids
 from gitrepos import Repo, git
 from sample_plugins import TICKER
-from iochost.errors import ErrorCode, IochostError
-from iochost.store.envs import PluginEnvs
+from iochost.errors import ErrorCode
+from iochost.store.envs import PluginEnvs, RequirementsError
 
 USES_PACKAGE = """
     import mypkg
@@ -253,11 +253,11 @@ def test_requirements_time_limit_kills_pip_and_its_builds(tmp_path: Path) -> Non
     (checkout / "requirements.txt").write_text("./slowpkg\n")
     envs = PluginEnvs(tmp_path / "data")
     started = time.monotonic()
-    with pytest.raises(IochostError) as info:
+    with pytest.raises(RequirementsError) as info:
         envs.install("slow", checkout, checkout, timeout=4)
     assert 4 <= time.monotonic() - started < 15
     assert info.value.code == ErrorCode.VALIDATION_FAILED
-    assert "did not finish within 4 s" in info.value.details["errors"][0]["message"]
+    assert "did not finish within 4 s" in info.value.problems[0].message
     assert list((tmp_path / "data" / "envs").iterdir()) == []
     leftovers = [pid for pid in os.listdir("/proc") if pid.isdigit() and _has(pid, b"iochost_slow_backend")]
     assert leftovers == []  # pip and the build backend it ran are gone

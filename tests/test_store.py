@@ -209,6 +209,7 @@ def test_symlink_inside_is_fine(store: GitStore, origin: Origin) -> None:
     ({}, None),
     ({"local_path": "/x", "branch": "main"}, None),
     ({"git_url": "file:///x", "commit": "HEAD~1"}, "commit"),
+    ({"git_url": "file:///x", "commit": "abcdef"}, "commit"),  # 6 digits: the API's 7 to 40 holds here too
     ({"git_url": "file:///x", "branch": "--upload-pack=x"}, "branch"),
     ({"git_url": "file:///x", "branch": "a b"}, "branch"),
 ])
@@ -219,7 +220,7 @@ def test_malformed_source(store: GitStore, source_kwargs: dict[str, str], field:
     assert "s3cret" not in error.message and "tok3n" not in error.message
 
 
-@pytest.mark.parametrize("name", ["../x", "a/b", "", ".", "x" * 65])
+@pytest.mark.parametrize("name", ["../x", "a/b", "", ".", "x" * 41])  # 41: longer than PV names allow
 def test_bad_name(store: GitStore, origin: Origin, name: str) -> None:
     with pytest.raises(IochostError) as info:
         store.fetch(name, PluginSource(git_url=origin.url))

@@ -420,3 +420,18 @@ def test_cli_json(tmp_path):
                                           "of a continuous task"}]
     ok = json.loads(iochost(str(EXAMPLES / "beam-shutter"), "--json").stdout)
     assert ok["plugin"]["mode"] == "triggered" and ok["plugin"]["pvs"][0] == "IOCHOST:BEAM-SHUTTER:ENABLE"
+
+
+def test_requirements_problems_become_requirements_issues():
+    """The store names the bad line in its own terms; clients get it as a validation issue."""
+    from iochost.errors import ErrorCode
+    from iochost.store.envs import RequirementsError, check_requirements
+    from iochost.validate.requirements import requirements_failure
+
+    problems = check_requirements("numpy\n# pinned:\nsoftioc==0.1\n", {"softioc": "4.5.0"})
+    assert [p.line for p in problems] == [3]
+    error = requirements_failure(RequirementsError("plugin 'demo': requirements.txt asks for ...", problems))
+    assert error.code == ErrorCode.VALIDATION_FAILED and error.message == "plugin 'demo': requirements.txt asks for ..."
+    assert error.details["errors"] == [{"stage": "requirements", "file": "requirements.txt", "line": 3,
+                                        "message": problems[0].message}]
+    assert "softioc 4.5.0" in problems[0].message

@@ -239,7 +239,7 @@ def test_job_failure_sets_failed(slow_job, ca):
 
 def test_job_second_run_rejected_and_cancel(slow_job):
     slow_job.send(messages.RunJob(run_id="long", parameters={"steps": 100}))
-    slow_job.wait_event(messages.RunStarted, lambda m: m.run_id == "long")
+    slow_job.wait_event(messages.RunAccepted, lambda m: m.run_id == "long")
     slow_job.send(messages.RunJob(run_id="other"))
     rejected = slow_job.wait_event(messages.RunRejected, lambda m: m.run_id == "other")
     assert rejected.active_run_id == "long"
@@ -251,7 +251,7 @@ def test_job_second_run_rejected_and_cancel(slow_job):
 def test_job_run_from_epics_run_pv(slow_job, ca):
     pv = f"{PREFIX}:SLOWJOB:"
     ca.caput(pv + "RUN", 1, wait=True, timeout=5)
-    started = slow_job.wait_event(messages.RunStarted)
+    started = slow_job.wait_event(messages.RunAccepted)
     assert started.origin == "epics"
     slow_job.wait_event(messages.RunFinished, lambda m: m.run_id == started.run_id)
     wait_for(lambda: ca.caget(pv + "COUNT", timeout=5) == 1, what="COUNT=1")
@@ -366,6 +366,24 @@ def test_stuck_execute_shows_in_heartbeat(processes, tmp_path):
     assert beat.busy_in == "execute"
     # cleanup() can never run; the worker still exits after the grace period.
     assert worker.terminate() == 3
+
+
+def test_stop_command_grace_overrides_the_spec(processes, tmp_path):
+    """The supervisor's Stop{grace} is what cleanup() gets, whatever the spec said."""
+    code = """
+        import time
+        from iochost import TaskBase
+
+        class Tidy(TaskBase):
+            def initialize(self): pass
+            def execute(self): pass
+            def cleanup(self):
+                time.sleep(2)
+    """
+    plugin_dir = make_plugin(tmp_path, "tidy", code, "parameters: {interval: 0.5}\n")
+    worker = start(processes, tmp_path, plugin_dir, "tidy", "Tidy", grace_period=0.5)
+    worker.send(messages.Stop(grace=10))
+    assert worker.proc.wait(timeout=15) == 0  # cleanup() finished: a clean exit, not 3
 
 
 def test_iochost_run_cli_serves_example(processes, tmp_path, ca):

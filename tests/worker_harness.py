@@ -22,6 +22,7 @@ class WorkerProcess:
                  **spec_fields: Any) -> None:
         event_read, event_write = os.pipe()
         command_read, command_write = os.pipe()
+        spec_fields.setdefault("grace_period", 10.0)  # what the supervisor resolves for a plugin setting none
         self.spec = WorkerSpec(event_fd=event_write, command_fd=command_read, **spec_fields)
         spec_file = tmp_path / f"{self.spec.name}.spec.json"
         spec_file.write_text(self.spec.model_dump_json())
@@ -42,9 +43,9 @@ class WorkerProcess:
     def _read(self, fd: int) -> None:
         decoder = messages.event_decoder()
         while data := os.read(fd, 65536):
-            messages = decoder.feed(data)
+            received = decoder.feed(data)
             with self._cond:
-                self.events.extend(messages)
+                self.events.extend(received)
                 self._cond.notify_all()
         os.close(fd)
 

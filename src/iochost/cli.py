@@ -37,11 +37,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from iochost.config import load_config
+    from iochost.config.limits import DaemonLimits, resolve_limits
+    from iochost.contract.worker_spec import WorkerSpec
     from iochost.proctree import kill_descendants
     from iochost.report import render_text
     from iochost.validate.pipeline import validate_plugin
     from iochost.worker.main import run_worker
-    from iochost.contract.worker_spec import WorkerSpec
 
     plugin_dir = Path(args.dir).resolve()
     parameters = dict(args.param or [])
@@ -54,10 +56,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(render_text(report), file=sys.stderr)
         return 1
     assert report.plugin is not None
+    config = load_config(plugin_dir).with_parameters(parameters)
+    limits = resolve_limits(config.parameters, DaemonLimits(), args.grace)  # as the daemon does
     spec = WorkerSpec(
         name=name, plugin_dir=str(plugin_dir), module_file=report.plugin.module_file,
         class_name=report.plugin.class_name, prefix=args.prefix, parameters=parameters,
-        version=args.version, grace_period=args.grace,
+        version=args.version, grace_period=limits.grace_period, memory_limit_mb=limits.memory_limit_mb,
+        max_open_files=limits.max_open_files,
     )
     try:
         return run_worker(spec)

@@ -19,6 +19,7 @@ class ErrorCode(str, Enum):
     SOURCE_NOT_ALLOWED = "SOURCE_NOT_ALLOWED"
     PLUGIN_EXISTS = "PLUGIN_EXISTS"
     PLUGIN_NOT_FOUND = "PLUGIN_NOT_FOUND"
+    ADD_CANCELLED = "ADD_CANCELLED"
     WRONG_KIND = "WRONG_KIND"
     INVALID_STATE = "INVALID_STATE"
     WORKER_START_FAILED = "WORKER_START_FAILED"
@@ -49,6 +50,7 @@ _HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.SOURCE_NOT_ALLOWED: 403,
     ErrorCode.PLUGIN_EXISTS: 409,
     ErrorCode.PLUGIN_NOT_FOUND: 404,
+    ErrorCode.ADD_CANCELLED: 409,
     ErrorCode.WRONG_KIND: 422,
     ErrorCode.INVALID_STATE: 409,
     ErrorCode.WORKER_START_FAILED: 502,
@@ -71,9 +73,10 @@ _SUMMARY: dict[ErrorCode, str] = {
     ErrorCode.SOURCE_NOT_ALLOWED: "The git URL or local path is not permitted by the source policy.",
     ErrorCode.PLUGIN_EXISTS: "A plugin with this name (or the same upper-cased PV name) already exists.",
     ErrorCode.PLUGIN_NOT_FOUND: "No plugin with this name.",
+    ErrorCode.ADD_CANCELLED: "The plugin was deleted while it was being added; nothing of it was kept.",
     ErrorCode.WRONG_KIND: "The plugin is a task where a job is required, or the reverse.",
     ErrorCode.INVALID_STATE: "The plugin's current state does not allow this operation.",
-    ErrorCode.WORKER_START_FAILED: "The plugin's soft IOC process did not reach READY.",
+    ErrorCode.WORKER_START_FAILED: "The plugin's soft IOC did not start: no READY, or initialize() did not return in time.",
     ErrorCode.EXECUTION_LOCKED: "The job already has an active run; `active_run_id` names it.",
     ErrorCode.RUN_NOT_FOUND: "No run with this id for this job.",
     ErrorCode.RUN_ID_MISMATCH: "The run id does not name the job's active run.",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Literal
 
 from pydantic import BaseModel, Field
+
+from iochost.kinds import Kind, Mode
 
 
 class Stage(str, Enum):
@@ -38,10 +39,10 @@ class ValidationIssue(BaseModel):
 class PluginInfo(BaseModel):
     """What validation learned about a valid plugin; the worker spec is built from it."""
 
-    kind: Literal["task", "job"]
+    kind: Kind
     class_name: str
     module_file: str = Field(description="Python file defining the class, relative to the plugin dir")
-    mode: Literal["continuous", "triggered"] | None = Field(
+    mode: Mode | None = Field(
         default=None, description="Task mode; None for jobs"
     )
     pvs: list[str] = Field(default_factory=list, description="Full PV names, defaults included")

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from iochost.budget import parse_rate
-from iochost.config.pvnames import DEFAULT_PREFIX
+from iochost.config.pvnames import DEFAULT_PREFIX, pv_prefix_problem
 from iochost.environ import ENV_PREFIX
 from iochost.store.policy import validate_prefixes
 
@@ -40,8 +40,7 @@ class Settings(BaseModel):
     # -- the daemon ------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="REST API bind address")
     port: int = Field(default=8080, ge=0, le=65535, description="REST API port")
-    prefix: str = Field(default=DEFAULT_PREFIX, pattern=r"^[A-Za-z0-9_:\-]{1,20}$",
-                        description="PV prefix: PREFIX:PLUGIN:PV")
+    prefix: str = Field(default=DEFAULT_PREFIX, max_length=20, description="PV prefix: PREFIX:PLUGIN:PV")
     data_dir: Path = Field(default_factory=default_data_dir, description="registry, checkouts and logs")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
@@ -70,8 +69,8 @@ class Settings(BaseModel):
                               description="range of the workers' CA server ports")
 
     # -- supervision ---------------------------------------------------------------------
-    grace_period: float = Field(default=10.0, gt=0, description="SIGTERM -> SIGKILL delay")
-    start_timeout: float = Field(default=60.0, gt=0, description="worker spawn -> READY limit")
+    grace_period: float = Field(default=10.0, gt=0, description="cleanup() time on stop, for plugins that set none")
+    start_timeout: float = Field(default=60.0, gt=0, description="worker spawn -> initialize() returned limit")
     import_timeout: float = Field(default=30.0, gt=0, description="validation import limit")
     heartbeat_interval: float = Field(default=1.0, gt=0)
     heartbeat_timeout: float = Field(default=15.0, gt=0, description="silence -> worker presumed hung")
@@ -105,6 +104,14 @@ class Settings(BaseModel):
     worker_cgroups: bool = Field(default=True, description="run each worker in a cgroup v2 of its own where the "
                                  "hierarchy is writable, so its whole process tree ends with it (off: subreaper "
                                  "and process groups only)")
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        problem = pv_prefix_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("allow_source", mode="before")
     @classmethod

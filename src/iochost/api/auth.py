@@ -14,7 +14,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from iochost.errors import ErrorCode, IochostError
 from iochost.settings import Settings
 
-_bearer = HTTPBearer(auto_error=False, description="IOCHOST_READ_TOKEN or IOCHOST_ADMIN_TOKEN")
+# The one bearer scheme: the token checks here and the rate limiter (per token) read it.
+bearer = HTTPBearer(auto_error=False, description="IOCHOST_READ_TOKEN or IOCHOST_ADMIN_TOKEN")
 
 
 def _matches(given: str, expected: object) -> bool:
@@ -43,7 +44,7 @@ def get_settings(request: Request) -> Settings:
 
 def require_read(
     settings: Settings = Depends(get_settings),
-    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
 ) -> str:
     """Any valid token (or none needed): may look, not touch."""
     return _role(settings, credentials)
@@ -51,7 +52,7 @@ def require_read(
 
 def require_admin(
     settings: Settings = Depends(get_settings),
-    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
 ) -> str:
     """The admin token: may add, remove, start, stop plugins and run jobs."""
     role = _role(settings, credentials)

@@ -18,7 +18,7 @@ from typing import Callable
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
-from iochost.api.auth import _bearer
+from iochost.api.auth import bearer
 from iochost.budget import TokenBucket
 from iochost.errors import ErrorCode, IochostError
 
@@ -52,7 +52,7 @@ def caller_key(request: Request, credentials: HTTPAuthorizationCredentials | Non
 
 
 async def limit_expensive(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
 ) -> None:
     """Route dependency: one token from the caller's bucket, or 429 RATE_LIMITED."""
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)

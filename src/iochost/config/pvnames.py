@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Literal
 
 from iochost.config.schema import PVGroup
+from iochost.kinds import Kind
 from iochost.report import Stage, ValidationIssue
 
 DEFAULT_PREFIX = "IOCHOST"
-PLUGIN_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,40}$"
+# A plugin name is a directory name (the store) and the middle of every PV name (here);
+# 40 leaves room for a prefix and a PV within MAX_PV_NAME. The API, the store and the PV
+# checks all use this pattern.
+PLUGIN_NAME_LENGTH = 40
+PLUGIN_NAME_PATTERN = rf"^[A-Za-z0-9_-]{{1,{PLUGIN_NAME_LENGTH}}}$"
 MAX_PV_NAME = 60  # PVNAME_STRINGSZ is 61 including the NUL
 
 # Characters EPICS allows in record names; '.' is not one (it separates the field name).
 RECORD_NAME_RE = re.compile(r"^[A-Za-z0-9_\-+:\[\]<>;]+$")
 # A declared PV's own name: an identifier, optionally with ':' or '-' separated parts.
 PV_SHORT_NAME_RE = re.compile(r"^[A-Za-z0-9_]+(?:[:-][A-Za-z0-9_]+)*$")
-
-Kind = Literal["task", "job"]
 
 
 def plugin_pv_prefix(prefix: str, name: str) -> str:
@@ -44,6 +46,15 @@ def default_pv_names(kind: Kind, mode: str | None = None) -> list[str]:
     return names
 
 
+def pv_prefix_problem(prefix: str) -> str | None:
+    """Why ``prefix`` cannot start EPICS record names, or None when it can: the daemon's
+    ``--prefix`` setting and the PV name checks both ask this."""
+    if not prefix or not RECORD_NAME_RE.match(prefix) or prefix.endswith(":"):
+        return (f"PV prefix {prefix!r} must be non-empty, use only A-Z a-z 0-9 _ - + : [ ] < > ; "
+                "and not end with ':'")
+    return None
+
+
 def _issue(message: str, line: int | None = None, file: str | None = None) -> ValidationIssue:
     return ValidationIssue(stage=Stage.PVS, file=file, line=line, message=message)
 
@@ -63,10 +74,10 @@ def check_pv_names(
     config.yaml lines."""
     issues: list[ValidationIssue] = []
     if not re.match(PLUGIN_NAME_PATTERN, name):
-        issues.append(_issue(f"plugin name {name!r} must be 1-40 letters, digits, '_' or '-'"))
-    if not prefix or not RECORD_NAME_RE.match(prefix) or prefix.endswith(":"):
-        issues.append(_issue(f"PV prefix {prefix!r} must be non-empty, use only A-Z a-z 0-9 _ - + : [ ] < > ; "
-                             "and not end with ':'"))
+        issues.append(_issue(f"plugin name {name!r} must be 1-{PLUGIN_NAME_LENGTH} letters, digits, '_' or '-'"))
+    prefix_problem = pv_prefix_problem(prefix)
+    if prefix_problem is not None:
+        issues.append(_issue(prefix_problem))
     defaults = default_pv_names(kind, mode) if kind is not None else []
     for pv in defaults:
         full = full_pv_name(prefix, name, pv)

@@ -21,6 +21,8 @@ from pydantic import (
 )
 
 from iochost.config.errors import ConfigError, SchemaProblems, issues_from_pydantic
+from iochost.kinds import Kind, Mode
+from iochost.record_sizes import STRING_LENGTH
 
 PVType = Literal["float", "int", "string", "bool", "enum"]
 PV_TYPES: tuple[str, ...] = ("float", "int", "string", "bool", "enum")
@@ -28,7 +30,6 @@ TYPE_ALIASES = {"str": "string", "boolean": "bool", "double": "float", "integer"
 
 MAX_CHOICES = 16  # mbbi/mbbo ZRST..FFST
 CHOICE_LENGTH = 25  # each state string is char[26]
-STRING_LENGTH = 39  # stringin/stringout VAL is char[40]
 MAX_STRING_LENGTH = 32767  # lsi/lso SIZV is an epicsUInt16
 MAX_WAVEFORM_LENGTH = 1_000_000
 DESC_LENGTH = 40  # DESC is char[41]
@@ -257,11 +258,12 @@ class Parameters(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
 
-    mode: Literal["continuous", "triggered"] = "continuous"
+    mode: Mode = "continuous"
     interval: float = Field(default=1.0, gt=0, description="seconds between execute() calls")
     retry_on_error: bool = False
     watchdog: float | None = Field(default=None, gt=0, description="longest a plugin call may take")
-    grace_period: float = Field(default=10.0, gt=0, description="time cleanup() gets on stop")
+    grace_period: float | None = Field(default=None, gt=0,
+                                       description="time cleanup() gets on stop; default: the daemon's")
     memory_limit_mb: int | None = Field(default=None, ge=64, le=1024 * 1024,
                                         description="the worker's memory limit; default: the daemon's")
     max_open_files: int | None = Field(default=None, ge=32, le=1024 * 1024,
@@ -285,10 +287,11 @@ class Parameters(BaseModel):
             raise SchemaProblems([(("triggered",), f"contradicts mode: {data['mode']}")])
         return data
 
-    @property
-    def effective_watchdog(self) -> float:
-        """How long one execute() may run before the supervisor kills the worker."""
-        return self.watchdog or max(30.0, 10 * self.interval)
+
+def plugin_mode(kind: Kind | None, parameters: Parameters) -> Mode | None:
+    """The mode a plugin of ``kind`` runs in: a task's configured mode; None for a job (or
+    a kind not known yet). The validator and the worker both derive it here."""
+    return parameters.mode if kind == "task" else None
 
 
 class PluginConfig(BaseModel):

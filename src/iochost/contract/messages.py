@@ -12,12 +12,14 @@ from typing import Annotated, Any, Callable, Literal, Union
 from pydantic import BaseModel, Field, TypeAdapter
 
 
-class _Msg(BaseModel):
+class Message(BaseModel):
+    """Base of every message; unknown fields are a protocol error."""
+
     model_config = {"extra": "forbid"}
 
 
 # -- worker -> supervisor -----------------------------------------------------------
-class Ready(_Msg):
+class Ready(Message):
     """Records exist and iocInit is done: the PVs are on the network."""
 
     type: Literal["ready"] = "ready"
@@ -25,7 +27,7 @@ class Ready(_Msg):
     pvs: list[str]
 
 
-class Heartbeat(_Msg):
+class Heartbeat(Message):
     """Sent every heartbeat interval from a thread that is not the plugin thread.
 
     ``busy_for`` is how long the plugin's current call (``busy_in``) has been running,
@@ -38,7 +40,7 @@ class Heartbeat(_Msg):
     cycles: int = 0
 
 
-class StatusChanged(_Msg):
+class StatusChanged(Message):
     """The STATUS and MESSAGE PVs changed."""
 
     type: Literal["status"] = "status"
@@ -46,33 +48,48 @@ class StatusChanged(_Msg):
     message: str = ""
 
 
-class Log(_Msg):
+class Log(Message):
     type: Literal["log"] = "log"
     level: str
     logger: str
     message: str
 
 
-class RunStarted(_Msg):
-    type: Literal["run_started"] = "run_started"
+class Initialized(Message):
+    """``initialize()`` returned (``ok``) or raised: the plugin is running, or halted in ERROR."""
+
+    type: Literal["initialized"] = "initialized"
+    ok: bool = True
+
+
+class RunAccepted(Message):
+    """The worker admitted a run (a REST ``RunJob`` or an operator's RUN=1) and will run it.
+
+    The worker alone decides admission, under one lock, and sends its answer from inside
+    it: so the supervisor sees accepts, rejects and finishes in the order they happened.
+    """
+
+    type: Literal["run_accepted"] = "run_accepted"
     run_id: str
     origin: Literal["api", "epics"] = "api"
 
 
-class RunFinished(_Msg):
+class RunFinished(Message):
     type: Literal["run_finished"] = "run_finished"
     run_id: str
     outcome: Literal["succeeded", "failed", "cancelled"]
     result: dict[str, Any]
 
 
-class RunRejected(_Msg):
+class RunRejected(Message):
+    """The answer to a ``RunJob`` the worker did not admit (a run is active, or it is stopping)."""
+
     type: Literal["run_rejected"] = "run_rejected"
     run_id: str
     active_run_id: str
 
 
-class Fatal(_Msg):
+class Fatal(Message):
     """The worker cannot go on (import failed, records could not be built, ...)."""
 
     type: Literal["fatal"] = "fatal"
@@ -81,23 +98,25 @@ class Fatal(_Msg):
 
 
 # -- supervisor -> worker -----------------------------------------------------------
-class RunJob(_Msg):
+class RunJob(Message):
     type: Literal["run"] = "run"
     run_id: str
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
-class CancelRun(_Msg):
+class CancelRun(Message):
     type: Literal["cancel"] = "cancel"
     run_id: str
 
 
-class Stop(_Msg):
+class Stop(Message):
+    """Call ``cleanup()`` and exit; the worker gives cleanup ``grace`` seconds."""
+
     type: Literal["stop"] = "stop"
     grace: float | None = None
 
 
-class SetPVs(_Msg):
+class SetPVs(Message):
     """Write values to the worker's PVs (used by the daemon's own status IOC)."""
 
     type: Literal["set_pvs"] = "set_pvs"
@@ -105,7 +124,7 @@ class SetPVs(_Msg):
 
 
 WorkerEvent = Annotated[
-    Union[Ready, Heartbeat, StatusChanged, Log, RunStarted, RunFinished, RunRejected, Fatal],
+    Union[Ready, Initialized, Heartbeat, StatusChanged, Log, RunAccepted, RunFinished, RunRejected, Fatal],
     Field(discriminator="type"),
 ]
 SupervisorCommand = Annotated[
@@ -119,7 +138,7 @@ _COMMANDS: TypeAdapter[Any] = TypeAdapter(SupervisorCommand)
 MAX_LINE = 4 * 1024 * 1024
 
 
-def encode(message: _Msg) -> bytes:
+def encode(message: Message) -> bytes:
     return message.model_dump_json().encode() + b"\n"
 
 

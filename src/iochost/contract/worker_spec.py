@@ -25,7 +25,7 @@ class WorkerSpec(BaseModel):
     prefix: str = DEFAULT_PREFIX
     parameters: dict[str, Any] = Field(default_factory=dict, description="overrides of config.yaml")
     version: str = "unversioned"
-    grace_period: float | None = Field(default=None, gt=0, description="None: config's grace_period")
+    grace_period: float = Field(gt=0, description="cleanup() time on stop, resolved by config.limits")
     heartbeat_interval: float = Field(default=1.0, gt=0)
     memory_limit_mb: int | None = Field(default=None, gt=0, description="RLIMIT_DATA; None: no limit")
     max_open_files: int | None = Field(default=None, gt=0, description="RLIMIT_NOFILE; None: inherited")

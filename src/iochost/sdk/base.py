@@ -6,10 +6,8 @@ import logging
 from abc import ABC
 from typing import Any
 
+from iochost.record_sizes import STRING_LENGTH
 from iochost.sdk.runtime import MemoryRuntime, PluginRuntime
-
-# MESSAGE is a stringin record: 39 characters plus the terminating NUL.
-MESSAGE_LENGTH = 39
 
 
 class PluginBase(ABC):
@@ -49,8 +47,8 @@ class PluginBase(ABC):
         return self._runtime.get_pv(name)
 
     def set_message(self, message: str) -> None:
-        """Show a human-readable message on MESSAGE (cut to the record's 39 characters)."""
-        self._runtime.set_pv("MESSAGE", str(message)[:MESSAGE_LENGTH])
+        """Show a human-readable message on MESSAGE (cut to what its stringin record holds: 39 characters)."""
+        self._runtime.set_pv("MESSAGE", str(message)[:STRING_LENGTH])
 
     # -- hooks ---------------------------------------------------------------------
     def on_input(self, name: str, value: Any) -> None:

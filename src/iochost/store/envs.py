@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -43,7 +44,6 @@ from iochost.environ import plugin_environ
 from iochost.store.paths import check_name
 from iochost.store.policy import redact_url
 from iochost.untrusted import MAX_REQUIREMENTS_BYTES, UntrustedFileError, read_bounded, read_tail
-from iochost.report import Stage, ValidationIssue
 
 log = logging.getLogger("iochost.store")
 
@@ -79,6 +79,25 @@ def strip_comment(line: str) -> str:
     return line if at < 0 else line[:at]
 
 
+class Problem(NamedTuple):
+    """One thing wrong with requirements.txt, at ``line`` (1-based; None: the file as a whole)."""
+
+    line: int | None
+    message: str
+
+
+class RequirementsError(IochostError):
+    """requirements.txt cannot be installed: a VALIDATION_FAILED error whose message is
+    ``summary``, with every ``problem``. The store builds no validation reports:
+    ``iochost.validate.requirements.requirements_failure`` turns this into the issues
+    clients see."""
+
+    def __init__(self, summary: str, problems: list[Problem]) -> None:
+        super().__init__(ErrorCode.VALIDATION_FAILED, summary)
+        self.summary = summary
+        self.problems = problems
+
+
 def read_requirements(plugin_dir: Path) -> bytes | None:
     """The plugin's requirements.txt (bounded, inside the checkout), or None if it has none."""
     if not os.path.lexists(Path(plugin_dir) / REQUIREMENTS_FILE):
@@ -86,17 +105,11 @@ def read_requirements(plugin_dir: Path) -> bytes | None:
     try:
         return read_bounded(plugin_dir, REQUIREMENTS_FILE, MAX_REQUIREMENTS_BYTES)
     except (UntrustedFileError, OSError) as exc:
-        raise IochostError(ErrorCode.VALIDATION_FAILED, f"cannot read {REQUIREMENTS_FILE}: {exc}",
-                           errors=[_issue(str(exc)).model_dump(mode="json")]) from None
+        raise RequirementsError(f"cannot read {REQUIREMENTS_FILE}: {exc}", [Problem(None, str(exc))]) from None
 
 
-def _issue(message: str, line: int | None = None) -> ValidationIssue:
-    return ValidationIssue(stage=Stage.REQUIREMENTS, file=REQUIREMENTS_FILE, line=line, message=message)
-
-
-def _failure(name: str, issues: list[ValidationIssue], summary: str) -> IochostError:
-    return IochostError(ErrorCode.VALIDATION_FAILED, f"plugin {name!r}: {summary}",
-                        errors=[issue.model_dump(mode="json") for issue in issues])
+def _failure(name: str, problems: list[Problem], summary: str) -> RequirementsError:
+    return RequirementsError(f"plugin {name!r}: {summary}", problems)
 
 
 # -- what the daemon runs -----------------------------------------------------------------------
@@ -164,15 +177,15 @@ def logical_lines(text: str) -> list[tuple[int, str]]:
     return lines
 
 
-def check_requirements(text: str, runtime: dict[str, str]) -> list[ValidationIssue]:
+def check_requirements(text: str, runtime: dict[str, str]) -> list[Problem]:
     """Lines that would replace the daemon's runtime, or that pip cannot honour here."""
-    issues: list[ValidationIssue] = []
+    problems: list[Problem] = []
     for number, line in logical_lines(text):
         if line.startswith("-"):
             option = line.split("=", 1)[0].split()[0]
             if option in ("-e", "--editable"):
-                issues.append(_issue(f"{line!r}: editable installs are not supported (the plugin's "
-                                     "environment must not depend on files of the checkout); drop -e", number))
+                problems.append(Problem(number, f"{line!r}: editable installs are not supported (the plugin's "
+                                        "environment must not depend on files of the checkout); drop -e"))
             continue
         option = _PER_REQUIREMENT_OPTION.search(line)
         spec = line[:option.start()].rstrip() if option else line
@@ -189,16 +202,15 @@ def check_requirements(text: str, runtime: dict[str, str]) -> list[ValidationIss
         version = runtime.get(canonicalize_name(dist))
         provided = f"{dist} {version}" if version else dist
         if written != canonicalize_name(dist):
-            issues.append(_issue(f"{line!r}: {requirement.name} is the old name of {dist}; the daemon "
-                                 f"provides {provided}; drop the line", number))
+            problems.append(Problem(number, f"{line!r}: {requirement.name} is the old name of {dist}; the daemon "
+                                            f"provides {provided}; drop the line"))
         elif requirement.url:
-            issues.append(_issue(f"{line!r}: {dist} must come from the daemon ({provided}), not from a "
-                                 "URL; drop the line", number))
+            problems.append(Problem(number, f"{line!r}: {dist} must come from the daemon ({provided}), not from a "
+                                            "URL; drop the line"))
         elif version is not None and not requirement.specifier.contains(version, prereleases=True):
-            issues.append(_issue(f"{line!r} asks for a {dist} version other than the daemon's "
-                                 f"({provided}); a plugin cannot replace it: drop the version or the line",
-                                 number))
-    return issues
+            problems.append(Problem(number, f"{line!r} asks for a {dist} version other than the daemon's "
+                                            f"({provided}); a plugin cannot replace it: drop the version or the line"))
+    return problems
 
 
 def requirements_digest(plugin_dir: Path) -> str | None:
@@ -237,8 +249,8 @@ class PluginEnvs:
     def install(self, name: str, checkout_dir: Path, plugin_dir: Path, *, timeout: float) -> Path | None:
         """Build the environment of `plugin_dir/requirements.txt`; its python, or None if none.
 
-        Raises VALIDATION_FAILED (stage requirements) naming the offending line, or with the
-        tail of pip's output; the environment is gone then.
+        Raises RequirementsError naming the offending line, or with the tail of pip's
+        output; the environment is gone then.
         """
         content = read_requirements(plugin_dir)
         env = self.env_dir(name)
@@ -247,10 +259,10 @@ class PluginEnvs:
             return None
         text = content.decode(errors="replace")
         runtime = daemon_runtime()
-        issues = check_requirements(text, runtime)
-        if issues:
-            raise _failure(name, issues, f"{REQUIREMENTS_FILE} asks for what the daemon provides: "
-                                         + "; ".join(i.message for i in issues))
+        problems = check_requirements(text, runtime)
+        if problems:
+            raise _failure(name, problems, f"{REQUIREMENTS_FILE} asks for what the daemon provides: "
+                                           + "; ".join(p.message for p in problems))
         deadline = time.monotonic() + timeout
         scratch = Path(tempfile.mkdtemp(prefix=f".build-{name}-", dir=self.root))
         try:
@@ -268,22 +280,22 @@ class PluginEnvs:
                 cwd=scratch / "src" / relative, deadline=deadline, output=output, env_dir=env,
             )
             if code is None:
-                raise _failure(name, [_issue(f"installing {REQUIREMENTS_FILE} did not finish within "
-                                             f"{timeout:g} s (requirements_timeout)")],
+                raise _failure(name, [Problem(None, f"installing {REQUIREMENTS_FILE} did not finish within "
+                                                    f"{timeout:g} s (requirements_timeout)")],
                                f"installing {REQUIREMENTS_FILE} timed out after {timeout:g} s")
             if code != 0:
                 tail = _tail(read_tail(output))
                 if "(constraint)" in tail:
                     tail += ("\n(the constraints are the daemon's worker runtime: softioc, pydantic, numpy and "
                              "what they need, at the daemon's versions; a plugin cannot replace them)")
-                raise _failure(name, [_issue(f"pip install -r {REQUIREMENTS_FILE} failed (exit code {code}):\n"
-                                             f"{tail}")],
+                raise _failure(name, [Problem(None, f"pip install -r {REQUIREMENTS_FILE} failed "
+                                                    f"(exit code {code}):\n{tail}")],
                                f"installing {REQUIREMENTS_FILE} failed: {tail}")
             (env / MARKER).write_text(hashlib.sha256(content).hexdigest() + "\n")
         except (OSError, subprocess.SubprocessError) as exc:
             self.remove(name)
             detail = f"{type(exc).__name__}: {exc}"
-            raise _failure(name, [_issue(f"preparing the environment failed: {detail}")],
+            raise _failure(name, [Problem(None, f"preparing the environment failed: {detail}")],
                            f"preparing the environment for {REQUIREMENTS_FILE} failed: {detail}") from None
         except BaseException:
             self.remove(name)
@@ -331,7 +343,7 @@ class PluginEnvs:
                          cwd=scratch, deadline=deadline, output=output)
         if code != 0:
             detail = _tail(read_tail(output)) if code is not None else "timed out"
-            raise _failure(env.name, [_issue(f"creating the virtual environment failed: {detail}")],
+            raise _failure(env.name, [Problem(None, f"creating the virtual environment failed: {detail}")],
                            f"creating the plugin's virtual environment failed: {detail}")
         python = env / "bin" / "python"
         purelib = subprocess.run(

@@ -33,7 +33,7 @@ from iochost.store.gitcmd import (
     scrub,
     write_askpass,
 )
-from iochost.store.models import FetchResult, PluginSource
+from iochost.store.models import COMMIT_PATTERN, MIN_COMMIT_DIGITS, FetchResult, PluginSource
 from iochost.store.paths import (
     check_name,
     check_relative_path,
@@ -41,11 +41,11 @@ from iochost.store.paths import (
     resolve_plugin_dir,
     tree_size,
 )
-from iochost.store.policy import has_credentials
+from iochost.store.policy import check_one_source
 
 log = logging.getLogger("iochost.store")
 
-COMMIT_RE = re.compile(r"^[0-9a-fA-F]{4,40}$")
+COMMIT_RE = re.compile(COMMIT_PATTERN)
 RESTORE_TIMEOUT = 60.0
 _SKIPPED_NAMES = frozenset({"__pycache__"})
 
@@ -174,20 +174,15 @@ class GitStore:
 
     # -- fetching ---------------------------------------------------------------------------
     def _check_source(self, source: PluginSource) -> None:
-        if (source.git_url is None) == (source.local_path is None):
-            raise IochostError(ErrorCode.INVALID_REQUEST, "give exactly one of git_url or local_path")
+        check_one_source(source.git_url, source.local_path)
         if source.local_path is not None and (source.branch or source.commit):
             raise IochostError(ErrorCode.INVALID_REQUEST, "branch and commit apply to git_url only")
-        if source.git_url is not None:
-            if not source.git_url.strip() or source.git_url.startswith("-"):
-                raise IochostError(ErrorCode.INVALID_REQUEST, "git_url is not a URL", field="git_url")
-            if has_credentials(source.git_url):
-                raise IochostError(ErrorCode.INVALID_REQUEST,
-                                   "git_url must not carry credentials; pass the token as `pat`",
-                                   field="git_url")
+        if source.git_url is not None and (not source.git_url.strip() or source.git_url.startswith("-")):
+            raise IochostError(ErrorCode.INVALID_REQUEST, "git_url is not a URL", field="git_url")
         if source.commit is not None and not COMMIT_RE.fullmatch(source.commit):
             raise IochostError(ErrorCode.INVALID_REQUEST,
-                               f"commit {source.commit!r} is not a hex SHA (4 to 40 digits)", field="commit")
+                               f"commit {source.commit!r} is not a hex SHA ({MIN_COMMIT_DIGITS} to 40 digits)",
+                               field="commit")
         branch = source.branch
         if branch is not None and (not branch or branch.startswith("-")
                                    or any(c.isspace() or ord(c) < 0x20 for c in branch)):

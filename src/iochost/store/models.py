@@ -13,7 +13,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from iochost.kinds import Kind
+
 SHA_PATTERN = r"^[0-9a-f]{40}$"
+# A commit a client pins: a hex SHA or a prefix of one that git resolves. The API's
+# PluginRequest.commit and the store's fetch check both use this.
+MIN_COMMIT_DIGITS = 7  # git's own shortest abbreviation
+COMMIT_PATTERN = rf"^[0-9a-fA-F]{{{MIN_COMMIT_DIGITS},40}}$"
 
 
 class PluginSource(BaseModel):
@@ -34,7 +40,7 @@ class RegistryEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    kind: Literal["task", "job"]
+    kind: Kind
     class_name: str
     source: PluginSource
     commit: str | None = Field(default=None, pattern=SHA_PATTERN,

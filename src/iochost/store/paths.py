@@ -13,9 +13,10 @@ import re
 import stat
 from pathlib import Path, PurePosixPath
 
+from iochost.config.pvnames import PLUGIN_NAME_PATTERN
 from iochost.errors import ErrorCode, IochostError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+NAME_RE = re.compile(PLUGIN_NAME_PATTERN)
 
 
 def check_name(name: str) -> None:

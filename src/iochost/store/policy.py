@@ -50,6 +50,25 @@ def has_credentials(url: str) -> bool:
     return parts.scheme.lower() in ("http", "https") and parts.username is not None
 
 
+class InvalidSource(IochostError, ValueError):
+    """A source that breaks a rule of ``check_one_source``: INVALID_REQUEST for the store and
+    the API, and a ValueError, so a pydantic validator (``PluginRequest``) can raise it as is."""
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(ErrorCode.INVALID_REQUEST, message, **details)
+
+
+def check_one_source(git_url: str | None, local_path: str | None) -> None:
+    """Raise InvalidSource unless exactly one of ``git_url`` / ``local_path`` is given and
+    ``git_url`` carries no credentials: a token inside the URL would reach the registry,
+    events and logs; ``pat`` does not. The API's request model and the store's fetch both
+    check a source here."""
+    if (git_url is None) == (local_path is None):
+        raise InvalidSource("give exactly one of git_url or local_path")
+    if git_url is not None and has_credentials(git_url):
+        raise InvalidSource("git_url must not carry credentials; pass the token as `pat`", field="git_url")
+
+
 def is_local_url(url: str) -> bool:
     """`file://` URLs and plain paths: git reads them from this host's file system."""
     if "://" in url:

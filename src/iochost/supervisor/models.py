@@ -1,4 +1,4 @@
-"""The daemon's public data shapes: the add request, plugin and run records, health, events.
+"""The daemon's public data shapes: plugin and run records, health, events.
 
 The REST API uses these models as its bodies and responses, so what the supervisor knows
 and what clients see cannot drift apart.
@@ -9,40 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field
 
-from iochost.config.pvnames import PLUGIN_NAME_PATTERN
-from iochost.store.policy import has_credentials
+from iochost.kinds import Kind
 from iochost.supervisor.states import State
-
-Kind = Literal["task", "job"]
-
-
-class PluginRequest(BaseModel):
-    """Body of ``POST /api/v1/plugins`` (and of the iocmng ``/tasks`` and ``/jobs`` aliases)."""
-
-    model_config = {"extra": "forbid"}
-
-    name: str = Field(pattern=PLUGIN_NAME_PATTERN, description="plugin name; PVs are PREFIX:NAME_UPPER:PV")
-    git_url: str | None = Field(default=None, max_length=2048, description="any URL git clones")
-    local_path: str | None = Field(default=None, max_length=4096, description="a directory on the daemon's host")
-    branch: str | None = Field(default=None, max_length=255, description="branch or tag")
-    commit: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{7,40}$", description="pin a commit SHA")
-    path: str | None = Field(default=None, max_length=1024, description="plugin sub-directory in the repository")
-    class_name: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
-    parameters: dict[str, Any] = Field(default_factory=dict, description="override config.yaml parameters")
-    pat: SecretStr | None = Field(default=None, max_length=1024, description="token for a private repository")
-    auto_start: bool = True
-    grace_period: float | None = Field(default=None, gt=0, le=600, description="stop grace period override")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "PluginRequest":
-        if (self.git_url is None) == (self.local_path is None):
-            raise ValueError("give exactly one of git_url or local_path")
-        if self.git_url is not None and has_credentials(self.git_url):
-            # A token inside the URL would reach the registry, events and logs; `pat` does not.
-            raise ValueError("git_url must not carry credentials; pass the token as `pat`")
-        return self
 
 
 class SourceInfo(BaseModel):

@@ -1,6 +1,6 @@
 """A worker process as the supervisor sees it: spawn, event stream, commands, stop.
 
-Thin asyncio I/O around ``worker.protocol``. Each worker gets three pipes: events come in
+Thin asyncio I/O around ``contract.messages``. Each worker gets three pipes: events come in
 on one; commands go out on another, whose end-of-file tells the worker its supervisor
 is gone, so even ``kill -9`` of the daemon leaves no IOC behind; its stdout and stderr
 share the third, which the daemon writes to the plugin's rotating log file.
@@ -223,16 +223,10 @@ class WorkerProcess:
         except ProcessLookupError:
             pass
 
-    async def stop(self, grace: float) -> int:
-        """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit code."""
+    def terminate(self) -> None:
+        """SIGTERM the worker: it calls cleanup() and exits within its grace period."""
         if self.proc.returncode is None:
             try:
                 self.proc.send_signal(signal.SIGTERM)
             except ProcessLookupError:
                 pass
-            try:
-                await asyncio.wait_for(asyncio.shield(self.proc.wait()), grace)
-            except asyncio.TimeoutError:
-                log.warning("%s: no exit %.1f s after SIGTERM; sending SIGKILL", self.name, grace)
-                self.kill()
-        return await self.wait()

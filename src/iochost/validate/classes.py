@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
-from typing import Literal
 
+from iochost.kinds import Kind
 from iochost.loader import module_name_for
 from iochost.validate.files import is_test_file
 from iochost.report import Stage, ValidationIssue
-
-Kind = Literal["task", "job"]
 
 _TASK_MODULES = ("iochost", "iochost.sdk", "iochost.sdk.task", "iocmng", "iocmng.base", "iocmng.base.task")
 _JOB_MODULES = ("iochost", "iochost.sdk", "iochost.sdk.job", "iocmng", "iocmng.base", "iocmng.base.job")

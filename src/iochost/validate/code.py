@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
+from iochost.kinds import Kind
 from iochost.untrusted import MAX_SOURCE_FILES
 from iochost.validate.classes import discover
 from iochost.validate.files import python_files
@@ -23,7 +23,7 @@ class CodeFindings:
     """The plugin class (when discovery found one), its kind (as read from the code, or,
     from the probe, as the real class has it), and every issue."""
 
-    kind: Literal["task", "job"] | None = None
+    kind: Kind | None = None
     class_name: str | None = None
     module_file: str | None = None
     issues: list[ValidationIssue] = field(default_factory=list)

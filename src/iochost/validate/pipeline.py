@@ -5,7 +5,7 @@ needs every file to parse, import needs the discovered class, inheritance needs 
 import. Config and syntax are independent, and PV names need only the config (the
 default-PV collision check also needs the kind).
 
-The config is read here, with bounded parsing (``spec.yaml_lines``). Every stage that
+The config is read here, with bounded parsing (``config.yaml_lines``). Every stage that
 reads the plugin's code (syntax, discovery, import, inheritance) runs in the probe
 subprocess, so a hostile file costs the caller neither memory nor time; only
 ``run_import=False`` (``iochost run``, about to import the plugin itself) parses here.
@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from iochost.config import ConfigError, PluginConfig, load_config
+from iochost.config import ConfigError, PluginConfig, load_config, plugin_mode
 from iochost.config.pvnames import (
     DEFAULT_PREFIX,
     check_pv_names,
@@ -74,7 +74,7 @@ def validate_plugin(
 
     mode = None
     if config is not None:
-        mode = config.parameters.mode if kind == "task" else None
+        mode = plugin_mode(kind, config.parameters)
         issues += check_pv_names(prefix, name, kind, mode, config.pvs,
                                  lines=config.key_lines, section=config.pv_section)
 

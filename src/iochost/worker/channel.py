@@ -30,7 +30,7 @@ class Channel:
     def supervised(self) -> bool:
         return self._event_fd is not None
 
-    def send(self, message: messages._Msg) -> None:
+    def send(self, message: messages.Message) -> None:
         if self._event_fd is None or self.broken.is_set():
             return
         data = messages.encode(message)

@@ -55,6 +55,7 @@ class PluginHost:
         self.busy_since: float | None = None
         self._run_lock = threading.Lock()
         self.active_run: str | None = None
+        self.stop_grace: float | None = None  # from the supervisor's Stop: overrides the spec's
         self._thread = threading.Thread(target=self._main, name="iochost-plugin", daemon=True)
 
     # -- entry points from other threads -------------------------------------------
@@ -86,23 +87,30 @@ class PluginHost:
         elif isinstance(command, messages.CancelRun):
             self.cancel_run(command.run_id)
         elif isinstance(command, messages.Stop):
+            if command.grace is not None:
+                self.stop_grace = command.grace
             self.request_stop()
         elif isinstance(command, messages.SetPVs):
             for name, value in command.values.items():
                 self.table.set_pv(name, value)
 
     def submit_run(self, run_id: str, parameters: dict[str, Any], origin: str) -> bool:
-        """Start a job run unless one is active; one run at a time per job."""
+        """Admit a job run unless one is active; one run at a time per job.
+
+        The answer (accepted or rejected) is sent while the run lock is held, so the
+        supervisor receives admissions and finishes in the order they happened, whichever
+        thread (cothread for RUN=1, the channel for REST) asked."""
         if not isinstance(self.plugin, JobBase):
             log.error("run %s requested but %s is a task", run_id, self.plugin.name)
+            self.channel.send(messages.RunRejected(run_id=run_id, active_run_id=""))
             return False
         with self._run_lock:
             if self.active_run is not None or self.stop_requested.is_set():
-                self.channel.send(
-                    messages.RunRejected(run_id=run_id, active_run_id=self.active_run or "")
-                )
+                self.channel.send(messages.RunRejected(run_id=run_id, active_run_id=self.active_run or ""))
                 return False
             self.active_run = run_id
+            self.plugin._cancel.clear()  # here, not when the run begins: a cancel may come first
+            self.channel.send(messages.RunAccepted(run_id=run_id, origin=origin))  # type: ignore[arg-type]
         self.events.put(("run", run_id, parameters, origin))
         return True
 
@@ -113,10 +121,13 @@ class PluginHost:
     # -- the plugin thread ---------------------------------------------------------------
     def _main(self) -> None:
         try:
-            if self._call("initialize", self.plugin.initialize):
+            self._initializing_status()
+            initialized = self._call("initialize", self.plugin.initialize)
+            if initialized:
                 self._ready_status()
             else:
                 self.halted = True
+            self.channel.send(messages.Initialized(ok=initialized))
             if isinstance(self.plugin, TaskBase):
                 self._task_loop(self.plugin)
             else:
@@ -152,6 +163,10 @@ class PluginHost:
     def _status(self, status: TaskStatus | JobStatus, message: str) -> None:
         self.table.set_pv("MESSAGE", message)  # MESSAGE first: STATUS reports both
         self.table.set_pv("STATUS", int(status))
+
+    def _initializing_status(self) -> None:
+        initial = JobStatus.IDLE if isinstance(self.plugin, JobBase) else TaskStatus.INIT
+        self._status(initial, "Initializing")
 
     def _ready_status(self) -> None:
         plugin = self.plugin
@@ -224,8 +239,6 @@ class PluginHost:
     def _run_job(self, job: JobBase, run_id: str, parameters: dict[str, Any], origin: str) -> None:
         base_parameters = job.parameters
         job.parameters = {**base_parameters, **parameters}
-        job._cancel.clear()
-        self.channel.send(messages.RunStarted(run_id=run_id, origin=origin))  # type: ignore[arg-type]
         self._status(JobStatus.RUNNING, f"Running {run_id[:12]}")
         outcome, result = "failed", JobResult(success=False, message="did not run")
         self.busy_in, self.busy_since = "execute", time.monotonic()
@@ -236,8 +249,8 @@ class PluginHost:
             else:
                 result = returned
                 outcome = "succeeded" if result.success else "failed"
-            if job.cancel_requested:
-                outcome = "cancelled"
+            if job.cancel_requested and not result.success:
+                outcome = "cancelled"  # a run that returned success did finish: it is not cancelled
         except JobCancelled:
             outcome, result = "cancelled", JobResult(False, {}, "Cancelled")
         except MemoryError:
@@ -251,10 +264,10 @@ class PluginHost:
         status = JobStatus.SUCCESS if outcome == "succeeded" else JobStatus.FAILED
         self._status(status, result.message or outcome.capitalize())
         payload = json.loads(json.dumps(result.to_dict(), default=repr))
-        with self._run_lock:
-            self.active_run = None
         self.table.set_pv("RUN", 0)
-        self.channel.send(messages.RunFinished(run_id=run_id, outcome=outcome, result=payload))  # type: ignore[arg-type]
+        with self._run_lock:  # finished before the next run can be admitted, in this order
+            self.channel.send(messages.RunFinished(run_id=run_id, outcome=outcome, result=payload))  # type: ignore[arg-type]
+            self.active_run = None
 
     def _heartbeat(self) -> None:
         while not self.finished.wait(self.heartbeat_interval):

@@ -106,13 +106,14 @@ def run_worker(spec: WorkerSpec) -> int:
     import cothread
     from softioc import builder, softioc
 
-    from iochost.sdk import TaskBase
+    from iochost.config import plugin_mode
     from iochost.config.pvnames import plugin_pv_prefix
+    from iochost.sdk import TaskBase
     from iochost.worker.host import PluginHost
     from iochost.worker.records import build_records
 
     kind = "task" if isinstance(plugin, TaskBase) else "job"
-    mode = config.parameters.mode if kind == "task" else None
+    mode = plugin_mode(kind, config.parameters)
     host: PluginHost | None = None
 
     def on_write(name: str, value: object) -> None:
@@ -143,7 +144,6 @@ def run_worker(spec: WorkerSpec) -> int:
     channel.send(messages.Ready(pid=os.getpid(), pvs=table.full_names()))
     log.info("serving %d PVs under %s", len(table.records), table.pv_prefix)
 
-    grace = spec.grace_period or config.parameters.grace_period
     orphaned = []
 
     def on_eof() -> None:
@@ -157,6 +157,7 @@ def run_worker(spec: WorkerSpec) -> int:
 
     while not host.stop_requested.is_set():
         cothread.Sleep(0.1)  # keep cothread serving record callbacks
+    grace = host.stop_grace or spec.grace_period  # the supervisor's Stop may carry its own
     deadline = time.monotonic() + (min(grace, ORPHAN_GRACE) if orphaned else grace)
     while not host.finished.is_set() and time.monotonic() < deadline:
         cothread.Sleep(0.05)

@@ -16,10 +16,10 @@ from softioc import builder
 from iochost.sdk.status import JobStatus, TaskStatus
 from iochost.config import PVDef, PVGroup
 from iochost.config.pvnames import default_pv_names
+from iochost.kinds import Kind
+from iochost.record_sizes import STRING_LENGTH
 
 log = logging.getLogger("iochost.worker")
-
-STRING_LENGTH = 39  # stringin/stringout VAL holds 40 bytes including the NUL
 
 OnWrite = Callable[[str, Any], None]
 OnStatus = Callable[[str, str], None]
@@ -39,7 +39,7 @@ class PVTable:
         self.records: dict[str, Any] = {}
         self.defs: dict[str, PVDef] = {}
         self.writable: set[str] = set()
-        self.short_strings: set[str] = set()  # stringin/stringout records: 39 characters
+        self.short_strings: set[str] = set()  # stringin/stringout records: STRING_LENGTH characters
         self.on_status: OnStatus | None = None
         self._lock = threading.Lock()
 
@@ -151,39 +151,49 @@ def _status_record(status_enum: type[TaskStatus] | type[JobStatus]) -> Any:
     return builder.mbbIn("STATUS", *states, initial_value=0, DESC="Plugin state")
 
 
+def _default_record(name: str, status_enum: type[TaskStatus] | type[JobStatus], version: str,
+                    on_write: OnWrite) -> Any:
+    """The record of one of the default PVs that ``default_pv_names`` lists."""
+    control = lambda value: on_write(name, value)  # noqa: E731
+    if name == "ENABLE":
+        return builder.boolOut("ENABLE", "Disabled", "Enabled", initial_value=1, on_update=control,
+                               always_update=True, DESC="0 pauses the task")
+    if name == "STATUS":
+        return _status_record(status_enum)
+    if name == "MESSAGE":
+        return builder.stringIn("MESSAGE", initial_value="Starting", DESC="Last message")
+    if name == "CYCLE_COUNT":
+        return builder.longIn("CYCLE_COUNT", initial_value=0, DESC="Completed executions")
+    if name == "VERSION":
+        return builder.stringIn("VERSION", initial_value=version[:STRING_LENGTH], DESC="Plugin version")
+    if name == "RUN":
+        return builder.boolOut("RUN", "Idle", "Run", initial_value=0, on_update=control,
+                               always_update=True, DESC="Write 1 to run once")
+    raise ValueError(f"no record for the default PV {name!r}")
+
+
+WRITABLE_DEFAULTS = ("ENABLE", "RUN")  # operators write them; the worker acts on the write
+STRING_DEFAULTS = ("MESSAGE", "VERSION")  # stringin records: values are cut to STRING_LENGTH
+
+
 def build_records(
     pv_prefix: str,
-    kind: str,
+    kind: Kind,
     mode: str | None,
     pvs: PVGroup,
     version: str,
     on_write: OnWrite,
 ) -> PVTable:
-    """Create the default records, then the declared ones; call before iocInit."""
+    """Create the default records (``default_pv_names``, in its order), then the declared
+    ones; call before iocInit."""
     status_enum = TaskStatus if kind == "task" else JobStatus
     table = PVTable(pv_prefix, status_enum)
     builder.SetDeviceName(pv_prefix)
-    control = lambda name: (lambda value: on_write(name, value))  # noqa: E731
     records = table.records
-    if kind == "task":
-        records["ENABLE"] = builder.boolOut(
-            "ENABLE", "Disabled", "Enabled", initial_value=1, on_update=control("ENABLE"),
-            always_update=True, DESC="0 pauses the task",
-        )
-    records["STATUS"] = _status_record(status_enum)
-    records["MESSAGE"] = builder.stringIn("MESSAGE", initial_value="Starting", DESC="Last message")
-    if kind == "task":
-        records["CYCLE_COUNT"] = builder.longIn("CYCLE_COUNT", initial_value=0, DESC="Completed executions")
-        records["VERSION"] = builder.stringIn("VERSION", initial_value=version[:STRING_LENGTH], DESC="Plugin version")
-    if kind == "job" or mode == "triggered":
-        records["RUN"] = builder.boolOut(
-            "RUN", "Idle", "Run", initial_value=0, on_update=control("RUN"),
-            always_update=True, DESC="Write 1 to run once",
-        )
-    table.writable.update(name for name in ("ENABLE", "RUN") if name in records)
-    table.short_strings.update(name for name in ("MESSAGE", "VERSION") if name in records)
-    expected = default_pv_names(kind, mode)  # type: ignore[arg-type]
-    assert sorted(records) == sorted(expected), (sorted(records), sorted(expected))
+    for name in default_pv_names(kind, mode):
+        records[name] = _default_record(name, status_enum, version, on_write)
+    table.writable.update(name for name in WRITABLE_DEFAULTS if name in records)
+    table.short_strings.update(name for name in STRING_DEFAULTS if name in records)
 
     for group, writable in ((pvs.inputs, True), (pvs.outputs, False)):
         for name, pv in group.items():

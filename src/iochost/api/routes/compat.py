@@ -13,7 +13,9 @@ from iochost.api.deps import get_supervisor
 from iochost.api.models import Deleted
 from iochost.api.ratelimit import limit_expensive
 from iochost.supervisor import Supervisor
-from iochost.supervisor.models import Kind, PluginList, PluginRecord, PluginRequest
+from iochost.api.models import PluginRequest
+from iochost.kinds import Kind
+from iochost.supervisor.models import PluginList, PluginRecord
 
 router = APIRouter(tags=["iocmng compatibility"])
 
@@ -24,7 +26,7 @@ def _routes_for(kind: Kind, collection: str) -> None:
         return PluginList(plugins=plugins, count=len(plugins))
 
     async def add_kind(request: PluginRequest, sup: Supervisor = Depends(get_supervisor)) -> PluginRecord:
-        return await sup.add(request, kind=kind)
+        return await sup.add(request.to_add(kind))
 
     async def delete_kind(name: str, sup: Supervisor = Depends(get_supervisor)) -> Deleted:
         await sup.remove(name, kind=kind)

@@ -9,7 +9,8 @@ from iochost.api.deps import get_supervisor
 from iochost.api.models import Deleted, LogTail
 from iochost.api.ratelimit import limit_expensive
 from iochost.supervisor import Supervisor
-from iochost.supervisor.models import PluginList, PluginRecord, PluginRequest
+from iochost.api.models import PluginRequest
+from iochost.supervisor.models import PluginList, PluginRecord
 
 router = APIRouter(prefix="/plugins", tags=["plugins"])
 
@@ -18,7 +19,7 @@ router = APIRouter(prefix="/plugins", tags=["plugins"])
              dependencies=[Depends(require_admin), Depends(limit_expensive)])
 async def add_plugin(request: PluginRequest, sup: Supervisor = Depends(get_supervisor)) -> PluginRecord:
     """Fetch, validate and start a plugin; answers once its IOC is READY (or stored, if not started)."""
-    return await sup.add(request)
+    return await sup.add(request.to_add())
 
 
 @router.get("", response_model=PluginList, dependencies=[Depends(require_read)])
@@ -61,4 +62,4 @@ async def plugin_logs(
     name: str, lines: int = Query(default=200, ge=1, le=5000), sup: Supervisor = Depends(get_supervisor)
 ) -> LogTail:
     """The tail of the worker's stdout/stderr log (plugin log lines included)."""
-    return LogTail(name=name, lines=sup.logs(name, lines))
+    return LogTail(name=name, lines=await sup.logs(name, lines))

@@ -1,0 +1,83 @@
+"""What an add asks for, and the blocking work that turns it into a valid, fetched plugin.
+
+``prepare`` runs on a worker thread (git, pip and the validation probe are subprocesses
+and file trees); it knows nothing of the lifecycle, it only reports "fetched" through a
+callback and returns what the registry will keep, or raises the IochostError the add's
+caller gets. Leaving nothing behind is not its job: the lifecycle's one Teardown does it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from iochost.errors import ErrorCode, IochostError
+from iochost.kinds import Kind
+from iochost.settings import Settings
+from iochost.store import GitStore, PluginSource, RegistryEntry
+from iochost.store.envs import PluginEnvs, RequirementsError
+from iochost.supervisor.lifecycle_types import Prepared
+from iochost.validate.pipeline import validate_plugin
+from iochost.validate.requirements import requirements_failure
+
+
+@dataclass(frozen=True)
+class AddRequest:
+    """A plugin to add, however it was asked for (REST body, iocmng alias, bundled example)."""
+
+    name: str
+    source: PluginSource
+    class_name: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    pat: str | None = None  # token for a private repository: used for the fetch, never stored
+    auto_start: bool = True
+    grace_period: float | None = None
+    kind: Kind | None = None  # the iocmng /tasks and /jobs paths require one
+    trusted: bool = False  # skip the source policy: only the examples the operator named at start
+
+    def placeholder(self) -> RegistryEntry:
+        """The entry clients see while the add runs; completed by ``prepare``."""
+        now = datetime.now(timezone.utc)
+        return RegistryEntry(
+            name=self.name, kind=self.kind or "task", class_name=self.class_name or "", source=self.source,
+            commit=None, parameters=self.parameters, desired_state="running" if self.auto_start else "stopped",
+            created_at=now, updated_at=now,
+            options={"grace_period": self.grace_period} if self.grace_period else {},
+        )
+
+
+def prepare(request: AddRequest, entry: RegistryEntry, store: GitStore, envs: PluginEnvs, settings: Settings,
+            on_fetched: Callable[[str | None], None], cancelled: Callable[[], bool]) -> Prepared:
+    """Fetch, install requirements.txt into the plugin's own environment, validate."""
+    name = request.name
+    result = store.fetch(name, request.source, pat=request.pat, timeout=settings.git_timeout,
+                         max_bytes=settings.max_checkout_bytes)
+    on_fetched(result.commit)
+    _stop_if(cancelled, name)
+    try:
+        python = envs.install(name, result.checkout_dir, result.plugin_dir, timeout=settings.requirements_timeout)
+    except RequirementsError as exc:
+        raise requirements_failure(exc) from None
+    _stop_if(cancelled, name)
+    report = validate_plugin(
+        result.plugin_dir, name=name, prefix=settings.prefix, class_name=request.class_name,
+        parameters=request.parameters, import_timeout=settings.import_timeout,
+        python=str(python) if python else None, memory_limit_mb=settings.worker_memory_mb or None,
+    )
+    if not report.ok:
+        raise IochostError(ErrorCode.VALIDATION_FAILED,
+                           f"plugin {name!r} failed validation with {len(report.issues)} error(s)",
+                           errors=[issue.model_dump(mode="json") for issue in report.issues])
+    info = report.plugin
+    assert info is not None
+    if request.kind is not None and info.kind != request.kind:
+        raise IochostError(ErrorCode.WRONG_KIND, f"{name!r} is a {info.kind}, not a {request.kind}")
+    entry = entry.model_copy(update={"kind": info.kind, "class_name": info.class_name, "commit": result.commit,
+                                     "module_file": info.module_file})
+    return Prepared(entry=entry, plugin_dir=result.plugin_dir, pvs=info.pvs)
+
+
+def _stop_if(cancelled: Callable[[], bool], name: str) -> None:
+    if cancelled():
+        raise IochostError(ErrorCode.ADD_CANCELLED, f"plugin {name!r} was deleted while it was being added")

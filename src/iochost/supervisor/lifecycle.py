@@ -1,0 +1,441 @@
+"""One plugin's lifecycle as a sans-I/O state machine: events in, effects out.
+
+Everything the daemon knows about a plugin's state lives here and changes only in
+``handle``: no processes, sockets, timers or files (the shell does those and reports back
+with events), so every transition is unit-tested by feeding events (tests/test_lifecycle.py).
+``TABLE`` below is the one transition table: (state, event) -> handler and the states the
+handler may move to; an event a state does not list is dropped (from a worker or a timer)
+or refused (a request: INVALID_STATE).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from iochost.config.limits import WorkerLimits
+from iochost.contract import messages as m
+from iochost.contract.exits import describe_exit
+from iochost.errors import ErrorCode, IochostError
+from iochost.store import RegistryEntry
+from iochost.supervisor import lifecycle_types as t
+from iochost.supervisor.models import PluginRecord, SourceInfo, Transition
+from iochost.supervisor.runs import RunLedger
+from iochost.supervisor.states import LIVE, State
+
+log = logging.getLogger("iochost.supervisor")
+
+S = State
+TRANSITIONS_KEPT = 50
+MAX_STATUS_CHARS = 1000  # a worker's MESSAGE as the daemon keeps it (the PV holds 39)
+ADDING = frozenset({S.PENDING, S.FETCHING, S.VALIDATING})
+UP = frozenset({S.RUNNING, S.PAUSED})
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class IllegalTransition(RuntimeError):
+    """A bug, not a user error: a handler moved to a state its table row does not allow."""
+
+
+class PluginLifecycle:
+    """The state of one plugin and the rules that change it."""
+
+    def __init__(self, entry: RegistryEntry, pv_prefix: str, timings: t.Timings, runs_kept: int,
+                 plugin_dir: Path | None = None) -> None:
+        self.entry = entry
+        self.pv_prefix = pv_prefix
+        self.timings = timings
+        self.plugin_dir = plugin_dir
+        self.state = S.PENDING
+        self.transitions: deque[Transition] = deque(maxlen=TRANSITIONS_KEPT)
+        self.runs = RunLedger(entry.name, runs_kept)
+        self.registered = False  # the registry holds it (after an add's validation, or restored)
+        self.adding = False  # an add is in progress: its failure removes the plugin
+        self.add_error: IochostError | None = None  # why the add failed, for its caller
+        self.delete_requested = False
+        self.restart_requested = False
+        self.closing = False
+        self.stopped_while_adding = False
+        self.gen = 0  # spawn counter: events of an older worker are stale
+        self.pid: int | None = None
+        self.limits: WorkerLimits | None = None
+        self.pvs: list[str] = []
+        self.status: str | None = None
+        self.message: str | None = None
+        self.restarts = 0
+        self.backoff: float | None = None
+        self.started_at: datetime | None = None
+        self.started_mono: float | None = None
+        self.last_error: str | None = None
+        self.fatal: str | None = None  # the worker says it cannot load: no restart helps
+        self.kill_reason: str | None = None  # why we killed the current worker
+        self.last_heartbeat = 0.0
+        self.busy_in: str | None = None
+        self.busy_for: float | None = None
+        self._out: list[t.Effect] = []
+        self._record(None, S.PENDING, "added")
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    # -- the one entry point -----------------------------------------------------------------
+    def handle(self, event: t.Event) -> list[t.Effect]:
+        """Apply one event; the effects the shell must carry out, in order."""
+        gen = getattr(event, "gen", None)
+        if gen is not None and gen != self.gen:
+            return []  # from a worker (or a timer of one) that has been replaced
+        key = type(event.message) if isinstance(event, t.FromWorker) else type(event)
+        row = TABLE.get((self.state, key))
+        if row is None:
+            if isinstance(event, t.REQUESTS):
+                raise IochostError(ErrorCode.INVALID_STATE, f"{self.name!r} is {self.state.value}; "
+                                   f"cannot {_verb(event)} it now")
+            if isinstance(event, t.FromWorker):
+                self._worker_message_anywhere(event)
+            return self._flush()
+        handler, targets = row
+        before = self.state
+        handler(self, event)
+        if self.state != before and self.state not in targets:
+            raise IllegalTransition(f"{key.__name__} moved {self.name} {before.value} -> {self.state.value}")
+        return self._flush()
+
+    def _flush(self) -> list[t.Effect]:
+        out, self._out = self._out, []
+        return out
+
+    def _emit(self, *effects: t.Effect) -> None:
+        self._out.extend(effects)
+
+    def _move(self, new: State, reason: str = "") -> None:
+        old, self.state = self.state, new
+        if new in (S.FAILED, S.CRASHED) and reason:
+            self.last_error = reason
+        self._record(old, new, reason)
+
+    def _record(self, old: State | None, new: State, reason: str) -> None:
+        transition = Transition(at=_now(), from_state=old, to_state=new, reason=reason)
+        self.transitions.append(transition)
+        self._emit(t.Transitioned(transition))
+
+    # -- adding, restoring, deleting ---------------------------------------------------------
+    def _add(self, event: t.AddRequested) -> None:
+        self.adding = True
+        source = self.entry.source
+        self._move(S.FETCHING, source.git_url or source.local_path or "")
+        self._emit(t.Prepare())
+
+    def _fetched(self, event: t.Fetched) -> None:
+        self._move(S.VALIDATING, f"commit {event.commit}" if event.commit else "local")
+
+    def _prepared(self, event: t.Prepared) -> None:
+        if self.delete_requested:
+            self.add_error = _cancelled(self.name)
+            self._emit(t.Teardown())
+            return
+        desired = self.entry.desired_state  # a stop during the add has set it
+        self.entry = event.entry.model_copy(update={"desired_state": desired})
+        self.plugin_dir, self.pvs, self.registered = event.plugin_dir, event.pvs, True
+        self._emit(t.Persist(self.entry))
+        if desired == "running":
+            self._spawn("")
+        else:
+            self.adding = False
+            self._move(S.STOPPED, "stop requested" if self.stopped_while_adding else "auto_start is false")
+
+    def _prepare_failed(self, event: t.PrepareFailed) -> None:
+        self.add_error = _cancelled(self.name) if self.delete_requested else event.error
+        self._move(S.FAILED, self.add_error.message)
+        self._emit(t.Teardown())
+
+    def _restore(self, event: t.RestoreRequested) -> None:
+        self.registered = True
+        self._emit(t.Restore())
+
+    def _restored(self, event: t.Restored) -> None:
+        self.plugin_dir = event.plugin_dir
+        if self.delete_requested:
+            self._emit(t.Teardown())
+        elif self.entry.desired_state == "stopped":
+            self._move(S.STOPPED, "restored; desired state stopped")
+        else:
+            self._spawn("")
+
+    def _restore_failed(self, event: t.RestoreFailed) -> None:
+        self._move(S.FAILED, f"cannot restore: {event.reason}")
+        if self.delete_requested:
+            self._emit(t.Teardown())
+
+    def _delete(self, event: t.DeleteRequested) -> None:
+        self.delete_requested = True
+        if self.state in LIVE - {S.STOPPING}:
+            self._stop_worker("delete requested")
+        elif self.state not in ADDING | {S.STOPPING}:
+            self._emit(t.Teardown())
+
+    def _torn_down(self, event: t.TornDown) -> None:
+        if self.adding and self.add_error is None:
+            self.add_error = _cancelled(self.name)
+        self._move(S.DELETED, "deleted while being added" if self.adding and self.delete_requested else "")
+        self._emit(t.Forget())
+
+    # -- starting and stopping -----------------------------------------------------------------
+    def _start(self, event: t.StartRequested | t.RestartRequested) -> None:
+        self._set_desired("running")
+        self.restarts, self.backoff = 0, None
+        self._spawn("")
+
+    def _restart(self, event: t.RestartRequested) -> None:
+        self._set_desired("running")
+        self.restart_requested = True
+        self._stop_worker("restart requested")
+
+    def _spawn(self, reason: str) -> None:
+        self.gen += 1
+        self.pid = self.fatal = self.kill_reason = None
+        self.busy_in = self.busy_for = None
+        self._move(S.STARTING, reason)
+        self._emit(t.Spawn(self.gen))
+
+    def _spawned(self, event: t.Spawned) -> None:
+        self.pid, self.limits = event.pid, event.limits
+        if self.state == S.STOPPING:  # stopped while it was being spawned: the Stop went nowhere
+            self._emit(t.StopWorker(self.gen, event.limits.grace_period))
+        else:
+            self._emit(t.Later(self.timings.start_timeout, t.StartOverdue(self.gen)))
+
+    def _spawn_failed(self, event: t.SpawnFailed) -> None:
+        reason = f"cannot start worker: {event.reason}"
+        if self.state == S.STOPPING:  # stopped (or deleted) while it was being spawned
+            self._stopped(reason)
+            return
+        self._move(S.FAILED, reason)
+        if self.adding:
+            self.add_error = IochostError(ErrorCode.WORKER_START_FAILED, reason)
+            self._emit(t.Teardown())
+
+    def _stop(self, event: t.StopRequested) -> None:
+        if not event.keep_desired:
+            self._set_desired("stopped")
+        self.restart_requested = False
+        if self.state in LIVE - {S.STOPPING}:
+            self._stop_worker("stop requested")
+        elif self.state in ADDING:
+            self.stopped_while_adding = True  # the add (or restore) ends stopped
+        elif self.state in (S.CRASHED, S.FAILED):
+            self.gen += 1  # a pending RestartDue is now stale
+            self._move(S.STOPPED, "stop requested")
+
+    def _stop_worker(self, reason: str) -> None:
+        grace = self.limits.grace_period if self.limits else self.timings.grace_period
+        self._move(S.STOPPING, reason)
+        self._emit(t.Offline(), t.StopWorker(self.gen, grace),
+                   t.Later(grace + self.timings.stop_margin, t.StopOverdue(self.gen)))
+
+    def _stop_overdue(self, event: t.StopOverdue) -> None:
+        self._kill(f"cleanup() did not return within the grace period of {self.limits.grace_period:g} s"
+                   if self.limits else "no exit after stop")
+
+    def _closing(self, event: t.Closing) -> None:
+        self.closing = True
+
+    def _set_desired(self, desired: str) -> None:
+        if self.entry.desired_state != desired:
+            self.entry = self.entry.model_copy(update={"desired_state": desired, "updated_at": _now()})
+            if self.registered:
+                self._emit(t.Persist(self.entry))
+
+    # -- the worker -------------------------------------------------------------------------
+    def _ready(self, event: t.FromWorker) -> None:
+        message = event.message
+        assert isinstance(message, m.Ready)
+        self.pvs, self.last_heartbeat = message.pvs, event.now
+        self._emit(t.Online(message.pvs))
+
+    def _initialized(self, event: t.FromWorker) -> None:
+        self.started_at, self.started_mono, self.last_heartbeat = _now(), event.now, event.now
+        self.adding = False
+        paused = self.status == "PAUSED"
+        self._move(S.PAUSED if paused else S.RUNNING, f"pid {self.pid}, {len(self.pvs)} PVs")
+
+    def _status_changed(self, event: t.FromWorker) -> None:
+        message = event.message
+        assert isinstance(message, m.StatusChanged)
+        self.status, self.message = message.status[:MAX_STATUS_CHARS], message.message[:MAX_STATUS_CHARS]
+        self._emit(t.StatusUpdate(self.status, self.message))
+        if message.status == "PAUSED" and self.state == S.RUNNING:
+            self._move(S.PAUSED, "ENABLE=0")
+        elif message.status != "PAUSED" and self.state == S.PAUSED:
+            self._move(S.RUNNING, "ENABLE=1")
+
+    def _worker_message_anywhere(self, event: t.FromWorker) -> None:
+        """Messages every state with a worker takes: heartbeats, fatal reports, runs."""
+        message = event.message
+        if isinstance(message, m.Heartbeat):
+            self.last_heartbeat, self.busy_in, self.busy_for = event.now, message.busy_in, message.busy_for
+        elif isinstance(message, m.Fatal):
+            self.fatal = message.message
+            log.error("%s: %s", self.name, message.message)
+        elif isinstance(message, (m.RunAccepted, m.RunRejected, m.RunFinished)):
+            self._emit(*self.runs.on_message(message, _now()))
+        elif isinstance(message, (m.Ready, m.Initialized, m.StatusChanged)):
+            log.debug("%s: %s in state %s ignored", self.name, message.type, self.state.value)
+
+    def _tick(self, event: t.Tick) -> None:
+        """The watchdog: a plugin call busy too long, or a worker gone silent, is killed."""
+        if self.kill_reason is not None or self.limits is None:
+            return
+        busy = None if self.busy_for is None else self.busy_for + (event.now - self.last_heartbeat)
+        silent = event.now - self.last_heartbeat
+        if busy is not None and busy > self.limits.watchdog:
+            self._kill(f"watchdog: {self.busy_in}() busy for {busy:.1f} s (limit {self.limits.watchdog:g} s)")
+        elif silent > self.timings.heartbeat_timeout:
+            self._kill(f"no heartbeat for {silent:.1f} s")
+
+    def _start_overdue(self, event: t.StartOverdue) -> None:
+        busy = f": {self.busy_in}() still running" if self.busy_in else (
+            "" if self.pvs else ": no READY from the worker")
+        self._kill(f"did not start within {self.timings.start_timeout:g} s{busy}")
+
+    def _kill(self, reason: str) -> None:
+        if self.kill_reason is None:
+            self.kill_reason = reason
+            log.error("%s: %s; killing pid %s", self.name, reason, self.pid)
+            self._emit(t.Kill(self.gen, reason))
+
+    def _exited(self, event: t.WorkerExited) -> None:
+        memory = self.limits.memory_limit_mb if self.limits else None
+        reason = self.kill_reason or self.fatal or describe_exit(event.code, memory)
+        was_starting = self.state == S.STARTING
+        self.pid, self.busy_in, self.busy_for = None, None, None
+        self._emit(t.Offline(), *self.runs.worker_gone(f"the worker exited: {reason}", _now()))
+        if self.state == S.STOPPING:
+            self._stopped(f"exit code {event.code}")
+        elif self.adding:  # the add's first start failed: the add fails, nothing stays
+            self.add_error = IochostError(ErrorCode.WORKER_START_FAILED, f"{self.name!r} did not start: {reason}",
+                                          log_tail=event.log_tail)
+            self._move(S.FAILED, reason)
+            self._emit(t.Teardown())
+        elif self.closing:
+            self._move(S.STOPPED, f"daemon shutting down; {reason}")
+        elif self.fatal is not None:
+            self._move(S.FAILED, self.fatal)  # a plugin that cannot load won't load next time
+        else:
+            self._crashed(reason if not was_starting else f"start failed: {reason}", event.now)
+
+    def _stopped(self, reason: str) -> None:
+        self._move(S.STOPPED, reason)
+        if self.delete_requested:
+            self._emit(t.Teardown())
+        elif self.restart_requested and not self.closing:
+            self.restart_requested = False
+            self.restarts, self.backoff = 0, None
+            self._spawn("restart requested")
+        elif self.adding:  # stopped during the add's first start: the add ends stopped
+            self.adding = False
+
+    def _crashed(self, reason: str, now: float) -> None:
+        timings = self.timings
+        uptime = now - (self.started_mono if self.started_mono is not None else now)
+        if self.backoff is None or uptime >= timings.backoff_reset:
+            self.backoff = timings.backoff_initial
+        delay, self.backoff = self.backoff, min(self.backoff * 2, timings.backoff_max)
+        self.restarts += 1
+        self.started_mono = None
+        self._move(S.CRASHED, reason)
+        log.error("%s crashed: %s; restart #%d in %.1f s", self.name, reason, self.restarts, delay)
+        self._emit(t.Later(delay, t.RestartDue(self.gen)))
+
+    def _restart_due(self, event: t.RestartDue) -> None:
+        self._spawn(f"restart #{self.restarts}")
+
+    # -- job runs (the ledger decides; see runs.py) -----------------------------------------------
+    def _run(self, event: t.RunRequested) -> None:
+        if self.entry.kind != "job":
+            raise IochostError(ErrorCode.WRONG_KIND, f"{self.name!r} is a task; only jobs can be run")
+        self._emit(*self.runs.request(self.gen, event.run_id, event.parameters))
+
+    def _cancel(self, event: t.CancelRequested) -> None:
+        self._emit(*self.runs.cancel(self.gen, event.run_id, self.timings.cancel_grace))
+
+    def _cancel_overdue(self, event: t.CancelOverdue) -> None:
+        if self.runs.active == event.run_id:
+            self._kill(f"run {event.run_id} ignored cancel for {self.timings.cancel_grace:g} s")
+
+    # -- what clients see -----------------------------------------------------------------------
+    @property
+    def degraded(self) -> bool:
+        """Something the operator asked to run is not running (adds in progress excepted)."""
+        return self.state in (S.FAILED, S.CRASHED) or (
+            self.entry.desired_state == "running" and self.state not in UP and not self.adding)
+
+    def record(self) -> PluginRecord:
+        entry, source = self.entry, self.entry.source
+        return PluginRecord(
+            name=entry.name, kind=entry.kind, class_name=entry.class_name,
+            source=SourceInfo(git_url=source.git_url, local_path=source.local_path, branch=source.branch,
+                              commit=entry.commit, path=source.path),
+            state=self.state, desired_state=entry.desired_state, status=self.status, message=self.message,
+            pid=self.pid, restarts=self.restarts, pv_prefix=self.pv_prefix, pvs=self.pvs,
+            parameters=entry.parameters, created_at=entry.created_at, started_at=self.started_at,
+            last_error=self.last_error, transitions=list(self.transitions),
+        )
+
+
+def _cancelled(name: str) -> IochostError:
+    return IochostError(ErrorCode.ADD_CANCELLED, f"plugin {name!r} was deleted while it was being added")
+
+
+def _verb(event: object) -> str:
+    return type(event).__name__.removesuffix("Requested").lower()
+
+
+P = PluginLifecycle
+Handler = Callable[[PluginLifecycle, Any], None]
+WORKER = frozenset({S.STARTING, S.RUNNING, S.PAUSED, S.STOPPING})  # states with a worker process
+IDLE = frozenset({S.STOPPED, S.CRASHED, S.FAILED})
+
+
+def _rows(states: frozenset[State] | set[State], event: type, handler: Handler,
+          targets: set[State]) -> dict[tuple[State, type], tuple[Handler, frozenset[State]]]:
+    return {(state, event): (handler, frozenset(targets)) for state in states}
+
+
+# The transition table: (state, event) -> (handler, states it may move to).
+TABLE: dict[tuple[State, type], tuple[Handler, frozenset[State]]] = {
+    **_rows({S.PENDING}, t.AddRequested, P._add, {S.FETCHING}),
+    **_rows({S.FETCHING}, t.Fetched, P._fetched, {S.VALIDATING}),
+    **_rows({S.FETCHING, S.VALIDATING}, t.Prepared, P._prepared, {S.STARTING, S.STOPPED}),
+    **_rows({S.FETCHING, S.VALIDATING}, t.PrepareFailed, P._prepare_failed, {S.FAILED}),
+    **_rows({S.PENDING}, t.RestoreRequested, P._restore, set()),
+    **_rows({S.PENDING}, t.Restored, P._restored, {S.STARTING, S.STOPPED}),
+    **_rows({S.PENDING}, t.RestoreFailed, P._restore_failed, {S.FAILED}),
+    **_rows(IDLE, t.StartRequested, P._start, {S.STARTING}),
+    **_rows(IDLE, t.RestartRequested, P._start, {S.STARTING}),
+    **_rows({S.STARTING, S.RUNNING, S.PAUSED}, t.RestartRequested, P._restart, {S.STOPPING}),
+    **_rows(set(State) - {S.DELETED}, t.StopRequested, P._stop, {S.STOPPING, S.STOPPED}),
+    **_rows(set(State) - {S.DELETED}, t.DeleteRequested, P._delete, {S.STOPPING}),
+    **_rows(set(State) - {S.DELETED}, t.TornDown, P._torn_down, {S.DELETED}),
+    **_rows(set(State) - {S.DELETED}, t.Closing, P._closing, set()),
+    **_rows({S.STARTING}, t.Spawned, P._spawned, set()),
+    **_rows({S.STOPPING}, t.Spawned, P._spawned, set()),
+    **_rows({S.STARTING, S.STOPPING}, t.SpawnFailed, P._spawn_failed, {S.FAILED, S.STOPPED, S.STARTING}),
+    **_rows({S.STARTING}, m.Ready, P._ready, set()),
+    **_rows({S.STARTING}, m.Initialized, P._initialized, {S.RUNNING, S.PAUSED}),
+    **_rows(WORKER, m.StatusChanged, P._status_changed, {S.RUNNING, S.PAUSED}),
+    **_rows({S.STARTING}, t.StartOverdue, P._start_overdue, set()),
+    **_rows({S.STOPPING}, t.StopOverdue, P._stop_overdue, set()),
+    **_rows(UP, t.Tick, P._tick, set()),
+    **_rows(WORKER, t.WorkerExited, P._exited, {S.STOPPED, S.STARTING, S.CRASHED, S.FAILED}),
+    **_rows({S.CRASHED}, t.RestartDue, P._restart_due, {S.STARTING}),
+    **_rows({S.RUNNING}, t.RunRequested, P._run, set()),
+    **_rows(UP, t.CancelRequested, P._cancel, set()),
+    **_rows(WORKER, t.CancelOverdue, P._cancel_overdue, set()),
+}

@@ -1,0 +1,305 @@
+"""The thin asyncio shell around the lifecycles: it carries out effects and feeds back events.
+
+Every decision is the lifecycle's (``lifecycle.py``); here are only processes, timers,
+files and the event stream. Long work (spawning, the add pipeline, the exit watch) runs
+as tasks of one ``asyncio.TaskGroup``, which keeps their references and ends them with
+the daemon; blocking calls (git, pip, validation, the registry, log files, port probes)
+go to threads, so the event loop only ever routes messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Coroutine
+
+from iochost.config import load_config
+from iochost.config.limits import DaemonLimits, WorkerLimits, resolve_limits
+from iochost.contract import messages
+from iochost.contract.worker_spec import WorkerSpec
+from iochost.environ import plugin_environ
+from iochost.errors import ErrorCode, IochostError
+from iochost.settings import Settings
+from iochost.supervisor import lifecycle_types as t
+from iochost.store import GitStore, Registry
+from iochost.store.envs import PluginEnvs
+from iochost.supervisor import logfiles
+from iochost.supervisor.containment import Containment
+from iochost.supervisor.epics import EpicsNetwork
+from iochost.supervisor.adding import AddRequest, prepare
+from iochost.supervisor.lifecycle import PluginLifecycle
+from iochost.supervisor.models import RunRecord
+from iochost.supervisor.process import WorkerProcess
+
+log = logging.getLogger("iochost.supervisor")
+
+START_LOG_LINES = 20  # of a worker's log, in the error of an add whose start failed
+
+
+@dataclass
+class Services:
+    """What the shell works with, made once by ``Supervisor.start``."""
+
+    store: GitStore
+    registry: Registry
+    envs: PluginEnvs
+    containment: Containment
+    epics: EpicsNetwork
+    forward_log: Callable[[str, messages.Log], None]
+
+
+class PluginSlot:
+    """One lifecycle and the live things the shell holds for it."""
+
+    def __init__(self, lifecycle: PluginLifecycle, request: AddRequest | None = None) -> None:
+        self.lc = lifecycle
+        self.request = request  # the add being carried out, until it ends
+        self.worker: WorkerProcess | None = None
+        self.worker_gen = 0
+        self.run_answers: dict[str, asyncio.Future[RunRecord]] = {}
+        self.run_done: dict[str, asyncio.Future[RunRecord]] = {}
+        self.io: asyncio.Lock = asyncio.Lock()  # registry and file work of this plugin, in order
+        self._changed = asyncio.Event()
+
+    @property
+    def name(self) -> str:
+        return self.lc.name
+
+    def pulse(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def until(self, done: Callable[[PluginLifecycle], bool]) -> PluginLifecycle:
+        """Wait until the lifecycle satisfies ``done`` (checked after every event)."""
+        while not done(self.lc):
+            await self._changed.wait()
+        return self.lc
+
+
+class Shell:
+    """Carries out the effects of every plugin's lifecycle."""
+
+    def __init__(self, settings: Settings, services: Services, publish: Callable[[PluginSlot, t.Effect], None],
+                 forget: Callable[[PluginSlot], None]) -> None:
+        self.settings = settings
+        self.services = services
+        self._publish = publish  # Transitioned, StatusUpdate, RunUpdate: to clients and the status IOC
+        self._forget = forget
+        self._group: asyncio.TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._closed = False
+        self.daemon_limits = DaemonLimits(grace_period=settings.grace_period,
+                                          memory_limit_mb=settings.worker_memory_mb or None,
+                                          max_open_files=settings.worker_max_files or None)
+
+    # -- the task group ---------------------------------------------------------------------
+    async def start(self) -> None:
+        self._runner = asyncio.create_task(self._hold_group(), name="iochost-shell")
+        await self._ready.wait()
+
+    async def _hold_group(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            self._ready.set()
+            await asyncio.Event().wait()  # until close() cancels us; the group then ends its tasks
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+
+    def spawn_task(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` in the group; an exception is logged, never allowed to end the group."""
+        async def guarded() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one plugin's bug must not end the others' tasks
+                log.exception("%s failed", name)
+        assert self._group is not None, "Shell.start() has not run"
+        if self._closed:  # a timer that fired during shutdown: nothing new starts
+            work.close()
+            return
+        self._group.create_task(guarded(), name=name)
+
+    # -- events in, effects out ---------------------------------------------------------------
+    def feed(self, slot: PluginSlot, event: t.Event) -> None:
+        """Hand one event to the lifecycle and carry out what it answers."""
+        try:
+            effects = slot.lc.handle(event)
+        finally:
+            slot.pulse()
+        for effect in effects:
+            self._apply(slot, effect)
+
+    def later(self, slot: PluginSlot, delay: float, event: t.Event) -> None:
+        asyncio.get_running_loop().call_later(delay, self.feed, slot, event)
+
+    def _apply(self, slot: PluginSlot, effect: t.Effect) -> None:
+        name, svc = slot.name, self.services
+        if isinstance(effect, (t.Transitioned, t.StatusUpdate, t.RunUpdate)):
+            if isinstance(effect, t.RunUpdate) and effect.run.state != "running":
+                _resolve(slot.run_done.pop(effect.run.run_id, None), effect.run)
+            self._publish(slot, effect)
+        elif isinstance(effect, t.RunAnswer):
+            _resolve(slot.run_answers.pop(effect.run_id, None), effect.run, effect.error)
+        elif isinstance(effect, t.Send):
+            if slot.worker is not None and slot.worker_gen == effect.gen:
+                slot.worker.send(effect.message)
+        elif isinstance(effect, t.StopWorker):
+            if slot.worker is not None and slot.worker_gen == effect.gen:
+                slot.worker.send(messages.Stop(grace=effect.grace))
+                slot.worker.terminate()
+        elif isinstance(effect, t.Kill):
+            if slot.worker is not None and slot.worker_gen == effect.gen:
+                slot.worker.kill()
+        elif isinstance(effect, t.Online):
+            svc.epics.online(name, effect.pvs)
+        elif isinstance(effect, t.Offline):
+            svc.epics.offline(name)
+        elif isinstance(effect, t.Later):
+            self.later(slot, effect.delay, effect.event)
+        elif isinstance(effect, t.Persist):
+            self.spawn_task(self._in_order(slot, svc.registry.put, effect.entry), f"iochost-persist-{name}")
+        elif isinstance(effect, t.Teardown):
+            self.spawn_task(self._teardown(slot), f"iochost-teardown-{name}")
+        elif isinstance(effect, t.Forget):
+            self._forget(slot)
+        elif isinstance(effect, t.Prepare):
+            self.spawn_task(self._prepare(slot), f"iochost-add-{name}")
+        elif isinstance(effect, t.Restore):
+            self.spawn_task(self._restore(slot), f"iochost-restore-{name}")
+        elif isinstance(effect, t.Spawn):
+            self.spawn_task(self._spawn(slot, effect.gen), f"iochost-spawn-{name}")
+        else:  # pragma: no cover - a new effect without its handler here is a bug
+            raise TypeError(f"no handler for effect {effect!r}")
+
+    async def _in_order(self, slot: PluginSlot, work: Callable[..., Any], *args: Any) -> Any:
+        async with slot.io:
+            return await asyncio.to_thread(work, *args)
+
+    # -- the work behind the effects -------------------------------------------------------------
+    async def _prepare(self, slot: PluginSlot) -> None:
+        request = slot.request
+        assert request is not None
+        loop, svc = asyncio.get_running_loop(), self.services
+        try:
+            prepared = await asyncio.to_thread(
+                prepare, request, slot.lc.entry, svc.store, svc.envs, self.settings,
+                lambda commit: loop.call_soon_threadsafe(self.feed, slot, t.Fetched(commit)),
+                lambda: slot.lc.delete_requested,
+            )
+        except IochostError as exc:
+            self.feed(slot, t.PrepareFailed(exc))
+        except Exception as exc:  # noqa: BLE001 - reported to the caller as INTERNAL_ERROR
+            log.exception("adding %s failed", slot.name)
+            self.feed(slot, t.PrepareFailed(IochostError(ErrorCode.INTERNAL_ERROR,
+                                                         f"adding {slot.name!r} failed unexpectedly")))
+            del exc
+        else:
+            await asyncio.sleep(0)  # Fetched, posted from the thread, is handled first
+            self.feed(slot, t.Prepared(prepared.entry, prepared.plugin_dir, prepared.pvs))
+
+    async def _restore(self, slot: PluginSlot) -> None:
+        entry, svc = slot.lc.entry, self.services
+        try:
+            result = await asyncio.to_thread(svc.store.restore, entry.name, entry.source, entry.commit)
+            await asyncio.to_thread(svc.envs.ensure, entry.name, result.checkout_dir, result.plugin_dir,
+                                    timeout=self.settings.requirements_timeout)
+        except IochostError as exc:
+            self.feed(slot, t.RestoreFailed(exc.message))
+        else:
+            self.feed(slot, t.Restored(result.plugin_dir))
+
+    async def _teardown(self, slot: PluginSlot) -> None:
+        """The one teardown: after a failed add and for every delete."""
+        name, svc = slot.name, self.services
+        async with slot.io:
+            for step in (svc.registry.remove, svc.store.remove, svc.envs.remove):
+                try:
+                    await asyncio.to_thread(step, name)
+                except (OSError, IochostError) as exc:  # logged; the delete still ends
+                    log.error("%s: teardown step %s failed: %s", name, step.__qualname__, exc)
+            await asyncio.to_thread(logfiles.remove, self.log_path(name))
+        svc.epics.forget(name)
+        self.feed(slot, t.TornDown())
+
+    async def _spawn(self, slot: PluginSlot, gen: int) -> None:
+        try:
+            limits, spec, python = await asyncio.to_thread(self._worker_spec, slot)
+            env = await asyncio.to_thread(self._worker_env, slot.name, python)  # probes a port
+            logfile = await asyncio.to_thread(logfiles.RotatingFile, self.log_path(slot.name),
+                                              self.settings.log_rotate_bytes, self.settings.log_rotate_files)
+            worker = await WorkerProcess.spawn(
+                spec, run_dir=self.settings.run_dir, logfile=logfile, env=env,
+                on_event=lambda message: self._from_worker(slot, gen, message),
+                containment=self.services.containment, python=python,
+                output_rate=self.settings.log_throttle_mb * 1024**2,
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure to start is the plugin's FAILED state
+            self.feed(slot, t.SpawnFailed(gen, str(exc) or type(exc).__name__))
+            return
+        slot.worker, slot.worker_gen = worker, gen
+        self.feed(slot, t.Spawned(gen, worker.pid, limits))
+        code = await worker.wait()
+        tail: list[str] = []
+        if slot.lc.adding:  # the add's caller gets the log of a start that failed
+            tail = await asyncio.to_thread(logfiles.tail, self.log_path(slot.name), START_LOG_LINES,
+                                           self.settings.log_rotate_files)
+        if slot.worker is worker:
+            slot.worker = None
+        self.feed(slot, t.WorkerExited(gen, code, time.monotonic(), tail))
+
+    def _from_worker(self, slot: PluginSlot, gen: int, message: Any) -> None:
+        if isinstance(message, messages.Log):
+            self.services.forward_log(slot.name, message)
+        else:
+            self.feed(slot, t.FromWorker(gen, message, time.monotonic()))
+
+    def _worker_spec(self, slot: PluginSlot) -> tuple[WorkerLimits, WorkerSpec, str | None]:
+        """Blocking: reads config.yaml. The limits here time the stop too (one resolution)."""
+        lc = slot.lc
+        entry = lc.entry
+        assert lc.plugin_dir is not None and entry.module_file is not None
+        parameters = load_config(lc.plugin_dir).with_parameters(entry.parameters).parameters
+        limits = resolve_limits(parameters, self.daemon_limits, entry.options.get("grace_period"))
+        env_python = self.services.envs.python(entry.name)
+        spec = WorkerSpec(
+            name=entry.name, plugin_dir=str(lc.plugin_dir), module_file=entry.module_file,
+            class_name=entry.class_name, prefix=self.settings.prefix, parameters=entry.parameters,
+            version=entry.options.get("version") or (entry.commit or "local")[:12],
+            grace_period=limits.grace_period, heartbeat_interval=self.settings.heartbeat_interval,
+            memory_limit_mb=limits.memory_limit_mb, max_open_files=limits.max_open_files,
+            forward_log_rate=self.settings.plugin_log_limit,
+        )
+        return limits, spec, str(env_python) if env_python else None
+
+    def _worker_env(self, name: str, python: str | None) -> dict[str, str]:
+        env = plugin_environ()  # no API token for plugin code
+        if python is not None:  # the plugin's own environment: its subprocesses use it too
+            venv = Path(python).parent.parent
+            env["VIRTUAL_ENV"] = str(venv)
+            env["PATH"] = os.pathsep.join([str(venv / "bin"), env.get("PATH", os.defpath)])
+        env["OPENBLAS_NUM_THREADS"] = "1"  # ~35 MB of RSS per IOC otherwise
+        env.update(self.services.epics.worker_env(name))
+        return env
+
+    def log_path(self, name: str) -> Path:
+        return self.settings.logs_dir / f"{name}.log"
+
+
+def _resolve(future: asyncio.Future[Any] | None, value: Any, error: BaseException | None = None) -> None:
+    if future is None or future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
+
