@@ -8,7 +8,6 @@ arrive out of order, grace resolution.
 
 from __future__ import annotations
 
-import itertools
 import random
 from datetime import datetime, timezone
 from pathlib import Path
@@ -413,9 +412,7 @@ def test_a_run_that_finished_during_a_restart_is_recorded_as_it_ended() -> None:
 def test_the_ledger_keeps_the_last_runs() -> None:
     ledger = RunLedger("j", keep=3)
     now = datetime.now(timezone.utc)
-    for i in itertools.count():
-        if i == 5:
-            break
+    for i in range(5):
         ledger.accepted(f"r{i}", "api", {}, now)
         ledger.finished(f"r{i}", False, {"success": True}, now)
     assert [run.run_id for run in ledger.all()] == ["r4", "r3", "r2"]
