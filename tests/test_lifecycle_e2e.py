@@ -14,6 +14,7 @@ deletes what it added, whatever happened, so the next one starts from a healthy 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import random
 import socket
@@ -421,21 +422,29 @@ def _in_flight_state(api: httpx.Client, name: str) -> str:
     return state
 
 
+@contextlib.contextmanager
+def add_in_background(api: httpx.Client, name: str, repo: Any) -> Iterator[Callable[[], httpx.Response]]:
+    """POST ``repo`` as ``name`` from a thread; 1.5 s later (still validating, the import takes
+    4 s) check it is visible alike on every route, and hand over a call that waits for the POST."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(api.post, "/plugins", json={"name": name, "git_url": repo.url})
+        time.sleep(1.5)
+        _in_flight_state(api, name)
+        yield lambda: pending.result(timeout=90)
+
+
 def test_delete_during_add_cancels_it_and_leaves_nothing(api, daemon, repos):
     """DELETE of a plugin still validating answers 200, the add answers 409 ADD_CANCELLED,
     nothing of it is left, and the name can be added again."""
     name = "slowadd"
     repo = plugin_repo(repos, name, SLOW_IMPORT, TICKER_CONFIG, module="ticker")
     try:
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(api.post, "/plugins", json={"name": name, "git_url": repo.url})
-            time.sleep(1.5)
-            _in_flight_state(api, name)
+        with add_in_background(api, name, repo) as added_later:
             logs = api.get(f"/plugins/{name}/logs")
             assert logs.status_code == 200, logs.text
             deleted = api.delete(f"/plugins/{name}")
             assert deleted.status_code == 200, deleted.text
-            added = pending.result(timeout=90)
+            added = added_later()
         assert added.status_code == 409 and code_of(added) == "ADD_CANCELLED", f"{added.status_code} {added.text}"
         assert api.get(f"/plugins/{name}").status_code == 404
         assert leftovers(daemon.data_dir, name) == []
@@ -452,14 +461,11 @@ def test_stop_during_add_stores_it_stopped(api, daemon, repos):
     name = "slowstop"
     repo = plugin_repo(repos, name, SLOW_IMPORT, TICKER_CONFIG, module="ticker")
     try:
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(api.post, "/plugins", json={"name": name, "git_url": repo.url})
-            time.sleep(1.5)
-            _in_flight_state(api, name)
+        with add_in_background(api, name, repo) as added_later:
             stopped = api.post(f"/plugins/{name}/stop")
             assert stopped.status_code == 200, stopped.text
             assert stopped.json()["desired_state"] == "stopped"
-            added = pending.result(timeout=90)
+            added = added_later()
         assert added.status_code == 201, added.text
         record = added.json()
         assert (record["state"], record["desired_state"], record["pid"]) == ("stopped", "stopped", None)

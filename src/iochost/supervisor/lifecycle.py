@@ -358,8 +358,6 @@ class PluginLifecycle:
 
     # -- job runs (the ledger decides; see runs.py) -----------------------------------------------
     def _run(self, event: t.RunRequested) -> None:
-        if self.entry.kind != "job":
-            raise IochostError(ErrorCode.WRONG_KIND, f"{self.name!r} is a task; only jobs can be run")
         self._emit(*self.runs.request(self.gen, event.run_id, event.parameters))
 
     def _cancel(self, event: t.CancelRequested) -> None:

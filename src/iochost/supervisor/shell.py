@@ -198,11 +198,10 @@ class Shell:
             )
         except IochostError as exc:
             self.feed(slot, t.PrepareFailed(exc))
-        except Exception as exc:  # noqa: BLE001 - reported to the caller as INTERNAL_ERROR
+        except Exception:  # noqa: BLE001 - reported to the caller as INTERNAL_ERROR
             log.exception("adding %s failed", slot.name)
             self.feed(slot, t.PrepareFailed(IochostError(ErrorCode.INTERNAL_ERROR,
                                                          f"adding {slot.name!r} failed unexpectedly")))
-            del exc
         else:
             await asyncio.sleep(0)  # Fetched, posted from the thread, is handled first
             self.feed(slot, t.Prepared(prepared.entry, prepared.plugin_dir, prepared.pvs))
