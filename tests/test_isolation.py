@@ -9,7 +9,6 @@ import importlib.metadata
 import importlib.util
 import os
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -154,11 +153,13 @@ def test_requirements_installed_into_the_plugins_own_environment(daemon: Daemon,
     assert installed, "mypkg is installed in the plugin's environment"
     assert not list((env / "lib").glob("python*/site-packages/[Pp][Yy][Yy][Aa][Mm][Ll]*"))  # not duplicated
 
-    # A plugin without requirements runs on the daemon's own interpreter, with no environment.
+    # A plugin without requirements runs on the daemon's own interpreter, with no environment:
+    # forked from the daemon's fork server, whose template runs that interpreter.
     plain = Repo(tmp_path / "plain").write({"ticker.py": TICKER, "config.yaml": CONFIG})
     plain.commit()
     other = api.post("/plugins", json={"name": "plain", "git_url": plain.url}).json()
-    assert cmdline(other["pid"])[0] == sys.executable and not (daemon.data_dir / "envs" / "plain").exists()
+    assert cmdline(other["pid"])[0].endswith("run/plain.json (forked)"), cmdline(other["pid"])
+    assert not (daemon.data_dir / "envs" / "plain").exists()
 
     # Restarts, and a daemon restart (offline restore), reuse the environment as it is.
     marker = env / ".iochost-requirements.sha256"

@@ -101,6 +101,14 @@ class Settings(BaseModel):
                                                                   "0: none; plugin parameter memory_limit_mb")
     worker_max_files: int = Field(default=1024, ge=0, description="per-worker open-file limit (RLIMIT_NOFILE); "
                                                                   "0: inherited; plugin parameter max_open_files")
+    fork_server: bool = Field(default=True, description="start workers and validation probes from a "
+                              "pre-imported template process (a fork server) instead of a fresh "
+                              "interpreter each; plugins with their own requirements.txt are always spawned")
+    worker_pool: int = Field(default=2, ge=0, le=32, description="warm worker processes (softioc already "
+                             "imported, no plugin) the fork server keeps ready; 0: fork each from the template")
+    worker_realtime: bool = Field(default=False, description="let workers use real-time scheduling, and so "
+                                  "let EPICS lock all their memory (mlockall: ~150 MB more per worker); "
+                                  "off: workers give up CAP_SYS_NICE and CAP_IPC_LOCK first")
     worker_cgroups: bool = Field(default=True, description="run each worker in a cgroup v2 of its own where the "
                                  "hierarchy is writable, so its whole process tree ends with it (off: subreaper "
                                  "and process groups only)")

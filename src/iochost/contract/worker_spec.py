@@ -29,6 +29,7 @@ class WorkerSpec(BaseModel):
     heartbeat_interval: float = Field(default=1.0, gt=0)
     memory_limit_mb: int | None = Field(default=None, gt=0, description="RLIMIT_DATA; None: no limit")
     max_open_files: int | None = Field(default=None, gt=0, description="RLIMIT_NOFILE; None: inherited")
+    realtime: bool = Field(default=False, description="keep real-time scheduling (and EPICS's mlockall)")
     cgroup: str | None = Field(default=None, description="cgroup v2 directory the worker joins first thing")
     forward_log_rate: tuple[int, float] | None = Field(
         default=None, description="log records forwarded to the supervisor: at most (COUNT, per SECONDS); None: all")

@@ -15,6 +15,7 @@ from typing import Any, Callable
 from iochost.errors import ErrorCode, IochostError
 from iochost.kinds import Kind
 from iochost.settings import Settings
+from iochost.launch.launcher import Launcher
 from iochost.store import GitStore, PluginSource, RegistryEntry
 from iochost.store.envs import PluginEnvs, RequirementsError
 from iochost.supervisor.lifecycle_types import Prepared
@@ -47,8 +48,8 @@ class AddRequest:
         )
 
 
-def prepare(request: AddRequest, entry: RegistryEntry, store: GitStore, envs: PluginEnvs, settings: Settings,
-            on_fetched: Callable[[str | None], None], cancelled: Callable[[], bool]) -> Prepared:
+def prepare(request: AddRequest, entry: RegistryEntry, store: GitStore, envs: PluginEnvs,
+            launcher: Launcher | None, settings: Settings, on_fetched: Callable[[str | None], None], cancelled: Callable[[], bool]) -> Prepared:
     """Fetch, install requirements.txt into the plugin's own environment, validate."""
     name = request.name
     result = store.fetch(name, request.source, pat=request.pat, timeout=settings.git_timeout,
@@ -64,6 +65,7 @@ def prepare(request: AddRequest, entry: RegistryEntry, store: GitStore, envs: Pl
         result.plugin_dir, name=name, prefix=settings.prefix, class_name=request.class_name,
         parameters=request.parameters, import_timeout=settings.import_timeout,
         python=str(python) if python else None, memory_limit_mb=settings.worker_memory_mb or None,
+        launcher=launcher,
     )
     if not report.ok:
         raise IochostError(ErrorCode.VALIDATION_FAILED,

@@ -81,7 +81,17 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"]
     version: str
     uptime: float
+    ready: bool = Field(description="the registry's plugins are restored (each running or settled); "
+                                    "the API answers from the start, while they are brought back")
     plugins: dict[str, int] = Field(description="total and a count per state")
+
+
+class Readiness(BaseModel):
+    """What a Kubernetes probe reads: ``/health/live`` and ``/health/ready``."""
+
+    live: bool = True
+    ready: bool
+    restoring: int = Field(description="plugins still being brought back (pending or starting)")
 
 
 class Event(BaseModel):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from iochost.budget import LineBudget, TokenBucket
+from iochost.launch.launcher import Child, LaunchError, Launcher
 from iochost.proctree import OWN_CHILDREN
 from iochost.supervisor.containment import Containment
 from iochost.supervisor.logfiles import RotatingFile
@@ -123,10 +124,35 @@ class _OutputProtocol(_ThrottledReader):
             self.done.set_result(None)
 
 
+async def _launch(launcher: Launcher, spec: WorkerSpec, spec_file: Path, env: dict[str, str],
+                  event_write: int, command_read: int, output_write: int) -> Child | None:
+    """The worker as a fork of the launcher's warm member; None when the fork server cannot
+    provide one (the caller spawns instead)."""
+    try:
+        member = await asyncio.to_thread(launcher.acquire, True)
+    except LaunchError as exc:
+        log.warning("%s: fork server: %s; spawning the worker instead", spec.name, exc)
+        return None
+    event_fd, command_fd = member.free_fds(2)  # the pipe ends' numbers inside the member
+    spec = spec.model_copy(update={"event_fd": event_fd, "command_fd": command_fd})
+    try:
+        await asyncio.to_thread(spec_file.write_text, spec.model_dump_json())
+    except BaseException:
+        member.discard()
+        raise
+    try:
+        return member.start("iochost.worker.main:main", [str(spec_file)], env, (None, output_write, output_write),
+                            {event_fd: event_write, command_fd: command_read},
+                            title=f"iochost.worker {spec_file} (forked)")
+    except LaunchError as exc:
+        log.warning("%s: fork server: %s; spawning the worker instead", spec.name, exc)
+        return None
+
+
 class WorkerProcess:
     """One spawned worker. ``wait()`` returns its exit code; ``stop()`` ends it for sure."""
 
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, commands: asyncio.WriteTransport,
+    def __init__(self, name: str, proc: asyncio.subprocess.Process | Child, commands: asyncio.WriteTransport,
                  events: _EventProtocol, output: tuple[asyncio.ReadTransport, _OutputProtocol],
                  spec: WorkerSpec, containment: Containment) -> None:
         self.name = name
@@ -150,9 +176,11 @@ class WorkerProcess:
         on_event: Callable[[Any], None],
         containment: Containment,
         python: str | None = None,
+        launcher: Launcher | None = None,
         output_rate: float = 0.0,
     ) -> "WorkerProcess":
-        """Start ``python -m iochost.worker`` (``python``: a plugin's own environment, default ours).
+        """Start the worker: forked from ``launcher``'s template when it runs our interpreter,
+        else ``python -m iochost.worker`` (``python``: a plugin's own environment).
 
         ``logfile`` is the worker's from now on: it is closed when the output ends.
         ``output_rate``: bytes per second its stdout/stderr may write (bursts of 4 s); 0: any."""
@@ -162,17 +190,22 @@ class WorkerProcess:
         output_read, output_write = os.pipe()
         try:
             cgroup = await asyncio.to_thread(containment.prepare, spec.name)
-            spec = spec.model_copy(update={"event_fd": event_write, "command_fd": command_read, "cgroup": cgroup})
+            spec = spec.model_copy(update={"cgroup": cgroup})
             spec_file = run_dir / f"{spec.name}.json"
-            await asyncio.to_thread(spec_file.write_text, spec.model_dump_json())
-            with OWN_CHILDREN.spawning():
-                proc = await asyncio.create_subprocess_exec(
-                    python or sys.executable, "-m", "iochost.worker", str(spec_file),
-                    pass_fds=(event_write, command_read), stdin=subprocess.DEVNULL,
-                    stdout=output_write, stderr=output_write, env=env,
-                    start_new_session=True,  # its own process group: stop() kills plugin children too
-                )
-                OWN_CHILDREN.track(proc.pid)
+            proc: asyncio.subprocess.Process | Child | None = None
+            if launcher is not None and python is None:
+                proc = await _launch(launcher, spec, spec_file, env, event_write, command_read, output_write)
+            if proc is None:
+                spec = spec.model_copy(update={"event_fd": event_write, "command_fd": command_read})
+                await asyncio.to_thread(spec_file.write_text, spec.model_dump_json())
+                with OWN_CHILDREN.spawning():
+                    proc = await asyncio.create_subprocess_exec(
+                        python or sys.executable, "-m", "iochost.worker", str(spec_file),
+                        pass_fds=(event_write, command_read), stdin=subprocess.DEVNULL,
+                        stdout=output_write, stderr=output_write, env=env,
+                        start_new_session=True,  # its own process group: stop() kills plugin children too
+                    )
+                    OWN_CHILDREN.track(proc.pid)
         except BaseException:
             for fd in (event_read, event_write, command_read, command_write, output_read, output_write):
                 os.close(fd)
@@ -198,7 +231,7 @@ class WorkerProcess:
 
     async def _end(self) -> int:
         """Runs once per worker: its exit, then the end of all it left, then its output."""
-        code = await self.proc.wait()
+        code = await (self.proc.exited() if isinstance(self.proc, Child) else self.proc.wait())
         OWN_CHILDREN.untrack(self.pid)
         self._commands.close()
         self._events.unthrottle()  # what it said before exiting (a Fatal) is read now

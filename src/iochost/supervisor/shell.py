@@ -21,8 +21,9 @@ from iochost.config import load_config
 from iochost.config.limits import DaemonLimits, WorkerLimits, resolve_limits
 from iochost.contract import messages
 from iochost.contract.worker_spec import WorkerSpec
-from iochost.environ import plugin_environ
+from iochost.environ import python_child_environ
 from iochost.errors import ErrorCode, IochostError
+from iochost.launch.launcher import Launcher
 from iochost.settings import Settings
 from iochost.supervisor import lifecycle_types as t
 from iochost.store import GitStore, Registry
@@ -49,6 +50,7 @@ class Services:
     envs: PluginEnvs
     containment: Containment
     epics: EpicsNetwork
+    launcher: Launcher | None  # the fork server; None: every worker and probe is spawned
     forward_log: Callable[[str, messages.Log], None]
 
 
@@ -192,7 +194,7 @@ class Shell:
         loop, svc = asyncio.get_running_loop(), self.services
         try:
             prepared = await asyncio.to_thread(
-                prepare, request, slot.lc.entry, svc.store, svc.envs, self.settings,
+                prepare, request, slot.lc.entry, svc.store, svc.envs, svc.launcher, self.settings,
                 lambda commit: loop.call_soon_threadsafe(self.feed, slot, t.Fetched(commit)),
                 lambda: slot.lc.delete_requested,
             )
@@ -239,7 +241,7 @@ class Shell:
             worker = await WorkerProcess.spawn(
                 spec, run_dir=self.settings.run_dir, logfile=logfile, env=env,
                 on_event=lambda message: self._from_worker(slot, gen, message),
-                containment=self.services.containment, python=python,
+                containment=self.services.containment, python=python, launcher=self.services.launcher,
                 output_rate=self.settings.log_throttle_mb * 1024**2,
             )
         except Exception as exc:  # noqa: BLE001 - any failure to start is the plugin's FAILED state
@@ -276,17 +278,16 @@ class Shell:
             version=entry.options.get("version") or (entry.commit or "local")[:12],
             grace_period=limits.grace_period, heartbeat_interval=self.settings.heartbeat_interval,
             memory_limit_mb=limits.memory_limit_mb, max_open_files=limits.max_open_files,
-            forward_log_rate=self.settings.plugin_log_limit,
+            forward_log_rate=self.settings.plugin_log_limit, realtime=self.settings.worker_realtime,
         )
         return limits, spec, str(env_python) if env_python else None
 
     def _worker_env(self, name: str, python: str | None) -> dict[str, str]:
-        env = plugin_environ()  # no API token for plugin code
+        env = python_child_environ()  # no API token for plugin code
         if python is not None:  # the plugin's own environment: its subprocesses use it too
             venv = Path(python).parent.parent
             env["VIRTUAL_ENV"] = str(venv)
             env["PATH"] = os.pathsep.join([str(venv / "bin"), env.get("PATH", os.defpath)])
-        env["OPENBLAS_NUM_THREADS"] = "1"  # ~35 MB of RSS per IOC otherwise
         env.update(self.services.epics.worker_env(name))
         return env
 

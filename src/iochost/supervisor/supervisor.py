@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from datetime import datetime, timezone
@@ -20,8 +21,10 @@ from iochost.budget import LineBudget
 from iochost.builtin import DAEMON_STATUS_DIR
 from iochost.config.pvnames import plugin_pv_prefix
 from iochost.contract import messages
+from iochost.environ import python_child_environ
 from iochost.errors import ErrorCode, IochostError
 from iochost.kinds import Kind
+from iochost.launch.launcher import LaunchError, Launcher
 from iochost.settings import Settings
 from iochost.store import GitStore, PluginSource, Registry, RegistryEntry
 from iochost.store.envs import PluginEnvs
@@ -33,7 +36,7 @@ from iochost.supervisor.containment import Containment
 from iochost.supervisor.daemon_ioc import SYSTEM_NAME, daemon_pv_values, system_entry
 from iochost.supervisor.epics import EpicsNetwork
 from iochost.supervisor.lifecycle import UP, PluginLifecycle
-from iochost.supervisor.models import Event, Health, PluginRecord, RunRecord
+from iochost.supervisor.models import Event, Health, PluginRecord, Readiness, RunRecord
 from iochost.supervisor.shell import PluginSlot, Services, Shell
 from iochost.supervisor.states import LIVE, State
 
@@ -64,6 +67,8 @@ class Supervisor:
         self._subscribers: set[asyncio.Queue[Event]] = set()
         self._started = time.monotonic()
         self._watch_task: asyncio.Task[None] | None = None
+        self._bring_back: asyncio.Task[None] | None = None
+        self.ready = False  # the registry's plugins are restored and the examples added
         self._status_push_pending = False
         self._log_budgets: dict[str, LineBudget] = {}  # plugin log lines forwarded into the daemon's log
 
@@ -82,23 +87,52 @@ class Supervisor:
         await asyncio.to_thread(envs.prune, registered)
         containment = await asyncio.to_thread(Containment, s.worker_cgroups)
         services = Services(store=store, registry=registry, envs=envs, containment=containment,
-                            epics=self.epics, forward_log=self._forward_log)
+                            epics=self.epics, launcher=await self._start_launcher(),
+                            forward_log=self._forward_log)
         self.shell = Shell(s, services, self._on_effect, self._forget)
         await self.shell.start()
         await self.epics.start()
         self._watch_task = asyncio.create_task(self._watch(), name="iochost-watchdog")
         self._start_system()
-        for entry in registry.entries():
-            slot = self._new_slot(entry)
-            self._shell().feed(slot, t.RestoreRequested())
-        if s.examples is not None:
-            await self._add_examples(s.examples)
+        slots = [self._new_slot(entry) for entry in registry.entries()]  # visible at once, pending
+        self._bring_back = asyncio.create_task(self._bring_back_all(slots), name="iochost-restore")
+
+    async def _bring_back_all(self, slots: list[PluginSlot]) -> None:
+        """Restore the registry's plugins, about one per core at a time (a start is mostly
+        CPU: the plugin's import and iocInit), then add the examples; then ``ready``."""
+        gate = asyncio.Semaphore(max(2, os.cpu_count() or 2))
+
+        async def restore(slot: PluginSlot) -> None:
+            async with gate:
+                self._shell().feed(slot, t.RestoreRequested())
+                await slot.until(lambda lc: lc.state not in (State.PENDING, State.STARTING))
+
+        await asyncio.gather(*(restore(slot) for slot in slots))
+        if self.settings.examples is not None:
+            await self._add_examples(self.settings.examples)
+        self.ready = True
+        log.info("restore finished: %d plugin(s) from the registry", len(slots))
+
+    async def _start_launcher(self) -> Launcher | None:
+        """The fork server, unless it is turned off or cannot work here (then every start spawns)."""
+        s = self.settings
+        if not s.fork_server:
+            return None
+        launcher = Launcher(python_child_environ(), pool_size=s.worker_pool, realtime=s.worker_realtime)
+        try:
+            await asyncio.to_thread(launcher.start)
+        except LaunchError as exc:
+            log.warning("fork server unavailable (%s); workers and probes are spawned", exc)
+            return None
+        return launcher
 
     async def shutdown(self) -> None:
         """Stop every worker (SIGTERM, grace, SIGKILL); the registry keeps the desired state."""
         shell = self._shell()
         if self._watch_task is not None:
             self._watch_task.cancel()
+        if self._bring_back is not None:
+            self._bring_back.cancel()
         slots = self._supervised()
         for slot in slots:
             shell.feed(slot, t.Closing())
@@ -106,6 +140,8 @@ class Supervisor:
         await asyncio.gather(*(slot.until(lambda lc: lc.state not in LIVE) for slot in slots))
         await shell.close()
         await asyncio.to_thread(shell.services.containment.close)
+        if shell.services.launcher is not None:
+            await asyncio.to_thread(shell.services.launcher.close)
         await self.epics.close()
 
     # -- queries --------------------------------------------------------------------------
@@ -121,7 +157,11 @@ class Supervisor:
         for slot in self.plugins.values():
             counts[slot.lc.state.value] += 1
         return Health(status="degraded" if self._degraded() else "ok", version=__version__,
-                      uptime=round(time.monotonic() - self._started, 1), plugins=counts)
+                      uptime=round(time.monotonic() - self._started, 1), ready=self.ready, plugins=counts)
+
+    def readiness(self) -> Readiness:
+        restoring = sum(slot.lc.state in (State.PENDING, State.STARTING) for slot in self.plugins.values())
+        return Readiness(ready=self.ready, restoring=restoring)
 
     def _degraded(self) -> bool:
         return any(slot.lc.degraded for slot in self.plugins.values())
@@ -294,15 +334,16 @@ class Supervisor:
 
     # -- helpers ---------------------------------------------------------------------------------
     async def _add_examples(self, folder: Path) -> None:
-        for plugin_dir in sorted(p for p in folder.iterdir() if (p / "config.yaml").is_file()):
-            if plugin_dir.name in self.plugins:
-                continue
+        async def add(plugin_dir: Path) -> None:
             request = AddRequest(name=plugin_dir.name, source=PluginSource(local_path=str(plugin_dir.resolve())),
                                  trusted=True)
             try:
                 await self.add(request)
             except IochostError as exc:
                 log.error("example %s not loaded: %s %s", plugin_dir.name, exc.code.value, exc.message)
+
+        await asyncio.gather(*(add(plugin_dir) for plugin_dir in sorted(folder.iterdir())
+                               if (plugin_dir / "config.yaml").is_file() and plugin_dir.name not in self.plugins))
 
     def _start_system(self) -> None:
         """Start {PREFIX}:IOCHOST:*; a failure is logged, never fatal to the daemon."""

@@ -11,6 +11,7 @@ line it was stuck on.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -19,8 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import iochost
-from iochost.environ import plugin_environ
+from iochost.environ import python_child_environ
+from iochost.launch.launcher import Child, LaunchError, Launcher
 from iochost.proctree import kill_group, popen_session
 from iochost.untrusted import read_tail
 from iochost.validate.code import CodeFindings
@@ -29,17 +30,13 @@ from iochost.report import Stage, ValidationIssue
 DUMP_WAIT = 0.5  # time the probe gets to write its stack dump before SIGKILL
 _FRAME = re.compile(r'^\s*File "(?P<file>.+)", line (?P<line>\d+)')
 _PROBE_FILE = "iochost/validate/probe.py"
+log = logging.getLogger("iochost.validate")
 MAX_RESULT_BYTES = 4 * 1024 * 1024  # the probe's JSON answer; anything longer is not one
 
 
 def _probe_env() -> dict[str, str]:
-    env = plugin_environ()  # the probe runs plugin code: no API token
-    env["OPENBLAS_NUM_THREADS"] = "1"
+    env = python_child_environ()  # the probe runs plugin code: no API token
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # leave no __pycache__ in the checkout
-    source_root = str(Path(iochost.__file__).resolve().parent.parent)
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if source_root not in paths:  # the probe must import this very iochost
-        env["PYTHONPATH"] = os.pathsep.join([source_root, *paths])
     return env
 
 
@@ -67,21 +64,34 @@ def _tail(stderr: str, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in kept)
 
 
+def _start_probe(request: str, out: int, err: int, python: str | None,
+                 launcher: Launcher | None) -> subprocess.Popen[bytes] | Child:
+    """A running probe, Popen-like; output to files, so a plugin printing gigabytes costs us nothing."""
+    env = _probe_env()
+    if launcher is not None and python is None:
+        try:
+            return launcher.acquire(warm=False).start("iochost.validate.probe:main", [request], env,
+                                                      (None, out, err), title="iochost.validate.probe (forked)")
+        except LaunchError as exc:
+            log.warning("validation probe: %s; spawning it instead", exc)
+    return popen_session([python or sys.executable, "-m", "iochost.validate.probe", request],
+                         stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+
+
 def probe_plugin(
     plugin_dir: Path, class_name: str | None, timeout: float, python: str | None = None,
-    memory_limit_mb: int | None = None,
+    memory_limit_mb: int | None = None, launcher: Launcher | None = None,
 ) -> CodeFindings:
     """Parse, discover, import and inspect the plugin in a subprocess (run by ``python``,
-    default this interpreter) limited to ``memory_limit_mb`` and ``timeout`` seconds."""
+    default this interpreter) limited to ``memory_limit_mb`` and ``timeout`` seconds.
+    With a ``launcher`` and this interpreter, the subprocess is forked from its template
+    (milliseconds instead of a fresh interpreter's imports)."""
     root = Path(os.path.realpath(plugin_dir))
     request = json.dumps({"plugin_dir": str(root), "class_name": class_name, "memory_limit_mb": memory_limit_mb})
     with tempfile.TemporaryDirectory(prefix="iochost-probe-") as scratch:
         out_path, err_path = Path(scratch, "out"), Path(scratch, "err")
         with open(out_path, "wb") as out_file, open(err_path, "wb") as err_file:
-            proc = popen_session(  # output to files: a plugin printing gigabytes costs us nothing
-                [python or sys.executable, "-m", "iochost.validate.probe", request],
-                stdin=subprocess.DEVNULL, stdout=out_file, stderr=err_file, env=_probe_env(),
-            )
+            proc = _start_probe(request, out_file.fileno(), err_file.fileno(), python, launcher)
         timed_out = False
         try:
             proc.wait(timeout=timeout)

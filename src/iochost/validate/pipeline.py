@@ -24,6 +24,7 @@ from iochost.config.pvnames import (
     full_pv_name,
 )
 from iochost.validate.code import read_code
+from iochost.launch.launcher import Launcher
 from iochost.validate.import_check import probe_plugin
 from iochost.report import PluginInfo, Stage, ValidationIssue, ValidationReport
 
@@ -47,6 +48,7 @@ def validate_plugin(
     run_import: bool = True,
     python: str | None = None,
     memory_limit_mb: int | None = None,
+    launcher: Launcher | None = None,
 ) -> ValidationReport:
     """Check a plugin directory the way the worker will use it.
 
@@ -54,7 +56,8 @@ def validate_plugin(
     default PVs). ``run_import=False`` skips the import subprocess, for callers that
     import the plugin themselves right after (``iochost run``). ``python`` is the
     interpreter of the import probe (a plugin's own environment; default: this one);
-    ``memory_limit_mb`` its memory limit when config.yaml sets none (``memory_limit_mb``).
+    ``memory_limit_mb`` its memory limit when config.yaml sets none (``memory_limit_mb``);
+    ``launcher`` the daemon's fork server, to fork the probe instead of spawning it.
     """
     root = Path(plugin_dir).resolve()
     name = name or root.name
@@ -66,7 +69,8 @@ def validate_plugin(
     config, issues = _config(root, parameters)
     if run_import:
         limit = (config.parameters.memory_limit_mb if config is not None else None) or memory_limit_mb
-        code = probe_plugin(root, class_name, import_timeout, python=python, memory_limit_mb=limit)
+        code = probe_plugin(root, class_name, import_timeout, python=python, memory_limit_mb=limit,
+                            launcher=launcher)
     else:
         code = read_code(root, class_name)
     issues += code.issues

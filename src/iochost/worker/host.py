@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 import uuid
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from iochost.sdk import JobBase, JobCancelled, JobResult, TaskBase
 from iochost.sdk.status import JobStatus, TaskStatus
@@ -23,7 +23,9 @@ from iochost.config import Parameters
 from iochost.contract import messages
 from iochost.worker.channel import Channel
 from iochost.worker.limits import exit_out_of_memory
-from iochost.worker.records import PVTable
+
+if TYPE_CHECKING:  # records imports softioc; the launch template preloads this module without it
+    from iochost.worker.records import PVTable
 
 log = logging.getLogger("iochost.worker")
 

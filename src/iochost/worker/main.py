@@ -17,6 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
+from iochost.memlock import forbid_memory_locking
 from iochost.proctree import kill_descendants, set_child_subreaper
 from iochost.contract import messages
 from iochost.worker.channel import Channel, ChannelLogHandler
@@ -87,6 +88,8 @@ def _ca_port_free(wait: float = 5.0) -> bool:
 def run_worker(spec: WorkerSpec) -> int:
     """Run one plugin as a soft IOC until told to stop; returns the exit code."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy (via softioc) loads
+    if not spec.realtime:
+        forbid_memory_locking()  # before softioc loads (a fork server's warm member has done it)
     _join_cgroup(spec.cgroup)
     set_child_subreaper()  # a plugin's orphaned grandchildren come to us, not to init
     apply_limits(spec.memory_limit_mb, spec.max_open_files)  # before the plugin or softioc loads

@@ -1,0 +1,319 @@
+"""The daemon's side of the fork server: one template, a small pool of warm members.
+
+Thread-safe and blocking (the validation probe runs in a worker thread; the supervisor
+calls it through ``asyncio.to_thread``). A keeper thread restarts the template when it
+dies and keeps ``pool_size`` warm members ready; members that die idle are reaped and
+replaced. Anything that goes wrong here is a ``LaunchError``, on which callers fall back
+to a plain spawn: the fork server makes starts cheaper, never possible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Sequence
+
+from iochost.launch import protocol
+from iochost.proctree import OWN_CHILDREN, kill_group, popen_session, set_child_subreaper
+
+log = logging.getLogger("iochost.launch")
+
+HELLO_TIMEOUT = 30.0  # a fork request queued behind the template's own imports waits for them
+READY_TIMEOUT = 60.0  # a warm member imports softioc first (~0.2 s, more on a cold disk cache)
+KEEPER_INTERVAL = 0.5  # how often the keeper looks at the template and the idle members
+RESTART_BACKOFF = 1.0  # between attempts to start a template that keeps dying
+
+
+class LaunchError(RuntimeError):
+    """The fork server could not provide a process; the caller spawns one instead."""
+
+
+class Child:
+    """A launched process: the daemon's own child, since members re-parent to it at birth."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._pidfd = os.pidfd_open(pid)
+
+    def _reap(self) -> int:
+        """Once the pidfd says it ended: collect the status (retrying the microseconds in
+        which a member that died at birth may still belong to its middle process)."""
+        deadline = time.monotonic() + 1.0
+        while self.returncode is None:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+                self.returncode = os.waitstatus_to_exitcode(status)
+            except ChildProcessError:
+                if time.monotonic() > deadline:
+                    self.returncode = -signal.SIGKILL  # reaped elsewhere: report it as killed
+                else:
+                    time.sleep(0.001)
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+        OWN_CHILDREN.untrack(self.pid)
+        return self.returncode
+
+    def poll(self) -> int | None:
+        if self.returncode is None and select.select([self._pidfd], [], [], 0)[0]:
+            self._reap()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Blocking, as ``subprocess.Popen.wait`` (so ``kill_group`` works on it)."""
+        if self.returncode is None:
+            if not select.select([self._pidfd], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
+            self._reap()
+        assert self.returncode is not None
+        return self.returncode
+
+    async def exited(self) -> int:
+        """The exit code, awaited on the event loop without a thread."""
+        if self.returncode is None:
+            loop = asyncio.get_running_loop()
+            ended = loop.create_future()
+            loop.add_reader(self._pidfd, lambda: ended.done() or ended.set_result(None))
+            try:
+                await ended
+            finally:
+                loop.remove_reader(self._pidfd)
+            self._reap()
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+
+class Member:
+    """A forked member waiting for its launch."""
+
+    def __init__(self, child: Child, sock: socket.socket, open_fds: Sequence[int], warm: bool) -> None:
+        self.child = child
+        self.pid = child.pid
+        self._sock = sock
+        self._open = set(open_fds)
+        self.warm = warm
+
+    def free_fds(self, count: int) -> list[int]:
+        """``count`` fd numbers (above stdio) that nothing in the member holds."""
+        free, fd = [], 3
+        while len(free) < count:
+            if fd not in self._open:
+                free.append(fd)
+            fd += 1
+        return free
+
+    def start(self, target: str, args: list[str], env: dict[str, str],
+              stdio: tuple[int | None, int | None, int | None], fds: dict[int, int] | None = None,
+              title: str | None = None) -> Child:
+        """Run ``module:function(args)`` in the member with ``env``, its stdin/stdout/stderr
+        from ``stdio`` (None: /dev/null) and each ``fds`` value at its key's number; ``title``
+        is its command line in ps (default: the target and its arguments)."""
+        sources: list[int] = []
+
+        def index(fd: int | None) -> int | None:
+            if fd is None:
+                return None
+            if fd not in sources:
+                sources.append(fd)
+            return sources.index(fd)
+
+        launch = {"target": target, "args": args, "env": env, "title": title or " ".join([target, *args]),
+                  "stdio": [index(fd) for fd in stdio],
+                  "fds": {str(number): index(fd) for number, fd in (fds or {}).items()}}
+        try:
+            protocol.send(self._sock, launch, sources)
+        except OSError as exc:
+            self.discard()
+            raise LaunchError(f"member {self.pid} is gone: {exc}") from exc
+        finally:
+            self._sock.close()
+        return self.child
+
+    def discard(self) -> None:
+        """Let an unused member go: it exits at end-of-file, killed to be sure, then reaped."""
+        self._sock.close()
+        self.child.send_signal(signal.SIGKILL)
+        self.child.wait()
+
+
+class Launcher:
+    """Starts processes from the template; ``close()`` ends the template and idle members."""
+
+    def __init__(self, env: dict[str, str], *, pool_size: int = 2, realtime: bool = False,
+                 python: str = sys.executable) -> None:
+        self.pool_size = pool_size
+        self._env = env
+        self._realtime = realtime
+        self._python = python
+        self._lock = threading.Lock()  # the template and its control socket
+        self._template: subprocess.Popen[bytes] | None = None
+        self._control: socket.socket | None = None
+        self._pool: list[Member] = []
+        self._pool_changed = threading.Condition()
+        self._closing = threading.Event()
+        self._keeper: threading.Thread | None = None
+        self.template_starts = 0
+
+    # -- the template ----------------------------------------------------------------------
+    @property
+    def template_pid(self) -> int | None:
+        template = self._template
+        return template.pid if template is not None and template.poll() is None else None
+
+    def _ensure_template(self) -> socket.socket:
+        """The live template's control socket, starting a template if there is none. Lock held."""
+        if self._template is not None and self._template.poll() is None and self._control is not None:
+            return self._control
+        if self._template is not None:
+            log.warning("launch template (pid %d) exited with %s; starting a new one",
+                        self._template.pid, self._template.returncode)
+            self._stop_template()
+        if self._closing.is_set():
+            raise LaunchError("the launcher is closed")
+        ours, theirs = protocol.socketpair()
+        argv = [self._python, "-m", "iochost.launch.template", str(theirs.fileno())]
+        if self._realtime:
+            argv.append("--realtime")
+        try:
+            self._template = popen_session(argv, pass_fds=(theirs.fileno(),), env=self._env,
+                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        except OSError as exc:
+            ours.close()
+            raise LaunchError(f"cannot start the launch template: {exc}") from exc
+        finally:
+            theirs.close()
+        self._control = ours
+        self.template_starts += 1
+        return ours
+
+    def _stop_template(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        if self._template is not None:
+            kill_group(self._template)
+            self._template = None
+
+    # -- members ---------------------------------------------------------------------------
+    def _fork(self, warm: bool) -> Member:
+        """Ask the template for a member and wait until it is ready."""
+        ours, theirs = protocol.socketpair()
+        try:
+            with OWN_CHILDREN.spawning():  # it re-parents to us: the orphan sweep must wait
+                with self._lock:
+                    control = self._ensure_template()
+                    try:
+                        protocol.send(control, {"warm": warm}, [theirs.fileno()])
+                    except OSError as exc:
+                        raise LaunchError(f"the launch template is gone: {exc}") from exc
+                theirs.close()
+                ours.settimeout(HELLO_TIMEOUT)
+                hello = protocol.receive(ours)
+                if hello is None:
+                    raise LaunchError("the launch template ended before the member started")
+                child = Child(int(hello[0]["pid"]))
+                OWN_CHILDREN.track(child.pid)
+        except (OSError, ValueError, KeyError) as exc:
+            ours.close()
+            theirs.close()
+            raise LaunchError(f"no member from the launch template: {exc}") from exc
+        except BaseException:
+            ours.close()
+            theirs.close()
+            raise
+        try:
+            ours.settimeout(READY_TIMEOUT)
+            ready = protocol.receive(ours)
+            if ready is None or not ready[0].get("ready"):
+                raise LaunchError(f"member {child.pid} ended before it was ready (see the daemon's stderr)")
+            ours.settimeout(None)
+            return Member(child, ours, ready[0].get("open_fds", ()), warm)
+        except BaseException as exc:
+            ours.close()
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            if isinstance(exc, OSError):
+                raise LaunchError(f"member {child.pid} did not get ready: {exc}") from exc
+            raise
+
+    def acquire(self, warm: bool = True) -> Member:
+        """A member: a warm one from the pool when there is one, else a fresh fork."""
+        if self._closing.is_set():
+            raise LaunchError("the launcher is closed")
+        if warm:
+            with self._pool_changed:
+                while self._pool:
+                    member = self._pool.pop(0)
+                    self._pool_changed.notify_all()  # the keeper forks a replacement
+                    if member.child.poll() is None:
+                        return member
+        return self._fork(warm)
+
+    # -- the keeper ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the template now (its imports overlap the daemon's start) and the keeper.
+        Members re-parent to the nearest child subreaper: that must be this process."""
+        if not set_child_subreaper():
+            raise LaunchError("this system cannot make the daemon a child subreaper")
+        with self._lock:
+            self._ensure_template()
+        self._keeper = threading.Thread(target=self._keep, name="launch-keeper", daemon=True)
+        self._keeper.start()
+
+    def _keep(self) -> None:
+        while not self._closing.is_set():
+            try:
+                with self._lock:
+                    self._ensure_template()
+                with self._pool_changed:
+                    for member in [m for m in self._pool if m.child.poll() is not None]:
+                        log.warning("idle warm member %d exited with %s", member.pid, member.child.returncode)
+                        self._pool.remove(member)
+                    short = len(self._pool) < self.pool_size
+                    if not short:
+                        self._pool_changed.wait(KEEPER_INTERVAL)
+                        continue
+                member = self._fork(warm=True)
+                with self._pool_changed:
+                    if self._closing.is_set():
+                        member.discard()
+                        return
+                    self._pool.append(member)
+                    self._pool_changed.notify_all()
+            except LaunchError as exc:
+                if not self._closing.is_set():
+                    log.warning("fork server: %s; retrying in %.0f s", exc, RESTART_BACKOFF)
+                    self._closing.wait(RESTART_BACKOFF)
+            except Exception:  # noqa: BLE001 - the keeper must keep going
+                log.exception("fork server keeper")
+                self._closing.wait(RESTART_BACKOFF)
+
+    def close(self) -> None:
+        """End the keeper, the idle members and the template (launched children are not ours to end)."""
+        self._closing.set()
+        with self._pool_changed:
+            self._pool_changed.notify_all()
+        if self._keeper is not None:
+            self._keeper.join(timeout=READY_TIMEOUT)
+        with self._pool_changed:
+            pool, self._pool = self._pool, []
+        for member in pool:
+            member.discard()
+        with self._lock:
+            self._stop_template()
