@@ -3,6 +3,7 @@ the supervisor, so SIGTERM stops every worker (SIGTERM, grace, SIGKILL) before e
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import signal
 
@@ -16,6 +17,21 @@ from iochost.settings import Settings
 log = logging.getLogger("iochost")
 
 
+def _available(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def uvicorn_options(settings: Settings) -> dict[str, object]:
+    """The fast event loop and HTTP parser when installed (they are dependencies; the pure
+    Python asyncio/h11 pair is the fallback), and access lines formatted only when they are
+    logged at all (``uvicorn.access`` is at WARNING unless --log-level debug)."""
+    return {
+        "loop": "asyncio",
+        "http": "httptools" if _available("httptools") else "h11",
+        "access_log": settings.log_level == "debug",
+    }
+
+
 def serve(settings: Settings) -> int:
     setup_logging(settings.log_level, settings.log_format, settings.log_file,
                   settings.log_rotate_bytes, settings.log_rotate_files)
@@ -26,7 +42,7 @@ def serve(settings: Settings) -> int:
                     "listening on loopback %s only", settings.host)
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                            lifespan="on", timeout_graceful_shutdown=5)
+                            lifespan="on", timeout_graceful_shutdown=5, **uvicorn_options(settings))
     server = uvicorn.Server(config)
     # uvicorn re-raises the SIGTERM/SIGINT it handled once shutdown is done, so the
     # process would die by the signal; a stop we completed cleanly should exit 0.

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iochost import __version__
 from iochost.api.errors import error_response, install_error_handlers
+from iochost.api.listing import RecordCache
 from iochost.api.models import ERROR_RESPONSES
 from iochost.api.ratelimit import create_limiter
 from iochost.api.routes import compat, events, health, jobs, plugins
@@ -89,6 +90,7 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None) -> Fast
     app.state.settings = settings
     app.state.supervisor = sup
     app.state.rate_limiter = create_limiter(settings.add_rate_limit)
+    app.state.record_cache = RecordCache()
     install_error_handlers(app)
     for module in (plugins, jobs, compat, health, events):
         app.include_router(module.router, prefix=API_PREFIX)

@@ -7,5 +7,6 @@ from fastapi import Request
 from iochost.supervisor import Supervisor
 
 
-def get_supervisor(request: Request) -> Supervisor:
+async def get_supervisor(request: Request) -> Supervisor:
+    """``async`` so FastAPI calls it on the event loop, not in its thread pool."""
     return request.app.state.supervisor

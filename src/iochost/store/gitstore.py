@@ -19,9 +19,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-
-import git
-from git.exc import GitCommandError, GitError
+from typing import TYPE_CHECKING
 
 from iochost.errors import ErrorCode, IochostError
 from iochost.store.gitcmd import (
@@ -42,6 +40,9 @@ from iochost.store.paths import (
     tree_size,
 )
 from iochost.store.policy import check_one_source
+
+if TYPE_CHECKING:  # imported where used: GitPython costs ~0.15 s, not before the API answers
+    import git
 
 log = logging.getLogger("iochost.store")
 
@@ -230,6 +231,8 @@ class GitStore:
     @staticmethod
     def _resolve(checkout: Path, commit: str | None, url: str) -> str:
         """HEAD of a fresh clone, or the full SHA of a (possibly abbreviated) pinned commit."""
+        import git
+
         with git.Repo(checkout) as repo:
             if commit is None:
                 try:
@@ -238,7 +241,7 @@ class GitStore:
                     raise _fail(f"repository {url} is empty: its default branch has no commit") from None
             try:
                 return _rev_parse_commit(repo, commit)
-            except GitCommandError as exc:
+            except git.exc.GitCommandError as exc:
                 if "ambiguous" in str(exc.stderr):
                     raise _fail(f"commit {commit!r} is ambiguous in {url}; give more digits") from None
                 raise _fail(f"no such commit {commit!r} in {url}") from None
@@ -264,14 +267,18 @@ class GitStore:
     def _local_head(checkout: Path) -> str | None:
         if not (checkout / ".git").is_dir():
             return None
+        import git
+
         try:
             with git.Repo(checkout) as repo:
                 return repo.head.commit.hexsha
-        except (GitError, ValueError):
+        except (git.exc.GitError, ValueError):
             return None
 
     # -- restoring ------------------------------------------------------------------------------
     def _ensure_at(self, name: str, dest: Path, commit: str) -> None:
+        import git
+
         try:
             with git.Repo(dest) as repo:
                 try:
@@ -283,12 +290,12 @@ class GitStore:
                     return
                 try:
                     _rev_parse_commit(repo, commit)
-                except GitCommandError:
+                except git.exc.GitCommandError:
                     raise _fail(f"checkout of {name!r} does not contain commit {commit}; "
                                 "delete and re-add the plugin") from None
         except IochostError:
             raise
-        except GitError as exc:
+        except git.exc.GitError as exc:
             raise _fail(f"checkout of {name!r} at {dest} is not a usable git repository: "
                         f"{type(exc).__name__}") from None
         log.warning("%s: checkout %s; forcing it back to %s", name,

@@ -6,7 +6,7 @@ keeps working and a job POSTed to ``/tasks`` is refused with 422 WRONG_KIND.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
 from iochost.api.auth import require_admin, require_read
 from iochost.api.deps import get_supervisor
@@ -21,9 +21,9 @@ router = APIRouter(tags=["iocmng compatibility"])
 
 
 def _routes_for(kind: Kind, collection: str) -> None:
-    async def list_kind(sup: Supervisor = Depends(get_supervisor)) -> PluginList:
-        plugins = sup.list(kind)
-        return PluginList(plugins=plugins, count=len(plugins))
+    async def list_kind(request: Request) -> Response:
+        state = request.app.state
+        return state.record_cache.plugin_list(state.supervisor.list(kind), complete=False)
 
     async def add_kind(request: PluginRequest, sup: Supervisor = Depends(get_supervisor)) -> PluginRecord:
         return await sup.add(request.to_add(kind))

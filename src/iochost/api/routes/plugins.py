@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from iochost.api.auth import require_admin, require_read
 from iochost.api.deps import get_supervisor
@@ -23,14 +23,18 @@ async def add_plugin(request: PluginRequest, sup: Supervisor = Depends(get_super
 
 
 @router.get("", response_model=PluginList, dependencies=[Depends(require_read)])
-async def list_plugins(sup: Supervisor = Depends(get_supervisor)) -> PluginList:
-    plugins = sup.list()
-    return PluginList(plugins=plugins, count=len(plugins))
+async def list_plugins(request: Request) -> Response:
+    # Live records; the JSON of one that did not change since the last request is reused.
+    # The hot path takes the app's objects from the request, not as dependencies (each
+    # dependency FastAPI solves costs every request).
+    state = request.app.state
+    return state.record_cache.plugin_list(state.supervisor.list(), complete=True)
 
 
 @router.get("/{name}", response_model=PluginRecord, dependencies=[Depends(require_read)])
-async def get_plugin(name: str, sup: Supervisor = Depends(get_supervisor)) -> PluginRecord:
-    return sup.get(name)
+async def get_plugin(name: str, request: Request) -> Response:
+    state = request.app.state
+    return state.record_cache.plugin(state.supervisor.get(name))
 
 
 @router.delete("/{name}", response_model=Deleted, dependencies=[Depends(require_admin)])
