@@ -50,6 +50,47 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def proc_status_kb(pid: int, field: str) -> int:
+    """One ``kB`` line of /proc/PID/status (VmRSS, VmLck, ...)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} for {pid}")
+
+
+def pss_kb(pid: int) -> int:
+    """Proportional set size: shared pages (libraries, fork-shared heap) split among their users."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no Pss for {pid}")
+
+
+def process_tree(root_pid: int) -> list[int]:
+    """``root_pid`` and every live descendant, from one pass over /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def tree_cpu_seconds(root_pid: int) -> dict[int, float]:
+    """CPU seconds so far of every process in the tree, by pid (a vanished one is skipped)."""
+    seconds = {}
+    for pid in process_tree(root_pid):
+        with contextlib.suppress(OSError):
+            seconds[pid] = cpu_seconds(pid)
+    return seconds
+
+
 def git_repo(path: Path, files: dict[str, str] | None = None, copy_from: Path | None = None) -> str:
     """A committed repository at ``path``; its ``file://`` URL."""
     if copy_from is not None:
@@ -61,6 +102,21 @@ def git_repo(path: Path, files: dict[str, str] | None = None, copy_from: Path | 
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "bench"]):
         subprocess.run(["git", "-C", str(path), *args], check=True, env=env)
     return path.as_uri()
+
+
+@dataclass(frozen=True)
+class DaemonPorts:
+    """Every port one daemon binds; kept across a restart so its registry's ports still fit."""
+
+    api: int
+    ca: int
+    pva: int
+    beacon: int
+    worker_low: int
+
+    @classmethod
+    def pick(cls) -> "DaemonPorts":
+        return cls(free_port(), free_port(), free_port(), free_port(), free_port())
 
 
 @dataclass
@@ -76,37 +132,81 @@ class BenchDaemon:
                 "EPICS_CA_SERVER_PORT": str(self.ca_port)}
 
 
+def start_daemon(root: Path, ports: DaemonPorts, *extra: str) -> subprocess.Popen[bytes]:
+    """``iochost serve`` on loopback with data dir root/data; returns at once (not yet answering).
+
+    Call from the main thread: PR_SET_PDEATHSIG fires when the *thread* that forked exits.
+    """
+    env = {**os.environ, "EPICS_CA_AUTO_ADDR_LIST": "NO", "EPICS_PVA_AUTO_ADDR_LIST": "NO",
+           "EPICS_CA_ADDR_LIST": "127.0.0.1", "EPICS_PVA_ADDR_LIST": "127.0.0.1"}
+    log = open(root / "daemon.log", "ab")  # noqa: SIM115 - the child holds it; closed below
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "iochost", "serve", "--port", str(ports.api), "--data-dir", str(root / "data"),
+             "--ca-port", str(ports.ca), "--pva-port", str(ports.pva), "--ca-beacon-port", str(ports.beacon),
+             "--worker-ports", f"{ports.worker_low}-{min(ports.worker_low + 200, 65000)}",
+             "--allow-local-sources", "--log-level", "warning", *extra],
+            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=log,
+            preexec_fn=_die_with_parent)
+    finally:
+        log.close()
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout: float = 60) -> None:
+    """Until GET url/health answers 200; raises if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"daemon at {url} did not answer /health (exit code {proc.poll()})")
+        time.sleep(0.05)
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot): tells a pid from its reuse."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """SIGTERM, then SIGKILL the process group; and wait until every process that was in its
+    tree has gone (SIGKILL past 10 s), so nothing still holds a port the next start binds."""
+    tree = [(pid, _start_time(pid)) for pid in process_tree(proc.pid)[1:]] if proc.poll() is None else []
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while tree:
+        tree = [(pid, started) for pid, started in tree if started is not None and _start_time(pid) == started]
+        if tree and time.monotonic() > deadline:
+            for pid, _ in tree:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def bench_daemon(*extra: str) -> Iterator[BenchDaemon]:
     """A running daemon; SIGTERM and cleanup at the end."""
     root = Path(tempfile.mkdtemp(prefix="iochost-bench-"))
-    port, low, ca_port = free_port(), free_port(), free_port()
-    env = {**os.environ, "EPICS_CA_AUTO_ADDR_LIST": "NO", "EPICS_PVA_AUTO_ADDR_LIST": "NO",
-           "EPICS_CA_ADDR_LIST": "127.0.0.1", "EPICS_PVA_ADDR_LIST": "127.0.0.1"}
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "iochost", "serve", "--port", str(port), "--data-dir", str(root / "data"),
-         "--ca-port", str(ca_port), "--pva-port", str(free_port()), "--ca-beacon-port", str(free_port()),
-         "--worker-ports", f"{low}-{min(low + 200, 65000)}", "--allow-local-sources", "--log-level", "warning",
-         *extra],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent)
+    ports = DaemonPorts.pick()
+    daemon = start_daemon(root, ports, *extra)
     try:
-        url = f"http://127.0.0.1:{port}/api/v1"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or daemon.poll() is not None:
-                    raise
-            time.sleep(0.1)
-        yield BenchDaemon(daemon, url, root, ca_port)
+        url = f"http://127.0.0.1:{ports.api}/api/v1"
+        wait_healthy(daemon, url)
+        yield BenchDaemon(daemon, url, root, ports.ca)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
+        stop_process(daemon)
         shutil.rmtree(root, ignore_errors=True)

@@ -22,9 +22,10 @@ def _available(module: str) -> bool:
 
 
 def uvicorn_options(settings: Settings) -> dict[str, object]:
-    """The fast event loop and HTTP parser when installed (they are dependencies; the pure
-    Python asyncio/h11 pair is the fallback), and access lines formatted only when they are
-    logged at all (``uvicorn.access`` is at WARNING unless --log-level debug)."""
+    """The C HTTP parser when installed (a dependency; h11 is the fallback), and access lines
+    formatted only when they are logged at all (``uvicorn.access`` is at WARNING unless
+    --log-level debug). The event loop stays asyncio's: the supervisor's pipe protocols and
+    pidfd readers are written against it."""
     return {
         "loop": "asyncio",
         "http": "httptools" if _available("httptools") else "h11",

@@ -10,6 +10,7 @@ runs that function as its whole life and exits with its code.
 from __future__ import annotations
 
 import fcntl
+import gc
 import faulthandler
 import importlib
 import os
@@ -89,6 +90,7 @@ def serve(sock: socket.socket, *, warm: bool, realtime: bool) -> NoReturn:
         before = dict(os.environ)
         if warm:
             _warm_up()
+            gc.freeze()  # as the template: the collector must not copy pages the worker never changes
         imported_env = {key: value for key, value in os.environ.items() if before.get(key) != value}
         open_fds = sorted(int(name) for name in os.listdir("/proc/self/fd"))
         protocol.send(sock, {"ready": True, "open_fds": open_fds})

@@ -9,6 +9,7 @@ plugin should not have.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import signal
@@ -51,6 +52,7 @@ def main(argv: list[str]) -> None:
     for name in PRELOAD:
         importlib.import_module(name)
     assert "softioc" not in sys.modules and "cothread" not in sys.modules, "imported what a fork cannot keep"
+    gc.freeze()  # what is imported now is shared: no collection in a fork may write to (and so copy) it
     while True:
         received = protocol.receive(control)
         if received is None:  # the daemon is gone or closed us
