@@ -98,9 +98,10 @@ class Supervisor:
         self._bring_back = asyncio.create_task(self._bring_back_all(slots), name="iochost-restore")
 
     async def _bring_back_all(self, slots: list[PluginSlot]) -> None:
-        """Restore the registry's plugins, about one per core at a time (a start is mostly
-        CPU: the plugin's import and iocInit), then add the examples; then ``ready``."""
-        gate = asyncio.Semaphore(max(2, os.cpu_count() or 2))
+        """Restore the registry's plugins, two per core at a time (half of a start is EPICS
+        sleeping 0.5 s inside iocInit, the rest the plugin's import and records: CPU), then
+        add the examples; then ``ready``."""
+        gate = asyncio.Semaphore(2 * (os.cpu_count() or 2))
 
         async def restore(slot: PluginSlot) -> None:
             async with gate:

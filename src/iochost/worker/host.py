@@ -51,6 +51,7 @@ class PluginHost:
         self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self.stop_requested = threading.Event()
         self.finished = threading.Event()
+        self.on_stop: Callable[[], None] = lambda: None  # wakes the worker's main loop (any thread)
         self.halted = False  # an error that only a restart clears
         self.internal_error: str | None = None  # a bug of the host, not of the plugin
         self.busy_in: str | None = None
@@ -68,6 +69,7 @@ class PluginHost:
     def request_stop(self) -> None:
         if not self.stop_requested.is_set():
             self.stop_requested.set()
+            self.on_stop()
             if isinstance(self.plugin, JobBase):
                 self.plugin._cancel.set()
             self.events.put(_STOP)
@@ -145,6 +147,7 @@ class PluginHost:
             self.stop_requested.set()
         finally:
             self.finished.set()
+            self.on_stop()
 
     def _call(self, what: str, function: Callable[[], Any]) -> bool:
         """Run plugin code; an exception becomes ERROR/FAILED + MESSAGE, never a crash."""

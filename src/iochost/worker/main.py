@@ -158,8 +158,16 @@ def run_worker(spec: WorkerSpec) -> int:
     channel.start_reader(host.on_command, on_eof)
     host.start()
 
+    # The main thread is cothread's: it serves record callbacks while it waits. It sleeps
+    # until woken (no polling: a hundred idle workers must cost next to no CPU); the
+    # timeout is only a safety net.
+    stopping = cothread.Event(auto_reset=False)
+    host.on_stop = lambda: cothread.Callback(stopping.Signal)
     while not host.stop_requested.is_set():
-        cothread.Sleep(0.1)  # keep cothread serving record callbacks
+        try:
+            stopping.Wait(timeout=5.0)
+        except cothread.Timedout:
+            pass
     grace = host.stop_grace or spec.grace_period  # the supervisor's Stop may carry its own
     deadline = time.monotonic() + (min(grace, ORPHAN_GRACE) if orphaned else grace)
     while not host.finished.is_set() and time.monotonic() < deadline:
