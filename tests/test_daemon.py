@@ -328,8 +328,9 @@ def test_kill9_leaves_no_worker_and_restart_restores_at_same_commit(tmp_path, ca
         # The origin may be gone too: restore needs no network.
         import shutil
         shutil.rmtree(ticker.path)
-        daemon.start()
+        daemon.start()  # the API answers at once; the restore goes on in the background
         with daemon.client() as api:
+            wait_until(lambda: api.get("/health/ready").status_code == 200, what="the restore to finish")
             wait_until(lambda: api.get("/plugins/keep").json()["state"] == "running", what="keep restored")
             restored = api.get("/plugins/keep").json()
             assert restored["source"]["commit"] == kept["source"]["commit"]
