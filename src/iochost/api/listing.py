@@ -1,10 +1,10 @@
 """Plugin records as JSON, each serialised again only when it changed.
 
-``GET /plugins`` is what dashboards poll. The records are built fresh from the supervisor
-on every request (so states are live), but serialising each one to JSON cost more than
-everything else in the request; most polls see the same records as the last one. So each
-record's JSON bytes are kept with the record they came from, and reused while a freshly
-built record equals it; the list is the kept bytes joined. The bytes are the same
+``GET /plugins`` is what dashboards poll. The records come from the supervisor on every
+request (so states are live); a plugin's lifecycle hands out the same record object until
+its next event, and serialising each one to JSON cost more than everything else in the
+request. So each record's JSON bytes are kept with the record they came from, and reused
+while the record is that same object or equals it; the list is the kept bytes joined. The bytes are the same
 ``TypeAdapter.dump_json`` FastAPI produces for the response model, so the body does not
 change by a byte.
 
@@ -49,15 +49,20 @@ class RecordCache:
     loop only; bounded by the plugins there are (a complete listing drops the others)."""
 
     def __init__(self) -> None:
-        self._kept: dict[str, tuple[PluginRecord, bytes]] = {}
+        self._kept: dict[str, tuple[PluginRecord, PluginRecord, bytes]] = {}
 
     def encode(self, record: PluginRecord) -> bytes:
+        """The record's JSON. The supervisor hands out the same record object until the
+        plugin changes, so the common case is an identity check; a new object equal to the
+        kept one reuses the bytes too."""
         kept = self._kept.get(record.name)
-        if kept is not None and _same(kept[0], record):
-            return kept[1]
+        if kept is not None and (kept[0] is record or _same(kept[1], record)):
+            if kept[0] is not record:
+                self._kept[record.name] = (record, kept[1], kept[2])
+            return kept[2]
         data = _RECORD.dump_json(record, by_alias=True)  # what FastAPI does for response_model
         snapshot = record.model_copy(update={"parameters": copy.deepcopy(record.parameters)})
-        self._kept[record.name] = (snapshot, data)
+        self._kept[record.name] = (record, snapshot, data)
         return data
 
     def plugin_list(self, records: list[PluginRecord], *, complete: bool) -> Response:

@@ -54,6 +54,9 @@ class PluginLifecycle:
         self.plugin_dir = plugin_dir
         self.state = S.PENDING
         self.transitions: deque[Transition] = deque(maxlen=TRANSITIONS_KEPT)
+        self._version = 0  # events handled: ``record()`` is rebuilt only after one
+        self._shown: PluginRecord | None = None
+        self._shown_version = -1
         self.runs = RunLedger(entry.name, runs_kept)
         self.registered = False  # the registry holds it (after an add's validation, or restored)
         self.adding = False  # an add is in progress: its failure removes the plugin
@@ -88,6 +91,7 @@ class PluginLifecycle:
     # -- the one entry point -----------------------------------------------------------------
     def handle(self, event: t.Event) -> list[t.Effect]:
         """Apply one event; the effects the shell must carry out, in order."""
+        self._version += 1  # whatever the event changes, the record made before it is old
         gen = getattr(event, "gen", None)
         if gen is not None and gen != self.gen:
             return []  # from a worker (or a timer of one) that has been replaced
@@ -375,8 +379,13 @@ class PluginLifecycle:
             self.entry.desired_state == "running" and self.state not in UP and not self.adding)
 
     def record(self) -> PluginRecord:
+        """The plugin as the API shows it; the same object until the next event, since
+        ``handle`` is the only way anything in it changes (dashboards poll the list)."""
+        if self._shown is not None and self._shown_version == self._version:
+            return self._shown
         entry, source = self.entry, self.entry.source
-        return PluginRecord(
+        self._shown_version = self._version
+        self._shown = PluginRecord(
             name=entry.name, kind=entry.kind, class_name=entry.class_name,
             source=SourceInfo(git_url=source.git_url, local_path=source.local_path, branch=source.branch,
                               commit=entry.commit, path=source.path),
@@ -385,6 +394,7 @@ class PluginLifecycle:
             parameters=entry.parameters, created_at=entry.created_at, started_at=self.started_at,
             last_error=self.last_error, transitions=list(self.transitions),
         )
+        return self._shown
 
 
 def _cancelled(name: str) -> IochostError:
