@@ -23,9 +23,6 @@ from setproctitle import setproctitle
 
 from iochost.launch import protocol
 
-FD_SCRATCH = 1024  # received fds move above this before being put at their numbers
-
-
 WARM_IMPORTS = ("cothread", "softioc", "softioc.builder", "softioc.softioc", "iochost.worker.records")
 
 
@@ -37,7 +34,8 @@ def _warm_up() -> None:
 
 def _place_fds(fds: list[int], stdio: list[int | None], extra: dict[str, int]) -> None:
     """Put received fds at 0, 1, 2 and at the numbers the daemon chose for the others."""
-    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, FD_SCRATCH) for fd in fds]
+    scratch = max([2, *fds, *map(int, extra)]) + 1  # above every target: no dup2 can hit one of these
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, scratch) for fd in fds]
     for fd in fds:
         os.close(fd)
     devnull = os.open(os.devnull, os.O_RDWR)
