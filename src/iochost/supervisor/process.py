@@ -130,17 +130,13 @@ async def _launch(launcher: Launcher, spec: WorkerSpec, spec_file: Path, env: di
     provide one (the caller spawns instead)."""
     try:
         member = await asyncio.to_thread(launcher.acquire, True)
-    except LaunchError as exc:
-        log.warning("%s: fork server: %s; spawning the worker instead", spec.name, exc)
-        return None
-    event_fd, command_fd = member.free_fds(2)  # the pipe ends' numbers inside the member
-    spec = spec.model_copy(update={"event_fd": event_fd, "command_fd": command_fd})
-    try:
-        await asyncio.to_thread(spec_file.write_text, spec.model_dump_json())
-    except BaseException:
-        member.discard()
-        raise
-    try:
+        event_fd, command_fd = member.free_fds(2)  # the pipe ends' numbers inside the member
+        spec = spec.model_copy(update={"event_fd": event_fd, "command_fd": command_fd})
+        try:
+            await asyncio.to_thread(spec_file.write_text, spec.model_dump_json())
+        except BaseException:
+            member.discard()
+            raise
         return member.start("iochost.worker.main:main", [str(spec_file)], env, (None, output_write, output_write),
                             {event_fd: event_write, command_fd: command_read},
                             title=f"iochost.worker {spec_file} (forked)")

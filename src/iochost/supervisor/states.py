@@ -25,5 +25,8 @@ class State(str, Enum):
     DELETED = "deleted"  # the end of every story: nothing of it is left
 
 
+# States of a plugin still being brought back by a restore (or any start): not yet settled.
+UNSETTLED = frozenset({State.PENDING, State.STARTING})
+
 # States in which a worker process exists (or is being started).
 LIVE = frozenset({State.STARTING, State.RUNNING, State.PAUSED, State.STOPPING})

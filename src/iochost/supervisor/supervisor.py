@@ -38,7 +38,7 @@ from iochost.supervisor.epics import EpicsNetwork
 from iochost.supervisor.lifecycle import UP, PluginLifecycle
 from iochost.supervisor.models import Event, Health, PluginRecord, Readiness, RunRecord
 from iochost.supervisor.shell import PluginSlot, Services, Shell
-from iochost.supervisor.states import LIVE, State
+from iochost.supervisor.states import LIVE, UNSETTLED, State
 
 log = logging.getLogger("iochost.supervisor")
 
@@ -106,7 +106,7 @@ class Supervisor:
         async def restore(slot: PluginSlot) -> None:
             async with gate:
                 self._shell().feed(slot, t.RestoreRequested())
-                await slot.until(lambda lc: lc.state not in (State.PENDING, State.STARTING))
+                await slot.until(lambda lc: lc.state not in UNSETTLED)
 
         await asyncio.gather(*(restore(slot) for slot in slots))
         if self.settings.examples is not None:
@@ -161,7 +161,7 @@ class Supervisor:
                       uptime=round(time.monotonic() - self._started, 1), ready=self.ready, plugins=counts)
 
     def readiness(self) -> Readiness:
-        restoring = sum(slot.lc.state in (State.PENDING, State.STARTING) for slot in self.plugins.values())
+        restoring = sum(slot.lc.state in UNSETTLED for slot in self.plugins.values())
         return Readiness(ready=self.ready, restoring=restoring)
 
     def _degraded(self) -> bool:
