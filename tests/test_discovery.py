@@ -281,6 +281,23 @@ def test_responder_reply_is_byte_identical_to_rsrv() -> None:
                            "0006000898b30000ffffffff00000003000d000000000000")
 
 
+@pytest.mark.parametrize("cut", [1, 15, 17, 23])
+def test_a_datagram_cut_short_gets_no_answer(responder: SearchResponder, cut: int) -> None:
+    """Ends inside a header or a payload: nothing is answered from it (the names before the
+    cut included), as with a datagram caproto's own parser refuses."""
+    whole = search_datagram("A:ONE")[16:]  # SEARCH header + 8-byte payload, no VERSION
+    assert responder.datagram_received(whole[:cut], CLIENT) == []
+    assert responder.datagram_received(search_datagram("B:ONE") + whole[:cut], CLIENT) == []
+
+
+def test_parse_datagram_reads_the_extended_header() -> None:
+    from iochost.discovery import camessages as ca
+
+    extended = ca.HEADER.pack(ca.SEARCH, 0xFFFF, 0, 0, 9, 9) + ca.EXTENDED_SIZES.pack(8, 13) + b"X:Y\0\0\0\0\0"
+    [message] = ca.parse_datagram(extended + bytes(caproto.VersionRequest(0, 13)))[:1]
+    assert (message.command, message.data_count, message.name, message.parameter2) == (ca.SEARCH, 13, "X:Y", 9)
+
+
 def test_responder_packs_all_hits_of_a_datagram_in_one_reply(responder: SearchResponder) -> None:
     request = search_datagram("A:ONE", "NOPE", "B:ONE", "A:TWO.DESC", cid0=10)
     [reply] = responder.datagram_received(request, CLIENT)

@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import httpx
 import pytest
 
 from conftest import wait_for
-from daemon_harness import Daemon, wait_until
+from daemon_harness import Daemon
 from gitrepos import plugin_repo
 from sample_plugins import FLOOD, FLOOD_CONFIG
 

@@ -1,8 +1,8 @@
 """Scale and speed, as behaviour (the figures themselves are bench/compare.py's):
 
 - a worker locks no memory, even though the daemon runs as root (EPICS would mlockall);
-- workers are forked from the template, and a killed template, or a killed idle warm
-  member, is replaced without losing a plugin;
+- workers are forked from the template, probes from a cold member of its pool, and a
+  killed template, or a killed idle warm member, is replaced without losing a plugin;
 - a restarted daemon answers the API before its plugins are running again, restores them
   several at a time, and says when it is ready (``/health/live``, ``/health/ready``);
 - concurrent adds of different plugins overlap; the same name still gets 409.
@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from daemon_harness import Daemon, add, delete, wait_until, worker_pids
+from test_process_tree import cgroups_writable
 from gitrepos import plugin_repo
 from sample_plugins import TICKER, TICKER_CONFIG
 
@@ -72,14 +73,30 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def cgroup_dir(pid: int) -> Path | None:
+    """The cgroup v2 directory of ``pid`` (None without a cgroup2 mount)."""
+    own = next(line[3:] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines() if line.startswith("0::"))
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, tail = line.partition(" - ")
+        if tail.startswith("cgroup2 "):
+            root, mount = fields.split()[3:5]
+            return Path(mount) / own.removeprefix(root).lstrip("/")
+    return None
+
+
 def templates(daemon: Daemon) -> list[int]:
     assert daemon.proc is not None
     return [pid for pid in children(daemon.proc.pid) if "-m iochost.launch.template" in cmdline(pid)]
 
 
-def warm_members(daemon: Daemon) -> list[int]:
+def members(daemon: Daemon, kind: str) -> list[int]:
+    """The idle pool: ``warm`` members (the next workers) or ``cold`` ones (the next probes)."""
     assert daemon.proc is not None
-    return [pid for pid in children(daemon.proc.pid) if "iochost.launch warm member" in cmdline(pid)]
+    return [pid for pid in children(daemon.proc.pid) if f"iochost.launch {kind} member" in cmdline(pid)]
+
+
+def warm_members(daemon: Daemon) -> list[int]:
+    return members(daemon, "warm")
 
 
 def interval(record: dict[str, Any], start: str, end: str) -> tuple[datetime, datetime]:
@@ -132,6 +149,9 @@ def test_workers_are_forked_from_the_template_which_is_replaced_when_killed(api,
         pid = first["pid"]
         assert "iochost.worker" in cmdline(pid) and "(forked)" in cmdline(pid)
         assert parent(pid) == daemon.proc.pid  # re-parented at birth: the daemon waits for it
+        placed = cgroup_dir(pid) if cgroups_writable() else None
+        if placed is not None:  # it waited in the pool in the cgroup it now runs in
+            assert placed.name == f"worker-{pid}" and placed.parent.name == f"iochost-{daemon.proc.pid}", placed
         [template] = templates(daemon)
         template_environ = Path(f"/proc/{template}/environ").read_bytes()
         assert b"IOCHOST_ADMIN_TOKEN" not in template_environ and b"IOCHOST_READ_TOKEN" not in template_environ
@@ -144,8 +164,11 @@ def test_workers_are_forked_from_the_template_which_is_replaced_when_killed(api,
         count = ca.caget(first["pv_prefix"] + ":VALUE", timeout=3)
         wait_until(lambda: ca.caget(first["pv_prefix"] + ":VALUE", timeout=3) > count, what="it still runs")
 
+        [cold] = wait_until(lambda: members(daemon, "cold"), timeout=20, what="a cold member for the next probe")
         second = add(api, "forked-b", plugin_repo(repos, "forked-b", TICKER, TICKER_CONFIG, module="ticker"))
         assert "(forked)" in cmdline(second["pid"])
+        assert cold not in members(daemon, "cold")  # it ran the add's validation probe ...
+        wait_until(lambda: [p for p in members(daemon, "cold") if p != cold], timeout=20, what="a new cold member")
         assert templates(daemon) == [replacement]
         delete(api, "forked-b")
 
@@ -153,6 +176,9 @@ def test_workers_are_forked_from_the_template_which_is_replaced_when_killed(api,
         os.kill(idle[0], signal.SIGKILL)
         wait_until(lambda: len([m for m in warm_members(daemon) if m != idle[0]]) >= 2, timeout=20,
                    what="the pool refilled")
+        if placed is not None:
+            dead = placed.parent / f"worker-{idle[0]}"
+            wait_until(lambda: not dead.exists(), timeout=20, what="the dead member's cgroup removed")
         assert api.get("/health").json()["status"] == "ok"
     finally:
         delete(api, "forked-a")
@@ -202,6 +228,11 @@ def test_restart_answers_at_once_and_restores_in_parallel(tmp_path, repos):
             assert api.get("/health").json()["ready"] is True
             spans = [interval(r, "starting", "running") for r in records]
             assert overlapping(spans) >= 2, "restore ran one plugin at a time"
+            # The polled list (answered ahead of FastAPI) is byte for byte what FastAPI's
+            # route serves, here through the kind filter (all 20 are tasks). Two requests
+            # can straddle a heartbeat, so: the same bodies at some moment.
+            wait_until(lambda: api.get("/plugins").content == api.get("/plugins", params={"kind": "task"}).content,
+                       timeout=10, what="the fast list and the route's list to agree")
         assert daemon.terminate() == 0
         assert worker_pids(daemon.data_dir) == []
     finally:

@@ -139,6 +139,28 @@ def test_no_token_is_401_everywhere_but_health(daemon: Daemon, anon: httpx.Clien
     assert checked >= 40
 
 
+@pytest.mark.parametrize("authorization", [
+    "", "Bearer", f"Bearer {READ_TOKEN[:-1]}", f"Basic {READ_TOKEN}",
+    f"Token {ADMIN_TOKEN}", f"{READ_TOKEN}",
+])
+def test_the_polled_list_refuses_every_bad_credential_as_the_api_does(anon: httpx.Client, authorization: str) -> None:
+    """``GET /plugins`` is answered by a fast lane in front of FastAPI; whatever it cannot
+    admit goes to FastAPI, whose 401 must come back exactly as on every other path."""
+    for params in ({}, {"kind": "task"}):
+        response = anon.get("/plugins", params=params, headers={"Authorization": authorization} if authorization else {})
+        assert response.status_code == 401, (authorization, params, response.text)
+        assert response.json()["code"] == "UNAUTHORIZED" and response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("authorization", [f"Bearer {READ_TOKEN}", f"bearer {READ_TOKEN}", f"BEARER {ADMIN_TOKEN}",
+                                           f"Bearer  {READ_TOKEN}"])  # FastAPI strips the token
+def test_the_polled_list_admits_what_the_api_admits(anon: httpx.Client, authorization: str) -> None:
+    response = anon.get("/plugins", headers={"Authorization": authorization})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    assert response.json() == anon.get("/plugins", params={"kind": "task"},
+                                       headers={"Authorization": authorization}).json()
+
+
 def test_read_token_may_look_not_touch(daemon: Daemon, reader: httpx.Client) -> None:
     for method, path in operations(daemon):
         status = call(reader, method, path)

@@ -99,7 +99,6 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from iochost.server import serve
     from iochost.settings import Settings
 
     try:
@@ -112,7 +111,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"iochost serve: {exc}", file=sys.stderr)
         return 2
-    return serve(settings)
+    launcher = None
+    if settings.fork_server:  # first: the template imports while the web stack below does
+        from iochost.environ import python_child_environ
+        from iochost.launch.launcher import start_fork_server
+
+        launcher = start_fork_server(python_child_environ(), pool_size=settings.worker_pool,
+                                     realtime=settings.worker_realtime)
+    try:
+        from iochost.server import serve
+
+        return serve(settings, launcher)
+    finally:
+        if launcher is not None:
+            launcher.close()  # already closed by the supervisor unless the server never started
 
 
 def build_parser() -> argparse.ArgumentParser:

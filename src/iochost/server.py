@@ -11,6 +11,8 @@ import uvicorn
 
 from iochost import __version__
 from iochost.api import create_app
+from iochost.api.fastlane import FastLane
+from iochost.launch.launcher import Launcher
 from iochost.logs import setup_logging
 from iochost.settings import Settings
 
@@ -33,7 +35,8 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
     }
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, launcher: Launcher | None = None) -> int:
+    """Run the daemon until SIGTERM; ``launcher``: the fork server, already started."""
     setup_logging(settings.log_level, settings.log_format, settings.log_file,
                   settings.log_rotate_bytes, settings.log_rotate_files)
     log.info("iochost %s: API http://%s:%d/api/v1, PV prefix %s, data %s", __version__,
@@ -41,7 +44,7 @@ def serve(settings: Settings) -> int:
     if not settings.auth_enabled:
         log.warning("no API token configured: the API is open to every local user; "
                     "listening on loopback %s only", settings.host)
-    app = create_app(settings)
+    app = FastLane(create_app(settings, launcher=launcher))  # the list polls skip FastAPI's request machinery
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                             lifespan="on", timeout_graceful_shutdown=5, **uvicorn_options(settings))
     server = uvicorn.Server(config)

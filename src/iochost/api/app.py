@@ -17,6 +17,7 @@ from iochost.api.models import ERROR_RESPONSES
 from iochost.api.ratelimit import create_limiter
 from iochost.api.routes import compat, events, health, jobs, plugins
 from iochost.errors import ErrorCode
+from iochost.launch.launcher import Launcher
 from iochost.settings import Settings
 from iochost.supervisor import Supervisor
 
@@ -68,9 +69,11 @@ class _TooLarge(StarletteHTTPException):
         super().__init__(status_code=413, detail=f"request body exceeds {limit} bytes")
 
 
-def create_app(settings: Settings, supervisor: Supervisor | None = None) -> FastAPI:
-    """Build the app; the supervisor starts with the app and stops every worker with it."""
-    sup = supervisor or Supervisor(settings)
+def create_app(settings: Settings, supervisor: Supervisor | None = None,
+               launcher: Launcher | None = None) -> FastAPI:
+    """Build the app; the supervisor starts with the app and stops every worker with it
+    (``launcher``: the started fork server it uses, see ``Supervisor``)."""
+    sup = supervisor or Supervisor(settings, launcher)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

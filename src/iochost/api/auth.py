@@ -43,6 +43,11 @@ def _role(settings: Settings, credentials: HTTPAuthorizationCredentials | None) 
     raise IochostError(ErrorCode.UNAUTHORIZED, "bearer token not recognised")
 
 
+def may_read(settings: Settings, token: str) -> bool:
+    """Whether ``token`` is one ``require_read`` accepts (auth enabled)."""
+    return _matches(token, settings.admin_token) or _matches(token, settings.read_token)
+
+
 async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 

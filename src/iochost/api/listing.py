@@ -80,6 +80,11 @@ class RecordCache:
         return json_response(self.encode(record))
 
 
+def plugin_list_response(state: Any) -> Response:
+    """``GET /plugins``: every plugin, live. One function for the route and its fast lane."""
+    return state.record_cache.plugin_list(state.supervisor.list(), complete=True)
+
+
 def json_response(body: bytes, status_code: int = 200) -> Response:
     """What FastAPI sends for a ``response_model`` (same headers), from bytes made already."""
     return Response(content=body, status_code=status_code, media_type="application/json")

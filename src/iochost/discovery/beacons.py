@@ -16,9 +16,7 @@ daemon tells clients "something new is being served here, search again now".
 
 from __future__ import annotations
 
-import caproto
-
-from iochost.discovery.responder import CA_MINOR_VERSION
+from iochost.discovery import camessages as ca
 
 FIRST_DELAY = 0.02  # rsrv: initial beacon period after start
 DEFAULT_PERIOD = 15.0  # rsrv: EPICS_CAS_BEACON_PERIOD default
@@ -40,11 +38,11 @@ class BeaconSchedule:
         """The beacon datagram to send now and how long to wait before the next one."""
         # Address 0 (INADDR_ANY): the receiving client or repeater substitutes the
         # datagram's source address, as it does for rsrv's beacons.
-        beacon = caproto.Beacon(CA_MINOR_VERSION, self.server_port, self._next_id, "0.0.0.0")
+        beacon = ca.beacon(self.server_port, self._next_id)
         self._next_id = (self._next_id + 1) % ID_MODULUS
         delay = self._delay
         self._delay = min(self._delay * 2.0, self.period)
-        return bytes(beacon), delay
+        return beacon, delay
 
     def restart(self) -> None:
         """Start a fast burst again (send one beacon now, then 20 ms, 40 ms, ...)."""

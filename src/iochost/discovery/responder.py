@@ -20,17 +20,13 @@ from __future__ import annotations
 
 import logging
 
-import caproto
-
+from iochost.discovery import camessages as ca
 from iochost.discovery.names import NameTable
 
 log = logging.getLogger(__name__)
 
-CA_MINOR_VERSION = caproto.DEFAULT_PROTOCOL_VERSION  # 13, what rsrv announces
 MIN_CLIENT_VERSION = 4  # rsrv's CA_VSUPPORTED
 MAX_DATAGRAM = 1024  # rsrv's MAX_UDP_SEND; one libca search datagram always fits
-SEQUENCE_NO_IS_VALID = 1  # VERSION data_type flag: parameter1 holds the sequence number
-ANY_SERVER_ADDRESS = "255.255.255.255"  # INADDR_BROADCAST: use the reply's source address
 
 Address = tuple[str, int]
 
@@ -42,55 +38,47 @@ class SearchResponder:
     def __init__(self, table: NameTable, *, max_datagram: int = MAX_DATAGRAM) -> None:
         self.table = table
         self.max_datagram = max_datagram
-        self._parser = caproto.Broadcaster(caproto.SERVER)
 
     def datagram_received(self, data: bytes, sender: Address) -> list[bytes]:
         """The datagrams to send back to ``sender`` (usually zero or one)."""
         try:
-            commands = self._parser.recv(data, sender)
-        except caproto.RemoteProtocolError as exc:
+            messages = ca.parse_datagram(data)
+        except ca.MalformedDatagram as exc:
             log.debug("ignoring malformed CA datagram from %s: %s", sender, exc)
             return []
         sequence = 0
         found: list[bytes] = []
-        for command in commands:
-            if isinstance(command, caproto.VersionRequest):
-                if command.version >= 11:  # CA_V411: the client numbers its datagrams
-                    sequence = command.header.parameter1
-            elif isinstance(command, caproto.SearchRequest):
-                if command.version < MIN_CLIENT_VERSION:
+        for message in messages:
+            if message.command == ca.VERSION:
+                if message.data_count >= 11:  # CA_V411: the client numbers its datagrams
+                    sequence = message.parameter1
+            elif message.command == ca.SEARCH:
+                if message.data_count < MIN_CLIENT_VERSION:  # the client's minor version
                     break
-                reply = self._answer(command)
+                reply = self._answer(message)
                 if reply is not None:
                     found.append(reply)
             else:
-                log.debug("stopping at unexpected %s in a search datagram from %s",
-                          type(command).__name__, sender)
+                log.debug("stopping at unexpected command %d in a search datagram from %s",
+                          message.command, sender)
                 break
         return self._pack(found, sequence)
 
-    def _answer(self, request: caproto.SearchRequest) -> bytes | None:
-        try:
-            name = request.name
-        except UnicodeDecodeError:
-            return None
+    def _answer(self, request: ca.Message) -> bytes | None:
+        name = request.name
         if not name:
             return None
         entry = self.table.lookup(name)
         if entry is None:
             return None
-        # rsrv echoes the request's m_available as the cid; libca and caproto put the
-        # channel id in both m_cid and m_available.
-        return bytes(caproto.SearchResponse(entry.port, ANY_SERVER_ADDRESS,
-                                            request.header.parameter2, CA_MINOR_VERSION))
+        # rsrv echoes the request's m_available (parameter 2) as the cid; libca and
+        # caproto put the channel id in both m_cid and m_available.
+        return ca.search_reply(entry.port, request.parameter2)
 
     def _pack(self, replies: list[bytes], sequence: int) -> list[bytes]:
         if not replies:
             return []
-        version = caproto.VersionResponse(CA_MINOR_VERSION)
-        version.header.data_type = SEQUENCE_NO_IS_VALID
-        version.header.parameter1 = sequence
-        header = bytes(version)
+        header = ca.version_reply(sequence)
         datagrams: list[bytes] = []
         current = bytearray(header)
         for reply in replies:

@@ -1,10 +1,12 @@
-"""The daemon's side of the fork server: one template, a small pool of warm members.
+"""The daemon's side of the fork server: one template, a small pool of members.
 
 Thread-safe and blocking (the validation probe runs in a worker thread; the supervisor
 calls it through ``asyncio.to_thread``). A keeper thread restarts the template when it
-dies and keeps ``pool_size`` warm members ready; members that die idle are reaped and
-replaced. Anything that goes wrong here is a ``LaunchError``, on which callers fall back
-to a plain spawn: the fork server makes starts cheaper, never possible.
+dies and keeps ``pool_size`` warm members (softioc imported: the next workers) and
+``cold_pool_size`` cold ones (the next validation probes) ready, so neither waits for a
+fork on the add's critical path; members that die idle are reaped and replaced. Anything
+that goes wrong here is a ``LaunchError``, on which callers fall back to a plain spawn:
+the fork server makes starts cheaper, never possible.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 from iochost.launch import protocol
 from iochost.proctree import OWN_CHILDREN, kill_group, popen_session, set_child_subreaper
@@ -155,9 +157,14 @@ class Member:
 class Launcher:
     """Starts processes from the template; ``close()`` ends the template and idle members."""
 
-    def __init__(self, env: dict[str, str], *, pool_size: int = 2, realtime: bool = False,
-                 python: str = sys.executable) -> None:
+    def __init__(self, env: dict[str, str], *, pool_size: int = 2, cold_pool_size: int = 1,
+                 realtime: bool = False, python: str = sys.executable,
+                 on_warm_member: Callable[[int], None] | None = None) -> None:
+        """``on_warm_member(pid)`` runs in the keeper for each warm member before it joins
+        the pool (the daemon moves it into the cgroup it will run in)."""
         self.pool_size = pool_size
+        self.cold_pool_size = cold_pool_size
+        self.on_warm_member = on_warm_member  # may be set after start (the daemon's containment comes later)
         self._env = env
         self._realtime = realtime
         self._python = python
@@ -253,17 +260,25 @@ class Launcher:
             raise
 
     def acquire(self, warm: bool = True) -> Member:
-        """A member: a warm one from the pool when there is one, else a fresh fork."""
+        """A member of that kind from the pool when there is one, else a fresh fork."""
         if self._closing.is_set():
             raise LaunchError("the launcher is closed")
-        if warm:
-            with self._pool_changed:
-                while self._pool:
-                    member = self._pool.pop(0)
-                    self._pool_changed.notify_all()  # the keeper forks a replacement
-                    if member.child.poll() is None:
-                        return member
+        with self._pool_changed:
+            while (member := next((m for m in self._pool if m.warm == warm), None)) is not None:
+                self._pool.remove(member)
+                self._pool_changed.notify_all()  # the keeper forks a replacement
+                if member.child.poll() is None:
+                    return member
         return self._fork(warm)
+
+    def _wanted(self) -> bool | None:
+        """The kind of member the pool is short of (warm first), None when it is full. Lock held."""
+        warm = sum(1 for m in self._pool if m.warm)
+        if warm < self.pool_size:
+            return True
+        if len(self._pool) - warm < self.cold_pool_size:
+            return False
+        return None
 
     # -- the keeper ------------------------------------------------------------------------
     def start(self) -> None:
@@ -283,13 +298,16 @@ class Launcher:
                     self._ensure_template()
                 with self._pool_changed:
                     for member in [m for m in self._pool if m.child.poll() is not None]:
-                        log.warning("idle warm member %d exited with %s", member.pid, member.child.returncode)
+                        log.warning("idle %s member %d exited with %s", "warm" if member.warm else "cold",
+                                    member.pid, member.child.returncode)
                         self._pool.remove(member)
-                    short = len(self._pool) < self.pool_size
-                    if not short:
+                    wanted = self._wanted()
+                    if wanted is None:
                         self._pool_changed.wait(KEEPER_INTERVAL)
                         continue
-                member = self._fork(warm=True)
+                member = self._fork(warm=wanted)
+                if wanted and self.on_warm_member is not None:
+                    self.on_warm_member(member.pid)
                 with self._pool_changed:
                     if self._closing.is_set():
                         member.discard()
@@ -317,3 +335,17 @@ class Launcher:
             member.discard()
         with self._lock:
             self._stop_template()
+
+
+def start_fork_server(env: dict[str, str], *, pool_size: int, realtime: bool) -> Launcher | None:
+    """A started launcher, or None (logged) where the fork server cannot work: then every
+    worker and probe is spawned. ``iochost serve`` calls it first thing, so the template's
+    imports run while the daemon imports its web stack."""
+    launcher = Launcher(env, pool_size=pool_size, realtime=realtime)
+    try:
+        launcher.start()
+    except LaunchError as exc:
+        log.warning("fork server unavailable (%s); workers and probes are spawned", exc)
+        launcher.close()
+        return None
+    return launcher

@@ -23,8 +23,14 @@ from iochost.launch import protocol
 # (a worker forked after it crashes at its first cothread.Sleep).
 PRELOAD = (
     "numpy", "yaml", "pydantic",
+    # softioc's first import: where EPICS's and pvxs's libraries are. Pure Python, no EPICS
+    # library loaded, but it pulls in setuptools and pkg_resources: ~0.2 s and ~9 MB that
+    # every worker would otherwise import for itself.
+    "epicscorelibs.path", "pvxslibs.path",
     "iochost.config", "iochost.contract.messages", "iochost.contract.worker_spec", "iochost.compat",
     "iochost.loader", "iochost.sdk", "iochost.worker.main", "iochost.worker.host", "iochost.validate.probe",
+    "iochost.validate.code",  # the probe's stages, imported when it runs
+    "code",  # the stdlib module softioc's interactive shell needs
 )
 
 

@@ -35,11 +35,9 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
 
 from iochost.errors import ErrorCode, IochostError
-from iochost.proctree import kill_group, popen_session
+from iochost.proctree import kill_group, popen_session, wait_exit
 from iochost.environ import plugin_environ
 from iochost.store.paths import check_name
 from iochost.store.policy import redact_url
@@ -123,6 +121,9 @@ def installed_version(dist: str) -> str | None:
 def daemon_runtime() -> dict[str, str]:
     """Installed versions of what a worker imports: the protected distributions, and what
     softioc, cothread, pydantic and pyyaml require (not the daemon-only web stack)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
     pinned: dict[str, str] = {}
     pending = [(dist, dist in WORKER_ROOTS) for dist in sorted(set(PROTECTED.values()) | WORKER_ROOTS)]
     while pending:
@@ -179,6 +180,9 @@ def logical_lines(text: str) -> list[tuple[int, str]]:
 
 def check_requirements(text: str, runtime: dict[str, str]) -> list[Problem]:
     """Lines that would replace the daemon's runtime, or that pip cannot honour here."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
     problems: list[Problem] = []
     for number, line in logical_lines(text):
         if line.startswith("-"):
@@ -367,7 +371,7 @@ class PluginEnvs:
             proc = popen_session(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                  stderr=subprocess.STDOUT)
         try:
-            return proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            return wait_exit(proc, max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             return None
         finally:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from iochost.proctree import kill_group, popen_session
+from iochost.proctree import kill_group, popen_session, wait_exit
 from iochost.store.paths import tree_size
 from iochost.store.policy import redact_url
 from iochost.untrusted import read_tail
@@ -113,7 +113,7 @@ def run_git(
             if remaining <= 0:
                 raise GitLimitExceeded("timeout")
             try:
-                returncode = proc.wait(timeout=min(POLL_INTERVAL, remaining))
+                returncode = wait_exit(proc, min(POLL_INTERVAL, remaining))
                 break
             except subprocess.TimeoutExpired:
                 pass

@@ -9,6 +9,7 @@ GitPython are used, is explained in `iochost.store.gitcmd`.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
@@ -103,8 +104,13 @@ class GitStore:
         pat: str | None = None,
         timeout: float = 120.0,
         max_bytes: int = 200 * 1024**2,
+        sync: bool = True,
     ) -> FetchResult:
         """Clone `source.git_url` (or snapshot `source.local_path`) into `plugins/<name>`.
+
+        ``sync=False`` leaves making the rename durable to the caller (``sync()``), who can
+        overlap the ~10 ms of it with other work but must call it before anything that
+        records the checkout (the registry) is written.
 
         Raises IochostError: INVALID_REQUEST for a malformed source or `path`,
         PLUGIN_EXISTS when the checkout exists, FETCH_FAILED saying what went wrong.
@@ -132,7 +138,8 @@ class GitStore:
                 if os.path.lexists(dest):
                     raise IochostError(ErrorCode.PLUGIN_EXISTS, f"a checkout of {name!r} already exists")
                 os.rename(checkout, dest)
-                fsync_dir(self.plugins_dir)
+            if sync:
+                self.sync()
         except IochostError:
             raise
         except Exception as exc:  # noqa: BLE001 - any other failure is a fetch failure, scrubbed
@@ -141,6 +148,14 @@ class GitStore:
             shutil.rmtree(work, ignore_errors=True)
         log.info("fetched %s from %s at %s", name, origin, commit or "(not a git work tree)")
         return FetchResult(dest, resolve_plugin_dir(dest, source.path), commit)
+
+    def warm_up(self) -> None:
+        """Import GitPython now, once the daemon is idle, not in the first add's fetch."""
+        importlib.import_module("git")
+
+    def sync(self) -> None:
+        """Make the checkouts renamed into ``plugins/`` so far durable."""
+        fsync_dir(self.plugins_dir)
 
     def restore(self, name: str, source: PluginSource, commit: str | None) -> FetchResult:
         """The existing checkout, back at `commit`: local only, never the network.
@@ -235,8 +250,8 @@ class GitStore:
 
         with git.Repo(checkout) as repo:
             if commit is None:
-                try:
-                    return repo.head.commit.hexsha
+                try:  # read from the refs: no `git cat-file` process for an object we just cloned
+                    return str(git.SymbolicReference.dereference_recursive(repo, "HEAD"))
                 except ValueError:
                     raise _fail(f"repository {url} is empty: its default branch has no commit") from None
             try:

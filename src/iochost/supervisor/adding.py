@@ -8,6 +8,7 @@ caller gets. Leaving nothing behind is not its job: the lifecycle's one Teardown
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -53,20 +54,24 @@ def prepare(request: AddRequest, entry: RegistryEntry, store: GitStore, envs: Pl
     """Fetch, install requirements.txt into the plugin's own environment, validate."""
     name = request.name
     result = store.fetch(name, request.source, pat=request.pat, timeout=settings.git_timeout,
-                         max_bytes=settings.max_checkout_bytes)
+                         max_bytes=settings.max_checkout_bytes, sync=False)
     on_fetched(result.commit)
-    _stop_if(cancelled, name)
-    try:
-        python = envs.install(name, result.checkout_dir, result.plugin_dir, timeout=settings.requirements_timeout)
-    except RequirementsError as exc:
-        raise requirements_failure(exc) from None
-    _stop_if(cancelled, name)
-    report = validate_plugin(
-        result.plugin_dir, name=name, prefix=settings.prefix, class_name=request.class_name,
-        parameters=request.parameters, import_timeout=settings.import_timeout,
-        python=str(python) if python else None, memory_limit_mb=settings.worker_memory_mb or None,
-        launcher=launcher,
-    )
+    with ThreadPoolExecutor(1, thread_name_prefix=f"iochost-sync-{name}") as background:
+        durable = background.submit(store.sync)  # on disk while requirements and the probe run
+        _stop_if(cancelled, name)
+        try:
+            python = envs.install(name, result.checkout_dir, result.plugin_dir,
+                                  timeout=settings.requirements_timeout)
+        except RequirementsError as exc:
+            raise requirements_failure(exc) from None
+        _stop_if(cancelled, name)
+        report = validate_plugin(
+            result.plugin_dir, name=name, prefix=settings.prefix, class_name=request.class_name,
+            parameters=request.parameters, import_timeout=settings.import_timeout,
+            python=str(python) if python else None, memory_limit_mb=settings.worker_memory_mb or None,
+            launcher=launcher,
+        )
+        durable.result()  # before the registry records the checkout
     if not report.ok:
         raise IochostError(ErrorCode.VALIDATION_FAILED,
                            f"plugin {name!r} failed validation with {len(report.issues)} error(s)",

@@ -1,7 +1,11 @@
 """Confining each worker's process tree, and ending all of it when the worker ends.
 
-Where cgroup v2 is mounted and writable, every worker runs in a cgroup of its own,
-``<daemon's cgroup>/iochost-<daemon pid>/<plugin>``; when the worker exits, by any path,
+Where cgroup v2 is mounted and writable, every worker runs in a cgroup of its own under
+``<daemon's cgroup>/iochost-<daemon pid>/``: ``worker-<pid>`` for a worker forked from a
+warm member (the member was moved there while it waited in the pool: moving a process
+costs ~10-15 ms, the kernel waits for an RCU grace period, and that would otherwise be
+on every start's critical path), ``<plugin>`` for a spawned one (it joins first thing).
+When the worker exits, by any path,
 ``cgroup.kill`` ends every process that was ever started in it, wherever it re-parented
 and whatever session it made. Where it is not (most containers mount cgroups read-only),
 the subreaper mechanism of ``iochost.proctree`` does the same job: the worker kills its
@@ -85,16 +89,42 @@ class CgroupTree:
         """An empty cgroup for the next worker of ``name`` (a leftover one is ended first)."""
         path = self.base / name
         if path.exists():
-            self.end(name)
+            self.end(path)
         path.mkdir()
         return path
 
-    def end(self, name: str) -> None:
-        """Kill every process in the worker's cgroup, then remove the cgroup."""
-        self._end(self.base / name)
+    def place(self, pid: int) -> Path:
+        """Move the (idle, pooled) process ``pid`` into a new cgroup ``worker-<pid>``."""
+        path = self.base / f"worker-{pid}"
+        path.mkdir(exist_ok=True)
+        (path / "cgroup.procs").write_text(str(pid))
+        return path
+
+    def placed(self, pid: int) -> Path | None:
+        """``worker-<pid>`` if ``pid`` is in it."""
+        path = self.base / f"worker-{pid}"
+        try:
+            return path if str(pid) in (path / "cgroup.procs").read_text().split() else None
+        except OSError:
+            return None
+
+    def prune_placed(self, keep: set[Path]) -> None:
+        """Remove the ``worker-<pid>`` cgroups of pooled members that died idle."""
+        for path in self.base.glob("worker-*"):
+            pid = path.name.removeprefix("worker-")
+            if path not in keep and pid.isdigit() and not _pid_alive(int(pid)):
+                self.end(path)
+
+    def end(self, path: Path) -> None:
+        """Kill every process in a worker's cgroup, then remove the cgroup."""
+        self._end(path)
 
     def _end(self, path: Path) -> None:
-        for child in [p for p in path.iterdir() if p.is_dir()] if path.is_dir() else []:
+        try:
+            children = [p for p in path.iterdir() if p.is_dir()]
+        except OSError:  # not there (any more)
+            return
+        for child in children:
             self._end(child)  # a plugin may have made cgroups of its own below
         try:
             (path / "cgroup.kill").write_text("1")
@@ -107,11 +137,13 @@ class CgroupTree:
             try:
                 if "populated 0" in (path / "cgroup.events").read_text():
                     break
-            except FileNotFoundError:
+            except OSError:  # ENOENT, ENODEV: removed meanwhile
                 return
             time.sleep(0.01)
         try:
             path.rmdir()
+        except FileNotFoundError:
+            pass
         except OSError as exc:
             log.warning("cannot remove cgroup %s: %s", path, exc)
 
@@ -126,6 +158,7 @@ class Containment:
     def __init__(self, use_cgroups: bool) -> None:
         self.subreaper = set_child_subreaper()
         self.cgroups = CgroupTree.create() if use_cgroups else None
+        self._in_use: dict[str, Path] = {}  # plugin name -> its worker's cgroup
         log.info("worker containment: %s", self.mode)
 
     @property
@@ -134,15 +167,34 @@ class Containment:
             return f"cgroup v2 ({self.cgroups.base}) and subreaper"
         return "subreaper and process groups" if self.subreaper else "process groups only"
 
+    def place_member(self, pid: int) -> None:
+        """Give a warm member, while it waits in the pool, the cgroup it will run in as a
+        worker (called from the launcher's keeper thread); without cgroups, nothing."""
+        if self.cgroups is None:
+            return
+        try:
+            self.cgroups.place(pid)
+        except OSError as exc:
+            log.debug("warm member %d: no cgroup yet (%s); it joins one when it starts", pid, exc)
+
+    def adopt(self, name: str, pid: int) -> bool:
+        """The worker of ``name`` is the placed member ``pid``: its cgroup is that one."""
+        path = self.cgroups.placed(pid) if self.cgroups is not None else None
+        if path is not None:
+            self._in_use[name] = path
+        return path is not None
+
     def prepare(self, name: str) -> str | None:
         """The cgroup the next worker of ``name`` joins first thing, or None."""
         if self.cgroups is None:
             return None
         try:
-            return str(self.cgroups.prepare(name))
+            path = self.cgroups.prepare(name)
         except OSError as exc:
             log.warning("%s: no cgroup (%s); contained by subreaper only", name, exc)
             return None
+        self._in_use[name] = path
+        return str(path)
 
     def end(self, name: str, pgid: int) -> None:
         """After a worker exited: end its group, its cgroup, and any orphan it left us."""
@@ -150,12 +202,17 @@ class Containment:
             os.killpg(pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        if self.cgroups is not None:
-            self.cgroups.end(name)
+        path = self._in_use.get(name)
+        if self.cgroups is not None and path is not None:
+            self.cgroups.end(path)  # still in use meanwhile: a sweep in another thread leaves it alone
+        self._in_use.pop(name, None)
         self.sweep()
 
     def sweep(self) -> int:
-        """Orphans of dead workers re-parented to the daemon: killed and reaped."""
+        """Orphans of dead workers re-parented to the daemon: killed and reaped; the
+        cgroups of pooled members that died idle: removed."""
+        if self.cgroups is not None:
+            self.cgroups.prune_placed(set(self._in_use.values()))
         killed = OWN_CHILDREN.reap_orphans() if self.subreaper else 0
         if killed:
             log.warning("killed %d process(es) left behind by a plugin", killed)

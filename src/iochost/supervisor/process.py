@@ -124,15 +124,18 @@ class _OutputProtocol(_ThrottledReader):
             self.done.set_result(None)
 
 
-async def _launch(launcher: Launcher, spec: WorkerSpec, spec_file: Path, env: dict[str, str],
-                  event_write: int, command_read: int, output_write: int) -> Child | None:
+async def _launch(launcher: Launcher, containment: Containment, spec: WorkerSpec, spec_file: Path,
+                  env: dict[str, str], event_write: int, command_read: int, output_write: int) -> Child | None:
     """The worker as a fork of the launcher's warm member; None when the fork server cannot
-    provide one (the caller spawns instead)."""
+    provide one (the caller spawns instead). A member that waited in its cgroup already
+    (``Containment.place_member``) needs not join one."""
     try:
         member = await asyncio.to_thread(launcher.acquire, True)
         event_fd, command_fd = member.free_fds(2)  # the pipe ends' numbers inside the member
-        spec = spec.model_copy(update={"event_fd": event_fd, "command_fd": command_fd})
         try:
+            cgroup = None if containment.adopt(spec.name, member.pid) else \
+                await asyncio.to_thread(containment.prepare, spec.name)
+            spec = spec.model_copy(update={"event_fd": event_fd, "command_fd": command_fd, "cgroup": cgroup})
             await asyncio.to_thread(spec_file.write_text, spec.model_dump_json())
         except BaseException:
             member.discard()
@@ -185,14 +188,14 @@ class WorkerProcess:
         command_read, command_write = os.pipe()
         output_read, output_write = os.pipe()
         try:
-            cgroup = await asyncio.to_thread(containment.prepare, spec.name)
-            spec = spec.model_copy(update={"cgroup": cgroup})
             spec_file = run_dir / f"{spec.name}.json"
             proc: asyncio.subprocess.Process | Child | None = None
             if launcher is not None and python is None:
-                proc = await _launch(launcher, spec, spec_file, env, event_write, command_read, output_write)
+                proc = await _launch(launcher, containment, spec, spec_file, env, event_write, command_read,
+                                     output_write)
             if proc is None:
-                spec = spec.model_copy(update={"event_fd": event_write, "command_fd": command_read})
+                cgroup = await asyncio.to_thread(containment.prepare, spec.name)
+                spec = spec.model_copy(update={"event_fd": event_write, "command_fd": command_read, "cgroup": cgroup})
                 await asyncio.to_thread(spec_file.write_text, spec.model_dump_json())
                 with OWN_CHILDREN.spawning():
                     proc = await asyncio.create_subprocess_exec(
@@ -231,7 +234,10 @@ class WorkerProcess:
         OWN_CHILDREN.untrack(self.pid)
         self._commands.close()
         self._events.unthrottle()  # what it said before exiting (a Fatal) is read now
-        await asyncio.to_thread(self._containment.end, self.name, self.pid)
+        try:
+            await asyncio.to_thread(self._containment.end, self.name, self.pid)
+        except Exception:  # noqa: BLE001 - the exit must still be reported, or the plugin hangs in its state
+            log.exception("%s: ending what the worker left behind failed", self.name)
         transport, output = self._output
         output.unthrottle()
         try:

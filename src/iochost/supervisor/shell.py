@@ -234,10 +234,7 @@ class Shell:
 
     async def _spawn(self, slot: PluginSlot, gen: int) -> None:
         try:
-            limits, spec, python = await asyncio.to_thread(self._worker_spec, slot)
-            env = await asyncio.to_thread(self._worker_env, slot.name, python)  # probes a port
-            logfile = await asyncio.to_thread(logfiles.RotatingFile, self.log_path(slot.name),
-                                              self.settings.log_rotate_bytes, self.settings.log_rotate_files)
+            limits, spec, python, env, logfile = await asyncio.to_thread(self._start_inputs, slot)
             worker = await WorkerProcess.spawn(
                 spec, run_dir=self.settings.run_dir, logfile=logfile, env=env,
                 on_event=lambda message: self._from_worker(slot, gen, message),
@@ -263,6 +260,15 @@ class Shell:
             self.services.forward_log(slot.name, message)
         else:
             self.feed(slot, t.FromWorker(gen, message, time.monotonic()))
+
+    def _start_inputs(self, slot: PluginSlot) -> tuple[WorkerLimits, WorkerSpec, str | None, dict[str, str],
+                                                       logfiles.RotatingFile]:
+        """Blocking, in one thread hop: the spec, the environment (probes a port), the log file."""
+        limits, spec, python = self._worker_spec(slot)
+        env = self._worker_env(slot.name, python)
+        logfile = logfiles.RotatingFile(self.log_path(slot.name), self.settings.log_rotate_bytes,
+                                        self.settings.log_rotate_files)
+        return limits, spec, python, env, logfile
 
     def _worker_spec(self, slot: PluginSlot) -> tuple[WorkerLimits, WorkerSpec, str | None]:
         """Blocking: reads config.yaml. The limits here time the stop too (one resolution)."""

@@ -21,10 +21,9 @@ from iochost.budget import LineBudget
 from iochost.builtin import DAEMON_STATUS_DIR
 from iochost.config.pvnames import plugin_pv_prefix
 from iochost.contract import messages
-from iochost.environ import python_child_environ
 from iochost.errors import ErrorCode, IochostError
 from iochost.kinds import Kind
-from iochost.launch.launcher import LaunchError, Launcher
+from iochost.launch.launcher import Launcher
 from iochost.settings import Settings
 from iochost.store import GitStore, PluginSource, Registry, RegistryEntry
 from iochost.store.envs import PluginEnvs
@@ -51,8 +50,11 @@ SETTLED = frozenset({State.RUNNING, State.PAUSED, State.STOPPED, State.CRASHED, 
 
 
 class Supervisor:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, launcher: Launcher | None = None) -> None:
+        """``launcher``: the started fork server (``iochost serve`` starts it before the web
+        stack loads), closed with the supervisor; None: every worker and probe is spawned."""
         self.settings = settings
+        self.launcher = launcher
         self.plugins: dict[str, PluginSlot] = {}
         self.system: PluginSlot | None = None  # the daemon's own status IOC
         self.started_at = datetime.now(timezone.utc)
@@ -86,8 +88,10 @@ class Supervisor:
         envs = await asyncio.to_thread(PluginEnvs, s.data_dir)
         await asyncio.to_thread(envs.prune, registered)
         containment = await asyncio.to_thread(Containment, s.worker_cgroups)
+        if self.launcher is not None:  # pooled warm members wait in the cgroup they will run in
+            self.launcher.on_warm_member = containment.place_member
         services = Services(store=store, registry=registry, envs=envs, containment=containment,
-                            epics=self.epics, launcher=await self._start_launcher(),
+                            epics=self.epics, launcher=self.launcher,
                             forward_log=self._forward_log)
         self.shell = Shell(s, services, self._on_effect, self._forget)
         await self.shell.start()
@@ -113,19 +117,7 @@ class Supervisor:
             await self._add_examples(self.settings.examples)
         self.ready = True
         log.info("restore finished: %d plugin(s) from the registry", len(slots))
-
-    async def _start_launcher(self) -> Launcher | None:
-        """The fork server, unless it is turned off or cannot work here (then every start spawns)."""
-        s = self.settings
-        if not s.fork_server:
-            return None
-        launcher = Launcher(python_child_environ(), pool_size=s.worker_pool, realtime=s.worker_realtime)
-        try:
-            await asyncio.to_thread(launcher.start)
-        except LaunchError as exc:
-            log.warning("fork server unavailable (%s); workers and probes are spawned", exc)
-            return None
-        return launcher
+        await asyncio.to_thread(self._shell().services.store.warm_up)
 
     async def shutdown(self) -> None:
         """Stop every worker (SIGTERM, grace, SIGKILL); the registry keeps the desired state."""
@@ -140,9 +132,9 @@ class Supervisor:
             shell.feed(slot, t.StopRequested(keep_desired=True))
         await asyncio.gather(*(slot.until(lambda lc: lc.state not in LIVE) for slot in slots))
         await shell.close()
-        await asyncio.to_thread(shell.services.containment.close)
-        if shell.services.launcher is not None:
+        if shell.services.launcher is not None:  # first: its idle members sit in cgroups of the tree
             await asyncio.to_thread(shell.services.launcher.close)
+        await asyncio.to_thread(shell.services.containment.close)
         await self.epics.close()
 
     # -- queries --------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from iochost.environ import python_child_environ
 from iochost.launch.launcher import Child, LaunchError, Launcher
-from iochost.proctree import kill_group, popen_session
+from iochost.proctree import kill_group, popen_session, wait_exit
 from iochost.untrusted import read_tail
 from iochost.validate.code import CodeFindings
 from iochost.report import Stage, ValidationIssue
@@ -94,12 +94,12 @@ def probe_plugin(
             proc = _start_probe(request, out_file.fileno(), err_file.fileno(), python, launcher)
         timed_out = False
         try:
-            proc.wait(timeout=timeout)
+            wait_exit(proc, timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
             try:
                 os.kill(proc.pid, signal.SIGUSR1)
-                proc.wait(timeout=DUMP_WAIT)
+                wait_exit(proc, DUMP_WAIT)
             except (subprocess.TimeoutExpired, ProcessLookupError):
                 pass
         finally:

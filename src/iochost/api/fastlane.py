@@ -1,0 +1,48 @@
+"""``GET /api/v1/plugins`` answered without FastAPI's per-request machinery.
+
+Dashboards and scripts poll the list; it is the request the daemon serves most. Routed
+through FastAPI, a route that returns ready bytes manages ~6,500 req/s on one core of the
+reference host, the same bytes from a bare ASGI callable ~17,000: the difference is
+FastAPI's middlewares, exit stacks and dependency solving, not the listing. So this thin
+ASGI wrapper answers that one request itself when it can answer exactly as the route
+would: method GET, that path, no query string, and a caller the route's ``require_read``
+would let in. Everything else, a refused token included (whose 401 FastAPI words),
+passes to the FastAPI app untouched. The body comes from ``plugin_list_response``, the
+function the route calls too, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.types import Receive, Scope, Send
+
+from iochost.api.auth import may_read
+from iochost.api.listing import plugin_list_response
+
+LIST_PATH = "/api/v1/plugins"
+
+
+class FastLane:
+    """The FastAPI ``app`` with ``GET LIST_PATH`` short-cut; lifespan and all else pass through."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope["path"] == LIST_PATH and scope["method"] == "GET"
+                and not scope["query_string"] and self._admitted(scope)):
+            await plugin_list_response(self.app.state)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _admitted(self, scope: Scope) -> bool:
+        """Whether the route would serve this caller; parsed as FastAPI's HTTPBearer does."""
+        settings = self.app.state.settings
+        if not settings.auth_enabled:
+            return True
+        authorization = next((value for key, value in scope["headers"] if key == b"authorization"), None)
+        if authorization is None:
+            return False
+        scheme, token = get_authorization_scheme_param(authorization.decode("latin-1"))
+        return scheme.lower() == "bearer" and bool(token) and may_read(settings, token)
