@@ -35,17 +35,19 @@ def _role(settings: Settings, credentials: HTTPAuthorizationCredentials | None) 
         return "admin"
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise IochostError(ErrorCode.UNAUTHORIZED, "missing bearer token (Authorization: Bearer <token>)")
-    token = credentials.credentials
+    role = token_role(settings, credentials.credentials)
+    if role is None:
+        raise IochostError(ErrorCode.UNAUTHORIZED, "bearer token not recognised")
+    return role
+
+
+def token_role(settings: Settings, token: str) -> str | None:
+    """"admin" or "read" for a configured token, None for any other (auth enabled)."""
     if _matches(token, settings.admin_token):
         return "admin"
     if _matches(token, settings.read_token):
         return "read"
-    raise IochostError(ErrorCode.UNAUTHORIZED, "bearer token not recognised")
-
-
-def may_read(settings: Settings, token: str) -> bool:
-    """Whether ``token`` is one ``require_read`` accepts (auth enabled)."""
-    return _matches(token, settings.admin_token) or _matches(token, settings.read_token)
+    return None
 
 
 async def get_settings(request: Request) -> Settings:

@@ -17,10 +17,12 @@ from fastapi import FastAPI
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.types import Receive, Scope, Send
 
-from iochost.api.auth import may_read
+from iochost.api.app import API_PREFIX
+from iochost.api.auth import token_role
 from iochost.api.listing import plugin_list_response
+from iochost.api.routes.plugins import router as plugins_router
 
-LIST_PATH = "/api/v1/plugins"
+LIST_PATH = API_PREFIX + plugins_router.prefix  # the route ``list_plugins`` serves
 
 
 class FastLane:
@@ -45,4 +47,4 @@ class FastLane:
         if authorization is None:
             return False
         scheme, token = get_authorization_scheme_param(authorization.decode("latin-1"))
-        return scheme.lower() == "bearer" and bool(token) and may_read(settings, token)
+        return scheme.lower() == "bearer" and bool(token) and token_role(settings, token) is not None
