@@ -59,6 +59,18 @@ EPICS_ENV = {
     "OPENBLAS_NUM_THREADS": "1",
 }
 os.environ.update(EPICS_ENV)
+# Client variables set above that an EPICS server, and so the daemon, falls back on.
+DAEMON_FALLBACK_VARIABLES = ("EPICS_CA_SERVER_PORT", "EPICS_CA_REPEATER_PORT", "EPICS_PVA_BROADCAST_PORT")
+
+
+def daemon_environ(**extra: str) -> dict[str, str]:
+    """This environment for an ``iochost serve``, without the EPICS server variables set
+    above for the suite's lone IOCs: the daemon takes those as its own settings (or
+    refuses them, as EPICS_PVAS_SERVER_PORT), and the tests configure it by flags."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("EPICS_CAS_", "EPICS_PVAS_")) and k not in DAEMON_FALLBACK_VARIABLES}
+    env.update(extra)
+    return env
 
 
 class Processes:

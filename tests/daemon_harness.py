@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import httpx
 
-from conftest import CA_PORT, PVA_BROADCAST_PORT, free_port, wait_for
+from conftest import CA_PORT, PVA_BROADCAST_PORT, daemon_environ, free_port, wait_for
 
 
 def worker_pids(data_dir: Path, name: str | None = None) -> list[int]:
@@ -51,12 +51,14 @@ class Daemon:
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-daemon.log"
-        low, high = free_port_block(60)
+        low, high = free_port_block(120)
+        middle = (low + high) // 2
         self.base_args = [
             "--port", str(self.port), "--data-dir", str(data_dir), "--prefix", "IOCHT",
             "--epics-host", "127.0.0.1", "--ca-port", str(CA_PORT), "--pva-port", str(PVA_BROADCAST_PORT),
             "--ca-beacon-port", os.environ["EPICS_CA_REPEATER_PORT"],
-            "--worker-ports", f"{low}-{high}", "--allow-local-sources", "--log-format", "json",
+            "--worker-ports", f"{low}-{middle}", "--worker-pva-ports", f"{middle + 1}-{high}",
+            "--allow-local-sources", "--log-format", "json",
             "--grace-period", "5",
         ]
         if not local_sources:  # the production default: no local_path, no file:// URLs
@@ -71,7 +73,7 @@ class Daemon:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "iochost", "serve", *self.base_args, *self.args],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, **self.env},
+                env=daemon_environ(**self.env),
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

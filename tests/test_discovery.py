@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 import caproto
 import pytest
 
+from client_harness import EpicsClient
 from conftest import Processes, free_port
 from iochost.discovery import BeaconSchedule, CAEndpoint, NameTable, PortAllocator, SearchResponder
 from iochost.discovery.beacons import FIRST_DELAY
@@ -143,64 +144,12 @@ def start_iocs(processes: Processes, tmp: Path, endpoint: CAEndpoint, prefixes: 
     return [ioc.wait_ready() for ioc in iocs]
 
 
-class CAClient:
-    """tests/fixtures/ca_client.py: libca in its own process, searching only ``addr_list``."""
+class CAClient(EpicsClient):
+    """libca in its own process, searching only ``addr_list``."""
 
     def __init__(self, processes: Processes, tmp: Path, server_port: int, addr_list: str = "127.0.0.1") -> None:
-        env = {**os.environ, "EPICS_CA_ADDR_LIST": addr_list, "EPICS_CA_AUTO_ADDR_LIST": "NO",
-               "EPICS_CA_SERVER_PORT": str(server_port)}
-        self.stderr_path = tmp / f"ca_client.{time.monotonic_ns()}.err"
-        self._stderr = open(self.stderr_path, "wb")
-        self.proc = processes.start([sys.executable, str(FIXTURES / "ca_client.py")], env=env,
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-                                    text=True, bufsize=1)
-        self.messages: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        self._next_id = 0
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._cond:
-                self.messages.append(json.loads(line))
-                self._cond.notify_all()
-
-    def send(self, **request: Any) -> int:
-        self._next_id += 1
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"id": self._next_id, **request}) + "\n")
-        self.proc.stdin.flush()
-        return self._next_id
-
-    def wait(self, predicate: Callable[[dict[str, Any]], bool], timeout: float, what: str,
-             since: int = 0) -> dict[str, Any]:
-        """The first message from index ``since`` on that satisfies ``predicate``."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for message in self.messages[since:]:
-                    if predicate(message):
-                        return message
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"timed out waiting for {what}; stderr:\n{self.stderr()}")
-                self._cond.wait(remaining)
-
-    def reply(self, request_id: int, timeout: float) -> dict[str, Any]:
-        return self.wait(lambda m: m.get("id") == request_id, timeout, f"reply {request_id}")
-
-    def get(self, names: list[str], timeout: float = 5.0) -> dict[str, Any]:
-        return self.reply(self.send(get=names, timeout=timeout), timeout + 10)["values"]
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(15)
-        self._stderr.close()
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
+        super().__init__(processes, tmp, {**os.environ, "EPICS_CA_ADDR_LIST": addr_list,
+                                          "EPICS_CA_AUTO_ADDR_LIST": "NO", "EPICS_CA_SERVER_PORT": str(server_port)})
 
 
 def fresh_get(processes: Processes, tmp: Path, server_port: int, names: list[str], timeout: float,
@@ -270,6 +219,13 @@ def test_responder_answers_like_rsrv(responder: SearchResponder) -> None:
     assert isinstance(found, caproto.SearchResponse)
     assert (found.port, found.ip, found.cid, found.version) == (5101, "255.255.255.255", 42, 13)
     assert found.header.payload_size == 8
+
+
+def test_responder_ignores_the_addresses_it_is_told_to(responder: SearchResponder) -> None:
+    """EPICS_CAS_IGNORE_ADDR_LIST: as rsrv, no answer at all to those clients, others as ever."""
+    ignoring = SearchResponder(responder.table, ignore=frozenset({CLIENT[0]}))
+    assert ignoring.datagram_received(search_datagram("A:ONE"), CLIENT) == []
+    assert len(ignoring.datagram_received(search_datagram("A:ONE"), ("127.0.0.9", CLIENT[1]))) == 1
 
 
 def test_responder_reply_is_byte_identical_to_rsrv() -> None:
@@ -513,6 +469,7 @@ def test_endpoint_answers_unicast_and_broadcast_and_beacons() -> None:
             "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
             "EPICS_CAS_BEACON_PORT": str(beacon_port),
             "EPICS_CAS_BEACON_PERIOD": "15.0",
+            "EPICS_CAS_IGNORE_ADDR_LIST": "",
         }
     finally:
         endpoint.close()

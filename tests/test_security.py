@@ -8,7 +8,6 @@ http-backend behind Basic auth, which wants the PAT).
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import subprocess
@@ -21,7 +20,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from conftest import free_port
+from conftest import daemon_environ, free_port
 from daemon_harness import Daemon, worker_pids
 from githttp import GitServer, publish
 from gitrepos import Repo
@@ -114,9 +113,16 @@ def operations(daemon: Daemon) -> list[tuple[str, str]]:
     return ops
 
 
+def url_of(client: httpx.Client, path: str) -> str:
+    """A schema path as ``client`` (based at /api/v1) requests it; /metrics is at the root."""
+    if path.startswith("/api/v1/"):
+        return path.removeprefix("/api/v1")
+    return str(client.base_url.copy_with(path=path))
+
+
 def call(client: httpx.Client, method: str, path: str) -> int:
     """Status of one request; a stream (/events) is closed after its status line."""
-    url = path.removeprefix("/api/v1")
+    url = url_of(client, path)
     kwargs: dict[str, Any] = {"json": {}} if method in ("POST", "PUT", "PATCH") else {}
     with client.stream(method, url, **kwargs) as response:
         return response.status_code
@@ -130,7 +136,7 @@ def test_no_token_is_401_everywhere_but_health(daemon: Daemon, anon: httpx.Clien
             assert anon.get(path.removeprefix("/api/v1")).status_code == 200
             continue
         for headers in ({}, bearer(WRONG_TOKEN), {"Authorization": f"Basic {ADMIN_TOKEN}"}):
-            url = path.removeprefix("/api/v1")
+            url = url_of(anon, path)
             response = anon.request(method, url, headers=headers, json={} if method == "POST" else None)
             assert response.status_code == 401, (method, path, headers, response.text)
             body = response.json()
@@ -219,8 +225,41 @@ def test_empty_token_file_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 2 and "is empty" in result.stderr
 
 
+def test_unreadable_token_file_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "iochost", "serve", "--admin-token-file", str(tmp_path), "--port", str(free_port()),
+         "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=60, env=_env_without_tokens(),
+    )
+    assert result.returncode == 2
+    assert f"admin_token_file {tmp_path} cannot be read" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("spoil, gist", [
+    ("file-in-the-way", "cannot create or write"),
+    ("corrupt-registry", "registry file"),
+])
+def test_an_unusable_data_dir_is_refused_in_one_line_before_anything_starts(
+        tmp_path: Path, spoil: str, gist: str) -> None:
+    """As a volume mounted without the daemon's user as owner would be: exit 2, one line."""
+    data = tmp_path / "data"
+    if spoil == "file-in-the-way":
+        (tmp_path / "blocker").write_text("")
+        data = tmp_path / "blocker" / "data"
+    else:
+        data.mkdir()
+        (data / "registry.json").write_text("{not json")
+    result = subprocess.run(
+        [sys.executable, "-m", "iochost", "serve", "--port", str(free_port()), "--data-dir", str(data)],
+        capture_output=True, text=True, timeout=60, env=_env_without_tokens(),
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"iochost serve: data_dir {data}: ") and gist in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def _env_without_tokens() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("IOCHOST_")}
+    return {k: v for k, v in daemon_environ().items() if not k.startswith("IOCHOST_")}
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::"])

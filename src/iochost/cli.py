@@ -96,13 +96,41 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=help_text)
 
 
+def data_dir_problem(settings: Any) -> str | None:
+    """Why the daemon could not keep its registry in the data dir, before anything starts:
+    a volume mounted root-owned without fsGroup, a registry another user left behind."""
+    import os
+
+    from iochost.store.registry import Registry, RegistryError
+
+    uid = os.getuid()
+    try:
+        for folder in (settings.data_dir, settings.logs_dir, settings.run_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise PermissionError(13, "not writable", str(folder))
+    except OSError as exc:
+        return (f"data_dir {settings.data_dir}: cannot create or write {exc.filename or settings.data_dir} "
+                f"as uid {uid} ({exc.strerror}); give that user the directory (a Kubernetes fsGroup, "
+                "chown) or choose another with --data-dir")
+    try:
+        Registry(settings.registry_path).load()
+    except RegistryError as exc:
+        return f"data_dir {settings.data_dir}: {exc.message} (uid {uid})"
+    return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from iochost.epics_server_vars import EpicsVariableError
     from iochost.settings import Settings
 
     try:
         settings = Settings.from_sources(vars(args))
+    except EpicsVariableError as exc:
+        print(f"iochost serve: {exc}", file=sys.stderr)
+        return 2
     except ValidationError as exc:
         for error in exc.errors():
             where = ".".join(str(p) for p in error["loc"]) or "settings"
@@ -110,6 +138,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     except OSError as exc:
         print(f"iochost serve: {exc}", file=sys.stderr)
+        return 2
+    problem = data_dir_problem(settings)
+    if problem is not None:
+        print(f"iochost serve: {problem}", file=sys.stderr)
         return 2
     launcher = None
     if settings.fork_server:  # first: the template imports while the web stack below does

@@ -17,7 +17,11 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 from iochost.budget import parse_rate
 from iochost.config.pvnames import DEFAULT_PREFIX, pv_prefix_problem
 from iochost.environ import ENV_PREFIX
+from iochost.epics_server_vars import settings_from_environ
 from iochost.store.policy import validate_prefixes
+
+PORT_RANGE = r"^\d{1,5}-\d{1,5}$"
+
 
 def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/iochost`` (``~/.local/share/iochost``): survives reboots, per user."""
@@ -62,11 +66,18 @@ class Settings(BaseModel):
                                                              "search endpoint bind (0.0.0.0: all)")
     ca_port: int = Field(default=5064, ge=1, le=65535, description="CA search port the daemon answers on")
     ca_beacon_port: int = Field(default=5065, ge=1, le=65535, description="CA repeater port beacons go to")
-    ca_beacon_addrs: str = Field(default="", description="space-separated beacon destinations "
-                                                          "(default: broadcast of the bind address)")
+    ca_beacon_addrs: str = Field(default="", description="space-separated CA beacon destinations "
+                                 "(host or host:port), besides the automatic ones")
+    ca_auto_beacon_addrs: bool = Field(default=True, description="also send CA beacons to the broadcast "
+                                       "address of the --epics-host interface (of every interface for 0.0.0.0)")
+    ca_beacon_period: float = Field(default=15.0, gt=0, description="seconds between CA beacons at steady state")
+    ca_ignore_addrs: str = Field(default="", description="space-separated client addresses whose CA "
+                                 "searches are ignored")
     pva_port: int = Field(default=5076, ge=1, le=65535, description="PVA search (UDP) port of every worker")
-    worker_ports: str = Field(default="5100-5299", pattern=r"^\d{1,5}-\d{1,5}$",
-                              description="range of the workers' CA server ports")
+    worker_ports: str = Field(default="5100-5299", pattern=PORT_RANGE,
+                              description="range of the workers' CA server ports (TCP and UDP)")
+    worker_pva_ports: str = Field(default="5300-5499", pattern=PORT_RANGE,
+                                  description="range of the workers' PVA server ports (TCP)")
 
     # -- supervision ---------------------------------------------------------------------
     grace_period: float = Field(default=10.0, gt=0, description="cleanup() time on stop, for plugins that set none")
@@ -145,13 +156,21 @@ class Settings(BaseModel):
         for name in ("read", "admin"):
             path: Path | None = getattr(self, f"{name}_token_file")
             if path is not None and getattr(self, f"{name}_token") is None:
-                token = path.read_text().strip()
+                try:
+                    token = path.read_text().strip()
+                except OSError as exc:
+                    raise ValueError(f"{name}_token_file {path} cannot be read by uid {os.getuid()}: "
+                                     f"{exc.strerror}") from None
                 if not token:
                     raise ValueError(f"{name}_token_file {path} is empty")
                 setattr(self, f"{name}_token", SecretStr(token))
-        low, high = self.worker_port_range
-        if not 0 < low <= high <= 65535:
-            raise ValueError(f"worker_ports {self.worker_ports!r} is not a range LOW-HIGH within 1-65535")
+        ca_ports, pva_ports = self.worker_port_range, self.worker_pva_port_range
+        for name, (low, high) in (("worker_ports", ca_ports), ("worker_pva_ports", pva_ports)):
+            if not 0 < low <= high <= 65535:
+                raise ValueError(f"{name} {getattr(self, name)!r} is not a range LOW-HIGH within 1-65535")
+        if ca_ports[0] <= pva_ports[1] and pva_ports[0] <= ca_ports[1]:
+            raise ValueError(f"worker_ports {self.worker_ports} and worker_pva_ports {self.worker_pva_ports} "
+                             "overlap: a CA and a PVA server cannot share a TCP port")
         if self.admin_token is None and self.read_token is None and not is_loopback(self.host):
             raise ValueError(
                 f"refusing to listen on {self.host} without a token: anyone who reaches the API "
@@ -179,6 +198,11 @@ class Settings(BaseModel):
         return low, high
 
     @property
+    def worker_pva_port_range(self) -> tuple[int, int]:
+        low, high = (int(p) for p in self.worker_pva_ports.split("-"))
+        return low, high
+
+    @property
     def plugins_dir(self) -> Path:
         return self.data_dir / "plugins"
 
@@ -196,7 +220,8 @@ class Settings(BaseModel):
 
     @classmethod
     def from_sources(cls, flags: dict[str, Any], environ: dict[str, str] | None = None) -> "Settings":
-        """Merge flags (None = not given) over ``IOCHOST_*`` variables over defaults."""
+        """Merge flags (None = not given) over ``IOCHOST_*`` variables over the standard EPICS
+        server variables (``epics_server_vars``) over defaults."""
         environ = dict(os.environ if environ is None else environ)
         values: dict[str, Any] = {}
         for name in cls.model_fields:
@@ -208,4 +233,5 @@ class Settings(BaseModel):
         for name, value in flags.items():
             if value is not None and value != [] and name in cls.model_fields:
                 values[name] = value
+        values.update(settings_from_environ(values, environ))
         return cls.model_validate(values)

@@ -14,8 +14,9 @@ from iochost import __version__
 from iochost.api.errors import error_response, install_error_handlers
 from iochost.api.listing import RecordCache
 from iochost.api.models import ERROR_RESPONSES
+from iochost.api.prometheus import Metrics, RequestMetrics, RouteTemplates, route_templates
 from iochost.api.ratelimit import create_limiter
-from iochost.api.routes import compat, events, health, jobs, plugins
+from iochost.api.routes import compat, events, health, jobs, metrics, plugins
 from iochost.errors import ErrorCode
 from iochost.launch.launcher import Launcher
 from iochost.settings import Settings
@@ -95,7 +96,12 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None,
     app.state.rate_limiter = create_limiter(settings.add_rate_limit)
     app.state.record_cache = RecordCache()
     install_error_handlers(app)
-    for module in (plugins, jobs, compat, health, events):
-        app.include_router(module.router, prefix=API_PREFIX)
+    # /metrics at the root, where Prometheus looks by default; everything else under /api/v1.
+    routers = [(API_PREFIX, module.router) for module in (plugins, jobs, compat, health, events)]
+    routers.append(("", metrics.router))
+    for prefix, router in routers:
+        app.include_router(router, prefix=prefix)
+    app.state.metrics = Metrics(sup, RouteTemplates(route_templates(app, routers)))
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: it sees the 413s too
     return app

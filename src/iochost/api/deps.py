@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from iochost.api.prometheus import Metrics
 from iochost.supervisor import Supervisor
 
 
 async def get_supervisor(request: Request) -> Supervisor:
     """``async`` so FastAPI calls it on the event loop, not in its thread pool."""
     return request.app.state.supervisor
+
+
+async def get_metrics(request: Request) -> Metrics:
+    """The app's Prometheus registry and request metrics (``api.prometheus``)."""
+    return request.app.state.metrics

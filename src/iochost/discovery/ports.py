@@ -1,4 +1,4 @@
-"""Worker CA server ports from a configured range, stable per plugin."""
+"""Worker server ports (CA, PVA) from a configured range, stable per plugin."""
 
 from __future__ import annotations
 
@@ -8,19 +8,20 @@ import threading
 from iochost.errors import ErrorCode, IochostError
 
 
-def port_is_free(host: str, port: int) -> bool:
-    """Whether a CA server could bind ``host:port`` for both TCP and UDP right now.
+def port_is_free(host: str, port: int, udp: bool = True) -> bool:
+    """Whether a server could bind ``host:port`` for TCP (and UDP, as rsrv does) right now.
 
-    TCP is probed with SO_REUSEADDR, as rsrv binds it, so connections of a previous
-    worker lingering in TIME_WAIT do not count as "in use"; UDP is probed without it, so
-    any socket already on the port (another IOC's search socket) does.
+    TCP is probed with SO_REUSEADDR, as rsrv and pvxs bind it, so connections of a
+    previous worker lingering in TIME_WAIT do not count as "in use"; UDP is probed
+    without it, so any socket already on the port (another IOC's search socket) does.
     """
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             tcp.bind((host, port))
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((host, port))
+        if udp:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.bind((host, port))
     except OSError:
         return False
     return True
@@ -32,15 +33,19 @@ class PortAllocator:
     The same owner gets the same port back, also after :meth:`release`, unless another
     owner took it meanwhile: a restarted worker then serves at the address clients had
     connected to, and libca's per-server beacon history sees the restart. New owners get
-    ports nobody held before, when there are any. Thread-safe.
+    ports nobody held before, when there are any. Thread-safe. ``udp``: the server binds
+    the port for UDP too (rsrv does; pvxs's TCP port is TCP only).
     """
 
-    def __init__(self, start: int, end: int, host: str = "0.0.0.0") -> None:
+    def __init__(self, start: int, end: int, host: str = "0.0.0.0", *, udp: bool = True,
+                 what: str = "CA server") -> None:
         if not 0 < start <= end < 65536:
             raise ValueError(f"port range {start}-{end} is not within 1-65535")
         self.start = start
         self.end = end
         self.host = host
+        self.udp = udp
+        self.what = what
         self._lock = threading.Lock()
         self._reserved: dict[str, int] = {}  # owner -> port
         self._last: dict[str, int] = {}  # owner -> the port it had most recently
@@ -57,13 +62,13 @@ class PortAllocator:
             candidates = [p for p in range(self.start, self.end + 1) if p not in taken]
             candidates.sort(key=lambda p: (p != preferred, p in remembered))
             for port in candidates:
-                if port_is_free(self.host, port):
+                if port_is_free(self.host, port, self.udp):
                     self._reserved[owner] = port
                     self._last[owner] = port
                     return port
         raise IochostError(
             ErrorCode.WORKER_START_FAILED,
-            f"no free CA server port left in {self.start}-{self.end} on {self.host}",
+            f"no free {self.what} port left in {self.start}-{self.end} on {self.host}",
             port_range=f"{self.start}-{self.end}",
         )
 

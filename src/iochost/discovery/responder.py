@@ -13,7 +13,8 @@ so CA clients cannot tell the daemon from an IOC:
   other servers answer);
 - searches from clients older than CA 4.4 are ignored, and parsing stops at the first
   message that is not VERSION or SEARCH (answers found so far are still sent);
-- a datagram with nothing found sends nothing (no lone VERSION header).
+- a datagram with nothing found sends nothing (no lone VERSION header);
+- datagrams from an ignored address (``EPICS_CAS_IGNORE_ADDR_LIST``) get nothing.
 """
 
 from __future__ import annotations
@@ -35,12 +36,16 @@ class SearchResponder:
     """Answers CA UDP name searches from a :class:`NameTable`. Holds no I/O and no state
     between datagrams, so one instance can serve any number of sockets."""
 
-    def __init__(self, table: NameTable, *, max_datagram: int = MAX_DATAGRAM) -> None:
+    def __init__(self, table: NameTable, *, max_datagram: int = MAX_DATAGRAM,
+                 ignore: frozenset[str] = frozenset()) -> None:
         self.table = table
         self.max_datagram = max_datagram
+        self.ignore = ignore
 
     def datagram_received(self, data: bytes, sender: Address) -> list[bytes]:
         """The datagrams to send back to ``sender`` (usually zero or one)."""
+        if sender[0] in self.ignore:
+            return []
         try:
             messages = ca.parse_datagram(data)
         except ca.MalformedDatagram as exc:

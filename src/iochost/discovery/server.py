@@ -120,17 +120,21 @@ class CAEndpoint:
         beacon_addrs: Sequence[str] | None = None,
         beacon_port: int = 5065,
         beacon_period: float = DEFAULT_PERIOD,
+        ignore_addrs: Sequence[str] = (),
     ) -> None:
         """``beacon_addrs``: ``"host[:port]"`` entries; None = rsrv's automatic list (the
-        broadcast address of ``host``'s interface, or of every interface for 0.0.0.0)."""
+        broadcast address of ``host``'s interface, or of every interface for 0.0.0.0).
+        ``ignore_addrs``: client addresses whose searches get no answer (from this endpoint
+        and, through :meth:`worker_env`, from the workers' own rsrv)."""
         self.host = host or WILDCARD
         self.requested_port = port
         self.beacon_port = beacon_port
         self.beacon_period = beacon_period
         entries = netif.default_beacon_addresses(self.host) if beacon_addrs is None else beacon_addrs
         self.beacon_addrs: list[Address] = parse_addresses(entries, beacon_port)
+        self.ignore_addrs = tuple(ignore_addrs)
         self.table = NameTable()
-        self.responder = SearchResponder(self.table)
+        self.responder = SearchResponder(self.table, ignore=frozenset(self.ignore_addrs))
         self._unicast: _SearchProtocol | None = None
         self._transports: list[asyncio.DatagramTransport] = []
         self._beacon_task: asyncio.Task[None] | None = None
@@ -210,6 +214,7 @@ class CAEndpoint:
             "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
             "EPICS_CAS_BEACON_PORT": str(self.beacon_port),
             "EPICS_CAS_BEACON_PERIOD": str(self.beacon_period),
+            "EPICS_CAS_IGNORE_ADDR_LIST": " ".join(self.ignore_addrs),
         }
 
     async def _resolve(self, host: str) -> str:

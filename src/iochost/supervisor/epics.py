@@ -1,31 +1,51 @@
-"""The daemon's EPICS face: one CA search endpoint, one CA port per worker, and the
-environment that makes each worker's soft IOC serve behind that endpoint.
+"""The daemon's EPICS face: one CA search endpoint, one CA port and one PVA port per
+worker, and the environment that makes each worker's soft IOC serve behind that endpoint.
 
-Workers keep their CA port across restarts (``PortAllocator``), so a client's channels
-reconnect to the address they knew, and the endpoint's beacon anomaly makes clients
-search again at once instead of after their search backoff.
+Workers keep both ports across restarts (``PortAllocator``), so a client's channels
+reconnect to the address they knew, a firewall rule or a Kubernetes Service can name
+them, and the endpoint's beacon anomaly makes clients search again at once instead of
+after their search backoff. The standard EPICS server variables an operator set are
+already settings here (``iochost.epics_server_vars``); the ``passed`` ones reach the
+workers because nothing below sets them.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from typing import Mapping
 
 from iochost.discovery import CAEndpoint, PortAllocator
+from iochost.discovery.netif import default_beacon_addresses
 from iochost.settings import Settings, is_loopback
 
 log = logging.getLogger("iochost.epics")
 
+LOOPBACK_BROADCAST = "127.255.255.255"  # lo has no broadcast address of its own
+
+
+def beacon_destinations(settings: Settings) -> list[str]:
+    """rsrv's rule: the listed destinations, plus the interface's broadcast addresses
+    unless automatic beacon addresses are off (``EPICS_CAS_AUTO_BEACON_ADDR_LIST=NO``)."""
+    listed = settings.ca_beacon_addrs.split()
+    if not settings.ca_auto_beacon_addrs:
+        return listed
+    automatic = ([LOOPBACK_BROADCAST] if is_loopback(settings.epics_host)
+                 else default_beacon_addresses(settings.epics_host))
+    return listed + [a for a in automatic if a not in listed]
+
 
 class EpicsNetwork:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
         self.settings = settings
-        beacon_addrs = settings.ca_beacon_addrs.split() or None
-        if beacon_addrs is None and is_loopback(settings.epics_host):
-            beacon_addrs = ["127.255.255.255"]
+        self.environ = os.environ if environ is None else environ
         self.endpoint = CAEndpoint(host=settings.epics_host, port=settings.ca_port,
-                                   beacon_addrs=beacon_addrs, beacon_port=settings.ca_beacon_port)
-        low, high = settings.worker_port_range
-        self.ports = PortAllocator(low, high, host=settings.epics_host)
+                                   beacon_addrs=beacon_destinations(settings), beacon_port=settings.ca_beacon_port,
+                                   beacon_period=settings.ca_beacon_period,
+                                   ignore_addrs=settings.ca_ignore_addrs.split())
+        self.ports = PortAllocator(*settings.worker_port_range, host=settings.epics_host)
+        self.pva_ports = PortAllocator(*settings.worker_pva_port_range, host=settings.epics_host,
+                                       udp=False, what="PVA server")
 
     async def start(self) -> None:
         await self.endpoint.start()
@@ -34,21 +54,29 @@ class EpicsNetwork:
         await self.endpoint.close()
 
     def worker_env(self, owner: str) -> dict[str, str]:
-        """Reserve ``owner``'s CA port and return the EPICS variables of its worker."""
-        port = self.ports.reserve(owner)
-        env = self.endpoint.worker_env(port)
+        """Reserve ``owner``'s CA and PVA ports and return the EPICS variables of its worker."""
+        env = self.endpoint.worker_env(self.ports.reserve(owner))
+        try:
+            pva_port = self.pva_ports.reserve(owner)
+        except BaseException:
+            self.ports.release(owner)
+            raise
         host = self.settings.epics_host
         env.update({
             # PVA: every worker shares the search port (pvxs fans unicast searches out to
-            # the other servers on the host) and takes any free TCP port.
+            # the other servers on the host) and serves on its own fixed TCP port.
             "EPICS_PVAS_BROADCAST_PORT": str(self.settings.pva_port),
-            "EPICS_PVAS_SERVER_PORT": "0",
+            "EPICS_PVAS_SERVER_PORT": str(pva_port),
             "EPICS_PVAS_INTF_ADDR_LIST": "" if host in ("0.0.0.0", "") else host,
         })
-        if is_loopback(host):
-            env.update({"EPICS_PVAS_BEACON_ADDR_LIST": "127.255.255.255",
+        if is_loopback(host) and "EPICS_PVAS_BEACON_ADDR_LIST" not in self.environ:
+            env.update({"EPICS_PVAS_BEACON_ADDR_LIST": LOOPBACK_BROADCAST,
                         "EPICS_PVAS_AUTO_BEACON_ADDR_LIST": "NO"})
         return env
+
+    def ports_of(self, owner: str) -> tuple[int | None, int | None]:
+        """(CA, PVA) server ports of ``owner``'s worker, while it holds them."""
+        return self.ports.port_of(owner), self.pva_ports.port_of(owner)
 
     def online(self, owner: str, pvs: list[str]) -> None:
         """The worker is READY: answer searches for its PVs."""
@@ -64,8 +92,10 @@ class EpicsNetwork:
         """The worker is stopping or gone: no client is pointed at it any more."""
         self.endpoint.unregister(owner)
         self.ports.release(owner)
+        self.pva_ports.release(owner)
 
     def forget(self, owner: str) -> None:
         """The plugin was deleted: its port may go to another plugin."""
         self.offline(owner)
         self.ports.forget(owner)
+        self.pva_ports.forget(owner)

@@ -71,7 +71,8 @@ class PluginLifecycle:
         self.pvs: list[str] = []
         self.status: str | None = None
         self.message: str | None = None
-        self.restarts = 0
+        self.restarts = 0  # crashes in a row: the backoff's count, reset by an operator's start
+        self.restarts_total = 0  # automatic restarts ever, never reset (a Prometheus counter reads it)
         self.backoff: float | None = None
         self.started_at: datetime | None = None
         self.started_mono: float | None = None
@@ -358,6 +359,7 @@ class PluginLifecycle:
         self._emit(t.Later(delay, t.RestartDue(self.gen)))
 
     def _restart_due(self, event: t.RestartDue) -> None:
+        self.restarts_total += 1
         self._spawn(f"restart #{self.restarts}")
 
     # -- job runs (the ledger decides; see runs.py) -----------------------------------------------

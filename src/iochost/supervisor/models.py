@@ -36,10 +36,14 @@ class RunResult(BaseModel):
     message: str = ""
 
 
+# A job run's state: "running", then one final outcome (``runs.RUN_OUTCOMES``).
+RunState = Literal["running", "succeeded", "failed", "cancelled"]
+
+
 class RunRecord(BaseModel):
     run_id: str
     job: str
-    state: Literal["running", "succeeded", "failed", "cancelled"]
+    state: RunState
     origin: Literal["api", "epics"] = "api"
     parameters: dict[str, Any] = Field(default_factory=dict)
     started_at: datetime

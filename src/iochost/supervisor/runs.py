@@ -10,16 +10,18 @@ reported, not raised.
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 from iochost.contract import messages as m
 from iochost.errors import ErrorCode, IochostError
 from iochost.supervisor import lifecycle_types as t
-from iochost.supervisor.models import RunRecord, RunResult
+from iochost.supervisor.models import RunRecord, RunResult, RunState
 
 MAX_RESULT_BYTES = 256 * 1024
+# Every state a run can end in: the run states but "running".
+RUN_OUTCOMES: tuple[str, ...] = tuple(state for state in get_args(RunState) if state != "running")
 
 
 def run_state(result: RunResult, cancel_requested: bool) -> str:
@@ -30,12 +32,22 @@ def run_state(result: RunResult, cancel_requested: bool) -> str:
 
 
 class RunLedger:
-    """What ran and what is running; the last ``keep`` runs with their results."""
+    """What ran and what is running; the last ``keep`` runs with their results.
+
+    ``finished_total`` counts the runs that ended, per outcome, since the plugin was added;
+    it never decreases. It is the source of ``iochost_job_runs_total``, a Prometheus
+    counter, which must not go down: counting the kept records would, once the oldest are
+    dropped. The tally lives here rather than in a hook of the API because ``finished``
+    is the one place every run reaches its outcome, whoever started it (REST, or an
+    operator's RUN=1) and however it ended (its result, a cancel, its worker's exit); the
+    ledger stays sans-I/O and the metrics read it at scrape time.
+    """
 
     def __init__(self, job: str, keep: int) -> None:
         self.job = job
         self.keep = keep
         self.active: str | None = None
+        self.finished_total: Counter[str] = Counter()
         self._cancel_requested: set[str] = set()
         self._runs: OrderedDict[str, RunRecord] = OrderedDict()
         self._requested: dict[str, dict[str, Any]] = {}  # REST runs sent, not yet answered
@@ -108,6 +120,7 @@ class RunLedger:
         run.result = bounded_result(result)
         run.state = run_state(run.result, cancelled or run_id in self._cancel_requested)  # type: ignore[assignment]
         run.finished_at = at
+        self.finished_total[run.state] += 1
         self._cancel_requested.discard(run_id)
         if self.active == run_id:
             self.active = None

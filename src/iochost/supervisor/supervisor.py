@@ -144,6 +144,15 @@ class Supervisor:
     def list(self, kind: Kind | None = None) -> list[PluginRecord]:
         return [slot.lc.record() for slot in self.plugins.values() if kind is None or slot.lc.entry.kind == kind]
 
+    def lifecycles(self, *, include_system: bool = False) -> list[PluginLifecycle]:
+        """The live lifecycles of the listed plugins (with the daemon's status IOC's, if
+        asked): for readers that need more than a ``PluginRecord``, the metrics collector.
+        Read them on the event loop, where they change, and do not keep them."""
+        lifecycles = [slot.lc for slot in self.plugins.values()]
+        if include_system and self.system is not None:
+            lifecycles.append(self.system.lc)
+        return lifecycles
+
     def health(self) -> Health:
         counts: dict[str, int] = {"total": len(self.plugins)}
         counts.update({state.value: 0 for state in State if state != State.DELETED})

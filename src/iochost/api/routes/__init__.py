@@ -1,1 +1,1 @@
-"""One router per resource: plugins, jobs, the iocmng aliases, health, events."""
+"""One router per resource: plugins, jobs, the iocmng aliases, health, events, metrics."""
