@@ -1,4 +1,4 @@
-"""Off loopback: an operator's client on a second host works every plugin's PVs.
+"""Off loopback: an operator's client on another host works every plugin's PVs.
 
 Two network namespaces joined by a veth pair stand for the IOC host and an operator's
 host (tests/netns.py). The daemon runs in one, bound to its side of the link, on the
@@ -8,7 +8,8 @@ monitor PVs over CA and PVA: first with a stock EPICS configuration (no EPICS va
 at all: automatic address lists, so broadcasts on the link), then given only the
 daemon's address. Along the way a plugin is added after the client started (its monitor
 was waiting for it), one worker is killed and restarted (the monitors resume), and one
-plugin is deleted (gone for the client).
+plugin is deleted (gone for the client). Last, the Helm chart's Service mode: the client
+reaches the daemon only through a NAT router standing in for kube-proxy.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from conftest import Processes, daemon_environ, wait_for
 from gitrepos import plugin_repo
 from sample_plugins import TICKER, TICKER_CONFIG
 
-WHY_NOT = netns.why_not()
+WHY_NOT, WHY_NO_NAT = netns.why_not(), netns.why_no_nat()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(WHY_NOT is not None, reason=str(WHY_NOT))]
 
 PREFIX = "NET"
@@ -46,7 +47,7 @@ class NetworkedDaemon:
     """``iochost serve`` inside the link's server namespace, its API reached from a thread
     of this process that lives there too."""
 
-    def __init__(self, link: netns.Link, data_dir: Path) -> None:
+    def __init__(self, link: netns.Link | netns.ServiceLink, data_dir: Path, epics_host: str) -> None:
         self.link = link
         self.data_dir = data_dir
         self.log_path = data_dir.parent / "daemon.log"
@@ -55,7 +56,7 @@ class NetworkedDaemon:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 link.argv(link.server, sys.executable, "-m", "iochost", "serve", "--data-dir", str(data_dir),
-                          "--prefix", PREFIX, "--epics-host", link.server_addr, "--allow-local-sources",
+                          "--prefix", PREFIX, "--epics-host", epics_host, "--allow-local-sources",
                           "--log-format", "json", "--grace-period", "3"),
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(self._live, 60, what="the daemon's API in its namespace", sleep=time.sleep)
@@ -102,7 +103,7 @@ def link(request: pytest.FixtureRequest) -> Iterator[netns.Link]:
 
 @pytest.fixture
 def daemon(link: netns.Link, tmp_path: Path) -> Iterator[NetworkedDaemon]:
-    served = NetworkedDaemon(link, tmp_path / "data")
+    served = NetworkedDaemon(link, tmp_path / "data", epics_host=link.server_addr)
     try:
         yield served
     finally:
@@ -190,3 +191,47 @@ def test_a_client_on_another_host_works_every_plugin_over_ca_and_pva(
             assert client.get([pv("beta", "VALUE")], timeout=3, pva=proto_pva) == {pv("beta", "VALUE"): None}
     finally:
         client.close()
+
+
+@pytest.mark.skipif(WHY_NO_NAT is not None, reason=str(WHY_NO_NAT))
+def test_through_a_service_address_behind_nat(processes: Processes, tmp_path: Path) -> None:
+    """The chart's Service mode: the daemon binds 0.0.0.0 in its pod; the client knows only
+    the Service's address, which a router rewrites to the pod's (DNAT, and masquerade, as
+    kube-proxy does), and cannot reach the pod's own address at all. CA search answers
+    carry no address and PVA's name none the client cannot use, so both protocols work
+    through the one address."""
+    with netns.ServiceLink(f"{os.getpid() % 10000}-svc") as link:
+        daemon = NetworkedDaemon(link, tmp_path / "data", epics_host="0.0.0.0")
+        try:
+            repo = plugin_repo(tmp_path / "repos", "ticker", TICKER, TICKER_CONFIG)
+            alpha = daemon.add("alpha", repo.url)
+            env = stock_environ()
+            env.update(EPICS_CA_ADDR_LIST=link.service_addr, EPICS_CA_AUTO_ADDR_LIST="NO",
+                       EPICS_PVA_ADDR_LIST=link.service_addr, EPICS_PVA_AUTO_ADDR_LIST="NO")
+            client = EpicsClient(processes, tmp_path, env, argv_prefix=link.argv(link.client))
+            try:
+                for proto_pva in (False, True):
+                    values = client.get(alpha["pvs"], timeout=10, pva=proto_pva)
+                    assert [n for n, v in values.items() if v is None] == [], (proto_pva, values)
+                    assert client.put({pv("alpha", "GAIN"): 3.0 + proto_pva}, pva=proto_pva) == \
+                        {pv("alpha", "GAIN"): True}
+                    assert client.get([pv("alpha", "GAIN")], pva=not proto_pva) == {pv("alpha", "GAIN"): 3.0 + proto_pva}
+                    client.monitor(pv("beta", "VALUE"), pva=proto_pva)
+                added = client.mark()
+                daemon.add("beta", repo.url)  # found on the client's next search: no beacon crosses NAT
+                for proto_pva in (False, True):
+                    client.update(pv("beta", "VALUE"), proto_pva, lambda v: v is not None, 60,
+                                  f"beta, added later, through the Service ({'PVA' if proto_pva else 'CA'})",
+                                  since=added)
+            finally:
+                client.close()
+            # control: the pod's own address is out of the client's reach, as outside a cluster
+            direct = {**env, "EPICS_CA_ADDR_LIST": link.server_addr, "EPICS_PVA_ADDR_LIST": link.server_addr}
+            blocked = EpicsClient(processes, tmp_path, direct, argv_prefix=link.argv(link.client))
+            try:
+                for proto_pva in (False, True):
+                    assert blocked.get([pv("alpha", "GAIN")], timeout=3, pva=proto_pva) == {pv("alpha", "GAIN"): None}
+            finally:
+                blocked.close()
+        finally:
+            daemon.stop()
