@@ -151,9 +151,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         launcher = start_fork_server(python_child_environ(), pool_size=settings.worker_pool,
                                      realtime=settings.worker_realtime)
     try:
+        declared = None
+        if settings.plugins_file is not None:  # after the fork server: it imports the API's models
+            from iochost.plugins_file import PluginsFileError, load_plugins_file
+
+            try:
+                declared = load_plugins_file(settings.plugins_file)
+            except PluginsFileError as exc:
+                print(f"iochost serve: {exc}", file=sys.stderr)
+                return 2
         from iochost.server import serve
 
-        return serve(settings, launcher)
+        return serve(settings, launcher, declared)
     finally:
         if launcher is not None:
             launcher.close()  # already closed by the supervisor unless the server never started

@@ -14,6 +14,7 @@ from iochost.api import create_app
 from iochost.api.fastlane import FastLane
 from iochost.launch.launcher import Launcher
 from iochost.logs import setup_logging
+from iochost.plugins_file import PluginsFile
 from iochost.settings import Settings
 
 log = logging.getLogger("iochost")
@@ -35,8 +36,9 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
     }
 
 
-def serve(settings: Settings, launcher: Launcher | None = None) -> int:
-    """Run the daemon until SIGTERM; ``launcher``: the fork server, already started."""
+def serve(settings: Settings, launcher: Launcher | None = None, declared: PluginsFile | None = None) -> int:
+    """Run the daemon until SIGTERM; ``launcher``: the fork server, already started;
+    ``declared``: the plugins file, read and checked."""
     setup_logging(settings.log_level, settings.log_format, settings.log_file,
                   settings.log_rotate_bytes, settings.log_rotate_files)
     log.info("iochost %s: API http://%s:%d/api/v1, PV prefix %s, data %s", __version__,
@@ -44,7 +46,14 @@ def serve(settings: Settings, launcher: Launcher | None = None) -> int:
     if not settings.auth_enabled:
         log.warning("no API token configured: the API is open to every local user; "
                     "listening on loopback %s only", settings.host)
-    app = FastLane(create_app(settings, launcher=launcher))  # the list polls skip FastAPI's request machinery
+    if declared is not None:
+        for line in declared.warnings:
+            log.warning("%s", line)
+        for line in declared.problems:
+            log.error("%s; entry left out", line)
+        log.info("plugins file %s: %d plugin(s) declared", declared.path, len(declared.requests))
+    app = FastLane(create_app(settings, launcher=launcher,  # the list polls skip FastAPI's request machinery
+                              declared=declared.requests if declared is not None else ()))
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                             lifespan="on", timeout_graceful_shutdown=5, **uvicorn_options(settings))
     server = uvicorn.Server(config)

@@ -21,6 +21,11 @@ from iochost.epics_server_vars import settings_from_environ
 from iochost.store.policy import validate_prefixes
 
 PORT_RANGE = r"^\d{1,5}-\d{1,5}$"
+# Settings that another variable also names, read when IOCHOST_<NAME> is unset.
+ENV_ALIASES = {
+    "allow_source": ENV_PREFIX + "ALLOWED_SOURCES",
+    "plugins_file": "IOCMNG_PLUGINS_CONFIG",  # iocmng's startup plugins.yaml
+}
 
 
 def default_data_dir() -> Path:
@@ -60,6 +65,9 @@ class Settings(BaseModel):
     plugin_log_rate: str = Field(default="100/10", description="plugin log lines forwarded into the daemon's "
                                  "log, per plugin: COUNT/SECONDS, or off (the plugin's own log keeps all)")
     examples: Path | None = Field(default=None, description="add every plugin directory under this one at start")
+    plugins_file: Path | None = Field(default=None, description="YAML `plugins:` list (POST body fields, "
+                                      "pat_file for tokens) added at start, changed entries upgraded; "
+                                      "also IOCMNG_PLUGINS_CONFIG")
 
     # -- EPICS ---------------------------------------------------------------------------
     epics_host: str = Field(default="127.0.0.1", description="interface the CA/PVA servers and the CA "
@@ -226,8 +234,8 @@ class Settings(BaseModel):
         values: dict[str, Any] = {}
         for name in cls.model_fields:
             env_value = environ.get(ENV_PREFIX + name.upper())
-            if name == "allow_source" and env_value is None:
-                env_value = environ.get(ENV_PREFIX + "ALLOWED_SOURCES")
+            if env_value is None and name in ENV_ALIASES:
+                env_value = environ.get(ENV_ALIASES[name])
             if env_value is not None and env_value != "":
                 values[name] = env_value
         for name, value in flags.items():

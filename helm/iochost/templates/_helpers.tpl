@@ -43,6 +43,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- /* Where the token Secret is mounted; the daemon reads each file once at start. */ -}}
 {{- define "iochost.tokenDir" -}}/run/secrets/iochost{{- end -}}
 
+{{- /* Declared plugins (--plugins-file): the ConfigMap, mounted as a directory so that it
+       updates in place (a subPath mount would not), and the plugin Secrets' directory. */ -}}
+{{- define "iochost.pluginsConfigMap" -}}
+{{- printf "%s-plugins" (include "iochost.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- end -}}
+{{- define "iochost.pluginsDir" -}}/etc/iochost{{- end -}}
+{{- define "iochost.pluginsFile" -}}{{ include "iochost.pluginsDir" . }}/plugins.yaml{{- end -}}
+{{- define "iochost.pluginSecretsDir" -}}/run/secrets/plugins{{- end -}}
+
+{{- /* The plugins file: `plugins:` and the list, as the daemon reads it. The ConfigMap's
+       data and the pod's checksum/plugins annotation both come from here. */ -}}
+{{- define "iochost.pluginsYaml" -}}
+{{- dict "plugins" .Values.plugins | toYaml -}}
+{{- end -}}
+
 {{- /*
 A port range "LOW-HIGH" as JSON [LOW, HIGH]. The schema has checked the shape; this checks
 the numbers. Call with (dict "name" "epics.workerPorts" "range" "5100-5199").
@@ -123,15 +138,53 @@ Rendered (as nothing) at the top of the StatefulSet.
 {{- if has $env.name (list "IOCHOST_ADMIN_TOKEN" "IOCHOST_READ_TOKEN") -}}
 {{- fail (printf "extraEnv %s: tokens come from tokenSecret as files; a token variable would override them and show in the pod spec" $env.name) -}}
 {{- end -}}
+{{- if has $env.name (list "IOCHOST_PLUGINS_FILE" "IOCMNG_PLUGINS_CONFIG") -}}
+{{- fail (printf "extraEnv %s: declare plugins in the value plugins; the chart mounts the file and passes --plugins-file" $env.name) -}}
+{{- end -}}
+{{- end -}}
+{{- /* Declared plugins: what the schema cannot say. Each entry is named as the daemon's
+       log names it, plugins[INDEX] (NAME). */ -}}
+{{- $secretsDir := include "iochost.pluginSecretsDir" . -}}
+{{- $seen := dict -}}
+{{- range $i, $p := .Values.plugins -}}
+{{- $where := printf "plugins[%d] (%s)" $i $p.name -}}
+{{- if hasKey $seen $p.name -}}
+{{- fail (printf "%s: name %q is declared twice (first at plugins[%d]); plugin names are unique" $where $p.name (get $seen $p.name | int)) -}}
+{{- end -}}
+{{- $_ := set $seen $p.name $i -}}
+{{- with $p.git_url -}}
+{{- if or (regexMatch "^[Hh][Tt][Tt][Pp][Ss]?://[^/]*@" .) (regexMatch "://[^/:@]*:[^/@]*@" .) -}}
+{{- fail (printf "%s: git_url carries credentials; put the token in a Secret listed in pluginSecrets and name its file in pat_file" $where) -}}
+{{- end -}}
+{{- end -}}
+{{- with $p.pat_file -}}
+{{- $file := . -}}
+{{- $mounted := false -}}
+{{- range $secret := $.Values.pluginSecrets -}}
+{{- $dir := printf "%s/%s/" $secretsDir $secret -}}
+{{- if hasPrefix $dir $file -}}
+{{- $key := trimPrefix $dir $file -}}
+{{- if and (regexMatch "^[-._a-zA-Z0-9]+$" $key) (ne $key ".") (not (hasPrefix ".." $key)) -}}
+{{- $mounted = true -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if not $mounted -}}
+{{- fail (printf "%s: pat_file %q is not a key of a mounted plugin Secret: it must be %s/SECRET/KEY with SECRET listed in pluginSecrets (now %s)" $where $file $secretsDir (toJson $.Values.pluginSecrets)) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- /* Flags the chart derives from values: a second one in extraArgs would silently win
        (argparse keeps the last, and accepts unambiguous abbreviations). */ -}}
-{{- $managed := list "host" "port" "data-dir" "epics-host" "ca-port" "pva-port" "worker-ports" "worker-pva-ports" "admin-token-file" "read-token-file" -}}
+{{- $managed := list "host" "port" "data-dir" "epics-host" "ca-port" "pva-port" "worker-ports" "worker-pva-ports" "admin-token-file" "read-token-file" "plugins-file" -}}
 {{- range $arg := .Values.extraArgs -}}
 {{- if hasPrefix "--" $arg -}}
 {{- $flag := trimPrefix "--" (first (splitList "=" $arg)) -}}
 {{- range $name := $managed -}}
 {{- if and $flag (hasPrefix $flag $name) -}}
+{{- if eq $name "plugins-file" -}}
+{{- fail (printf "extraArgs %q would override --plugins-file: declare plugins in the value plugins, which the chart mounts and passes" $arg) -}}
+{{- end -}}
 {{- fail (printf "extraArgs %q would override --%s, which the chart sets from its values" $arg $name) -}}
 {{- end -}}
 {{- end -}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Sequence
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -21,6 +21,7 @@ from iochost.errors import ErrorCode
 from iochost.launch.launcher import Launcher
 from iochost.settings import Settings
 from iochost.supervisor import Supervisor
+from iochost.supervisor.adding import AddRequest
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("iochost.api")
@@ -71,10 +72,11 @@ class _TooLarge(StarletteHTTPException):
 
 
 def create_app(settings: Settings, supervisor: Supervisor | None = None,
-               launcher: Launcher | None = None) -> FastAPI:
+               launcher: Launcher | None = None, declared: Sequence[AddRequest] = ()) -> FastAPI:
     """Build the app; the supervisor starts with the app and stops every worker with it
-    (``launcher``: the started fork server it uses, see ``Supervisor``)."""
-    sup = supervisor or Supervisor(settings, launcher)
+    (``launcher``: the started fork server it uses; ``declared``: the plugins file's
+    entries; see ``Supervisor``)."""
+    sup = supervisor or Supervisor(settings, launcher, declared)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -49,6 +49,21 @@ class AddRequest:
         )
 
 
+def declared_change(entry: RegistryEntry, request: AddRequest) -> str | None:
+    """What a declaration (the plugins file) changes of a registered plugin, or None.
+
+    Only what it names counts: the source (URL or path, branch, commit pin, sub-directory),
+    the parameters, the class and the grace period. The state an operator set since (a
+    stop) is kept, and a branch's new tip is not a change: pin ``commit`` to upgrade."""
+    changes = [what for what, differs in (
+        ("source", entry.source != request.source),
+        ("parameters", entry.parameters != request.parameters),
+        ("class_name", request.class_name is not None and request.class_name != entry.class_name),
+        ("grace_period", entry.options.get("grace_period") != request.grace_period),
+    ) if differs]
+    return ", ".join(changes) or None
+
+
 def prepare(request: AddRequest, entry: RegistryEntry, store: GitStore, envs: PluginEnvs,
             launcher: Launcher | None, settings: Settings, on_fetched: Callable[[str | None], None], cancelled: Callable[[], bool]) -> Prepared:
     """Fetch, install requirements.txt into the plugin's own environment, validate."""

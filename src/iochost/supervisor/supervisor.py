@@ -14,7 +14,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 
 from iochost import __version__
 from iochost.budget import LineBudget
@@ -30,7 +30,7 @@ from iochost.store.envs import PluginEnvs
 from iochost.store.policy import check_source_allowed
 from iochost.supervisor import lifecycle_types as t
 from iochost.supervisor import logfiles
-from iochost.supervisor.adding import AddRequest
+from iochost.supervisor.adding import AddRequest, declared_change
 from iochost.supervisor.containment import Containment
 from iochost.supervisor.daemon_ioc import SYSTEM_NAME, daemon_pv_values, system_entry
 from iochost.supervisor.epics import EpicsNetwork
@@ -50,11 +50,14 @@ SETTLED = frozenset({State.RUNNING, State.PAUSED, State.STOPPED, State.CRASHED, 
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, launcher: Launcher | None = None) -> None:
+    def __init__(self, settings: Settings, launcher: Launcher | None = None,
+                 declared: Sequence[AddRequest] = ()) -> None:
         """``launcher``: the started fork server (``iochost serve`` starts it before the web
-        stack loads), closed with the supervisor; None: every worker and probe is spawned."""
+        stack loads), closed with the supervisor; None: every worker and probe is spawned.
+        ``declared``: the plugins file's entries, applied once the registry is restored."""
         self.settings = settings
         self.launcher = launcher
+        self.declared = list(declared)
         self.plugins: dict[str, PluginSlot] = {}
         self.system: PluginSlot | None = None  # the daemon's own status IOC
         self.started_at = datetime.now(timezone.utc)
@@ -115,6 +118,8 @@ class Supervisor:
         await asyncio.gather(*(restore(slot) for slot in slots))
         if self.settings.examples is not None:
             await self._add_examples(self.settings.examples)
+        if self.declared:
+            await self._apply_declared(self.declared)
         self.ready = True
         log.info("restore finished: %d plugin(s) from the registry", len(slots))
         await asyncio.to_thread(self._shell().services.store.warm_up)
@@ -346,6 +351,30 @@ class Supervisor:
 
         await asyncio.gather(*(add(plugin_dir) for plugin_dir in sorted(folder.iterdir())
                                if (plugin_dir / "config.yaml").is_file() and plugin_dir.name not in self.plugins))
+
+    async def _apply_declared(self, requests: list[AddRequest]) -> None:
+        """The plugins file: add what the registry lacks, upgrade an entry whose source or
+        parameters changed (a delete, then an add), leave everything else (plugins added
+        over REST, an operator's stop). Each entry on its own: one failing stops no other."""
+
+        async def apply(request: AddRequest) -> None:
+            slot = self.plugins.get(request.name)
+            change = declared_change(slot.lc.entry, request) if slot is not None else "new"
+            if change is None:
+                return
+            try:
+                if slot is not None:
+                    await self.remove(request.name)
+                await self.add(request)
+            except IochostError as exc:
+                errors = "".join(f"; {e.get('file') or ''}:{e.get('line') or ''} {e.get('message')}"
+                                 for e in exc.details.get("errors") or [])
+                log.error("plugins file: %s (%s) not applied: %s %s%s", request.name, change, exc.code.value,
+                          exc.message, errors)
+                return
+            log.info("plugins file: %s %s", request.name, "added" if slot is None else f"upgraded ({change})")
+
+        await asyncio.gather(*(apply(request) for request in requests))
 
     def _start_system(self) -> None:
         """Start {PREFIX}:IOCHOST:*; a failure is logged, never fatal to the daemon."""
