@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from iochost.settings import Settings
 
 
 def _parse_param(text: str) -> tuple[str, Any]:
@@ -96,7 +99,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=help_text)
 
 
-def data_dir_problem(settings: Any) -> str | None:
+def data_dir_problem(settings: Settings) -> str | None:
     """Why the daemon could not keep its registry in the data dir, before anything starts:
     a volume mounted root-owned without fsGroup, a registry another user left behind."""
     import os
