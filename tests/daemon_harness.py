@@ -35,6 +35,11 @@ def worker_pids(data_dir: Path, name: str | None = None) -> list[int]:
     return pids
 
 
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header of an API request made with ``token``."""
+    return {"Authorization": f"Bearer {token}"}
+
+
 def free_port_block(size: int) -> tuple[int, int]:
     """A range of ports the daemon hands to workers; it skips any that turn out busy."""
     base = free_port()
@@ -98,8 +103,10 @@ class Daemon:
         finally:
             self.cleanup()
 
-    def client(self, timeout: float = 90.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url + "/api/v1", timeout=timeout)
+    def client(self, timeout: float = 90.0, token: str | None = None) -> httpx.Client:
+        """An API client, sending ``token`` as its bearer token when given."""
+        return httpx.Client(base_url=self.url + "/api/v1", timeout=timeout,
+                            headers=bearer(token) if token is not None else None)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from daemon_harness import Daemon, add, wait_until, worker_pids
+from daemon_harness import Daemon, add, bearer, wait_until, worker_pids
 from gitrepos import plugin_repo
 from sample_plugins import TICKER, TICKER_CONFIG
 from iochost.api.prometheus import UNMATCHED, RouteTemplates
@@ -44,10 +44,6 @@ VERDICT_CONFIG = "parameters: {succeed: true}\npvs: {outputs: {DONE: {type: int}
 Samples = dict[str, list[Sample]]
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     root = tmp_path_factory.mktemp("metrics")
@@ -59,7 +55,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 @pytest.fixture(scope="module")
 def admin(daemon: Daemon) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=daemon.url + "/api/v1", timeout=90, headers=bearer(ADMIN_TOKEN)) as client:
+    with daemon.client(timeout=90, token=ADMIN_TOKEN) as client:
         yield client
 
 
@@ -204,7 +200,7 @@ def test_a_stopped_plugin_has_no_worker_memory(daemon: Daemon, admin: httpx.Clie
 # -- REST requests ----------------------------------------------------------------------------------------
 def test_requests_are_counted_by_route_template(daemon: Daemon, admin: httpx.Client, story: dict[str, Any]) -> None:
     before = scrape(daemon)
-    with httpx.Client(base_url=daemon.url + "/api/v1", timeout=30, headers=bearer(READ_TOKEN)) as reader:
+    with daemon.client(timeout=30, token=READ_TOKEN) as reader:
         for _ in range(5):  # FastAPI's routes
             assert reader.get("/plugins/ticker").status_code == 200
             assert reader.get("/plugins/verdict").status_code == 200

@@ -27,7 +27,7 @@ import pytest
 
 import nonroot_env
 from conftest import CA_PORT, PVA_BROADCAST_PORT, REPO, free_port, wait_for
-from daemon_harness import free_port_block, wait_until
+from daemon_harness import bearer, free_port_block, wait_until
 from gitrepos import plugin_repo
 
 UID = GID = 10001
@@ -225,10 +225,6 @@ def user_may_write(path: Path) -> bool:
     if st.st_gid == GID:
         return bool(st.st_mode & 0o020)
     return bool(st.st_mode & 0o002)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 # -- the test --------------------------------------------------------------------------------

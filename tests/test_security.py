@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from conftest import daemon_environ, free_port
-from daemon_harness import Daemon, worker_pids
+from daemon_harness import Daemon, bearer, worker_pids
 from githttp import GitServer, publish
 from gitrepos import Repo
 from sample_plugins import TICKER as SAMPLE_TICKER
@@ -38,10 +38,6 @@ TICKER = """
     assert not {"IOCHOST_READ_TOKEN", "IOCHOST_ADMIN_TOKEN"} & set(os.environ), "token in plugin env"
 """ + SAMPLE_TICKER
 TICKER_CONFIG = "parameters: {interval: 0.2}\npvs:\n  outputs:\n    VALUE: {type: int, value: 0}\n"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +74,13 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, git_server: GitServer) -> I
 
 @pytest.fixture(scope="module")
 def admin(daemon: Daemon) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=daemon.url + "/api/v1", timeout=90, headers=bearer(ADMIN_TOKEN)) as client:
+    with daemon.client(timeout=90, token=ADMIN_TOKEN) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 def reader(daemon: Daemon) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=daemon.url + "/api/v1", timeout=30, headers=bearer(READ_TOKEN)) as client:
+    with daemon.client(timeout=30, token=READ_TOKEN) as client:
         yield client
 
 
