@@ -4,10 +4,13 @@ and every worker it started are gone afterwards, whatever the test did."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,6 +36,21 @@ def worker_pids(data_dir: Path, name: str | None = None) -> list[int]:
         if b"iochost.worker" in cmdline and marker in cmdline and state != "Z":
             pids.append(int(entry.name))
     return pids
+
+
+# Written on their own schedule by their own writers (the daemon's log and display files,
+# the workers' autosave): not what a request leaves behind.
+ASYNC_OUTPUTS = ("logs", "displays", "autosave")
+
+
+def snapshot(daemon: "Daemon") -> tuple[list[str], str | None, list[int]]:
+    """Every path in the data dir (but the log and display files), the registry's text and
+    the worker processes: equal before and after a request that must leave nothing."""
+    data = daemon.data_dir
+    files = sorted(str(p.relative_to(data)) for p in data.rglob("*")
+                   if p.relative_to(data).parts[0] not in ASYNC_OUTPUTS)
+    registry = data / "registry.json"
+    return files, registry.read_text() if registry.exists() else None, sorted(worker_pids(data))
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -155,3 +173,58 @@ def add(api: httpx.Client, name: str, repo: Any, **fields: Any) -> dict[str, Any
 def delete(api: httpx.Client, name: str) -> None:
     response = api.delete(f"/plugins/{name}")
     assert response.status_code == 200, response.text
+
+
+class EventStream:
+    """Every event of ``GET /api/v1/events`` from entering the block until leaving it."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.url = daemon.url + "/api/v1/events"
+        self.events: list[dict[str, Any]] = []
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._response: httpx.Response | None = None
+        self._thread = threading.Thread(target=self._listen, name="sse-listener", daemon=True)
+
+    def __enter__(self) -> "EventStream":
+        self._thread.start()
+        assert self._ready.wait(10), "GET /events sent nothing within 10 s"
+        time.sleep(0.3)  # the stream subscribes right after its opening comment
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._response is not None:  # shut the socket down: that ends the listener's blocked read
+            stream = self._response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        self._thread.join(5)
+        assert not self._thread.is_alive(), "the /events listener did not stop"
+
+    def _listen(self) -> None:
+        try:
+            with httpx.stream("GET", self.url, timeout=httpx.Timeout(10, read=60)) as response:
+                self._response = response
+                for line in response.iter_lines():
+                    self._ready.set()
+                    if line.startswith("data: "):
+                        self.events.append(json.loads(line[6:]))
+                    if self._stop.is_set():
+                        return
+        except Exception:  # noqa: BLE001 - closing the stream from __exit__ ends it this way
+            if not self._stop.is_set():
+                raise
+
+    def transitions(self, name: str) -> list[dict[str, Any]]:
+        return [e["data"] for e in list(self.events) if e["plugin"] == name and e["type"] == "transition"]
+
+    def states(self, name: str, until: str = "deleted", timeout: float = 5.0) -> list[str]:
+        """The states published for ``name``, once ``until`` is among them or ``timeout`` passed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and until not in [t["to_state"] for t in self.transitions(name)]:
+            time.sleep(0.05)
+        return [t["to_state"] for t in self.transitions(name)]

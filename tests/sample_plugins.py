@@ -1,5 +1,18 @@
 """Plugin sources the daemon tests add from git: small, real, and each with one purpose."""
 
+import textwrap
+from pathlib import Path
+
+
+def make_plugin(root: Path, name: str, code: str, config: str) -> Path:
+    """A plugin directory ``root/name`` holding ``name.py`` and ``config.yaml`` (for ``iochost run``)."""
+    plugin_dir = root / name
+    plugin_dir.mkdir()
+    (plugin_dir / f"{name}.py").write_text(textwrap.dedent(code))
+    (plugin_dir / "config.yaml").write_text(textwrap.dedent(config))
+    return plugin_dir
+
+
 TICKER = """
     from iochost import TaskBase
 

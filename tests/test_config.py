@@ -308,3 +308,95 @@ def test_check_pv_names_reports_each_problem():
     assert len(issues) == 5
     assert check_pv_names("IOCHOST", "demo", "task", "continuous", PluginConfig().pvs) == []
     assert "plugin name" in check_pv_names("IOCHOST", "bad name", "job", None, PluginConfig().pvs)[0].message
+
+
+def test_alarm_config_for_every_pv_type(tmp_path):
+    config = load_config(write(tmp_path, """
+        pvs:
+          inputs:
+            SP: {type: float, low: 0, high: 50, alarm: {high: 40, hihi: 45, hyst: 0.5}, autosave: false}
+          outputs:
+            T:
+              type: float
+              mdel: 0.1
+              adel: 1
+              alarm:
+                lolo: -5
+                low: 0
+                high: 30
+                hihi: 40
+                hsv: major
+                llsv: Invalid
+            N: {type: int, alarm: {high: 10}, mdel: 2}
+            F: {type: bool, alarm: {zsv: MINOR}}
+            G: {type: bool, alarm_on: major}
+            E: {type: enum, choices: [OK, WARN, FAULT], alarm: {WARN: minor, FAULT: MAJOR}}
+    """))
+    pvs = {**config.pvs.inputs, **config.pvs.outputs}
+    t = pvs["T"].alarm
+    assert (t.lolo, t.low, t.high, t.hihi) == (-5, 0, 30, 40)
+    assert (t.llsv, t.lsv, t.hsv, t.hhsv) == ("INVALID", "MINOR", "MAJOR", "MAJOR")  # defaults: MINOR, MAJOR
+    assert (pvs["T"].mdel, pvs["T"].adel, pvs["T"].low) == (0.1, 1.0, None)  # PV-level low/high stay LOPR/HOPR
+    sp = pvs["SP"]
+    assert (sp.low, sp.high, sp.alarm.high, sp.alarm.hsv, sp.alarm.hhsv, sp.alarm.hyst) == (0, 50, 40, "MINOR", "MAJOR", 0.5)
+    assert sp.autosave is False and pvs["T"].autosave is True
+    assert (pvs["N"].alarm.high, pvs["N"].alarm.hsv, pvs["N"].alarm.hihi) == (10, "MINOR", None)
+    assert (pvs["F"].alarm.zsv, pvs["F"].alarm.osv) == ("MINOR", None)
+    assert (pvs["G"].alarm.osv, pvs["G"].alarm_on) == ("MAJOR", None)  # iocmng 2.7's alarm_on is osv
+    assert pvs["E"].alarm == {"WARN": "MINOR", "FAULT": "MAJOR"}
+
+
+def test_unknown_key_in_alarm_has_its_own_line_and_key_path(tmp_path):
+    issues = errors(tmp_path, """
+        pvs:
+          outputs:
+            T:
+              type: float
+              alarm:
+                high: 5
+                hihhi: 9
+    """)
+    issue = only(issues, "pvs.outputs.T.alarm.hihhi")
+    assert issue.line == 7 and "unknown key; did you mean 'hihi'?" in issue.message
+    assert "valid keys: hihi, high, low, lolo, hhsv, hsv, lsv, llsv, hyst" in issue.message
+    issue = only(errors(tmp_path, "arguments:\n  outputs:\n    B:\n      type: bool\n      alarm:\n        hihi: 1\n"),
+                 "arguments.outputs.B.alarm.hihi")
+    assert issue.line == 6 and "only for float and int PVs, not bool" in issue.message
+    issue = only(errors(tmp_path, "pvs:\n  outputs:\n    T:\n      type: float\n      alarm: {zsv: MAJOR}\n"),
+                 "pvs.outputs.T.alarm.zsv")
+    assert issue.line == 5 and "only for bool PVs, not float" in issue.message
+    issue = only(errors(tmp_path, "pvs:\n  outputs:\n    B:\n      type: bool\n      alarm: {zsvv: MAJOR}\n"),
+                 "pvs.outputs.B.alarm.zsvv")
+    assert "did you mean 'zsv'? (valid keys: zsv, osv)" in issue.message
+
+
+@pytest.mark.parametrize("pv, path, words", [
+    ("{type: float, alarm: {high: '5'}}", "pvs.outputs.X.alarm.high", "should be a valid number, got '5' (a quoted string)"),
+    ("{type: float, alarm: {hsv: MINRO, high: 1}}", "pvs.outputs.X.alarm.hsv", "did you mean 'MINOR'"),
+    ("{type: float, alarm: {hsv: 1, high: 1}}", "pvs.outputs.X.alarm.hsv", "NO_ALARM, MINOR, MAJOR, INVALID"),
+    ("{type: float, alarm: {hsv: MAJOR}}", "pvs.outputs.X.alarm.hsv", "high, which is not set"),
+    ("{type: float, alarm: {low: 5, high: 3}}", "pvs.outputs.X.alarm.low", "low (5) is above high (3)"),
+    ("{type: float, alarm: {hihi: 5, high: 7}}", "pvs.outputs.X.alarm.high", "high (7) is above hihi (5)"),
+    ("{type: float, alarm: {lolo: 2, hihi: 1}}", "pvs.outputs.X.alarm.lolo", "lolo <= low <= high <= hihi"),
+    ("{type: float, alarm: {hyst: -1, high: 1}}", "pvs.outputs.X.alarm.hyst", "greater than or equal to 0"),
+    ("{type: float, alarm: 5}", "pvs.outputs.X.alarm", "should be a mapping"),
+    ("{type: int, alarm: {high: 2.5}}", "pvs.outputs.X.alarm.high", "integer on an int PV"),
+    ("{type: int, alarm: {hihi: 3000000000}}", "pvs.outputs.X.alarm.hihi", "32-bit"),
+    ("{type: string, alarm: {high: 1}}", "pvs.outputs.X.alarm", "not string"),
+    ("{type: float, length: 4, alarm: {high: 1}}", "pvs.outputs.X.alarm", "waveforms have no alarm"),
+    ("{type: enum, choices: [A, B], alarm: {C: MAJOR}}", "pvs.outputs.X.alarm.C", "not one of the choices"),
+    ("{type: enum, choices: [A, B], alarm: {hihi: 3}}", "pvs.outputs.X.alarm.hihi", "only for float and int PVs"),
+    ("{type: enum, choices: [A, B], alarm: {B: LOUD}}", "pvs.outputs.X.alarm.B", "unknown alarm severity 'LOUD'"),
+    ("{type: bool, alarm_on: MAJOR, alarm: {osv: MINOR}}", "pvs.outputs.X.alarm_on", "not both"),
+    ("{type: float, alarm_on: MAJOR}", "pvs.outputs.X.alarm_on", "only for bool"),
+    ("{type: bool, alarm_on: yes}", "pvs.outputs.X.alarm_on", "unknown alarm severity True"),
+    ("{type: bool, mdel: 1}", "pvs.outputs.X.mdel", "only for float and int"),
+    ("{type: float, length: 3, adel: 1}", "pvs.outputs.X.adel", "not waveforms"),
+    ("{type: float, mdel: -1}", "pvs.outputs.X.mdel", "greater than or equal to 0"),
+    ("{type: int, mdel: 0.5}", "pvs.outputs.X.mdel", "integer on an int PV"),
+    ("{type: float, autosave: false}", "pvs.outputs.X.autosave", "only for inputs"),
+    ("{type: float, autosave: 'no'}", "pvs.outputs.X.autosave", "should be a valid boolean"),
+])
+def test_bad_alarm_config(tmp_path, pv, path, words):
+    issue = only(errors(tmp_path, f"pvs:\n  outputs:\n    X: {pv}\n"), path)
+    assert words in issue.message and issue.line == 3, issue.message

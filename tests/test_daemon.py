@@ -13,7 +13,7 @@ import pytest
 from cothread.cadef import Disconnected
 
 from conftest import EXAMPLES, ca_search, wait_for
-from daemon_harness import Daemon, add, delete, wait_until, worker_pids
+from daemon_harness import Daemon, add, delete, snapshot, wait_until, worker_pids
 from gitrepos import Repo, plugin_repo
 from sample_plugins import SLOW_JOB, SLOW_JOB_CONFIG, TICKER, TICKER_CONFIG
 
@@ -182,8 +182,7 @@ def test_failed_validation_returns_every_error_and_leaves_nothing(api, daemon, r
         "config.yaml": "parameters: {interval: 1}\npvs:\n  outputs:\n    X: {type: float, unti: V}\n",
     })
     repo.commit()
-    before = sorted(str(p.relative_to(daemon.data_dir)) for p in daemon.data_dir.rglob("*") if "logs" not in p.parts)
-    registry_before = (daemon.data_dir / "registry.json").read_text() if (daemon.data_dir / "registry.json").exists() else None
+    before = snapshot(daemon)
     response = api.post("/plugins", json={"name": "broken", "git_url": repo.url})
     assert response.status_code == 422
     body = response.json()
@@ -194,10 +193,7 @@ def test_failed_validation_returns_every_error_and_leaves_nothing(api, daemon, r
     assert syntax["line"] == 1
     config = next(e for e in body["errors"] if e["stage"] == "config")
     assert "unti" in config["message"] and config["line"] == 4
-    after = sorted(str(p.relative_to(daemon.data_dir)) for p in daemon.data_dir.rglob("*") if "logs" not in p.parts)
-    assert after == before
-    registry_after = (daemon.data_dir / "registry.json").read_text() if (daemon.data_dir / "registry.json").exists() else None
-    assert registry_after == registry_before
+    assert snapshot(daemon) == before
     assert api.get("/plugins/broken").status_code == 404
 
 

@@ -138,6 +138,10 @@ def sample(event: type, lc: PluginLifecycle) -> Any:
         t.WorkerExited: lambda: t.WorkerExited(g, 1, 100.0), t.Tick: lambda: t.Tick(100.0),
         t.RestartDue: lambda: t.RestartDue(g), t.StartOverdue: lambda: t.StartOverdue(g),
         t.StopOverdue: lambda: t.StopOverdue(g), t.CancelOverdue: lambda: t.CancelOverdue(g, lc.runs.active or ""),
+        t.UpgradeRequested: t.UpgradeRequested, t.UpgradePrepared: lambda: t.UpgradePrepared(None),
+        t.UpgradePrepareFailed: lambda: t.UpgradePrepareFailed(IochostError(ErrorCode.VALIDATION_FAILED, "bad")),
+        t.Swapped: lambda: t.Swapped(True, PLUGIN_DIR), t.ProbationOver: lambda: t.ProbationOver(g),
+        t.Dropped: t.Dropped,
         m.Ready: lambda: t.FromWorker(g, m.Ready(pid=100, pvs=[]), 0.0),
         m.Initialized: lambda: t.FromWorker(g, m.Initialized(), 0.0),
         m.StatusChanged: lambda: t.FromWorker(g, m.StatusChanged(status="PAUSED"), 0.0),
@@ -416,3 +420,114 @@ def test_the_ledger_keeps_the_last_runs() -> None:
         ledger.accepted(f"r{i}", "api", {}, now)
         ledger.finished(f"r{i}", False, {"success": True}, now)
     assert [run.run_id for run in ledger.all()] == ["r4", "r3", "r2"]
+
+
+# -- upgrading in place -------------------------------------------------------------------------
+STAGED_DIR = Path("/data/tmp/upgrade-p/new")  # where the new revision is validated
+OLD_COMMIT, NEW_COMMIT = "a" * 40, "b" * 40
+
+
+def serving_at_old_commit() -> PluginLifecycle:
+    lc = running()
+    lc.entry = lc.entry.model_copy(update={"commit": OLD_COMMIT})
+    return lc
+
+
+def new_revision(lc: PluginLifecycle) -> t.Prepared:
+    return t.Prepared(lc.entry.model_copy(update={"commit": NEW_COMMIT, "parameters": {"gain": 2}}), STAGED_DIR,
+                      ["IOCHOST:P:STATUS", "IOCHOST:P:GAIN"])
+
+
+def upgraded_and_started(lc: PluginLifecycle) -> list[t.Effect]:
+    """Request, validate, stop the old worker, swap, spawn and initialize the new one."""
+    effects = lc.handle(t.UpgradeRequested())
+    assert of(effects, t.PrepareUpgrade) and lc.state == S.RUNNING  # the old worker serves meanwhile
+    effects = lc.handle(t.UpgradePrepared(new_revision(lc)))
+    assert lc.state == S.STOPPING and of(effects, t.StopWorker)
+    effects = exited(lc, 0)
+    assert of(effects, t.SwapRevision) == [t.SwapRevision(back=False)] and lc.state == S.STOPPED
+    effects = lc.handle(t.Swapped(True, PLUGIN_DIR))  # the new revision where the old one was
+    assert of(effects, t.Spawn) and lc.state == S.STARTING and lc.plugin_dir == PLUGIN_DIR
+    lc.handle(t.Spawned(lc.gen, 200, LIMITS))
+    worker(lc, m.Ready(pid=200, pvs=new_revision(lc).pvs))
+    return worker(lc, m.Initialized())
+
+
+def test_an_upgrade_is_kept_after_its_probation_and_only_then_persisted() -> None:
+    lc = serving_at_old_commit()
+    effects = upgraded_and_started(lc)
+    assert lc.state == S.RUNNING and lc.upgrade is not None and not of(effects, t.Persist)
+    assert of(effects, t.Later)[-1] == t.Later(TIMINGS.probation, t.ProbationOver(lc.gen))
+    effects = lc.handle(t.ProbationOver(lc.gen))
+    assert [type(e) for e in effects if isinstance(e, (t.DropStaged, t.Persist))] == [t.DropStaged, t.Persist]
+    persisted = of(effects, t.Persist)[0].entry
+    assert (persisted.commit, persisted.previous_commit, persisted.parameters) == (NEW_COMMIT, OLD_COMMIT, {"gain": 2})
+    assert lc.upgrade is not None  # the caller waits until the previous revision is gone
+    effects = lc.handle(t.Dropped())
+    assert lc.upgrade is None and lc.upgrade_outcome is None
+    assert [u.phase for u in of(effects, t.UpgradeUpdate)] == ["succeeded"]
+    record = lc.record()
+    assert (record.source.commit, record.previous_commit) == (NEW_COMMIT, OLD_COMMIT)
+
+
+def test_a_new_revision_that_exits_in_probation_is_rolled_back_to_the_old_one() -> None:
+    lc = serving_at_old_commit()
+    upgraded_and_started(lc)
+    effects = exited(lc, 1)
+    assert lc.state == S.FAILED and of(effects, t.SwapRevision) == [t.SwapRevision(back=True)]
+    effects = lc.handle(t.Swapped(True, PLUGIN_DIR))
+    assert lc.state == S.STARTING and lc.plugin_dir == PLUGIN_DIR and lc.entry.commit == OLD_COMMIT
+    lc.handle(t.Spawned(lc.gen, 300, LIMITS))
+    worker(lc, m.Ready(pid=300, pvs=["IOCHOST:P:STATUS"]))
+    effects = worker(lc, m.Initialized())
+    assert lc.state == S.RUNNING and lc.upgrade is None
+    assert lc.upgrade_outcome is not None and lc.upgrade_outcome.code == ErrorCode.UPGRADE_FAILED
+    assert "rolled back" in lc.upgrade_outcome.message and not of(effects, t.Persist)
+    assert lc.record().previous_commit is None
+
+
+def test_a_new_revision_that_never_starts_is_rolled_back() -> None:
+    lc = serving_at_old_commit()
+    lc.handle(t.UpgradeRequested())
+    lc.handle(t.UpgradePrepared(new_revision(lc)))
+    exited(lc, 0)
+    lc.handle(t.Swapped(True, PLUGIN_DIR))
+    effects = lc.handle(t.SpawnFailed(lc.gen, "no python"))
+    assert lc.state == S.FAILED and of(effects, t.SwapRevision) == [t.SwapRevision(back=True)]
+
+
+def test_an_unchanged_or_invalid_revision_changes_nothing() -> None:
+    for answer in (t.UpgradePrepared(None), t.UpgradePrepareFailed(IochostError(ErrorCode.VALIDATION_FAILED, "bad"))):
+        lc = serving_at_old_commit()
+        pid, gen = lc.pid, lc.gen
+        lc.handle(t.UpgradeRequested())
+        effects = lc.handle(answer)  # the shell has dropped what it staged before answering
+        assert not of(effects, t.StopWorker) and not of(effects, t.SwapRevision)
+        assert (lc.state, lc.pid, lc.gen, lc.entry.commit, lc.upgrade) == (S.RUNNING, pid, gen, OLD_COMMIT, None)
+        failed = isinstance(answer, t.UpgradePrepareFailed)
+        assert (lc.upgrade_outcome is not None) == failed
+
+
+def test_a_stopped_plugin_is_upgraded_without_starting_it() -> None:
+    lc = reach(S.STOPPED)
+    lc.handle(t.UpgradeRequested())
+    effects = lc.handle(t.UpgradePrepared(new_revision(lc)))
+    assert of(effects, t.SwapRevision) and not of(effects, t.StopWorker)
+    effects = lc.handle(t.Swapped(True, PLUGIN_DIR))
+    assert lc.state == S.STOPPED and of(effects, t.Persist) and not of(effects, t.Spawn)
+    lc.handle(t.Dropped())
+    assert lc.upgrade is None and lc.upgrade_outcome is None and lc.entry.commit == NEW_COMMIT
+
+
+def test_an_upgrade_refuses_start_stop_restart_and_a_second_upgrade_but_not_delete() -> None:
+    lc = serving_at_old_commit()
+    lc.handle(t.UpgradeRequested())
+    for request in (t.StopRequested(), t.RestartRequested(), t.UpgradeRequested()):
+        with pytest.raises(IochostError) as raised:
+            lc.handle(request)
+        assert raised.value.code == ErrorCode.INVALID_STATE and "upgraded" in raised.value.message
+    effects = lc.handle(t.DeleteRequested())
+    assert lc.state == S.STOPPING and lc.upgrade is None
+    assert lc.upgrade_outcome is not None and "deleted" in lc.upgrade_outcome.message
+    assert of(lc.handle(t.UpgradePrepared(new_revision(lc))), t.DropStaged)  # the late answer is dropped
+    assert of(effects, t.StopWorker)

@@ -17,8 +17,6 @@ import concurrent.futures
 import contextlib
 import json
 import random
-import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -27,7 +25,7 @@ import httpx
 import pytest
 
 from conftest import free_port, wait_for
-from daemon_harness import Daemon, add, delete, wait_until, worker_pids
+from daemon_harness import Daemon, EventStream, add, delete, wait_until, worker_pids
 from gitrepos import plugin_repo
 from sample_plugins import SLOW_JOB, SLOW_JOB_CONFIG, TICKER, TICKER_CONFIG
 
@@ -182,61 +180,6 @@ def inconsistent_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if result is None or (run["state"] == "succeeded") != bool(result["success"]):
             bad.append({k: run.get(k) for k in ("run_id", "origin", "state", "result")})
     return bad
-
-
-class EventStream:
-    """Every event of ``GET /api/v1/events`` from entering the block until leaving it."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.url = daemon.url + "/api/v1/events"
-        self.events: list[dict[str, Any]] = []
-        self._ready = threading.Event()
-        self._stop = threading.Event()
-        self._response: httpx.Response | None = None
-        self._thread = threading.Thread(target=self._listen, name="sse-listener", daemon=True)
-
-    def __enter__(self) -> "EventStream":
-        self._thread.start()
-        assert self._ready.wait(10), "GET /events sent nothing within 10 s"
-        time.sleep(0.3)  # the stream subscribes right after its opening comment
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._response is not None:  # shut the socket down: that ends the listener's blocked read
-            stream = self._response.extensions.get("network_stream")
-            sock = stream.get_extra_info("socket") if stream is not None else None
-            if sock is not None:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        self._thread.join(5)
-        assert not self._thread.is_alive(), "the /events listener did not stop"
-
-    def _listen(self) -> None:
-        try:
-            with httpx.stream("GET", self.url, timeout=httpx.Timeout(10, read=60)) as response:
-                self._response = response
-                for line in response.iter_lines():
-                    self._ready.set()
-                    if line.startswith("data: "):
-                        self.events.append(json.loads(line[6:]))
-                    if self._stop.is_set():
-                        return
-        except Exception:  # noqa: BLE001 - closing the stream from __exit__ ends it this way
-            if not self._stop.is_set():
-                raise
-
-    def transitions(self, name: str) -> list[dict[str, Any]]:
-        return [e["data"] for e in list(self.events) if e["plugin"] == name and e["type"] == "transition"]
-
-    def states(self, name: str, until: str = "deleted", timeout: float = 5.0) -> list[str]:
-        """The states published for ``name``, once ``until`` is among them or ``timeout`` passed."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and until not in [t["to_state"] for t in self.transitions(name)]:
-            time.sleep(0.05)
-        return [t["to_state"] for t in self.transitions(name)]
 
 
 # -- daemons ---------------------------------------------------------------------------------------

@@ -135,7 +135,7 @@ def test_declared_plugins_are_added_upgraded_and_rest_ones_stay(tmp_path: Path) 
             assert plugins["alpha"]["source"]["commit"] == first_commit
             assert plugins["alpha"]["parameters"] == {"interval": 0.25}
             assert {p["state"] for p in plugins.values()} == {"running"}
-            beta_created = plugins["beta"]["created_at"]
+            beta_created, alpha_created = plugins["beta"]["created_at"], plugins["alpha"]["created_at"]
             rest_added = api.post("/plugins", json={"name": "epsilon", "git_url": beta.url})
             assert rest_added.status_code == 201, rest_added.text
         log = d.log()
@@ -152,10 +152,12 @@ def test_declared_plugins_are_added_upgraded_and_rest_ones_stay(tmp_path: Path) 
             plugins = {p["name"]: p for p in api.get("/plugins").json()["plugins"]}
             assert sorted(plugins) == ["alpha", "beta", "epsilon"]  # the REST one stays
             assert plugins["alpha"]["source"]["commit"] == second_commit
+            assert plugins["alpha"]["previous_commit"] == first_commit  # upgraded in place, not re-added
+            assert plugins["alpha"]["created_at"] == alpha_created
             assert plugins["alpha"]["parameters"] == {"interval": 0.5}
             assert plugins["alpha"]["state"] == "running"
             assert plugins["beta"]["created_at"] == beta_created  # unchanged: not added again
         second_run = d2.log()[before:]
-        assert "plugins file: alpha upgraded (source, parameters)" in second_run
+        assert "plugins file: alpha upgraded in place (revision, parameters)" in second_run
         assert "plugins file: beta" not in second_run
 

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from conftest import daemon_environ, free_port
-from daemon_harness import Daemon, bearer, worker_pids
+from daemon_harness import Daemon, bearer, snapshot
 from githttp import GitServer, publish
 from gitrepos import Repo
 from sample_plugins import TICKER as SAMPLE_TICKER
@@ -88,14 +88,6 @@ def reader(daemon: Daemon) -> Iterator[httpx.Client]:
 def anon(daemon: Daemon) -> Iterator[httpx.Client]:
     with daemon.client(timeout=30) as client:
         yield client
-
-
-def snapshot(daemon: Daemon) -> tuple[list[str], str | None, list[int]]:
-    """Every path in the data dir, the registry text and the worker processes."""
-    data = daemon.data_dir
-    files = sorted(str(p.relative_to(data)) for p in data.rglob("*"))
-    registry = data / "registry.json"
-    return files, registry.read_text() if registry.exists() else None, sorted(worker_pids(data))
 
 
 def operations(daemon: Daemon) -> list[tuple[str, str]]:

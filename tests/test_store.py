@@ -24,6 +24,7 @@ from iochost.store import (
     GitStore, PluginSource, Registry, RegistryEntry, RegistryError, check_source_allowed, validate_prefixes,
 )
 from iochost.store.models import FetchResult
+from iochost.store.paths import is_within
 
 from githttp import GitServer
 
@@ -509,6 +510,44 @@ def test_remove_is_idempotent_and_prune(store: GitStore, origin: Origin) -> None
     assert store.names() == ["b"]
     assert list(store.tmp_dir.iterdir()) == []
     store.fetch("a", PluginSource(git_url=origin.url))  # the name is free again
+
+
+def test_an_upgrade_is_staged_beside_the_checkout_swapped_in_and_back(store: GitStore, origin: Origin) -> None:
+    store.fetch("p", PluginSource(git_url=origin.url, commit=origin.c1))
+    staged = store.stage("p", PluginSource(git_url=origin.url, commit=origin.c2))
+    assert staged.commit == origin.c2 and not is_within(staged.checkout_dir.resolve(), store.plugins_dir.resolve())
+    assert (store.plugins_dir / "p" / "plugin" / "main.py").read_text() == "VERSION = 1\n"  # untouched
+    store.swap_in("p")
+    assert (store.plugins_dir / "p" / "plugin" / "main.py").read_text() == "VERSION = 2\n"
+    store.swap_back("p")
+    assert (store.plugins_dir / "p" / "plugin" / "main.py").read_text() == "VERSION = 1\n"
+    assert list(store.tmp_dir.iterdir()) == []
+    store.stage("p", PluginSource(git_url=origin.url))
+    store.swap_in("p")
+    store.drop_staged("p")  # the commit point: the previous revision is gone
+    assert version(store.restore("p", PluginSource(git_url=origin.url), origin.c2)) == "VERSION = 2"
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+def test_an_interrupted_upgrade_is_rolled_back_by_the_next_store(tmp_path: Path, origin: Origin) -> None:
+    store = GitStore(tmp_path / "data")
+    store.fetch("p", PluginSource(git_url=origin.url, commit=origin.c1))
+    store.stage("p", PluginSource(git_url=origin.url, commit=origin.c2))
+    store.swap_in("p")  # the daemon dies here, before the upgrade is kept
+    again = GitStore(tmp_path / "data")
+    assert (again.plugins_dir / "p" / "plugin" / "main.py").read_text() == "VERSION = 1\n"
+    assert list(again.tmp_dir.iterdir()) == []
+    store.stage("p", PluginSource(git_url=origin.url, commit=origin.c2))  # dies before the swap
+    again = GitStore(tmp_path / "data")
+    assert (again.plugins_dir / "p" / "plugin" / "main.py").read_text() == "VERSION = 1\n"
+    assert list(again.tmp_dir.iterdir()) == []
+
+
+def test_remove_takes_an_upgrades_revisions_too(store: GitStore, origin: Origin) -> None:
+    store.fetch("p", PluginSource(git_url=origin.url, commit=origin.c1))
+    store.stage("p", PluginSource(git_url=origin.url))
+    store.remove("p")
+    assert_nothing_left(store, "p")
 
 
 def test_leftovers_collected_at_start(tmp_path: Path) -> None:

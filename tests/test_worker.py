@@ -6,7 +6,6 @@ import itertools
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from conftest import EXAMPLES, wait_for
 from iochost.contract import messages
+from sample_plugins import make_plugin
 from worker_harness import WorkerProcess
 
 PREFIX = "IOCHTEST"
@@ -29,14 +29,6 @@ def _fresh_prefix():
     global PREFIX
     PREFIX = f"IOCHTEST{next(_test_numbers)}"
     yield
-
-
-def make_plugin(root: Path, name: str, code: str, config: str) -> Path:
-    plugin_dir = root / name
-    plugin_dir.mkdir()
-    (plugin_dir / f"{name}.py").write_text(textwrap.dedent(code))
-    (plugin_dir / "config.yaml").write_text(textwrap.dedent(config))
-    return plugin_dir
 
 
 def start(processes, tmp_path, plugin_dir: Path, name: str, class_name: str, **fields) -> WorkerProcess:

@@ -1,4 +1,4 @@
-"""``iochost serve | run | validate``: the command line."""
+"""``iochost serve | run | validate | display``: the command line."""
 
 from __future__ import annotations
 
@@ -39,6 +39,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_display(args: argparse.Namespace) -> int:
+    """Validate like ``iochost validate``, then write the plugin's Phoebus display."""
+    from iochost.display import plugin_display_from_dir
+    from iochost.display.writer import DisplayFiles
+    from iochost.report import render_text
+    from iochost.validate.pipeline import validate_plugin
+
+    plugin_dir = Path(args.dir).resolve()
+    name = args.name or plugin_dir.name
+    report = validate_plugin(plugin_dir, name=name, prefix=args.prefix, class_name=args.class_name,
+                             import_timeout=args.timeout)
+    if not report.ok or report.plugin is None:
+        print(render_text(report), file=sys.stderr)
+        return 1
+    data = plugin_display_from_dir(plugin_dir, name, args.prefix, report.plugin.kind)
+    if args.output in (None, "-"):
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        out = Path(args.output)
+        DisplayFiles(out.parent).write(out.name, data)
+        print(f"wrote {out} ({report.plugin.kind} {name})", file=sys.stderr)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from iochost.config import load_config
     from iochost.config.limits import DaemonLimits, resolve_limits
@@ -66,6 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         class_name=report.plugin.class_name, prefix=args.prefix, parameters=parameters,
         version=args.version, grace_period=limits.grace_period, memory_limit_mb=limits.memory_limit_mb,
         max_open_files=limits.max_open_files,
+        autosave_file=str(Path(args.autosave).resolve()) if args.autosave else None,
     )
     try:
         return run_worker(spec)
@@ -192,6 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_validate)
 
+    p = sub.add_parser("display", help="write the Phoebus display (.bob) of a plugin directory; "
+                                       "exit 1 with the validation report if it is not valid")
+    p.add_argument("dir")
+    p.add_argument("-o", "--output", metavar="FILE", help="write FILE (atomically) instead of standard output")
+    p.add_argument("--name", help="plugin name used for PV names (default: directory name)")
+    p.add_argument("--prefix", default=DEFAULT_PREFIX, help="PV prefix (default %(default)s)")
+    p.add_argument("--class", dest="class_name", help="plugin class when the directory has several")
+    p.add_argument("--timeout", type=float, default=30.0, help="import time limit in seconds")
+    p.set_defaults(func=cmd_display)
+
     p = sub.add_parser("run", help="run one plugin directory as a soft IOC in the foreground")
     p.add_argument("dir")
     p.add_argument("--name", help="plugin name (default: directory name)")
@@ -201,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config.yaml parameter (repeatable)")
     p.add_argument("--grace", type=float, default=None, help="seconds cleanup() may take on stop")
     p.add_argument("--version-label", dest="version", default="local", help="value of the VERSION PV")
+    p.add_argument("--autosave", metavar="FILE", help="keep written input values (and the plugin's "
+                   "snapshot()) in FILE and restore them at the next start")
     p.set_defaults(func=cmd_run)
 
     return parser

@@ -23,6 +23,7 @@ class ErrorCode(str, Enum):
     WRONG_KIND = "WRONG_KIND"
     INVALID_STATE = "INVALID_STATE"
     WORKER_START_FAILED = "WORKER_START_FAILED"
+    UPGRADE_FAILED = "UPGRADE_FAILED"
     EXECUTION_LOCKED = "EXECUTION_LOCKED"
     RUN_NOT_FOUND = "RUN_NOT_FOUND"
     RUN_ID_MISMATCH = "RUN_ID_MISMATCH"
@@ -54,6 +55,7 @@ _HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.WRONG_KIND: 422,
     ErrorCode.INVALID_STATE: 409,
     ErrorCode.WORKER_START_FAILED: 502,
+    ErrorCode.UPGRADE_FAILED: 409,
     ErrorCode.EXECUTION_LOCKED: 409,
     ErrorCode.RUN_NOT_FOUND: 404,
     ErrorCode.RUN_ID_MISMATCH: 409,
@@ -77,6 +79,7 @@ _SUMMARY: dict[ErrorCode, str] = {
     ErrorCode.WRONG_KIND: "The plugin is a task where a job is required, or the reverse.",
     ErrorCode.INVALID_STATE: "The plugin's current state does not allow this operation.",
     ErrorCode.WORKER_START_FAILED: "The plugin's soft IOC did not start: no READY, or initialize() did not return in time.",
+    ErrorCode.UPGRADE_FAILED: "The new revision did not start or exited during its probation; the previous revision was put back and serves again.",
     ErrorCode.EXECUTION_LOCKED: "The job already has an active run; `active_run_id` names it.",
     ErrorCode.RUN_NOT_FOUND: "No run with this id for this job.",
     ErrorCode.RUN_ID_MISMATCH: "The run id does not name the job's active run.",

@@ -86,6 +86,14 @@ class Settings(BaseModel):
                               description="range of the workers' CA server ports (TCP and UDP)")
     worker_pva_ports: str = Field(default="5300-5499", pattern=PORT_RANGE,
                                   description="range of the workers' PVA server ports (TCP)")
+    epics_table_rows: int = Field(default=100, ge=0, le=500, description="rows of the plugin table "
+                                  "PREFIX:IOCHOST:ROWnnn:NAME/KIND/STATE in the daemon's own IOC")
+    epics_control: bool = Field(default=False, description="serve PREFIX:IOCHOST:START, :STOP, :RESTART "
+                                "(write a plugin name) and :CONTROL_MSG; Channel Access has no "
+                                "authentication, so restrict them with --epics-access-security")
+    epics_access_security: Path | None = Field(default=None, description="EPICS access security file (ACF) "
+                                               "every worker loads: ASG IOCHOST_CONTROL guards the control "
+                                               "PVs, IOCHOST_INPUTS plugin inputs, ENABLE and RUN")
 
     # -- supervision ---------------------------------------------------------------------
     grace_period: float = Field(default=10.0, gt=0, description="cleanup() time on stop, for plugins that set none")
@@ -97,6 +105,8 @@ class Settings(BaseModel):
     backoff_max: float = Field(default=60.0, gt=0)
     backoff_reset: float = Field(default=60.0, gt=0, description="uptime after which backoff restarts at initial")
     cancel_grace: float = Field(default=5.0, gt=0, description="cancel -> worker restart if the job ignores it")
+    upgrade_probation: float = Field(default=3.0, gt=0, description="an upgraded worker exiting within this "
+                                     "time after initialize() is rolled back")
     runs_kept: int = Field(default=100, ge=50)
     git_timeout: float = Field(default=120.0, gt=0)
     max_checkout_bytes: int = Field(default=200 * 1024**2, gt=0)
@@ -151,6 +161,18 @@ class Settings(BaseModel):
     @classmethod
     def _check_sources(cls, value: list[str]) -> list[str]:
         validate_prefixes(value)  # a prefix that cannot be parsed would silently match nothing
+        return value
+
+    @field_validator("epics_access_security")
+    @classmethod
+    def _check_access_security(cls, value: Path | None) -> Path | None:
+        """Readable now: every worker reads it at its iocInit, and refuses to serve without it."""
+        if value is not None:
+            try:
+                with open(value, "rb"):
+                    pass
+            except OSError as exc:
+                raise ValueError(f"{value} cannot be read by uid {os.getuid()}: {exc.strerror}") from None
         return value
 
     @field_validator("add_rate", "plugin_log_rate")
@@ -225,6 +247,11 @@ class Settings(BaseModel):
     @property
     def run_dir(self) -> Path:
         return self.data_dir / "run"
+
+    @property
+    def autosave_dir(self) -> Path:
+        """Each plugin's saved input values and snapshot (``NAME.json``), private (0700)."""
+        return self.data_dir / "autosave"
 
     @classmethod
     def from_sources(cls, flags: dict[str, Any], environ: dict[str, str] | None = None) -> "Settings":

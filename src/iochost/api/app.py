@@ -16,7 +16,8 @@ from iochost.api.listing import RecordCache
 from iochost.api.models import ERROR_RESPONSES
 from iochost.api.prometheus import Metrics, RequestMetrics, RouteTemplates, route_templates
 from iochost.api.ratelimit import create_limiter
-from iochost.api.routes import compat, events, health, jobs, metrics, plugins
+from iochost.api.routes import compat, displays, events, health, jobs, metrics, plugins
+from iochost.display.writer import DisplaySync
 from iochost.errors import ErrorCode
 from iochost.launch.launcher import Launcher
 from iochost.settings import Settings
@@ -81,9 +82,12 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await sup.start()
+        display_files = DisplaySync(sup)  # DATA_DIR/displays/ follows adds, upgrades, deletes
         try:
+            await display_files.start()
             yield
         finally:
+            await display_files.stop()
             await sup.shutdown()
 
     app = FastAPI(
@@ -99,7 +103,7 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None,
     app.state.record_cache = RecordCache()
     install_error_handlers(app)
     # /metrics at the root, where Prometheus looks by default; everything else under /api/v1.
-    routers = [(API_PREFIX, module.router) for module in (plugins, jobs, compat, health, events)]
+    routers = [(API_PREFIX, module.router) for module in (plugins, jobs, compat, health, events, displays)]
     routers.append(("", metrics.router))
     for prefix, router in routers:
         app.include_router(router, prefix=prefix)

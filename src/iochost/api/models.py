@@ -14,7 +14,7 @@ from iochost.kinds import Kind
 from iochost.store import PluginSource
 from iochost.store.models import COMMIT_PATTERN
 from iochost.store.policy import check_one_source
-from iochost.supervisor.adding import AddRequest
+from iochost.supervisor.adding import AddRequest, UpgradeChange
 
 
 class ErrorBody(BaseModel):
@@ -57,6 +57,22 @@ class PluginRequest(BaseModel):
             pat=self.pat.get_secret_value() if self.pat else None, auto_start=self.auto_start,
             grace_period=self.grace_period, kind=kind,
         )
+
+
+class UpgradeRequest(BaseModel):
+    """Body of ``POST /api/v1/plugins/{name}/upgrade``: same repository and path, a new pin."""
+
+    model_config = {"extra": "forbid"}
+
+    branch: str | None = Field(default=None, max_length=255, description="follow this branch's tip (or tag)")
+    commit: str | None = Field(default=None, pattern=COMMIT_PATTERN, description="pin this commit SHA")
+    parameters: dict[str, Any] | None = Field(default=None, description="replace the parameter overrides; "
+                                              "omitted: kept")
+    pat: SecretStr | None = Field(default=None, max_length=1024, description="token for a private repository")
+
+    def to_change(self) -> UpgradeChange:
+        return UpgradeChange(branch=self.branch, commit=self.commit, parameters=self.parameters,
+                             pat=self.pat.get_secret_value() if self.pat else None)
 
 
 class RunRequest(BaseModel):

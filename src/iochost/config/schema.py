@@ -1,5 +1,8 @@
 """The config.yaml schema: parameters and PV definitions, strict so mistakes are errors.
 
+A PV's ``alarm:`` is parsed by its type (LimitAlarm, StateAlarm, or a severity per enum
+choice) into the EPICS alarm fields of its record; see worker/records.py and iochost.alarms.
+
 Every model is strict (no "1.0" -> 1.0, no 1 -> True) and forbids unknown keys, because
 a misspelt ``unti:`` or a quoted number silently ignored is a PV that looks right in
 Phoebus and is not. Limits come from the EPICS records the worker builds: 16 mbbi/mbbo
@@ -8,19 +11,22 @@ states of 25 characters, 39-character strings, 40-character DESC, 15-character E
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from iochost.config.errors import ConfigError, SchemaProblems, issues_from_pydantic
+from iochost.alarms import severity_name
+from iochost.config.errors import ConfigError, SchemaProblems, _describe, issues_from_pydantic
 from iochost.kinds import Kind, Mode
 from iochost.record_sizes import STRING_LENGTH
 
@@ -49,6 +55,98 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+Severity = Annotated[str, BeforeValidator(severity_name)]  # NO_ALARM|MINOR|MAJOR|INVALID, any case
+LIMITS = ("hihi", "high", "low", "lolo")  # in EPICS field order
+LIMIT_SEVERITY = {"hihi": "hhsv", "high": "hsv", "low": "lsv", "lolo": "llsv"}
+DEFAULT_LIMIT_SEVERITY = {"hihi": "MAJOR", "lolo": "MAJOR", "high": "MINOR", "low": "MINOR"}
+
+
+class LimitAlarm(BaseModel):
+    """``alarm:`` of a float/int PV: the ai/ao/longin/longout alarm fields, in lower case.
+    A limit without its severity gets MAJOR (hihi, lolo) or MINOR (high, low)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    hihi: float | None = None
+    high: float | None = None
+    low: float | None = None
+    lolo: float | None = None
+    hhsv: Severity | None = None
+    hsv: Severity | None = None
+    lsv: Severity | None = None
+    llsv: Severity | None = None
+    hyst: float | None = Field(default=None, ge=0, description="alarm deadband (HYST)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LimitAlarm":
+        problems: Problems = []
+        for limit, severity in LIMIT_SEVERITY.items():
+            if getattr(self, severity) is not None and getattr(self, limit) is None:
+                problems.append(((severity,), f"a severity for {limit}, which is not set"))
+            elif getattr(self, limit) is not None and getattr(self, severity) is None:
+                setattr(self, severity, DEFAULT_LIMIT_SEVERITY[limit])
+        given = [(key, getattr(self, key)) for key in ("lolo", "low", "high", "hihi") if getattr(self, key) is not None]
+        for (lower, low_value), (upper, up_value) in zip(given, given[1:]):
+            if low_value > up_value:
+                problems.append(((lower,), f"{lower} ({low_value:g}) is above {upper} ({up_value:g}); "
+                                 "limits go lolo <= low <= high <= hihi"))
+        if problems:
+            raise SchemaProblems(problems)
+        return self
+
+
+class StateAlarm(BaseModel):
+    """``alarm:`` of a bool PV: the severity of the zero and the one state (ZSV, OSV)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    zsv: Severity | None = None
+    osv: Severity | None = None
+
+
+def _nested(model: type[BaseModel], value: Any) -> BaseModel:
+    """Validate ``value`` as ``model``; its errors as SchemaProblems at their own sub-paths."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        problems: Problems = []
+        for error in exc.errors():
+            cause = (error.get("ctx") or {}).get("error")
+            loc = tuple(str(part) for part in error["loc"])
+            if isinstance(cause, SchemaProblems):
+                problems += [(loc + sub, text) for sub, text in cause.problems]
+            else:
+                problems.append((loc, _describe(error, model)))
+        raise SchemaProblems(problems) from None
+
+
+def _misplaced_alarm_keys(value: dict[Any, Any], kind: str, choices: list[str]) -> Problems:
+    """Alarm keys of another PV type (``zsv`` on a float, ``hihi`` on a bool or enum)."""
+    owners = {key: "float and int" for key in LimitAlarm.model_fields}
+    owners.update({key: "bool" for key in StateAlarm.model_fields})
+    mine = set(LimitAlarm.model_fields if kind in ("float", "int") else StateAlarm.model_fields if kind == "bool"
+               else choices)
+    return [((key,), f"only for {owners[key]} PVs, not {kind}")
+            for key in value if key in owners and key not in mine]
+
+
+def _enum_alarm(value: dict[Any, Any], choices: list[str]) -> dict[str, str]:
+    """``alarm:`` of an enum PV: a severity per choice name (the mbbi/mbbo ZRSV..FFSV)."""
+    problems: Problems = []
+    severities: dict[str, str] = {}
+    for name, severity in value.items():
+        if name not in choices:
+            problems.append(((str(name),), f"{name!r} is not one of the choices {choices}"))
+            continue
+        try:
+            severities[name] = severity_name(severity)
+        except ValueError as exc:
+            problems.append(((str(name),), str(exc)))
+    if problems:
+        raise SchemaProblems(problems)
+    return severities
+
+
 class PVDef(BaseModel):
     """One declared PV; the worker turns it into one record (see worker/records.py)."""
 
@@ -65,6 +163,38 @@ class PVDef(BaseModel):
     description: str | None = Field(default=None, max_length=DESC_LENGTH)
     choices: list[str] | None = None
     length: int | None = Field(default=None, ge=1)
+    alarm: LimitAlarm | StateAlarm | dict[str, str] | None = None
+    alarm_on: Severity | None = Field(default=None, description="iocmng 2.7: osv of a bool PV")
+    mdel: float | None = Field(default=None, ge=0, description="monitor deadband (MDEL)")
+    adel: float | None = Field(default=None, ge=0, description="archive deadband (ADEL)")
+    autosave: bool = Field(default=True, description="inputs: restore the last value on restart")
+
+    @field_validator("alarm", mode="before")
+    @classmethod
+    def _alarm(cls, value: Any, info: ValidationInfo) -> Any:
+        """Parse ``alarm:`` by the PV's type (declared before it, so already validated)."""
+        kind = info.data.get("type")
+        if value is None or kind is None:
+            return None
+        if kind == "string":
+            raise SchemaProblems([((), "only for float, int, bool and enum PVs, not string")])
+        if not isinstance(value, dict):
+            raise SchemaProblems([((), f"should be a mapping of alarm fields (e.g. {{high: 5}}), got {value!r}")])
+        if kind in ("float", "int") and info.data.get("length") is not None:
+            raise SchemaProblems([((), "waveforms have no alarm limits")])
+        misplaced = _misplaced_alarm_keys(value, kind, info.data.get("choices") or [])
+        if misplaced:
+            raise SchemaProblems(misplaced)
+        if kind == "enum":
+            return _enum_alarm(value, info.data.get("choices") or [])
+        if kind == "int":
+            wrong = [((key,), f"should be an integer on an int PV, got {item!r}") if isinstance(item, float)
+                     else ((key,), f"{item} does not fit a 32-bit integer record")
+                     for key, item in value.items() if key in LIMITS + ("hyst",) and _is_number(item)
+                     and (isinstance(item, float) or not INT32[0] <= item <= INT32[1])]
+            if wrong:
+                raise SchemaProblems(wrong)
+        return _nested(StateAlarm if kind == "bool" else LimitAlarm, value)
 
     @field_validator("type", mode="before")
     @classmethod
@@ -101,6 +231,16 @@ class PVDef(BaseModel):
                 problems.append(((key,), f"only for bool PVs, not {self.type}"))
         if "choices" in given and self.choices is not None and self.type != "enum":
             problems.append((("choices",), f"only for enum PVs, not {self.type}"))
+        for key in ("mdel", "adel"):
+            if key in given and getattr(self, key) is not None and (not numeric or self.is_waveform):
+                problems.append(((key,), f"only for float and int PVs (not waveforms), not {self.type}"))
+            elif self.type == "int" and getattr(self, key) is not None and not getattr(self, key).is_integer():
+                problems.append(((key,), f"should be an integer on an int PV, got {getattr(self, key)!r}"))
+        if "alarm_on" in given and self.alarm_on is not None:
+            if self.type != "bool":
+                problems.append((("alarm_on",), f"only for bool PVs, not {self.type}; use alarm:"))
+            elif isinstance(self.alarm, StateAlarm) and self.alarm.osv is not None:
+                problems.append((("alarm_on",), "give alarm_on: or alarm.osv, not both"))
         if self.low is not None and self.high is not None and self.low > self.high:
             problems.append((("low",), f"low ({self.low:g}) is above high ({self.high:g})"))
         problems += self._check_length()
@@ -115,6 +255,9 @@ class PVDef(BaseModel):
         if self.type == "bool":
             self.znam = DEFAULT_ZNAM if self.znam is None else self.znam
             self.onam = DEFAULT_ONAM if self.onam is None else self.onam
+            if self.alarm_on is not None:  # folded into alarm.osv: the model holds it once
+                zsv = self.alarm.zsv if isinstance(self.alarm, StateAlarm) else None
+                self.alarm, self.alarm_on = StateAlarm(zsv=zsv, osv=self.alarm_on), None
         return self
 
     def _check_length(self) -> Problems:
@@ -247,9 +390,12 @@ class PVGroup(BaseModel):
 
     @model_validator(mode="after")
     def _disjoint(self) -> "PVGroup":
-        both = [name for name in self.outputs if name in self.inputs]
-        if both:
-            raise SchemaProblems([(("outputs", name), "also declared under inputs") for name in both])
+        problems: Problems = [(("outputs", name), "also declared under inputs")
+                              for name in self.outputs if name in self.inputs]
+        problems += [(("outputs", name, "autosave"), "only for inputs (the plugin sets its outputs)")
+                     for name, pv in self.outputs.items() if "autosave" in pv.model_fields_set]
+        if problems:
+            raise SchemaProblems(problems)
         return self
 
 

@@ -97,6 +97,19 @@ class Fatal(Message):
     traceback: str = ""
 
 
+class ControlRequest(Message):
+    """An operator wrote a plugin name to ``{PREFIX}:IOCHOST:START``, ``:STOP`` or ``:RESTART``.
+
+    Only the daemon's own worker serves those PVs; the supervisor takes this message from
+    that worker alone (from a plugin's worker it is logged and dropped) and answers through
+    the CONTROL_MSG PV with ``set_pvs``.
+    """
+
+    type: Literal["control"] = "control"
+    action: Literal["start", "stop", "restart"]
+    plugin: str = Field(max_length=100)
+
+
 # -- supervisor -> worker -----------------------------------------------------------
 class RunJob(Message):
     type: Literal["run"] = "run"
@@ -124,7 +137,8 @@ class SetPVs(Message):
 
 
 WorkerEvent = Annotated[
-    Union[Ready, Initialized, Heartbeat, StatusChanged, Log, RunAccepted, RunFinished, RunRejected, Fatal],
+    Union[Ready, Initialized, Heartbeat, StatusChanged, Log, RunAccepted, RunFinished, RunRejected, Fatal,
+          ControlRequest],
     Field(discriminator="type"),
 ]
 SupervisorCommand = Annotated[

@@ -9,6 +9,16 @@ from pydantic import BaseModel, Field
 from iochost.config.pvnames import DEFAULT_PREFIX
 
 
+class AccessSecurity(BaseModel):
+    """EPICS access security for one worker: the ACF it loads before iocInit, and the access
+    security group (ASG) of records that do not take the worker's defaults."""
+
+    model_config = {"extra": "forbid"}
+
+    file: str = Field(description="ACF path; a file asInit rejects is fatal to the worker")
+    groups: dict[str, str] = Field(default_factory=dict, description="short PV name -> ASG")
+
+
 class WorkerSpec(BaseModel):
     """How to run one plugin as one soft IOC.
 
@@ -33,5 +43,9 @@ class WorkerSpec(BaseModel):
     cgroup: str | None = Field(default=None, description="cgroup v2 directory the worker joins first thing")
     forward_log_rate: tuple[int, float] | None = Field(
         default=None, description="log records forwarded to the supervisor: at most (COUNT, per SECONDS); None: all")
+    autosave_file: str | None = Field(default=None, description="JSON file the autosaved inputs and the "
+                                      "plugin's snapshot() are kept in and restored from; None: nothing kept")
+    access_security: AccessSecurity | None = Field(default=None, description="EPICS access security; None: "
+                                                   "every client may write")
     event_fd: int | None = None
     command_fd: int | None = None

@@ -38,9 +38,18 @@ class PluginBase(ABC):
         self._runtime: PluginRuntime = MemoryRuntime()
 
     # -- PV access ---------------------------------------------------------------
-    def set_pv(self, name: str, value: Any) -> None:
-        """Publish a value on one of this plugin's PVs (name without prefix)."""
-        self._runtime.set_pv(name, value)
+    def set_pv(self, name: str, value: Any, severity: Any = None, alarm: Any = None) -> None:
+        """Publish a value on one of this plugin's PVs (name without prefix).
+
+        ``severity`` (``"MINOR"``, ``"MAJOR"``, ... or 0-3) and ``alarm`` (the status:
+        ``"HIGH"``, ``"STATE"``, ``"COMM"``, ... default ``"SOFT"``) go with this value; the
+        PV's configured limits still apply and the higher severity wins. A later set_pv
+        without them clears them. A bad name raises ValueError listing the valid ones."""
+        self._runtime.set_pv(name, value, severity, alarm)
+
+    def set_alarm(self, name: str, severity: Any, alarm: Any = None) -> None:
+        """Set the alarm of one of this plugin's PVs, keeping its value (see ``set_pv``)."""
+        self._runtime.set_alarm(name, severity, alarm)
 
     def get_pv(self, name: str) -> Any:
         """The current value of one of this plugin's PVs (name without prefix)."""
@@ -57,6 +66,15 @@ class PluginBase(ABC):
 
     def handle_pv_write(self, pv_name: str, value: Any) -> None:
         """iocmng's name for ``on_input``; override either one."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """Override to keep state across restarts: called on stop, on the plugin thread,
+        before ``cleanup()``; the dict (JSON-serialisable) is saved with the autosaved PVs."""
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Called before ``initialize()`` with what ``snapshot()`` returned at the last stop
+        (only when a snapshot was saved)."""
 
     # -- optional Ophyd accessors kept for iocmng plugins -------------------------
     def get_device(self, device_name: str) -> object | None:

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from iochost.alarms import SEVERITIES, STATUSES, plugin_alarm
+
 
 class PluginRuntime(Protocol):
     """What a plugin may ask of its host."""
 
-    def set_pv(self, name: str, value: Any) -> None: ...
+    def set_pv(self, name: str, value: Any, severity: Any = None, alarm: Any = None) -> None: ...
+
+    def set_alarm(self, name: str, severity: Any, alarm: Any = None) -> None: ...
 
     def get_pv(self, name: str) -> Any: ...
 
@@ -22,13 +26,24 @@ class PluginRuntime(Protocol):
 
 
 class MemoryRuntime:
-    """A dict of PV values: the runtime of a plugin that is not hosted by a worker."""
+    """A dict of PV values: the runtime of a plugin that is not hosted by a worker.
+
+    ``alarms`` keeps the (severity, status) names the plugin gave each PV, checked as the
+    worker checks them; configured limits are not applied (there are no records)."""
 
     def __init__(self, initial: dict[str, Any] | None = None) -> None:
         self.values: dict[str, Any] = dict(initial or {})
+        self.alarms: dict[str, tuple[str, str]] = {}
 
-    def set_pv(self, name: str, value: Any) -> None:
+    def set_pv(self, name: str, value: Any, severity: Any = None, alarm: Any = None) -> None:
+        given = plugin_alarm(severity, alarm)
         self.values[name] = value
+        self.alarms[name] = (SEVERITIES[given[0]], STATUSES[given[1]])
+
+    def set_alarm(self, name: str, severity: Any, alarm: Any = None) -> None:
+        self.get_pv(name)  # the same KeyError as a read of an unknown PV
+        given = plugin_alarm(severity, alarm)
+        self.alarms[name] = (SEVERITIES[given[0]], STATUSES[given[1]])
 
     def get_pv(self, name: str) -> Any:
         try:

@@ -46,6 +46,7 @@ from iochost.untrusted import MAX_REQUIREMENTS_BYTES, UntrustedFileError, read_b
 log = logging.getLogger("iochost.store")
 
 REQUIREMENTS_FILE = "requirements.txt"
+_STAGED, _PREVIOUS = "upgrade", "previous"  # an upgrade's environments, beside the running one
 MARKER = ".iochost-requirements.sha256"  # written last: an environment without it is incomplete
 PTH_NAME = "_iochost_daemon_site.pth"
 ERROR_TAIL_LINES = 12
@@ -256,9 +257,60 @@ class PluginEnvs:
         Raises RequirementsError naming the offending line, or with the tail of pip's
         output; the environment is gone then.
         """
+        self._discard(name)
+        return self._build(self.env_dir(name), name, checkout_dir, plugin_dir, timeout=timeout)
+
+    def stage(self, name: str, checkout_dir: Path, plugin_dir: Path, *, timeout: float) -> Path | None:
+        """The environment an upgrade's new revision needs, built beside the running one.
+
+        The running plugin keeps its environment until ``swap_in``. Unchanged
+        requirements reuse it (nothing is staged); a revision without requirements stages
+        "no environment". Returns the python the new revision validates with."""
+        self.drop_staged(name)
+        digest = requirements_digest(plugin_dir)
+        current = self.python(name)
+        marker = self.env_dir(name) / MARKER
+        if digest is not None and current is not None and marker.read_text().strip() == digest:
+            return current
+        if digest is None and not os.path.lexists(self.env_dir(name)):
+            return None
+        staged = self._aside(name, _STAGED)
+        staged.mkdir()
+        return self._build(staged / "env", name, checkout_dir, plugin_dir, timeout=timeout)
+
+    def swap_in(self, name: str) -> None:
+        """Put the staged environment (if one was staged) in place; keep the previous one."""
+        staged = self._aside(name, _STAGED)
+        if not staged.is_dir():
+            return
+        previous, env = self._aside(name, _PREVIOUS), self.env_dir(name)
+        previous.mkdir()
+        if os.path.lexists(env):
+            os.rename(env, previous / "env")
+        if os.path.lexists(staged / "env"):
+            os.rename(staged / "env", env)
+        shutil.rmtree(staged, ignore_errors=True)
+
+    def swap_back(self, name: str) -> None:
+        """Undo ``swap_in``: the previous environment (or none) is in place again."""
+        previous, env = self._aside(name, _PREVIOUS), self.env_dir(name)
+        if previous.is_dir():
+            self._discard(name)
+            if os.path.lexists(previous / "env"):
+                os.rename(previous / "env", env)
+        self.drop_staged(name)
+
+    def drop_staged(self, name: str) -> None:
+        """Forget what an upgrade staged or kept aside; after a swap_in this commits it."""
+        for kind in (_STAGED, _PREVIOUS):
+            shutil.rmtree(self._aside(name, kind), ignore_errors=True)
+
+    def _aside(self, name: str, kind: str) -> Path:
+        check_name(name)
+        return self.root / f".{kind}-{name}"  # dot-names: a start's prune removes leftovers
+
+    def _build(self, env: Path, name: str, checkout_dir: Path, plugin_dir: Path, *, timeout: float) -> Path | None:
         content = read_requirements(plugin_dir)
-        env = self.env_dir(name)
-        self.remove(name)
         if content is None:
             return None
         text = content.decode(errors="replace")
@@ -297,12 +349,12 @@ class PluginEnvs:
                                f"installing {REQUIREMENTS_FILE} failed: {tail}")
             (env / MARKER).write_text(hashlib.sha256(content).hexdigest() + "\n")
         except (OSError, subprocess.SubprocessError) as exc:
-            self.remove(name)
+            shutil.rmtree(env, ignore_errors=True)
             detail = f"{type(exc).__name__}: {exc}"
             raise _failure(name, [Problem(None, f"preparing the environment failed: {detail}")],
                            f"preparing the environment for {REQUIREMENTS_FILE} failed: {detail}") from None
         except BaseException:
-            self.remove(name)
+            shutil.rmtree(env, ignore_errors=True)
             raise
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -322,6 +374,11 @@ class PluginEnvs:
         return self.install(name, checkout_dir, plugin_dir, timeout=timeout)
 
     def remove(self, name: str) -> None:
+        """Delete the environment of `name` and anything an upgrade put aside; idempotent."""
+        self.drop_staged(name)
+        self._discard(name)
+
+    def _discard(self, name: str) -> None:
         env = self.env_dir(name)
         if os.path.lexists(env):
             trash = Path(tempfile.mkdtemp(prefix=f".removed-{name}-", dir=self.root))

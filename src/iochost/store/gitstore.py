@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from iochost.durable import fsync_dir
 from iochost.errors import ErrorCode, IochostError
 from iochost.store.gitcmd import (
     GitLimitExceeded,
@@ -34,6 +35,7 @@ from iochost.store.gitcmd import (
 )
 from iochost.store.models import COMMIT_PATTERN, MIN_COMMIT_DIGITS, FetchResult, PluginSource
 from iochost.store.paths import (
+    NAME_RE,
     check_name,
     check_relative_path,
     is_within,
@@ -49,21 +51,14 @@ log = logging.getLogger("iochost.store")
 
 COMMIT_RE = re.compile(COMMIT_PATTERN)
 RESTORE_TIMEOUT = 60.0
+# An upgrade's revisions live in tmp/upgrade-<name>/: the staged one, then the one it replaced.
+_UPGRADE, _NEW, _OLD, _FAILED = "upgrade-", "new", "old", "failed"
 _SKIPPED_NAMES = frozenset({"__pycache__"})
 
 
 def _mb(n: int) -> str:
     value = n / 1024**2
     return f"{value:g}" if value >= 1 and value.is_integer() else f"{value:.2f}"
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or unlink in `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fail(message: str, **details: object) -> IochostError:
@@ -117,7 +112,57 @@ class GitStore:
         Nothing is left under `plugins/<name>` or `tmp` on failure; `pat` appears in no
         message, command line or file.
         """
-        dest = self.checkout_dir(name)
+        result = self._fetch_to(self.checkout_dir(name), name, source, pat=pat, timeout=timeout,
+                                max_bytes=max_bytes)
+        if sync:
+            self.sync()
+        return result
+
+    def stage(self, name: str, source: PluginSource, *, pat: str | None = None, timeout: float = 120.0,
+              max_bytes: int = 200 * 1024**2) -> FetchResult:
+        """Fetch a new revision of the registered `name` beside its checkout, for an upgrade.
+
+        The running revision stays in ``plugins/<name>`` untouched until ``swap_in``; a
+        staged revision that is never swapped in is dropped with ``drop_staged`` (or by the
+        next start's garbage collection, since it lives under ``tmp``)."""
+        self.drop_staged(name)
+        staging = self._staging_dir(name)
+        staging.mkdir(mode=0o700)
+        return self._fetch_to(staging / _NEW, name, source, pat=pat, timeout=timeout, max_bytes=max_bytes)
+
+    def swap_in(self, name: str) -> None:
+        """Put the staged revision in place; the previous one is kept for ``swap_back``."""
+        staging, dest = self._staging_dir(name), self.checkout_dir(name)
+        with self._lock:
+            os.rename(dest, staging / _OLD)
+            os.rename(staging / _NEW, dest)
+            fsync_dir(self.plugins_dir)
+            fsync_dir(staging)
+
+    def swap_back(self, name: str) -> None:
+        """Undo ``swap_in``: the previous revision is in place again, the new one dropped."""
+        staging, dest = self._staging_dir(name), self.checkout_dir(name)
+        with self._lock:
+            if os.path.lexists(dest):
+                os.rename(dest, staging / _FAILED)
+            os.rename(staging / _OLD, dest)
+            fsync_dir(self.plugins_dir)
+        self.drop_staged(name)
+
+    def drop_staged(self, name: str) -> None:
+        """Forget what an upgrade staged or kept; idempotent. After a swap_in this commits it."""
+        staging = self._staging_dir(name)
+        if os.path.lexists(staging):
+            trash = self.tmp_dir / f"{name}-dropped-{uuid.uuid4().hex[:8]}"
+            os.rename(staging, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def _staging_dir(self, name: str) -> Path:
+        check_name(name)
+        return self.tmp_dir / f"{_UPGRADE}{name}"
+
+    def _fetch_to(self, dest: Path, name: str, source: PluginSource, *, pat: str | None, timeout: float,
+                  max_bytes: int) -> FetchResult:
         self._check_source(source)
         if os.path.lexists(dest):
             raise IochostError(ErrorCode.PLUGIN_EXISTS, f"a checkout of {name!r} already exists")
@@ -138,8 +183,6 @@ class GitStore:
                 if os.path.lexists(dest):
                     raise IochostError(ErrorCode.PLUGIN_EXISTS, f"a checkout of {name!r} already exists")
                 os.rename(checkout, dest)
-            if sync:
-                self.sync()
         except IochostError:
             raise
         except Exception as exc:  # noqa: BLE001 - any other failure is a fetch failure, scrubbed
@@ -171,7 +214,9 @@ class GitStore:
         return FetchResult(dest, resolve_plugin_dir(dest, source.path), commit)
 
     def remove(self, name: str) -> None:
-        """Delete `plugins/<name>` entirely; idempotent. Moved to tmp first, so it goes at once."""
+        """Delete `plugins/<name>` (and any upgrade's revisions) entirely; idempotent. Moved
+        to tmp first, so it goes at once."""
+        self.drop_staged(name)
         dest = self.checkout_dir(name)
         if not os.path.lexists(dest):
             return
@@ -329,7 +374,19 @@ class GitStore:
 
     # -- housekeeping -----------------------------------------------------------------------------
     def _collect_garbage(self) -> None:
-        """Remove what a crashed fetch or remove left in tmp."""
+        """Remove what a crashed fetch, remove or upgrade left in tmp.
+
+        An upgrade the daemon died in the middle of is rolled back first: the registry
+        still names the previous revision until the upgrade is committed, and the previous
+        checkout is kept until then, so it goes back into place."""
+        for staging in self.tmp_dir.glob(f"{_UPGRADE}*"):
+            name, old = staging.name.removeprefix(_UPGRADE), staging / _OLD
+            if old.is_dir() and NAME_RE.fullmatch(name):
+                dest = self.plugins_dir / name
+                if os.path.lexists(dest):
+                    shutil.rmtree(dest, ignore_errors=True)
+                os.rename(old, dest)
+                log.warning("%s: an upgrade was interrupted; the previous revision is back in place", name)
         for leftover in self.tmp_dir.iterdir():
             if leftover.is_dir() and not leftover.is_symlink():
                 shutil.rmtree(leftover, ignore_errors=True)

@@ -45,6 +45,8 @@ class RegistryEntry(BaseModel):
     source: PluginSource
     commit: str | None = Field(default=None, pattern=SHA_PATTERN,
                                description="resolved 40-hex SHA; None for a non-git local_path")
+    previous_commit: str | None = Field(default=None, pattern=SHA_PATTERN,
+                                        description="the commit the last upgrade replaced")
     module_file: str | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     desired_state: Literal["running", "stopped"] = "running"

@@ -10,14 +10,13 @@ new version, never a torn one. Methods are thread-safe: the supervisor calls the
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from iochost.durable import temp_pattern, write_atomically
 from iochost.errors import ErrorCode, IochostError
 from iochost.store.models import RegistryEntry
 
@@ -114,31 +113,12 @@ class Registry:
         data = {"version": FORMAT_VERSION,
                 "plugins": {name: e.model_dump(mode="json") for name, e in sorted(entries.items())}}
         payload = json.dumps(data, indent=2).encode() + b"\n"
-        folder = self.path.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomically(self.path, payload)
 
     def _remove_stale_temps(self) -> None:
         """Temp files a crash left between write and rename are incomplete: drop them."""
         folder = self.path.parent
         if not folder.is_dir():
             return
-        for leftover in folder.glob(f".{self.path.name}.*.tmp"):
+        for leftover in folder.glob(temp_pattern(self.path)):
             leftover.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -43,6 +44,29 @@ class IllegalTransition(RuntimeError):
     """A bug, not a user error: a handler moved to a state its table row does not allow."""
 
 
+# Requests an upgrade in progress refuses: it decides when the worker stops and starts.
+_NOT_WHILE_UPGRADING = (t.StartRequested, t.RestartRequested, t.UpgradeRequested)
+
+
+@dataclass
+class Upgrade:
+    """An upgrade in progress: the revision it replaces (to roll back to) and where it is.
+
+    phase: preparing (the old worker serves while the new revision is staged and
+    validated) -> switching (the old worker stops, the new revision is swapped in) ->
+    starting -> probation (the new worker runs; exiting now rolls back) -> keeping (the
+    previous revision is dropped) -> done; or rolling_back (the previous revision is
+    swapped back) -> restarting_old -> done.
+    """
+
+    old_entry: RegistryEntry
+    old_pvs: list[str]
+    phase: str = "preparing"
+    new: t.Prepared | None = None
+    resume: bool = True  # start the new revision (the plugin is meant to run)
+    error: IochostError | None = None  # why it is rolling back
+
+
 class PluginLifecycle:
     """The state of one plugin and the rules that change it."""
 
@@ -65,6 +89,8 @@ class PluginLifecycle:
         self.restart_requested = False
         self.closing = False
         self.stopped_while_adding = False
+        self.upgrade: Upgrade | None = None
+        self.upgrade_outcome: IochostError | None = None  # how the last upgrade ended, for its caller
         self.gen = 0  # spawn counter: events of an older worker are stale
         self.pid: int | None = None
         self.limits: WorkerLimits | None = None
@@ -98,6 +124,10 @@ class PluginLifecycle:
             return []  # from a worker (or a timer of one) that has been replaced
         key = type(event.message) if isinstance(event, t.FromWorker) else type(event)
         row = TABLE.get((self.state, key))
+        if self.upgrade is not None and (isinstance(event, _NOT_WHILE_UPGRADING)
+                                         or isinstance(event, t.StopRequested) and not event.keep_desired):
+            raise IochostError(ErrorCode.INVALID_STATE, f"{self.name!r} is being upgraded; "
+                               f"cannot {_verb(event)} it now")
         if row is None:
             if isinstance(event, t.REQUESTS):
                 raise IochostError(ErrorCode.INVALID_STATE, f"{self.name!r} is {self.state.value}; "
@@ -180,6 +210,9 @@ class PluginLifecycle:
 
     def _delete(self, event: t.DeleteRequested) -> None:
         self.delete_requested = True
+        if self.upgrade is not None:  # the teardown removes what it staged
+            self._end_upgrade("failed", IochostError(ErrorCode.UPGRADE_FAILED,
+                                                     f"{self.name!r} was deleted during its upgrade"))
         if self.state in LIVE - {S.STOPPING}:
             self._stop_worker("delete requested")
         elif self.state not in ADDING | {S.STOPPING}:
@@ -221,6 +254,8 @@ class PluginLifecycle:
         if self.state == S.STOPPING:  # stopped (or deleted) while it was being spawned
             self._stopped(reason)
             return
+        if self._upgrade_failed(reason, []):
+            return
         self._move(S.FAILED, reason)
         if self.adding:
             self.add_error = IochostError(ErrorCode.WORKER_START_FAILED, reason)
@@ -250,6 +285,9 @@ class PluginLifecycle:
 
     def _closing(self, event: t.Closing) -> None:
         self.closing = True
+        if self.upgrade is not None:  # the next start's store puts the previous revision back
+            self._end_upgrade("failed", IochostError(ErrorCode.UPGRADE_FAILED,
+                                                     f"the daemon shut down during the upgrade of {self.name!r}"))
 
     def _set_desired(self, desired: str) -> None:
         if self.entry.desired_state != desired:
@@ -265,10 +303,20 @@ class PluginLifecycle:
         self._emit(t.Online(message.pvs))
 
     def _initialized(self, event: t.FromWorker) -> None:
+        message = event.message
+        assert isinstance(message, m.Initialized)
         self.started_at, self.started_mono, self.last_heartbeat = _now(), event.now, event.now
         self.adding = False
         paused = self.status == "PAUSED"
         self._move(S.PAUSED if paused else S.RUNNING, f"pid {self.pid}, {len(self.pvs)} PVs")
+        up = self.upgrade
+        if up is not None and up.phase == "starting" and not message.ok:
+            self._kill("initialize() of the new revision raised (see the plugin log)")
+        elif up is not None and up.phase == "starting":
+            up.phase = "probation"
+            self._emit(t.Later(self.timings.probation, t.ProbationOver(self.gen)))
+        elif up is not None and up.phase == "restarting_old":
+            self._end_upgrade("rolled_back", up.error)
 
     def _status_changed(self, event: t.FromWorker) -> None:
         message = event.message
@@ -323,6 +371,8 @@ class PluginLifecycle:
         self._emit(t.Offline(), *self.runs.worker_gone(f"the worker exited: {reason}", _now()))
         if self.state == S.STOPPING:
             self._stopped(f"exit code {event.code}")
+        elif self._upgrade_failed(reason, event.log_tail):
+            pass
         elif self.adding:  # the add's first start failed: the add fails, nothing stays
             self.add_error = IochostError(ErrorCode.WORKER_START_FAILED, f"{self.name!r} did not start: {reason}",
                                           log_tail=event.log_tail)
@@ -337,7 +387,9 @@ class PluginLifecycle:
 
     def _stopped(self, reason: str) -> None:
         self._move(S.STOPPED, reason)
-        if self.delete_requested:
+        if self.upgrade is not None and self.upgrade.phase == "switching":
+            self._emit(t.SwapRevision())
+        elif self.delete_requested:
             self._emit(t.Teardown())
         elif self.restart_requested and not self.closing:
             self.restart_requested = False
@@ -361,6 +413,102 @@ class PluginLifecycle:
     def _restart_due(self, event: t.RestartDue) -> None:
         self.restarts_total += 1
         self._spawn(f"restart #{self.restarts}")
+
+    # -- upgrading in place ----------------------------------------------------------------------
+    def _upgrade(self, event: t.UpgradeRequested) -> None:
+        self.upgrade = Upgrade(old_entry=self.entry, old_pvs=self.pvs)
+        self.upgrade_outcome = None
+        self._emit(t.UpgradeUpdate("started", self.entry.commit, None), t.PrepareUpgrade())
+
+    def _upgrade_prepared(self, event: t.UpgradePrepared) -> None:
+        up = self.upgrade
+        if up is None or up.phase != "preparing":  # deleted or shut down meanwhile
+            self._emit(t.DropStaged())
+            return
+        if event.prepared is None:  # the shell dropped what it fetched before answering
+            self._end_upgrade("unchanged", None)
+            return
+        up.new, up.phase = event.prepared, "switching"
+        up.resume = self.entry.desired_state == "running"
+        commit = event.prepared.entry.commit
+        self._emit(t.UpgradeUpdate("validated", self.entry.commit, commit))
+        if self.state in LIVE - {S.STOPPING}:
+            self._stop_worker(f"upgrade to {_short(commit)}")
+        elif self.state != S.STOPPING:  # no worker: swap now (a pending restart is stale)
+            self.gen += 1
+            self._emit(t.SwapRevision())
+
+    def _upgrade_prepare_failed(self, event: t.UpgradePrepareFailed) -> None:
+        if self.upgrade is not None and self.upgrade.phase == "preparing":  # nothing is left staged
+            self._end_upgrade("failed", event.error)
+
+    def _swapped(self, event: t.Swapped) -> None:
+        up = self.upgrade
+        if up is None:
+            return
+        if not event.ok:  # the file system refused a rename: the upgrade ends where it stands
+            self._end_upgrade("failed", IochostError(ErrorCode.UPGRADE_FAILED,
+                                                     f"swapping the revisions of {self.name!r} failed: {event.reason}"))
+            return
+        desired = self.entry.desired_state
+        if up.phase == "switching":
+            assert up.new is not None
+            self.entry = up.new.entry.model_copy(update={
+                "desired_state": desired, "previous_commit": up.old_entry.commit, "updated_at": _now()})
+            self.plugin_dir, self.pvs = event.plugin_dir, up.new.pvs
+            if up.resume:
+                up.phase = "starting"
+                self.restarts, self.backoff = 0, None
+                self._spawn(f"upgrade to {_short(self.entry.commit)}")
+            else:
+                self._keep_upgrade(up)
+        elif up.phase == "rolling_back":
+            self.entry = up.old_entry.model_copy(update={"desired_state": desired})
+            self.plugin_dir, self.pvs = event.plugin_dir, up.old_pvs
+            up.phase = "restarting_old"
+            self.restarts, self.backoff = 0, None
+            self._spawn(f"rolled back to {_short(self.entry.commit)}")
+
+    def _probation_over(self, event: t.ProbationOver) -> None:
+        if self.upgrade is not None and self.upgrade.phase == "probation":
+            self._keep_upgrade(self.upgrade)
+
+    def _keep_upgrade(self, up: Upgrade) -> None:
+        """The commit point: the previous revision is dropped first, then the registry names
+        the new one (a crash between the two restores the new checkout at the old commit).
+        The caller is answered once the drop is done: nothing of the old revision is left."""
+        up.phase = "keeping"
+        self._emit(t.DropStaged(), t.Persist(self.entry))
+
+    def _dropped(self, event: t.Dropped) -> None:
+        if self.upgrade is not None and self.upgrade.phase == "keeping":
+            self._end_upgrade("succeeded", None)
+
+    def _upgrade_failed(self, reason: str, log_tail: list[str]) -> bool:
+        """The worker of an upgrade is gone unasked: roll back (new revision) or give up
+        (the previous one, rolled back to, did not come back either). True: handled."""
+        up = self.upgrade
+        if up is None or up.phase not in ("starting", "probation", "restarting_old"):
+            return False
+        if up.phase == "restarting_old":
+            self._end_upgrade("rolled_back", up.error)
+            return False  # and the usual crash handling restarts the previous revision
+        when = "did not start" if up.phase == "starting" else f"exited within its {self.timings.probation:g} s probation"
+        commit, old = _short(self.entry.commit), _short(up.old_entry.commit)
+        up.error = IochostError(ErrorCode.UPGRADE_FAILED,
+                                f"the new revision {commit} of {self.name!r} {when}: {reason}; rolled back to {old}",
+                                reason=reason, log_tail=log_tail)
+        up.phase = "rolling_back"
+        self._move(S.FAILED, f"upgrade to {commit} failed: {reason}")
+        self._emit(t.SwapRevision(back=True))
+        return True
+
+    def _end_upgrade(self, phase: str, error: IochostError | None) -> None:
+        up, self.upgrade = self.upgrade, None
+        self.upgrade_outcome = error
+        to = up.new.entry.commit if up is not None and up.new is not None else None
+        self._emit(t.UpgradeUpdate(phase, up.old_entry.commit if up else None, to,
+                                   error.message if error else ""))
 
     # -- job runs (the ledger decides; see runs.py) -----------------------------------------------
     def _run(self, event: t.RunRequested) -> None:
@@ -391,12 +539,16 @@ class PluginLifecycle:
             name=entry.name, kind=entry.kind, class_name=entry.class_name,
             source=SourceInfo(git_url=source.git_url, local_path=source.local_path, branch=source.branch,
                               commit=entry.commit, path=source.path),
-            state=self.state, desired_state=entry.desired_state, status=self.status, message=self.message,
-            pid=self.pid, restarts=self.restarts, pv_prefix=self.pv_prefix, pvs=self.pvs,
-            parameters=entry.parameters, created_at=entry.created_at, started_at=self.started_at,
+            previous_commit=entry.previous_commit, state=self.state, desired_state=entry.desired_state,
+            status=self.status, message=self.message, pid=self.pid, restarts=self.restarts,
+            pv_prefix=self.pv_prefix, pvs=self.pvs, parameters=entry.parameters, created_at=entry.created_at, started_at=self.started_at,
             last_error=self.last_error, transitions=list(self.transitions),
         )
         return self._shown
+
+
+def _short(commit: str | None) -> str:
+    return commit[:12] if commit else "the local copy"
 
 
 def _cancelled(name: str) -> IochostError:
@@ -448,4 +600,10 @@ TABLE: dict[tuple[State, type], tuple[Handler, frozenset[State]]] = {
     **_rows({S.RUNNING}, t.RunRequested, P._run, set()),
     **_rows(UP, t.CancelRequested, P._cancel, set()),
     **_rows(WORKER, t.CancelOverdue, P._cancel_overdue, set()),
+    **_rows(UP | IDLE, t.UpgradeRequested, P._upgrade, set()),
+    **_rows(set(State) - {S.DELETED}, t.UpgradePrepared, P._upgrade_prepared, {S.STOPPING}),
+    **_rows(set(State) - {S.DELETED}, t.UpgradePrepareFailed, P._upgrade_prepare_failed, set()),
+    **_rows(IDLE, t.Swapped, P._swapped, {S.STARTING}),
+    **_rows(UP, t.ProbationOver, P._probation_over, set()),
+    **_rows(set(State) - {S.DELETED}, t.Dropped, P._dropped, set()),
 }

@@ -32,6 +32,7 @@ class Timings:
     backoff_reset: float = 60.0
     cancel_grace: float = 5.0
     stop_margin: float = 2.0  # after the grace period, before SIGKILL: the worker exits by itself
+    probation: float = 3.0  # an upgraded worker must run this long after initialize() to be kept
 
 
 # -- events: requests (from the API) ----------------------------------------------------
@@ -77,6 +78,12 @@ class CancelRequested:
 
 
 @dataclass(frozen=True)
+class UpgradeRequested:
+    """Bring in a new revision while the current one keeps serving (what: the shell's
+    ``PluginSlot.upgrade_request``)."""
+
+
+@dataclass(frozen=True)
 class Closing:
     """The daemon is shutting down: no exit is a crash any more, nothing restarts."""
 
@@ -99,6 +106,32 @@ class Prepared:
 @dataclass(frozen=True)
 class PrepareFailed:
     error: IochostError
+
+
+@dataclass(frozen=True)
+class UpgradePrepared:
+    """The new revision is staged and valid; None: the same commit and parameters (a no-op)."""
+
+    prepared: Prepared | None
+
+
+@dataclass(frozen=True)
+class UpgradePrepareFailed:
+    error: IochostError
+
+
+@dataclass(frozen=True)
+class Swapped:
+    """``SwapRevision`` is done (``ok``: the plugin directory in place) or could not be (``reason``)."""
+
+    ok: bool
+    plugin_dir: Path | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """``DropStaged`` is done."""
 
 
 @dataclass(frozen=True)
@@ -173,14 +206,21 @@ class CancelOverdue:
     run_id: str
 
 
+@dataclass(frozen=True)
+class ProbationOver:
+    """An upgraded worker has run for the probation period: the upgrade is kept."""
+
+    gen: int
+
+
 Event = Union[
     AddRequested, RestoreRequested, StartRequested, StopRequested, RestartRequested, DeleteRequested,
-    RunRequested, CancelRequested, Closing, Fetched, Prepared, PrepareFailed, Restored, RestoreFailed,
-    TornDown, Spawned, SpawnFailed, FromWorker, WorkerExited, Tick, RestartDue, StartOverdue, StopOverdue,
-    CancelOverdue,
+    RunRequested, CancelRequested, UpgradeRequested, Closing, Fetched, Prepared, PrepareFailed,
+    UpgradePrepared, UpgradePrepareFailed, Swapped, Dropped, Restored, RestoreFailed, TornDown, Spawned, SpawnFailed,
+    FromWorker, WorkerExited, Tick, RestartDue, StartOverdue, StopOverdue, CancelOverdue, ProbationOver,
 ]
 REQUESTS = (AddRequested, RestoreRequested, StartRequested, StopRequested, RestartRequested, DeleteRequested,
-            RunRequested, CancelRequested)
+            RunRequested, CancelRequested, UpgradeRequested)
 
 
 # -- effects ------------------------------------------------------------------------------
@@ -192,6 +232,26 @@ class Prepare:
 @dataclass(frozen=True)
 class Restore:
     """Bring back the registered checkout, offline; answer Restored or RestoreFailed."""
+
+
+@dataclass(frozen=True)
+class PrepareUpgrade:
+    """Stage, install and validate the new revision beside the running one; answer
+    UpgradePrepared or UpgradePrepareFailed."""
+
+
+@dataclass(frozen=True)
+class SwapRevision:
+    """With no worker running: put the staged revision in place (or, ``back``, the
+    previous one again); answer Swapped."""
+
+    back: bool = False
+
+
+@dataclass(frozen=True)
+class DropStaged:
+    """Forget what an upgrade staged or kept aside (to commit it, or after a late answer);
+    answer Dropped."""
 
 
 @dataclass(frozen=True)
@@ -267,6 +327,16 @@ class RunUpdate:
 
 
 @dataclass(frozen=True)
+class UpgradeUpdate:
+    """A step of an upgrade, for the event stream."""
+
+    phase: str  # started, validated, unchanged, succeeded, rolled_back, failed
+    from_commit: str | None
+    to_commit: str | None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class RunAnswer:
     """The worker's answer to a REST run request: the record, or why not."""
 
@@ -276,6 +346,6 @@ class RunAnswer:
 
 
 Effect = Union[
-    Prepare, Restore, Spawn, Send, StopWorker, Kill, Online, Offline, Persist, Teardown, Forget, Later,
-    Transitioned, StatusUpdate, RunUpdate, RunAnswer,
+    Prepare, Restore, PrepareUpgrade, SwapRevision, DropStaged, Spawn, Send, StopWorker, Kill, Online, Offline,
+    Persist, Teardown, Forget, Later, Transitioned, StatusUpdate, RunUpdate, UpgradeUpdate, RunAnswer,
 ]

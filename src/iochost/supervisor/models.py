@@ -56,6 +56,7 @@ class PluginRecord(BaseModel):
     kind: Kind
     class_name: str
     source: SourceInfo
+    previous_commit: str | None = Field(default=None, description="the commit the last upgrade replaced")
     state: State
     desired_state: Literal["running", "stopped"]
     status: str | None = Field(default=None, description="the STATUS PV: RUN, PAUSED, ERROR, IDLE, ...")
@@ -101,7 +102,7 @@ class Readiness(BaseModel):
 class Event(BaseModel):
     """Pushed to ``GET /api/v1/events`` subscribers."""
 
-    type: Literal["transition", "status", "run"]
+    type: Literal["transition", "status", "run", "upgrade", "control"]
     plugin: str
     at: datetime
     data: dict[str, Any] = Field(default_factory=dict)

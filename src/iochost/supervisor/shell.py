@@ -30,11 +30,14 @@ from iochost.store import GitStore, Registry
 from iochost.store.envs import PluginEnvs
 from iochost.supervisor import logfiles
 from iochost.supervisor.containment import Containment
+from iochost.supervisor.daemon_ioc import worker_access_security
 from iochost.supervisor.epics import EpicsNetwork
 from iochost.supervisor.adding import AddRequest, prepare
 from iochost.supervisor.lifecycle import PluginLifecycle
 from iochost.supervisor.models import RunRecord
 from iochost.supervisor.process import WorkerProcess
+from iochost.worker import autosave
+from iochost.supervisor.states import State
 
 log = logging.getLogger("iochost.supervisor")
 
@@ -52,6 +55,7 @@ class Services:
     epics: EpicsNetwork
     launcher: Launcher | None  # the fork server; None: every worker and probe is spawned
     forward_log: Callable[[str, messages.Log], None]
+    on_control: Callable[[PluginSlot, messages.ControlRequest], None] | None = None  # whose worker sent it
 
 
 class PluginSlot:
@@ -60,6 +64,7 @@ class PluginSlot:
     def __init__(self, lifecycle: PluginLifecycle, request: AddRequest | None = None) -> None:
         self.lc = lifecycle
         self.request = request  # the add being carried out, until it ends
+        self.upgrade_request: AddRequest | None = None  # the upgrade being carried out, until it ends
         self.worker: WorkerProcess | None = None
         self.worker_gen = 0
         self.run_answers: dict[str, asyncio.Future[RunRecord]] = {}
@@ -146,7 +151,7 @@ class Shell:
 
     def _apply(self, slot: PluginSlot, effect: t.Effect) -> None:
         name, svc = slot.name, self.services
-        if isinstance(effect, (t.Transitioned, t.StatusUpdate, t.RunUpdate)):
+        if isinstance(effect, (t.Transitioned, t.StatusUpdate, t.RunUpdate, t.UpgradeUpdate)):
             if isinstance(effect, t.RunUpdate) and effect.run.state != "running":
                 _resolve(slot.run_done.pop(effect.run.run_id, None), effect.run)
             self._publish(slot, effect)
@@ -180,6 +185,12 @@ class Shell:
             self.spawn_task(self._restore(slot), f"iochost-restore-{name}")
         elif isinstance(effect, t.Spawn):
             self.spawn_task(self._spawn(slot, effect.gen), f"iochost-spawn-{name}")
+        elif isinstance(effect, t.PrepareUpgrade):
+            self.spawn_task(self._prepare_upgrade(slot), f"iochost-upgrade-{name}")
+        elif isinstance(effect, t.SwapRevision):
+            self.spawn_task(self._swap(slot, effect.back), f"iochost-swap-{name}")
+        elif isinstance(effect, t.DropStaged):
+            self.spawn_task(self._drop(slot), f"iochost-drop-{name}")
         else:  # pragma: no cover - a new effect without its handler here is a bug
             raise TypeError(f"no handler for effect {effect!r}")
 
@@ -198,15 +209,65 @@ class Shell:
                 lambda commit: loop.call_soon_threadsafe(self.feed, slot, t.Fetched(commit)),
                 lambda: slot.lc.delete_requested,
             )
-        except IochostError as exc:
-            self.feed(slot, t.PrepareFailed(exc))
-        except Exception:  # noqa: BLE001 - reported to the caller as INTERNAL_ERROR
-            log.exception("adding %s failed", slot.name)
-            self.feed(slot, t.PrepareFailed(IochostError(ErrorCode.INTERNAL_ERROR,
-                                                         f"adding {slot.name!r} failed unexpectedly")))
+        except Exception as exc:  # noqa: BLE001 - an unexpected one is INTERNAL_ERROR for the caller
+            self.feed(slot, t.PrepareFailed(self._preparation_error(slot, "adding", exc)))
         else:
+            assert prepared is not None  # None only answers an upgrade
             await asyncio.sleep(0)  # Fetched, posted from the thread, is handled first
             self.feed(slot, t.Prepared(prepared.entry, prepared.plugin_dir, prepared.pvs))
+
+    async def _prepare_upgrade(self, slot: PluginSlot) -> None:
+        """Stage and validate the new revision in a thread while the old worker serves."""
+        request = slot.upgrade_request
+        assert request is not None
+        svc, lc = self.services, slot.lc
+        base = lc.entry.model_copy(update={"source": request.source, "parameters": request.parameters})
+        try:
+            prepared = await asyncio.to_thread(
+                prepare, request, base, svc.store, svc.envs, svc.launcher, self.settings,
+                lambda commit: None, lambda: lc.delete_requested or lc.closing,
+                unchanged=lambda commit: commit is not None and commit == lc.entry.commit
+                and request.parameters == lc.entry.parameters,
+            )
+        except Exception as exc:  # noqa: BLE001 - an unexpected one is INTERNAL_ERROR for the caller
+            await self._in_order(slot, self._drop_staged, slot.name)  # before the caller hears of it
+            self.feed(slot, t.UpgradePrepareFailed(self._preparation_error(slot, "upgrading", exc)))
+        else:
+            if prepared is None or lc.state == State.DELETED:  # a no-op, or torn down while staging
+                await self._in_order(slot, self._drop_staged, slot.name)
+            self.feed(slot, t.UpgradePrepared(prepared))
+
+    @staticmethod
+    def _preparation_error(slot: PluginSlot, doing: str, exc: Exception) -> IochostError:
+        if isinstance(exc, IochostError):
+            return exc
+        log.error("%s %s failed", doing, slot.name, exc_info=exc)
+        return IochostError(ErrorCode.INTERNAL_ERROR, f"{doing} {slot.name!r} failed unexpectedly")
+
+    async def _swap(self, slot: PluginSlot, back: bool) -> None:
+        """Checkout and environment together: the new revision in, or the previous one back."""
+        svc = self.services
+        steps = (svc.store.swap_back, svc.envs.swap_back) if back else (svc.store.swap_in, svc.envs.swap_in)
+        try:
+            for step in steps:
+                await self._in_order(slot, step, slot.name)
+            plugin_dir = await asyncio.to_thread(svc.store.plugin_dir, slot.name, slot.lc.entry.source.path)
+        except (OSError, IochostError) as exc:
+            log.error("%s: swapping revisions failed: %s", slot.name, exc)
+            self.feed(slot, t.Swapped(False, reason=str(exc)))
+        else:
+            self.feed(slot, t.Swapped(True, plugin_dir))
+
+    async def _drop(self, slot: PluginSlot) -> None:
+        try:
+            await self._in_order(slot, self._drop_staged, slot.name)
+        except OSError as exc:  # leftovers under tmp go with the next start
+            log.error("%s: dropping an upgrade's revision failed: %s", slot.name, exc)
+        self.feed(slot, t.Dropped())
+
+    def _drop_staged(self, name: str) -> None:
+        self.services.store.drop_staged(name)
+        self.services.envs.drop_staged(name)
 
     async def _restore(self, slot: PluginSlot) -> None:
         entry, svc = slot.lc.entry, self.services
@@ -229,6 +290,7 @@ class Shell:
                 except (OSError, IochostError) as exc:  # logged; the delete still ends
                     log.error("%s: teardown step %s failed: %s", name, step.__qualname__, exc)
             await asyncio.to_thread(logfiles.remove, self.log_path(name))
+            await asyncio.to_thread(autosave.remove, autosave.path_for(self.settings.autosave_dir, name))
         svc.epics.forget(name)
         self.feed(slot, t.TornDown())
 
@@ -258,6 +320,8 @@ class Shell:
     def _from_worker(self, slot: PluginSlot, gen: int, message: Any) -> None:
         if isinstance(message, messages.Log):
             self.services.forward_log(slot.name, message)
+        elif isinstance(message, messages.ControlRequest) and self.services.on_control is not None:
+            self.services.on_control(slot, message)  # the supervisor checks who sent it
         else:
             self.feed(slot, t.FromWorker(gen, message, time.monotonic()))
 
@@ -285,6 +349,8 @@ class Shell:
             grace_period=limits.grace_period, heartbeat_interval=self.settings.heartbeat_interval,
             memory_limit_mb=limits.memory_limit_mb, max_open_files=limits.max_open_files,
             forward_log_rate=self.settings.plugin_log_limit, realtime=self.settings.worker_realtime,
+            autosave_file=str(autosave.path_for(self.settings.autosave_dir, entry.name)),
+            access_security=worker_access_security(self.settings, entry.name),
         )
         return limits, spec, str(env_python) if env_python else None
 

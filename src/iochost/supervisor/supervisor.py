@@ -18,7 +18,6 @@ from typing import Any, AsyncIterator, Sequence
 
 from iochost import __version__
 from iochost.budget import LineBudget
-from iochost.builtin import DAEMON_STATUS_DIR
 from iochost.config.pvnames import plugin_pv_prefix
 from iochost.contract import messages
 from iochost.errors import ErrorCode, IochostError
@@ -30,9 +29,10 @@ from iochost.store.envs import PluginEnvs
 from iochost.store.policy import check_source_allowed
 from iochost.supervisor import lifecycle_types as t
 from iochost.supervisor import logfiles
-from iochost.supervisor.adding import AddRequest, declared_change
+from iochost.supervisor.adding import IN_PLACE, AddRequest, UpgradeChange, declared_change
 from iochost.supervisor.containment import Containment
-from iochost.supervisor.daemon_ioc import SYSTEM_NAME, daemon_pv_values, system_entry
+from iochost.supervisor.daemon_ioc import (CONTROL_MSG, CONTROL_VERBS, SYSTEM_NAME, RowTable, daemon_pv_values,
+                                           row_values, short_text, system_entry, write_system_plugin)
 from iochost.supervisor.epics import EpicsNetwork
 from iochost.supervisor.lifecycle import UP, PluginLifecycle
 from iochost.supervisor.models import Event, Health, PluginRecord, Readiness, RunRecord
@@ -66,7 +66,7 @@ class Supervisor:
             grace_period=settings.grace_period, start_timeout=settings.start_timeout,
             heartbeat_timeout=settings.heartbeat_timeout, backoff_initial=settings.backoff_initial,
             backoff_max=settings.backoff_max, backoff_reset=settings.backoff_reset,
-            cancel_grace=settings.cancel_grace,
+            cancel_grace=settings.cancel_grace, probation=settings.upgrade_probation,
         )
         self.shell: Shell | None = None
         self._subscribers: set[asyncio.Queue[Event]] = set()
@@ -75,6 +75,10 @@ class Supervisor:
         self._bring_back: asyncio.Task[None] | None = None
         self.ready = False  # the registry's plugins are restored and the examples added
         self._status_push_pending = False
+        self._rows = RowTable(settings.epics_table_rows)  # the daemon IOC's plugin table
+        self._control_message = ""  # CONTROL_MSG: the outcome of the last control request
+        self._pushed: dict[str, Any] = {}  # the values the status IOC has, to send only changes
+        self._pushed_to: object | None = None  # ... of that worker process
         self._log_budgets: dict[str, LineBudget] = {}  # plugin log lines forwarded into the daemon's log
 
     # -- daemon lifecycle ----------------------------------------------------------------
@@ -83,6 +87,7 @@ class Supervisor:
         s = self.settings
         for folder in (s.data_dir, s.logs_dir, s.run_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        s.autosave_dir.mkdir(mode=0o700, exist_ok=True)  # saved PV values: the daemon's user only
         store = await asyncio.to_thread(GitStore, s.data_dir)
         registry = Registry(s.registry_path)
         await asyncio.to_thread(registry.load)
@@ -95,12 +100,12 @@ class Supervisor:
             self.launcher.on_warm_member = containment.place_member
         services = Services(store=store, registry=registry, envs=envs, containment=containment,
                             epics=self.epics, launcher=self.launcher,
-                            forward_log=self._forward_log)
+                            forward_log=self._forward_log, on_control=self._on_control)
         self.shell = Shell(s, services, self._on_effect, self._forget)
         await self.shell.start()
         await self.epics.start()
         self._watch_task = asyncio.create_task(self._watch(), name="iochost-watchdog")
-        self._start_system()
+        await self._start_system()
         slots = [self._new_slot(entry) for entry in registry.entries()]  # visible at once, pending
         self._bring_back = asyncio.create_task(self._bring_back_all(slots), name="iochost-restore")
 
@@ -217,6 +222,33 @@ class Supervisor:
         await slot.until(lambda lc: lc.state == State.DELETED)
         log.info("removed %s", name)
 
+    async def upgrade(self, name: str, change: UpgradeChange) -> PluginRecord:
+        """Move a plugin to a new revision (and parameters) without dropping its PVs while
+        the new revision is fetched and validated; roll back if it does not run.
+
+        Answers the new record; the same record for the same commit and parameters; 422 if
+        the new revision fails validation (nothing changed); 409 UPGRADE_FAILED after a
+        rollback."""
+        slot = self._slot(name)
+        lc = slot.lc
+        entry = lc.entry
+        request = AddRequest(
+            name=name, source=change.source_for(entry.source),
+            class_name=entry.class_name or None,
+            parameters=entry.parameters if change.parameters is None else change.parameters,
+            pat=change.pat, grace_period=entry.options.get("grace_period"), kind=entry.kind,
+        )
+        slot.upgrade_request = request
+        try:
+            self._shell().feed(slot, t.UpgradeRequested())  # INVALID_STATE from the lifecycle
+            lc = await slot.until(lambda lc: lc.upgrade is None)
+        finally:
+            slot.upgrade_request = None
+        if lc.upgrade_outcome is not None:
+            raise lc.upgrade_outcome
+        log.info("upgraded %s to %s", name, lc.entry.commit or "local")
+        return lc.record()
+
     # -- start / stop / restart --------------------------------------------------------
     async def start_plugin(self, name: str) -> PluginRecord:
         slot = self._slot(name)
@@ -294,10 +326,15 @@ class Supervisor:
                                 data={"status": effect.status, "message": effect.message}))
         elif isinstance(effect, t.RunUpdate):
             self._publish(Event(type="run", plugin=slot.name, at=now, data=effect.run.model_dump(mode="json")))
+        elif isinstance(effect, t.UpgradeUpdate):
+            self._publish(Event(type="upgrade", plugin=slot.name, at=now, data={
+                "phase": effect.phase, "from_commit": effect.from_commit, "to_commit": effect.to_commit,
+                "reason": effect.reason}))
 
     def _forget(self, slot: PluginSlot) -> None:
         if self.plugins.get(slot.name) is slot:
             del self.plugins[slot.name]
+            self._rows.release(slot.name)
         self._log_budgets.pop(slot.name, None)
         self._schedule_status_push()
 
@@ -353,16 +390,23 @@ class Supervisor:
                                if (plugin_dir / "config.yaml").is_file() and plugin_dir.name not in self.plugins))
 
     async def _apply_declared(self, requests: list[AddRequest]) -> None:
-        """The plugins file: add what the registry lacks, upgrade an entry whose source or
-        parameters changed (a delete, then an add), leave everything else (plugins added
-        over REST, an operator's stop). Each entry on its own: one failing stops no other."""
+        """The plugins file: add what the registry lacks; upgrade in place an entry whose
+        revision or parameters changed, and replace (delete, then add) one whose source,
+        class or grace period changed; leave everything else (plugins added over REST, an
+        operator's stop). Each entry on its own: one failing stops no other."""
 
         async def apply(request: AddRequest) -> None:
             slot = self.plugins.get(request.name)
             change = declared_change(slot.lc.entry, request) if slot is not None else "new"
             if change is None:
                 return
+            in_place = slot is not None and set(change.split(", ")) <= IN_PLACE
             try:
+                if in_place:
+                    await self.upgrade(request.name, UpgradeChange(parameters=request.parameters, pat=request.pat,
+                                                                   source=request.source))
+                    log.info("plugins file: %s upgraded in place (%s)", request.name, change)
+                    return
                 if slot is not None:
                     await self.remove(request.name)
                 await self.add(request)
@@ -372,21 +416,25 @@ class Supervisor:
                 log.error("plugins file: %s (%s) not applied: %s %s%s", request.name, change, exc.code.value,
                           exc.message, errors)
                 return
-            log.info("plugins file: %s %s", request.name, "added" if slot is None else f"upgraded ({change})")
+            log.info("plugins file: %s %s", request.name, "added" if slot is None else f"replaced ({change})")
 
         await asyncio.gather(*(apply(request) for request in requests))
 
-    def _start_system(self) -> None:
-        """Start {PREFIX}:IOCHOST:*; a failure is logged, never fatal to the daemon."""
-        lc = PluginLifecycle(system_entry(self.started_at), plugin_pv_prefix(self.settings.prefix, SYSTEM_NAME),
-                             self.timings, self.settings.runs_kept)
+    async def _start_system(self) -> None:
+        """Start {PREFIX}:IOCHOST:*, its records generated from the settings; a failure is
+        logged, never fatal to the daemon."""
+        plugin_dir = await asyncio.to_thread(write_system_plugin, self.settings)
+        lc = PluginLifecycle(system_entry(self.started_at, plugin_dir),
+                             plugin_pv_prefix(self.settings.prefix, SYSTEM_NAME), self.timings, self.settings.runs_kept)
         self.system = PluginSlot(lc)
-        self._shell().feed(self.system, t.Restored(DAEMON_STATUS_DIR))
+        self._shell().feed(self.system, t.Restored(plugin_dir))
 
     def _new_slot(self, entry: RegistryEntry, request: AddRequest | None = None) -> PluginSlot:
         lc = PluginLifecycle(entry, plugin_pv_prefix(self.settings.prefix, entry.name), self.timings,
                              self.settings.runs_kept)
         slot = self.plugins[entry.name] = PluginSlot(lc, request)  # reserves the name before any await
+        self._rows.appear(entry.name)
+        self._schedule_status_push()
         return slot
 
     def _shell(self) -> Shell:
@@ -422,8 +470,57 @@ class Supervisor:
         system = self.system
         if system is None or system.worker is None or system.lc.state != State.RUNNING:
             return
+        if system.worker is not self._pushed_to:  # a new status IOC starts from config.yaml's values
+            self._pushed, self._pushed_to = {}, system.worker
         states = [(slot.name, slot.lc.state) for slot in self.plugins.values()]
-        system.worker.send(messages.SetPVs(values=daemon_pv_values(states, self._degraded())))
+        values = daemon_pv_values(states, self._degraded())
+        plugins = {slot.name: (slot.lc.entry.kind, slot.lc.state) for slot in self.plugins.values()}
+        values.update(row_values(self._rows.rows(), plugins, self._rows.size))
+        if self.settings.epics_control:
+            values[CONTROL_MSG] = short_text(self._control_message)
+        changed = {name: value for name, value in values.items() if self._pushed.get(name, object()) != value}
+        if changed:
+            system.worker.send(messages.SetPVs(values=changed))
+            self._pushed.update(changed)
+
+    def table_rows(self) -> dict[str, int]:
+        """Plugin name -> its row n in the daemon IOC's table (``{PREFIX}:IOCHOST:ROWnnn:*``)."""
+        return self._rows.rows()
+
+    # -- control from the panel (--epics-control) ------------------------------------------
+    def _on_control(self, slot: PluginSlot, request: messages.ControlRequest) -> None:
+        """A control request from a worker: only the daemon's own IOC may send one."""
+        if slot is not self.system:
+            log.warning("%s: control request (%s %r) from a plugin's worker ignored: only the daemon's own "
+                        "IOC sends them", slot.name, request.action, request.plugin)
+            return
+        if not self.settings.epics_control:
+            log.warning("control request (%s %r) ignored: --epics-control is off", request.action, request.plugin)
+            return
+        self._shell().spawn_task(self._control(request), f"iochost-control-{request.action}")
+
+    async def _control(self, request: messages.ControlRequest) -> None:
+        """Carry out an operator's START / STOP / RESTART with the REST API's own operations;
+        the outcome goes to CONTROL_MSG, the log and the event stream (origin ``epics``)."""
+        action, name = request.action, request.plugin
+        operation = {"start": self.start_plugin, "stop": self.stop_plugin, "restart": self.restart_plugin}[action]
+        doing, done = CONTROL_VERBS[action]
+        log.info("epics: %s %s requested", action, name)
+        self._report_control(action, name, "requested", f"{doing} {name}")
+        try:
+            record = await operation(name)
+        except IochostError as exc:
+            log.warning("epics: %s %s refused: %s %s", action, name, exc.code.value, exc.message)
+            self._report_control(action, name, "failed", exc.message, exc.code.value)
+        else:
+            log.info("epics: %s %s done: %s", action, name, record.state.value)
+            self._report_control(action, name, "done", f"{done} {name}")
+
+    def _report_control(self, action: str, name: str, phase: str, message: str, code: str | None = None) -> None:
+        self._control_message = message
+        self._schedule_status_push()
+        self._publish(Event(type="control", plugin=name, at=datetime.now(timezone.utc), data={
+            "action": action, "origin": "epics", "phase": phase, "message": message, "code": code}))
 
     def _supervised(self) -> list[PluginSlot]:
         """Every plugin with a worker to watch and stop: the registered ones and the status IOC."""

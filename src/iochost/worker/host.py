@@ -18,13 +18,16 @@ import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
 from iochost.sdk import JobBase, JobCancelled, JobResult, TaskBase
+from iochost.sdk.base import PluginBase
 from iochost.sdk.status import JobStatus, TaskStatus
 from iochost.config import Parameters
 from iochost.contract import messages
+from iochost.worker.autosave import state_problem
 from iochost.worker.channel import Channel
 from iochost.worker.limits import exit_out_of_memory
 
 if TYPE_CHECKING:  # records imports softioc; the launch template preloads this module without it
+    from iochost.worker.autosave import Autosaver
     from iochost.worker.records import PVTable
 
 log = logging.getLogger("iochost.worker")
@@ -42,8 +45,10 @@ class PluginHost:
         parameters: Parameters,
         channel: Channel,
         heartbeat_interval: float = 1.0,
+        autosaver: Autosaver | None = None,
     ) -> None:
         self.plugin = plugin
+        self.autosaver = autosaver  # restore() before initialize(), snapshot() before cleanup()
         self.heartbeat_interval = heartbeat_interval
         self.table = table
         self.parameters = parameters
@@ -126,6 +131,7 @@ class PluginHost:
     def _main(self) -> None:
         try:
             self._initializing_status()
+            self._restore()
             initialized = self._call("initialize", self.plugin.initialize)
             if initialized:
                 self._ready_status()
@@ -136,6 +142,8 @@ class PluginHost:
                 self._task_loop(self.plugin)
             else:
                 self._job_loop(self.plugin)
+            if initialized:  # a plugin that never initialised has no state worth keeping
+                self._snapshot()
             self._call("cleanup", self.plugin.cleanup)
             if isinstance(self.plugin, TaskBase):
                 self.plugin.running = False
@@ -164,6 +172,44 @@ class PluginHost:
             return False
         finally:
             self.busy_in, self.busy_since = None, None
+
+    def _restore(self) -> None:
+        """Hand the saved snapshot to ``restore()``; a failure is logged, and initialize() runs."""
+        state = self.autosaver.state if self.autosaver is not None else None
+        if state is None:
+            return
+        self.busy_in, self.busy_since = "restore", time.monotonic()
+        try:
+            self.plugin.restore(state)
+            log.info("restore(): state of the last stop handed to the plugin")
+        except MemoryError:
+            exit_out_of_memory("restore()")
+        except (Exception, SystemExit):  # noqa: BLE001 - plugin code may raise anything
+            log.error("restore() raised; the plugin starts without its saved state:\n%s", traceback.format_exc())
+        finally:
+            self.busy_in, self.busy_since = None, None
+
+    def _snapshot(self) -> None:
+        """Save what ``snapshot()`` returns with the autosaved PVs; a failure or a result that is
+        not a JSON object is logged, and the state saved before is kept."""
+        saver = self.autosaver
+        if saver is None or type(self.plugin).snapshot is PluginBase.snapshot:
+            return
+        self.busy_in, self.busy_since = "snapshot", time.monotonic()
+        try:
+            state = self.plugin.snapshot()
+        except MemoryError:
+            exit_out_of_memory("snapshot()")
+        except (Exception, SystemExit):  # noqa: BLE001 - plugin code may raise anything
+            log.error("snapshot() raised; the state saved before is kept:\n%s", traceback.format_exc())
+            return
+        finally:
+            self.busy_in, self.busy_since = None, None
+        problem = state_problem(state)
+        if problem is not None:
+            log.error("%s; the state saved before is kept", problem)
+            return
+        saver.set_state(state)
 
     def _status(self, status: TaskStatus | JobStatus, message: str) -> None:
         self.table.set_pv("MESSAGE", message)  # MESSAGE first: STATUS reports both

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -20,6 +21,10 @@ from pathlib import Path
 from iochost.memlock import forbid_memory_locking
 from iochost.proctree import kill_descendants, set_child_subreaper
 from iochost.contract import messages
+from iochost.config import PVGroup
+from iochost.worker import autosave
+from iochost.worker.autosave import Autosaver
+from iochost.worker import access_security
 from iochost.worker.channel import Channel, ChannelLogHandler
 from iochost.contract.exits import WorkerExit
 from iochost.worker.limits import apply_limits, exit_on_memory_error, exit_out_of_memory
@@ -118,23 +123,38 @@ def run_worker(spec: WorkerSpec) -> int:
     kind = "task" if isinstance(plugin, TaskBase) else "job"
     mode = plugin_mode(kind, config.parameters)
     host: PluginHost | None = None
+    pvs, saver = _autosave(spec, plugin, config.pvs)  # saved values become the records' initial ones
 
     def on_write(name: str, value: object) -> None:
+        if saver is not None:
+            saver.mark(name)
         if host is not None:
             host.on_pv_write(name, value)
 
     table = build_records(
-        plugin_pv_prefix(spec.prefix, spec.name), kind, mode, config.pvs, spec.version, on_write
+        plugin_pv_prefix(spec.prefix, spec.name), kind, mode, pvs, spec.version, on_write
     )
+    if saver is not None:
+        table.on_input_set = saver.mark
     if channel.supervised and not _ca_port_free():
         log.error("CA server port %s is held by another process; exiting so the supervisor "
                   "retries instead of rsrv silently serving on another port",
                   os.environ.get("EPICS_CAS_SERVER_PORT"))
         return WorkerExit.CA_PORT_BUSY
+    access_security.prepare(spec, table)  # the ACF and the records' groups, before iocInit
     builder.LoadDatabase()
     softioc.iocInit()
+    unprotected = access_security.problem(spec)
+    if unprotected is not None:
+        log.error("%s", unprotected)
+        channel.send(messages.Fatal(message=unprotected))
+        return WorkerExit.FATAL
     plugin._attach_runtime(table)
-    host = PluginHost(plugin, table, config.parameters, channel, spec.heartbeat_interval)
+    if hasattr(plugin, "_attach_channel"):  # the daemon's own IOC sends control requests
+        plugin._attach_channel(channel)
+    host = PluginHost(plugin, table, config.parameters, channel, spec.heartbeat_interval, autosaver=saver)
+    if saver is not None:
+        saver.start(table.get_pv)
 
     last_status: list[tuple[str, str]] = []
 
@@ -153,8 +173,11 @@ def run_worker(spec: WorkerSpec) -> int:
         orphaned.append(True)
         host.request_stop()
 
+    # A handler runs on the main thread between two bytecodes, perhaps inside a record
+    # callback holding a lock request_stop() takes too (the plugin queue's): a thread asks.
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: host.request_stop())
+        signal.signal(signum, lambda *_: threading.Thread(target=host.request_stop, name="iochost-signal",
+                                                          daemon=True).start())
     channel.start_reader(host.on_command, on_eof)
     host.start()
 
@@ -172,6 +195,8 @@ def run_worker(spec: WorkerSpec) -> int:
     deadline = time.monotonic() + (min(grace, ORPHAN_GRACE) if orphaned else grace)
     while not host.finished.is_set() and time.monotonic() < deadline:
         cothread.Sleep(0.05)
+    if saver is not None:
+        saver.close()  # the last values and the snapshot, written before the process ends
     if host.internal_error is not None:
         code = WorkerExit.INTERNAL
     elif host.finished.is_set():
@@ -181,6 +206,22 @@ def run_worker(spec: WorkerSpec) -> int:
         log.error("plugin did not finish within %.1f s grace period; exiting anyway", grace)
         code = WorkerExit.GRACE_EXCEEDED
     return code
+
+
+def _autosave(spec: WorkerSpec, plugin: object, pvs: PVGroup) -> tuple[PVGroup, Autosaver | None]:
+    """The PVs with their saved values restored, and the writer that keeps them; before the
+    records are built, so iocInit publishes the saved values, not config.yaml's."""
+    if spec.autosave_file is None:
+        return pvs, None
+    from iochost.sdk.base import PluginBase
+
+    path = Path(spec.autosave_file)
+    saved = autosave.load(path)
+    pvs, kept = autosave.apply(saved.values, pvs)
+    # A state is only kept for a plugin that makes one: a class without snapshot() has none.
+    makes_state = type(plugin).snapshot is not PluginBase.snapshot  # type: ignore[attr-defined]
+    saver = Autosaver(path, autosave.autosaved_inputs(pvs), kept, saved.state if makes_state else None)
+    return pvs, saver
 
 
 def _load_plugin(spec: WorkerSpec) -> tuple[object, object]:

@@ -8,29 +8,61 @@ from __future__ import annotations
 
 import logging
 import threading
+from ctypes import c_uint, c_void_p
 from typing import Any, Callable
 
 import numpy
-from softioc import builder
+from softioc import builder, imports
 
+from iochost.alarms import plugin_alarm
 from iochost.sdk.status import JobStatus, TaskStatus
 from iochost.config import PVDef, PVGroup
+from iochost.config.schema import LIMITS, LimitAlarm, StateAlarm
 from iochost.config.pvnames import default_pv_names
 from iochost.kinds import Kind
 from iochost.record_sizes import STRING_LENGTH
+from iochost.worker.limit_alarm import LimitState, limit_alarm
 
 log = logging.getLogger("iochost.worker")
 
 OnWrite = Callable[[str, Any], None]
 OnStatus = Callable[[str, str], None]
+INPUTS_ASG = "IOCHOST_INPUTS"  # access security group of every writable record (see the ACF)
+DBE_VALUE, DBE_LOG = 1, 2
+
+_db_post_events = imports.dbCore.db_post_events
+_db_post_events.argtypes = (c_void_p, c_void_p, c_uint)
+_db_scan_lock = imports.dbCore.dbScanLock
+_db_scan_lock.argtypes, _db_scan_lock.restype = (c_void_p,), None
+_db_scan_unlock = imports.dbCore.dbScanUnlock
+_db_scan_unlock.argtypes, _db_scan_unlock.restype = (c_void_p,), None
+
+
+def _post_with_alarm(record: Any, severity: int, status: int) -> None:
+    """After softioc's unprocessed set of an output record (which only stores VAL): raise the
+    pending alarm to ``severity`` if higher, make it current and post the value and alarm to
+    CA/PVA monitors, as processing would have (without it no monitor sees the write)."""
+    raw = getattr(record, "_record", None)
+    if raw is None:  # before iocInit: softioc keeps the value for record initialisation
+        return
+    _db_scan_lock(raw.record)
+    try:
+        if severity > raw.NSEV:
+            raw.NSEV, raw.NSTA = severity, status
+        mask = imports.recGblResetAlarms(raw.record)
+        _db_post_events(raw.record, None, mask | DBE_VALUE | DBE_LOG)
+    finally:
+        _db_scan_unlock(raw.record)
 
 
 class PVTable:
     """The plugin's records by short name; this is the runtime a plugin's set_pv uses.
 
     Writes from the plugin to an *input* record do not process it, so they never loop
-    back into ``on_input``. STATUS/MESSAGE changes are reported to ``on_status`` so the
-    supervisor sees every status change, whoever made it.
+    back into ``on_input``; their limit alarm is computed here (``iochost.alarms``) instead
+    of by the record. STATUS/MESSAGE changes are reported to ``on_status`` so the
+    supervisor sees every status change, whoever made it. ``on_input_set`` is told the name
+    of each declared input the plugin wrote.
     """
 
     def __init__(self, pv_prefix: str, status_enum: type[TaskStatus] | type[JobStatus]) -> None:
@@ -41,6 +73,8 @@ class PVTable:
         self.writable: set[str] = set()
         self.short_strings: set[str] = set()  # stringin/stringout records: STRING_LENGTH characters
         self.on_status: OnStatus | None = None
+        self.on_input_set: Callable[[str], None] | None = None
+        self._limit_states: dict[str, LimitState] = {}
         self._lock = threading.Lock()
 
     def full_names(self) -> list[str]:
@@ -56,16 +90,39 @@ class PVTable:
             known = ", ".join(self.records)
             raise KeyError(f"no PV named {name!r} in {self.pv_prefix}; known: {known}") from None
 
-    def set_pv(self, name: str, value: Any) -> None:
+    def set_pv(self, name: str, value: Any, severity: Any = None, alarm: Any = None) -> None:
+        """Write a PV with an optional alarm; the record's own limits still apply, the
+        higher severity wins (EPICS' recGblSetSevr)."""
         record = self._record(name)
+        given = plugin_alarm(severity, alarm)  # ValueError on a bad name, before anything is written
         value = self._to_record_value(name, value)
         with self._lock:
             if name in self.writable:
-                record.set(value, process=False)
+                self._set_input(name, record, value, given)
             else:
-                record.set(value)
+                record.set(value, severity=given[0], alarm=given[1])
         if name in ("STATUS", "MESSAGE") and self.on_status is not None:
             self.on_status(self.status_name(), str(self.records["MESSAGE"].get()))
+        if name in self.writable and name in self.defs and self.on_input_set is not None:
+            self.on_input_set(name)
+
+    def set_alarm(self, name: str, severity: Any, alarm: Any = None) -> None:
+        """Change a PV's alarm, keeping its value."""
+        record = self._record(name)
+        given = plugin_alarm(severity, alarm)
+        with self._lock:
+            if name in self.writable:
+                self._set_input(name, record, record.get(), given)
+            else:
+                record.set_alarm(*given)
+
+    def _set_input(self, name: str, record: Any, value: Any, given: tuple[int, int]) -> None:
+        record.set(value, process=False, severity=given[0], alarm=given[1])
+        pv = self.defs.get(name)
+        limit = (0, 0)
+        if pv is not None and pv.alarm is not None:
+            limit = limit_alarm(pv, record.get(), self._limit_states.setdefault(name, LimitState()))
+        _post_with_alarm(record, *limit)
 
     def get_pv(self, name: str) -> Any:
         value = self._record(name).get()
@@ -106,6 +163,15 @@ def _limits(pv: PVDef, writable: bool) -> dict[str, Any]:
         fields["HOPR"] = pv.high
         if writable and not pv.is_waveform:
             fields["DRVH"] = pv.high
+    cast = int if pv.type == "int" else float  # longin/longout alarm fields are integers
+    alarm = pv.alarm if isinstance(pv.alarm, LimitAlarm) else None
+    for key in LimitAlarm.model_fields:
+        value = getattr(alarm, key) if alarm is not None else None
+        if value is not None:
+            fields[key.upper()] = cast(value) if key in LIMITS + ("hyst",) else value
+    for key in ("mdel", "adel"):
+        if getattr(pv, key) is not None:
+            fields[key.upper()] = cast(getattr(pv, key))
     return fields
 
 
@@ -117,6 +183,7 @@ def _declared_record(name: str, pv: PVDef, writable: bool, on_write: OnWrite) ->
     if writable:
         fields["on_update"] = lambda value, _name=name: on_write(_name, value)
         fields["always_update"] = True
+        fields["ASG"] = INPUTS_ASG
     value = pv.initial_value()
     if pv.type in ("float", "int"):
         fields.update(_limits(pv, writable))
@@ -136,11 +203,15 @@ def _declared_record(name: str, pv: PVDef, writable: bool, on_write: OnWrite) ->
         make = builder.stringOut if writable else builder.stringIn
         return make(name, initial_value=value, **fields)
     if pv.type == "bool":
+        if isinstance(pv.alarm, StateAlarm):
+            fields.update({key.upper(): getattr(pv.alarm, key) for key in ("zsv", "osv") if getattr(pv.alarm, key)})
         make = builder.boolOut if writable else builder.boolIn
         return make(name, pv.znam, pv.onam, initial_value=value, **fields)
     if pv.type == "enum":
+        severities = pv.alarm if isinstance(pv.alarm, dict) else {}
+        choices = [(choice, severities[choice]) if choice in severities else choice for choice in pv.choices]
         make = builder.mbbOut if writable else builder.mbbIn
-        return make(name, *pv.choices, initial_value=value, **fields)
+        return make(name, *choices, initial_value=value, **fields)
     raise ValueError(f"{name}: unsupported PV type {pv.type!r}")  # the schema rejects these
 
 
@@ -157,7 +228,7 @@ def _default_record(name: str, status_enum: type[TaskStatus] | type[JobStatus], 
     control = lambda value: on_write(name, value)  # noqa: E731
     if name == "ENABLE":
         return builder.boolOut("ENABLE", "Disabled", "Enabled", initial_value=1, on_update=control,
-                               always_update=True, DESC="0 pauses the task")
+                               always_update=True, DESC="0 pauses the task", ASG=INPUTS_ASG)
     if name == "STATUS":
         return _status_record(status_enum)
     if name == "MESSAGE":
@@ -168,7 +239,7 @@ def _default_record(name: str, status_enum: type[TaskStatus] | type[JobStatus], 
         return builder.stringIn("VERSION", initial_value=version[:STRING_LENGTH], DESC="Plugin version")
     if name == "RUN":
         return builder.boolOut("RUN", "Idle", "Run", initial_value=0, on_update=control,
-                               always_update=True, DESC="Write 1 to run once")
+                               always_update=True, DESC="Write 1 to run once", ASG=INPUTS_ASG)
     raise ValueError(f"no record for the default PV {name!r}")
 
 

@@ -10,7 +10,7 @@ from iochost.api.listing import plugin_list_response
 from iochost.api.models import Deleted, LogTail
 from iochost.api.ratelimit import limit_expensive
 from iochost.supervisor import Supervisor
-from iochost.api.models import PluginRequest
+from iochost.api.models import PluginRequest, UpgradeRequest
 from iochost.supervisor.models import PluginList, PluginRecord
 
 router = APIRouter(prefix="/plugins", tags=["plugins"])
@@ -58,6 +58,14 @@ async def stop_plugin(name: str, sup: Supervisor = Depends(get_supervisor)) -> P
              dependencies=[Depends(require_admin), Depends(limit_expensive)])
 async def restart_plugin(name: str, sup: Supervisor = Depends(get_supervisor)) -> PluginRecord:
     return await sup.restart_plugin(name)
+
+
+@router.post("/{name}/upgrade", response_model=PluginRecord,
+             dependencies=[Depends(require_admin), Depends(limit_expensive)])
+async def upgrade_plugin(name: str, request: UpgradeRequest, sup: Supervisor = Depends(get_supervisor)) -> PluginRecord:
+    """Fetch and validate a new revision while the old worker serves, then switch; a new
+    revision that does not run through its probation is rolled back (409 UPGRADE_FAILED)."""
+    return await sup.upgrade(name, request.to_change())
 
 
 @router.get("/{name}/logs", response_model=LogTail, dependencies=[Depends(require_read)])

@@ -1,20 +1,37 @@
 """The daemon's own soft IOC: the controller's state for Phoebus, with no REST call.
 
-The supervisor pushes PLUGINS/RUNNING/FAILED/HEALTH/NAMES with ``set_pvs`` commands as
-plugins come and go; this task only keeps UPTIME ticking.
+Its config.yaml is generated from the daemon's settings (``supervisor/daemon_ioc.py``).
+The supervisor pushes the counts, HEALTH, NAMES, the plugin table (ROWnnn:*) and
+CONTROL_MSG with ``set_pvs`` commands as plugins come and go; this task keeps UPTIME
+ticking and turns an operator's write to START / STOP / RESTART into a control request.
 """
 
 import time
 
 from iochost import TaskBase
+from iochost.contract.messages import ControlRequest
 
 
 class DaemonStatus(TaskBase):
+    _channel = None
+
+    def _attach_channel(self, channel):
+        """The worker hands over its channel to the supervisor, before initialize()."""
+        self._channel = channel
+
     def initialize(self):
         self.started = float(self.parameters.get("started_at") or time.time())
+        self.control_pvs = dict(self.parameters.get("control_pvs") or {})  # PV -> action
 
     def execute(self):
         self.set_pv("UPTIME", round(time.time() - self.started, 1))
+
+    def on_input(self, name, value):
+        action = self.control_pvs.get(name)
+        plugin = str(value).strip()
+        if action is None or not plugin or self._channel is None:
+            return
+        self._channel.send(ControlRequest(action=action, plugin=plugin))
 
     def cleanup(self):
         pass

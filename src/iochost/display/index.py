@@ -1,0 +1,141 @@
+"""The daemon's index display: its own PVs at the top, one row per plugin below.
+
+Rows come in as plain data (``IndexRow``), so the generator knows nothing of the
+supervisor: a row's STATE binds to the daemon's table PVs
+``{PREFIX}:IOCHOST:ROW{n:03d}:STATE`` (None when the table is full), STATUS and MESSAGE to
+the plugin's own PVs, and its button opens ``<name>.bob`` by a relative file name, so the
+files work from any folder they are copied to together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pvi.device import Component, DeviceRef, Device, Grid, Group, Row, SignalR, SignalX, TextFormat, TextRead
+
+from iochost.config.pvnames import plugin_pv_prefix
+from iochost.display.bob import SPACING, Layout, render
+from iochost.kinds import Kind
+from iochost.supervisor.daemon_ioc import CONTROL_MSG, CONTROL_PVS, SYSTEM_NAME, row_pv, system_config
+
+if TYPE_CHECKING:
+    from iochost.settings import Settings
+
+INDEX_FILE = "index.bob"
+DAEMON_PVS = ("PLUGINS", "RUNNING", "FAILED", "HEALTH", "UPTIME")  # of daemon_ioc.system_config
+NAME_WIDTH = 200  # of a row's plugin name
+COLUMN_WIDTH = 120  # of each cell of a row
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """One plugin of the index: its name, kind and table row (1-based; None: table full)."""
+
+    name: str
+    kind: Kind
+    row: int | None
+
+
+def daemon_pv_prefix(prefix: str) -> str:
+    """``IOCHOST:IOCHOST``: where the daemon's own PVs live."""
+    return plugin_pv_prefix(prefix, SYSTEM_NAME)
+
+
+def table_pv(prefix: str, row: int, field: str) -> str:
+    """``{PREFIX}:IOCHOST:ROW007:STATE``: one cell of the daemon's plugin table."""
+    return f"{daemon_pv_prefix(prefix)}:{row_pv(row, field)}"
+
+
+def daemon_labels(settings: "Settings") -> dict[str, str]:
+    """The descriptions of the daemon IOC's PVs, from the one list of them."""
+    outputs = system_config(settings)["pvs"]["outputs"]
+    return {pv: spec["description"] for pv, spec in outputs.items() if spec.get("description")}
+
+
+def display_file(name: str) -> str:
+    """The file name of a plugin's display, relative to the index."""
+    return f"{name}.bob"
+
+
+def _daemon_group(prefix: str, control: bool, labels: Mapping[str, str]) -> Group:
+    base = daemon_pv_prefix(prefix)
+    children: list[Component] = []
+    for i, pv in enumerate(DAEMON_PVS, 1):
+        full = f"{base}:{pv}"
+        label = labels.get(pv) or pv
+        children.append(SignalR(name=f"Daemon{i}", label=label, description=full, read_pv=full,
+                                read_widget=TextRead()))
+    if control:
+        full = f"{base}:{CONTROL_MSG}"
+        children.append(SignalR(name="ControlMsg", label="Last control", description=full, read_pv=full,
+                                read_widget=TextRead(format=TextFormat.string)))
+    return Group(name="Daemon", label=f"Daemon ({base})", layout=Grid(), children=children)
+
+
+def _row(prefix: str, index: int, row: IndexRow, control: bool, header: bool) -> Group:
+    plugin = plugin_pv_prefix(prefix, row.name)
+    columns: list[Component] = []
+    titles: list[str] = []
+    if row.row is not None:
+        columns += [
+            SignalR(name="Kind", read_pv=table_pv(prefix, row.row, "KIND"),
+                    read_widget=TextRead(format=TextFormat.string)),
+            SignalR(name="State", read_pv=table_pv(prefix, row.row, "STATE"), read_widget=TextRead()),
+        ]
+        titles += ["Kind", "State"]
+    columns += [
+        SignalR(name="Status", read_pv=f"{plugin}:STATUS", read_widget=TextRead()),
+        SignalR(name="Message", read_pv=f"{plugin}:MESSAGE", read_widget=TextRead(format=TextFormat.string)),
+        DeviceRef(name="Display", label="Open", pv=plugin, ui=display_file(row.name)),
+    ]
+    titles += ["Status", "Message", "Display"]
+    if control:
+        for verb in CONTROL_PVS:
+            columns.append(SignalX(name=verb.title(), label=verb.title(),
+                                   write_pv=f"{daemon_pv_prefix(prefix)}:{verb}", value=row.name))
+            titles.append(verb.title())
+    label = row.name if row.row is not None else f"{row.name} ({row.kind})"
+    return Group(name=f"Row{index}", label=label, description=f"{row.kind} {plugin}",
+                 layout=Row(header=titles if header else None), children=columns)
+
+
+def table_layout(columns: int, label: int = NAME_WIDTH, column: int = COLUMN_WIDTH) -> Layout:
+    """pvi's widths that make a group of ``Row``s come out with ``label``-wide row names and
+    ``column``-wide cells: pvi squeezes a row into one label + one widget width, scaling
+    the label as it goes, so solve its two equations for the widths it is given."""
+    s, n = SPACING, columns
+    widget = round((label + n * column - 2 * s + s * n - label * s / column) / (label / column + 1))
+    return Layout(label_width=round(label * (widget + s) / column), widget_width=widget)
+
+
+def index_parts(prefix: str, rows: list[IndexRow], control: bool,
+                labels: Mapping[str, str] | None = None) -> list[Device]:
+    """The pvi ``Device``s of the index: the daemon's PVs (with the title), then one table
+    of the plugins in the daemon's table and one of those beyond it, in name order."""
+    ordered = sorted(rows, key=lambda r: r.name)
+    tables = [
+        ("Plugins", "Plugins", [r for r in ordered if r.row is not None]),
+        ("More", "More plugins (beyond the daemon's table: no KIND or STATE PVs)",
+         [r for r in ordered if r.row is None]),
+    ]
+    parts = [Device(label=f"iochost {prefix}", children=[_daemon_group(prefix, control, labels or {})])]
+    for name, label, members in tables:
+        if members:
+            parts.append(Device(label="", children=[Group(name=name, label=label, layout=Grid(), children=[
+                _row(prefix, i, r, control, header=i == 1) for i, r in enumerate(members, 1)])]))
+    return parts
+
+
+def index_display(prefix: str, rows: list[IndexRow], control: bool = False,
+                  labels: Mapping[str, str] | None = None) -> bytes:
+    """The .bob XML of the daemon's index display; ``labels``: the daemon PVs' descriptions
+    (``daemon_labels``), else their names."""
+    first, *tables = index_parts(prefix, rows, control, labels)
+    more = []
+    for table in tables:
+        group = table.children[0]
+        assert isinstance(group, Group)
+        more.append((table, table_layout(len(group.children[0].children))))  # type: ignore[union-attr]
+    return render(first, layout=Layout(label_width=NAME_WIDTH, widget_width=300), more=more)

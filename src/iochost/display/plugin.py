@@ -1,0 +1,147 @@
+"""A plugin's Phoebus display, from its config.yaml, kind and mode (see docs/ARCHITECTURE.md).
+
+The same facts name the records (``config.pvnames``, ``worker/records.py``), so every widget
+is bound to a PV the plugin's worker serves: inputs get write widgets suited to their type,
+outputs read widgets (waveforms a plot), and the default PVs their own group.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pvi.device import (
+    LED, ComboBox, Component, Device, Grid, Group, SignalR, SignalW, SignalX, TextFormat,
+    TextRead, TextWrite, ToggleButton,
+)
+
+from iochost.config import PluginConfig, PVDef, load_config, plugin_mode
+from iochost.config.pvnames import default_pv_names, plugin_pv_prefix
+from iochost.display.bob import Plot, render
+from iochost.kinds import Kind
+from iochost.sdk.status import JobStatus, TaskStatus
+
+
+def _states(kind: Kind) -> str:
+    return " / ".join(member.name for member in (TaskStatus if kind == "task" else JobStatus))
+
+
+def _default_labels(kind: Kind) -> dict[str, tuple[str, str]]:
+    """Label and tooltip of each default PV; a job's STATUS and MESSAGE are its last result."""
+    if kind == "job":
+        return {
+            "STATUS": ("Last result", f"STATUS of the last run: {_states(kind)}"),
+            "MESSAGE": ("Last message", "MESSAGE of the last run"),
+            "RUN": ("Run", "Write 1 to run the job once"),
+        }
+    return {
+        "ENABLE": ("Enabled", "ENABLE: 0 pauses the task"),
+        "STATUS": ("Status", f"STATUS: {_states(kind)}"),
+        "MESSAGE": ("Message", "MESSAGE: the last message"),
+        "CYCLE_COUNT": ("Cycles", "CYCLE_COUNT: completed executions"),
+        "VERSION": ("Version", "VERSION: the plugin's commit or label"),
+        "RUN": ("Run", "Write 1 to trigger one execution"),
+    }
+
+
+class _Names:
+    """pvi wants unique PascalCase component names; ours are labels, so number them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> str:
+        self.count += 1
+        return f"Pv{self.count:03d}"
+
+
+def _tooltip(full: str, pv: PVDef) -> str:
+    parts = [full]
+    if pv.description:
+        parts.append(pv.description)
+    if pv.low is not None or pv.high is not None:
+        low = "" if pv.low is None else f"{pv.low:g}"
+        high = "" if pv.high is None else f"{pv.high:g}"
+        parts.append(f"range {low}..{high}{' ' + pv.unit if pv.unit else ''}")
+    if pv.type == "enum" and pv.choices:
+        parts.append("choices: " + " / ".join(pv.choices))
+    if pv.type == "bool":
+        parts.append(f"0 = {pv.znam}, 1 = {pv.onam}")
+    return " - ".join(parts)
+
+
+def _write_widget(pv: PVDef) -> Any:
+    if pv.type == "enum":
+        return ComboBox()  # items from the PV: the record's own choices
+    if pv.type == "bool":
+        return ToggleButton()
+    if pv.type == "string":
+        return TextWrite(format=TextFormat.string)
+    return TextWrite()  # numbers and waveforms ("1, 2, 3"); precision and units from the PV
+
+
+def _read_widget(pv: PVDef) -> Any:
+    if pv.type == "bool":
+        return LED()
+    if pv.type == "string":
+        return TextRead(format=TextFormat.string)
+    return TextRead()  # precision (PREC) and units (EGU) come from the PV
+
+
+def plugin_device(name: str, prefix: str, kind: Kind, mode: str | None,
+                  config: PluginConfig) -> tuple[Device, list[Plot]]:
+    """The pvi ``Device`` of one plugin, and the waveform outputs to plot under it."""
+    base = plugin_pv_prefix(prefix, name)
+    names = _Names()
+    labels = _default_labels(kind)
+    defaults: list[Component] = []
+    for pv in default_pv_names(kind, mode):
+        label, tip = labels[pv]
+        full = f"{base}:{pv}"
+        common = dict(name=names(), label=label, description=f"{full} - {tip}")
+        if pv == "ENABLE":
+            defaults.append(SignalW(write_pv=full, write_widget=ToggleButton(), **common))
+        elif pv == "RUN":
+            defaults.append(SignalX(write_pv=full, value="1", **common))
+        elif pv in ("MESSAGE", "VERSION"):
+            defaults.append(SignalR(read_pv=full, read_widget=TextRead(format=TextFormat.string), **common))
+        else:
+            defaults.append(SignalR(read_pv=full, read_widget=TextRead(), **common))
+    inputs: list[Component] = []
+    for short, pv in config.pvs.inputs.items():
+        full = f"{base}:{short}"
+        inputs.append(SignalW(name=names(), label=pv.description or short, description=_tooltip(full, pv),
+                              write_pv=full, write_widget=_write_widget(pv)))
+    outputs: list[Component] = []
+    plots: list[Plot] = []
+    for short, pv in config.pvs.outputs.items():
+        full = f"{base}:{short}"
+        label = pv.description or short
+        if pv.is_waveform:
+            plots.append(Plot(pv=full, title=f"{label} ({pv.unit})" if pv.unit else label,
+                              tooltip=_tooltip(full, pv)))
+            continue
+        outputs.append(SignalR(name=names(), label=label, description=_tooltip(full, pv),
+                               read_pv=full, read_widget=_read_widget(pv)))
+    groups = [Group(name="Plugin", label="Job" if kind == "job" else "Task", layout=Grid(), children=defaults)]
+    if inputs:
+        groups.append(Group(name="Inputs", layout=Grid(), children=inputs))
+    if outputs:
+        groups.append(Group(name="Outputs", layout=Grid(), children=outputs))
+    what = kind if kind == "job" else f"{mode or 'continuous'} task"
+    return Device(label=f"{name} - {what}", children=groups), plots
+
+
+def plugin_display(name: str, prefix: str, kind: Kind, mode: str | None, config: PluginConfig) -> bytes:
+    """The .bob XML of one plugin's display; STATUS also sits in its title bar."""
+    device, plots = plugin_device(name, prefix, kind, mode, config)
+    return render(device, plots, title_pv=f"{plugin_pv_prefix(prefix, name)}:STATUS")
+
+
+def plugin_display_from_dir(plugin_dir: Path, name: str, prefix: str, kind: Kind,
+                            parameters: dict[str, Any] | None = None) -> bytes:
+    """The display of a plugin checkout, with the parameter overrides it runs with (its mode)."""
+    config = load_config(plugin_dir)
+    if parameters:
+        config = config.with_parameters(parameters)
+    return plugin_display(name, prefix, kind, plugin_mode(kind, config.parameters), config)

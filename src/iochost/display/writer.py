@@ -1,0 +1,213 @@
+"""Where operators get the displays: generated for the API, and kept in ``DATA_DIR/displays/``.
+
+``DisplaySync`` follows the supervisor's event stream: a plugin that settles (running,
+paused, stopped, crashed, failed) after an add, a restore or an upgrade gets its
+``<name>.bob`` rewritten, a deleted one loses it, and ``index.bob`` follows the plugin set.
+The event reader only marks names; one task regenerates them, so a burst of events (a
+daemon restoring many plugins) never slows the supervisor's queue. A file is rewritten only
+when its bytes changed, atomically (temp + fsync + rename), so a Phoebus host or web server
+sharing the folder never reads half a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from iochost.config import ConfigError, PVGroup, PluginConfig
+from iochost.display.index import INDEX_FILE, IndexRow, daemon_labels, display_file, index_display
+from iochost.display.plugin import plugin_display, plugin_display_from_dir
+from iochost.durable import write_atomically
+from iochost.errors import ErrorCode, IochostError
+from iochost.supervisor.states import State
+
+if TYPE_CHECKING:
+    from iochost.settings import Settings
+    from iochost.supervisor import Supervisor
+    from iochost.supervisor.lifecycle import PluginLifecycle
+    from iochost.supervisor.models import Event
+
+log = logging.getLogger("iochost.display")
+
+# Transitions after which a plugin's display may differ (new revision, restored checkout).
+REWRITE_ON = frozenset({State.RUNNING, State.PAUSED, State.STOPPED, State.CRASHED, State.FAILED})
+
+
+def displays_dir(settings: "Settings") -> Path:
+    """Where the daemon keeps the files: a folder to share with a Phoebus host."""
+    return settings.data_dir / "displays"
+
+
+def listed(lc: "PluginLifecycle") -> bool:
+    """A plugin the displays show: registered, and not in an add still under way (a failed
+    add leaves nothing, in this folder either)."""
+    return lc.registered and not lc.adding
+
+
+def index_rows(sup: "Supervisor") -> list[IndexRow]:
+    """The listed plugins with their row in the daemon's table PVs (on the event loop)."""
+    table = sup.table_rows()
+    return [IndexRow(lc.name, lc.entry.kind, table.get(lc.name)) for lc in sup.lifecycles() if listed(lc)]
+
+
+def _lifecycle(sup: "Supervisor", name: str) -> "PluginLifecycle":
+    sup.get(name)  # PLUGIN_NOT_FOUND, the API's 404
+    return next(lc for lc in sup.lifecycles() if lc.name == name)
+
+
+async def plugin_bob(sup: "Supervisor", name: str) -> bytes:
+    """A plugin's display from its checkout's config.yaml (with its parameter overrides);
+    only the default PVs while no checkout is in place (still pending, restore failed)."""
+    lc = _lifecycle(sup, name)
+    kind, plugin_dir, parameters = lc.entry.kind, lc.plugin_dir, dict(lc.entry.parameters)
+    prefix = sup.settings.prefix
+    if plugin_dir is None:
+        mode = ("triggered" if parameters.get("mode") == "triggered" else "continuous") if kind == "task" else None
+        return await asyncio.to_thread(plugin_display, name, prefix, kind, mode, PluginConfig(pvs=PVGroup()))
+    try:
+        return await asyncio.to_thread(plugin_display_from_dir, plugin_dir, name, prefix, kind, parameters)
+    except ConfigError as exc:  # validated at add; only a checkout changed underneath gets here
+        raise IochostError(ErrorCode.INTERNAL_ERROR, f"{name}: its checkout's config.yaml no longer loads: {exc}",
+                           plugin=name) from None
+
+
+async def index_bob(sup: "Supervisor") -> bytes:
+    """The daemon's index; START / STOP / RESTART buttons per row with ``--epics-control``."""
+    rows, settings = index_rows(sup), sup.settings
+    return await asyncio.to_thread(index_display, settings.prefix, rows, settings.epics_control,
+                                   daemon_labels(settings))
+
+
+class DisplayFiles:
+    """``DATA_DIR/displays/``: one ``<name>.bob`` per plugin and ``index.bob``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._written: dict[str, bytes] = {}
+
+    def write(self, file_name: str, data: bytes) -> bool:
+        """Replace ``file_name`` atomically unless it already holds ``data``; True if written."""
+        path = self.folder / file_name
+        if file_name not in self._written:  # a daemon restart finds the file as it left it
+            try:
+                if path.read_bytes() == data:
+                    self._written[file_name] = data
+            except OSError:
+                pass
+        if self._written.get(file_name) == data:
+            return False
+        # readable by all: a web server or Phoebus host sharing the volume reads the files
+        write_atomically(path, data, file_mode=0o644, folder_mode=0o755)
+        self._written[file_name] = data
+        return True
+
+    def exists(self, file_name: str) -> bool:
+        return file_name in self._written or (self.folder / file_name).is_file()
+
+    def remove(self, file_name: str) -> None:
+        self._written.pop(file_name, None)
+        (self.folder / file_name).unlink(missing_ok=True)
+
+    def prune(self, keep: set[str]) -> list[str]:
+        """Remove the .bob files (and temp files a crash left) of plugins no longer registered."""
+        if not self.folder.is_dir():
+            return []
+        removed = []
+        for path in self.folder.iterdir():
+            stale_temp = path.name.startswith(".") and path.name.endswith(".tmp")
+            if stale_temp or (path.suffix == ".bob" and path.name != INDEX_FILE and path.name not in keep):
+                path.unlink(missing_ok=True)
+                removed.append(path.name)
+        return removed
+
+
+class DisplaySync:
+    """Keeps ``DATA_DIR/displays/`` in step with the supervisor; started with the app."""
+
+    def __init__(self, sup: "Supervisor") -> None:
+        self.sup = sup
+        self.files = DisplayFiles(displays_dir(sup.settings))
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Subscribe, drop stale files and write the index (before the API answers); the
+        plugins' displays follow as they settle."""
+        reader = asyncio.create_task(self._read(), name="iochost-displays-events")
+        self._tasks = [reader]
+        await asyncio.sleep(0)  # the reader's first step subscribes: no event from here on is missed
+        keep = {display_file(lc.name) for lc in self.sup.lifecycles()}
+        try:
+            removed = await asyncio.to_thread(self.files.prune, keep)
+            if removed:
+                log.info("displays: removed %d stale file(s): %s", len(removed), ", ".join(sorted(removed)))
+            await asyncio.to_thread(self.files.write, INDEX_FILE, await index_bob(self.sup))
+        except OSError:  # the panels are a convenience: never what keeps the daemon from starting
+            log.exception("displays: %s not written", self.files.folder)
+        self._wake.set()  # files the index names but the folder lacks; the rest when they settle
+        self._tasks = [reader, asyncio.create_task(self._write(), name="iochost-displays-write")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _read(self) -> None:
+        async for event in self.sup.subscribe():
+            if event is None or not self._matters(event):
+                continue
+            if event.type == "transition" and event.data.get("to_state") == State.DELETED.value:
+                # at once (one unlink, on the loop): gone by the time the DELETE answers
+                self.files.remove(display_file(event.plugin))
+            self._dirty.add(event.plugin)
+            self._wake.set()
+
+    @staticmethod
+    def _matters(event: "Event") -> bool:
+        if event.type == "upgrade":
+            return True
+        if event.type != "transition":
+            return False
+        to_state = event.data.get("to_state")
+        return to_state == State.DELETED.value or to_state in {s.value for s in REWRITE_ON}
+
+    async def _write(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            names, self._dirty = self._dirty, set()
+            # every row of the index opens an existing file: write the missing ones too
+            names |= {lc.name for lc in self.sup.lifecycles()
+                      if listed(lc) and not self.files.exists(display_file(lc.name))}
+            for name in sorted(names):
+                try:
+                    await self._sync_plugin(name)
+                except Exception:  # a full disk, a folder made read-only: the next event retries
+                    log.exception("displays: %s not synced", display_file(name))
+            try:
+                await asyncio.to_thread(self.files.write, INDEX_FILE, await index_bob(self.sup))
+            except Exception:
+                log.exception("displays: index.bob not written")
+
+    async def _sync_plugin(self, name: str) -> None:
+        lc = next((lc for lc in self.sup.lifecycles() if lc.name == name), None)
+        file_name = display_file(name)
+        if lc is None or lc.state == State.DELETED:
+            await asyncio.to_thread(self.files.remove, file_name)
+            return
+        if not listed(lc):
+            return
+        if lc.plugin_dir is None and self.files.exists(file_name):
+            return  # restoring: the file the last run wrote stays until the checkout is back
+        try:
+            data = await plugin_bob(self.sup, name)
+        except IochostError as exc:  # e.g. a checkout whose config no longer loads
+            log.warning("displays: %s not written: %s", file_name, exc)
+            return
+        if not any(other is lc and listed(lc) for other in self.sup.lifecycles()):
+            return  # deleted (or replaced) while it was rendered: the deleted event removes the file
+        if await asyncio.to_thread(self.files.write, file_name, data):
+            log.info("displays: wrote %s", self.files.folder / file_name)

@@ -1,0 +1,47 @@
+"""Files that survive a crash or a power cut whole: the registry, autosaved values, displays.
+
+A reader (a restarting daemon, a Phoebus host sharing the folder) sees the old content or
+the new one, never a torn file: the data goes to a temp file beside the target, is
+fsynced, renamed over it, and the rename is made durable by an fsync of the folder. A
+crash between the two leaves only a temp file named by ``temp_pattern``, which its owner
+removes when it next reads.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_pattern(path: Path) -> str:
+    """The glob of the temp files a write of ``path`` can leave (in its folder)."""
+    return f".{path.name}.*.tmp"
+
+
+def write_atomically(path: Path, data: bytes, *, file_mode: int = 0o600, folder_mode: int = 0o700) -> None:
+    """Replace ``path`` with ``data``; the folder is created with ``folder_mode`` if missing."""
+    folder = path.parent
+    folder.mkdir(mode=folder_mode, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")  # 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if file_mode != 0o600:
+            os.chmod(tmp, file_mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(folder)

@@ -1,0 +1,278 @@
+"""Values that survive restarts: the worker's autosave file, read at start, written on change.
+
+What is saved: every declared *input* (``autosave:`` not false) that an operator (CA/PVA
+put) or the plugin itself wrote, plus what the plugin's ``snapshot()`` returned at its last
+stop. One JSON file per plugin, ``{"version": 1, "values": {...}, "state": {...}}``, in
+``DATA_DIR/autosave/NAME.json``; keyed by name, so a restart, a crash, a daemon restart and
+an upgrade all find it, and a delete removes it.
+
+At start, before the records exist, each saved value is checked against the PV as declared
+*now* by the config schema itself (``PVDef`` with that value): a PV whose limits, type or
+choices changed so that the value no longer fits starts at its config value, with a
+warning naming PV and reason. A file that cannot be read is a warning, moved aside to
+``NAME.json.bad`` for the operator; the plugin starts at its config values.
+
+Writes are atomic (temp file in the same directory, fsync, rename, fsync of the directory)
+and debounced: a burst of puts is coalesced into one write per ``delay``, all from one
+thread of their own, so neither cothread's dispatcher nor the plugin thread ever waits on
+the disk. Nothing here imports softioc: the fork server preloads the worker modules.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import reprlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import ValidationError
+
+from iochost.config import PVDef, PVGroup
+from iochost.config.errors import issues_from_pydantic
+from iochost.durable import temp_pattern, write_atomically
+
+log = logging.getLogger("iochost.worker")
+
+FORMAT_VERSION = 1
+DEBOUNCE = 0.3  # seconds writes are coalesced over; a put is on disk this long after it
+BAD_SUFFIX = ".bad"
+FLUSH_TIMEOUT = 5.0  # longest the stop waits for the final write
+
+
+@dataclass
+class Saved:
+    """What an autosave file held: values by short PV name, and the plugin's snapshot."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] | None = None
+
+
+class AutosaveFileError(ValueError):
+    """The file is not an autosave file this iochost reads."""
+
+
+def autosaved_inputs(pvs: PVGroup) -> dict[str, PVDef]:
+    """The declared inputs whose values are kept (``autosave:`` defaults to true)."""
+    return {name: pv for name, pv in pvs.inputs.items() if pv.autosave}
+
+
+def path_for(folder: Path, name: str) -> Path:
+    """A plugin's autosave file: keyed by name, so restarts and upgrades find it."""
+    return folder / f"{name}.json"
+
+
+def bad_path(path: Path) -> Path:
+    return path.with_name(path.name + BAD_SUFFIX)
+
+
+def parse(data: bytes) -> Saved:
+    """The content of an autosave file; AutosaveFileError says what is wrong with it."""
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AutosaveFileError(f"not JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise AutosaveFileError(f"a JSON object was expected, found {type(document).__name__}")
+    version = document.get("version")
+    if version != FORMAT_VERSION:
+        raise AutosaveFileError(f"format version {version!r}, this iochost reads {FORMAT_VERSION}")
+    values = document.get("values", {})
+    if not isinstance(values, dict):
+        raise AutosaveFileError(f"'values' should be an object, found {type(values).__name__}")
+    state = document.get("state")
+    if state is not None and not isinstance(state, dict):
+        raise AutosaveFileError(f"'state' should be an object, found {type(state).__name__}")
+    return Saved(values=values, state=state)
+
+
+def load(path: Path) -> Saved:
+    """Read ``path``; nothing saved yet is an empty Saved. An unreadable or corrupt file is
+    a warning, never an error: it is moved aside to NAME.json.bad and nothing is restored."""
+    folder = path.parent
+    if folder.is_dir():
+        for leftover in folder.glob(temp_pattern(path)):  # a write that a kill -9 cut short
+            leftover.unlink(missing_ok=True)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return Saved()
+    except OSError as exc:
+        log.warning("autosave file %s cannot be read (%s); starting from config.yaml values",
+                    path, exc.strerror or exc)
+        return Saved()
+    try:
+        return parse(data)
+    except AutosaveFileError as exc:
+        aside = bad_path(path)
+        try:
+            os.replace(path, aside)
+            kept = f"moved to {aside}"
+        except OSError as move_error:
+            kept = f"could not be moved aside: {move_error.strerror or move_error}"
+        log.warning("autosave file %s is unusable: %s; %s; starting from config.yaml values", path, exc, kept)
+        return Saved()
+
+
+def fit(pv: PVDef, value: Any) -> PVDef:
+    """``pv`` with ``value`` as its value, checked by the config schema (one source of truth
+    for types, limits, lengths and choices); ValueError names the reason it does not fit."""
+    data = pv.model_dump(exclude_unset=True)
+    data["value"] = value
+    try:
+        return PVDef.model_validate(data)
+    except ValidationError as exc:
+        reasons = [issue.message for issue in issues_from_pydantic(exc, PVDef, file=None)]
+        raise ValueError("; ".join(reasons)) from None
+
+
+def apply(values: dict[str, Any], pvs: PVGroup) -> tuple[PVGroup, dict[str, Any]]:
+    """``pvs`` with each saved value that still fits as its input's value, and the values
+    kept. A value of a PV that is no longer an autosaved input is dropped quietly; one that
+    no longer fits its PV is dropped with a warning naming PV and reason."""
+    inputs = dict(pvs.inputs)
+    kept: dict[str, Any] = {}
+    wanted = autosaved_inputs(pvs)
+    for name, value in values.items():
+        pv = wanted.get(name)
+        if pv is None:
+            log.info("autosave: %s is no longer an autosaved input; its saved value is dropped", name)
+            continue
+        try:
+            inputs[name] = fit(pv, value)
+        except ValueError as exc:
+            log.warning("autosave: saved value %s of %s no longer fits it (%s); it starts at its "
+                        "config.yaml value", reprlib.repr(value), name, exc)
+            continue
+        kept[name] = value
+    if kept:
+        log.info("autosave: restored %s", ", ".join(f"{n}={reprlib.repr(v)}" for n, v in kept.items()))
+    return pvs.model_copy(update={"inputs": inputs}), kept
+
+
+def to_saved(pv: PVDef, value: Any) -> Any:
+    """A record's value in the form saved: plain JSON, an enum by its choice name (so a
+    reordered choice list keeps the meaning, and a removed choice is a clear misfit)."""
+    if hasattr(value, "tolist"):  # a numpy array or scalar
+        value = value.tolist()
+    if pv.type == "enum" and isinstance(value, int) and pv.choices and 0 <= value < len(pv.choices):
+        return pv.choices[value]
+    return value
+
+
+def encode(values: dict[str, Any], state: dict[str, Any] | None) -> bytes:
+    document: dict[str, Any] = {"version": FORMAT_VERSION, "values": dict(sorted(values.items()))}
+    if state is not None:
+        document["state"] = state
+    return json.dumps(document).encode() + b"\n"  # one line: a waveform is not a line per element
+
+
+def state_problem(state: Any) -> str | None:
+    """Why ``state`` (a snapshot() result) cannot be saved; None if it can."""
+    if not isinstance(state, dict):
+        return f"snapshot() returned {type(state).__name__}, not a dict"
+    try:
+        json.dumps(state, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return f"snapshot() returned a dict that is not JSON: {exc}"
+    return None
+
+
+def remove(path: Path) -> None:
+    """Delete a plugin's autosave file, the copy of a bad one, and temp files: its teardown.
+    A file that cannot be removed is logged; the delete still ends."""
+    leftovers = [path, bad_path(path)]
+    if path.parent.is_dir():
+        leftovers += path.parent.glob(temp_pattern(path))
+    for leftover in leftovers:
+        try:
+            leftover.unlink(missing_ok=True)
+        except OSError as exc:
+            log.error("cannot remove %s: %s", leftover, exc.strerror or exc)
+
+
+class Autosaver:
+    """Debounced writer of one plugin's autosave file, on a thread of its own.
+
+    ``mark(name)`` (any thread, cheap) says an input changed; the thread wakes, waits
+    ``delay`` so a burst coalesces, reads the current values through ``read`` and writes the
+    file once. There is only ever one write in flight, and ``close()`` writes last.
+    """
+
+    def __init__(self, path: Path, pvs: dict[str, PVDef], values: dict[str, Any] | None = None,
+                 state: dict[str, Any] | None = None, delay: float = DEBOUNCE) -> None:
+        self.path = path
+        self.pvs = pvs  # the autosaved inputs; a mark of any other name is ignored
+        self.values: dict[str, Any] = dict(values or {})  # in saved form
+        self.state = state
+        self.delay = delay
+        self.read: Callable[[str], Any] | None = None
+        self.writes = 0  # files written: how well bursts coalesce
+        self._dirty: set[str] = set()
+        self._state_changed = False
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="iochost-autosave", daemon=True)
+
+    def start(self, read: Callable[[str], Any]) -> None:
+        """Begin writing; ``read(name)`` is a record's current value (the PV table's get_pv)."""
+        self.read = read
+        self._thread.start()
+
+    def mark(self, name: str) -> None:
+        """Input ``name`` was written (by an operator or the plugin): save it soon."""
+        if name not in self.pvs:
+            return
+        with self._lock:
+            self._dirty.add(name)
+        self._wake.set()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """The plugin's snapshot(), saved with the next write (the final one, on stop)."""
+        with self._lock:
+            self.state = state
+            self._state_changed = True
+        self._wake.set()
+
+    def close(self, timeout: float = FLUSH_TIMEOUT) -> None:
+        """Write what is pending, now, and end the thread (waiting at most ``timeout``)."""
+        self._closing.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("autosave: the final write to %s did not finish within %.1f s", self.path, timeout)
+
+    def _run(self) -> None:
+        while not self._closing.is_set():
+            self._wake.wait()
+            self._closing.wait(self.delay)  # coalesce a burst; a close cuts the wait short
+            self._wake.clear()
+            self._flush()
+        self._flush()  # anything marked while the last write ran
+
+    def _flush(self) -> None:
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            changed, self._state_changed = self._state_changed, False
+            state = self.state
+        if not dirty and not changed:
+            return
+        assert self.read is not None
+        for name in sorted(dirty):
+            try:
+                self.values[name] = to_saved(self.pvs[name], self.read(name))
+            except Exception as exc:  # noqa: BLE001 - one unreadable PV must not stop the others
+                log.error("autosave: cannot read %s: %s", name, exc)
+        try:
+            write_atomically(self.path, encode(self.values, state))
+            self.writes += 1
+        except (OSError, TypeError, ValueError) as exc:
+            log.error("autosave: cannot write %s: %s; the values are kept for the next write", self.path, exc)
+            with self._lock:
+                self._dirty |= dirty  # retried with the next change, or on stop
+                self._state_changed = self._state_changed or changed
