@@ -196,18 +196,31 @@ def test_an_acf_without_the_user_refuses_its_writes_and_serves_its_reads(locked,
         delete(api, "guarded")
 
 
-def test_an_acf_that_asinit_rejects_fails_the_workers_naming_the_file(tmp_path, repos, ca):
+def test_an_acf_that_epics_rejects_stops_the_daemon_at_start_with_its_line(tmp_path):
     acf = tmp_path / "broken.acf"
-    acf.write_text("ASG(DEFAULT) { RULE(1, READ\n")
+    acf.write_text("UAG(ops) {alice}\nASG(DEFAULT) {\n  RULE(1, READ)\n  RULE(1, WRITE) { UAG(opz) }\n}\n")
+    result = subprocess.run([sys.executable, "-m", "iochost", "serve", "--data-dir", str(tmp_path / "data"),
+                             "--epics-access-security", str(acf)], env=daemon_environ(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"access security file {acf} is refused by EPICS" in result.stderr
+    assert "line 4" in result.stderr and "No User Access Group named 'opz'" in result.stderr
+    assert not (tmp_path / "data" / "registry.json").exists()
+
+
+def test_an_acf_broken_after_the_start_fails_new_workers_naming_the_file(tmp_path, repos, ca):
+    """An operator edits the file in place: the next worker refuses to serve without it."""
+    acf = tmp_path / "site.acf"
+    acf.write_text("ASG(DEFAULT) {\n  RULE(1, READ)\n  RULE(1, WRITE)\n}\n")
     with Daemon(tmp_path / "data", "--prefix", "IOCHB", "--epics-access-security", str(acf)).serving() as daemon:
         with daemon.client() as api:
+            wait_for(lambda: ca.caget(BROKEN + "UPTIME", timeout=3) is not None, timeout=20, what="the daemon's IOC")
+            acf.write_text("ASG(DEFAULT) { RULE(1, READ\n")
             response = api.post("/plugins", json={"name": "never", "git_url": plugin_repo(
                 repos, "never", TICKER, TICKER_CONFIG, module="ticker").url})
             assert response.status_code >= 400, response.text
-            assert str(acf) in response.text
-            wait_until(lambda: f"iochost: access security file {acf} was rejected" in daemon.log(), timeout=20,
-                       what="the daemon's own IOC failing")
-            assert ca_search([BROKEN + "UPTIME", "IOCHB:NEVER:VALUE"]) == set()  # nothing served unprotected
+            assert f"access security file {acf} was rejected" in response.text
+            assert ca_search(["IOCHB:NEVER:VALUE"]) == set()  # nothing served unprotected
 
 
 def test_an_unreadable_acf_stops_the_daemon_at_start(tmp_path):

@@ -125,6 +125,16 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=help_text)
 
 
+def access_security_problem(settings: Settings) -> str | None:
+    """Why EPICS would reject the access security file, before any worker tries it: an ACF
+    that asInit refuses would fail every worker, the daemon's own IOC included."""
+    if settings.epics_access_security is None:
+        return None
+    from iochost.worker.access_security import check_file
+
+    return check_file(settings.epics_access_security)
+
+
 def data_dir_problem(settings: Settings) -> str | None:
     """Why the daemon could not keep its registry in the data dir, before anything starts:
     a volume mounted root-owned without fsGroup, a registry another user left behind."""
@@ -168,7 +178,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"iochost serve: {exc}", file=sys.stderr)
         return 2
-    problem = data_dir_problem(settings)
+    problem = data_dir_problem(settings) or access_security_problem(settings)
     if problem is not None:
         print(f"iochost serve: {problem}", file=sys.stderr)
         return 2
