@@ -69,6 +69,15 @@ PRIVATE_PLUGIN: dict[str, Any] = {
     "grace_period": 20,
 }
 PLUGINS: dict[str, Any] = {"plugins": [PUBLIC_PLUGIN, PRIVATE_PLUGIN], "pluginSecrets": [PLUGIN_SECRET]}
+ACF_DIR = "/etc/iochost-access-security"
+ACF = """\
+UAG(operators) { alice, bob }
+HAG(consoles) { 10.0.5.21 }
+ASG(DEFAULT) { RULE(1, READ) }
+ASG(IOCHOST_INPUTS) { RULE(1, READ) RULE(1, WRITE) { UAG(operators) HAG(consoles) } }
+ASG(IOCHOST_CONTROL) { RULE(1, READ) RULE(1, WRITE) { UAG(operators) HAG(consoles) } }
+"""
+CONTROL: dict[str, Any] = {"epics": {"control": True, "tableRows": 40, "accessSecurity": ACF}}
 SCENARIOS: dict[str, dict[str, Any]] = {
     "default": {},
     "service-mode": SERVICE_MODE,
@@ -77,6 +86,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "metrics-service-mode": {**METRICS, **SERVICE_MODE},
     "examples": EXAMPLES,
     "plugins": PLUGINS,
+    "epics-control": CONTROL,
 }
 
 
@@ -194,7 +204,7 @@ def test_every_rendered_object_is_valid(scenario: str) -> None:
         expected.append("Service")
     if scenario.startswith("metrics"):
         expected += ["NetworkPolicy", "ServiceMonitor"]
-    if scenario == "plugins":
+    if scenario in ("plugins", "epics-control"):  # the plugins file; the access security file
         expected.append("ConfigMap")
     assert result.kinds() == sorted(expected)
     validate(result)
@@ -298,7 +308,8 @@ def test_the_daemon_accepts_the_container_args(scenario: str, tmp_path: Path) ->
     result = render(SCENARIOS[scenario])
     for name in ("admin-token", "read-token"):
         (tmp_path / name).write_text(f"{name}-value\n")
-    args = [a.replace(TOKEN_DIR, str(tmp_path)) for a in result.container["args"]]
+    (tmp_path / "iochost.acf").write_text(ACF)
+    args = [a.replace(TOKEN_DIR, str(tmp_path)).replace(ACF_DIR, str(tmp_path)) for a in result.container["args"]]
     environ = {e["name"]: e["value"] for e in result.container.get("env", [])}
     assert not [k for k in environ if k.startswith("IOCHOST_")], "settings come as flags, one source"
     namespace = build_parser().parse_args(["serve", *args])
@@ -319,6 +330,46 @@ def test_the_daemon_accepts_the_container_args(scenario: str, tmp_path: Path) ->
     assert settings.prefix == values["prefix"] and settings.log_format == values["logFormat"]
     if "plugins_file" in Settings.model_fields:
         assert settings.plugins_file == (Path(PLUGINS_FILE) if values["plugins"] else None)
+    assert settings.epics_control == values["epics"]["control"]
+    assert settings.epics_table_rows == values["epics"]["tableRows"]
+    assert settings.epics_access_security == (tmp_path / "iochost.acf" if values["epics"]["accessSecurity"] else None)
+
+
+# -- control from Phoebus and access security -------------------------------------------------
+
+def test_control_pvs_and_the_access_security_file() -> None:
+    result = render(CONTROL)
+    acf_map = result.get("ConfigMap", f"{FULLNAME}-access-security")
+    assert acf_map["data"] == {"iochost.acf": ACF}
+    assert result.flag("epics-access-security") == [f"{ACF_DIR}/iochost.acf"] and "--epics-control" in result.container["args"]
+    (mount,) = [m for m in result.container["volumeMounts"] if m["mountPath"] == ACF_DIR]
+    (volume,) = [v for v in result.pod["volumes"] if v["name"] == mount["name"]]
+    assert mount["readOnly"] and volume["configMap"]["name"] == acf_map["metadata"]["name"]
+    annotations = result.get("StatefulSet")["spec"]["template"]["metadata"]["annotations"]
+    changed = render(merge(CONTROL, {"epics": {"accessSecurity": ACF + "ASG(SPARE) { RULE(1, READ) }\n"}}))
+    changed_annotations = changed.get("StatefulSet")["spec"]["template"]["metadata"]["annotations"]
+    assert changed_annotations["checksum/access-security"] != annotations["checksum/access-security"]
+    assert "WARNING: epics.control" not in result.notes
+
+    plain = render()
+    assert "--epics-control" not in plain.container["args"] and not plain.flag("epics-access-security")
+    assert not [o for o in plain.objects if o["metadata"]["name"].endswith("-access-security")]
+    unprotected = render({"epics": {"control": True}})
+    assert "WARNING: epics.control is on without epics.accessSecurity" in unprotected.notes
+
+
+def test_the_documented_acf_is_one_epics_accepts(tmp_path: Path) -> None:
+    """The example in values.yaml, uncommented, parses with EPICS's own parser."""
+    from iochost.worker.access_security import check_file
+
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    start = lines.index("  #   accessSecurity: |") + 1
+    example = [line.removeprefix("  #     ") for line in lines[start:] if line.startswith("  #     ")]
+    assert len(example) == 5
+    (tmp_path / "example.acf").write_text("\n".join(example) + "\n")
+    assert check_file(tmp_path / "example.acf") is None
+    (tmp_path / "chart.acf").write_text(ACF)
+    assert check_file(tmp_path / "chart.acf") is None
 
 
 # -- tokens ----------------------------------------------------------------------------------

@@ -52,6 +52,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "iochost.pluginsFile" -}}{{ include "iochost.pluginsDir" . }}/plugins.yaml{{- end -}}
 {{- define "iochost.pluginSecretsDir" -}}/run/secrets/plugins{{- end -}}
 
+{{- /* The EPICS access security file (--epics-access-security), from epics.accessSecurity. */ -}}
+{{- define "iochost.accessSecurityConfigMap" -}}
+{{- printf "%s-access-security" (include "iochost.fullname" . | trunc 46 | trimSuffix "-") -}}
+{{- end -}}
+{{- define "iochost.accessSecurityDir" -}}/etc/iochost-access-security{{- end -}}
+{{- define "iochost.accessSecurityFile" -}}{{ include "iochost.accessSecurityDir" . }}/iochost.acf{{- end -}}
+
 {{- /* The plugins file: `plugins:` and the list, as the daemon reads it. The ConfigMap's
        data and the pod's checksum/plugins annotation both come from here. */ -}}
 {{- define "iochost.pluginsYaml" -}}
@@ -176,7 +183,7 @@ Rendered (as nothing) at the top of the StatefulSet.
 {{- end -}}
 {{- /* Flags the chart derives from values: a second one in extraArgs would silently win
        (argparse keeps the last, and accepts unambiguous abbreviations). */ -}}
-{{- $managed := list "host" "port" "data-dir" "epics-host" "ca-port" "pva-port" "worker-ports" "worker-pva-ports" "admin-token-file" "read-token-file" "plugins-file" -}}
+{{- $managed := list "host" "port" "data-dir" "epics-host" "ca-port" "pva-port" "worker-ports" "worker-pva-ports" "admin-token-file" "read-token-file" "plugins-file" "epics-control" "epics-table-rows" "epics-access-security" -}}
 {{- range $arg := .Values.extraArgs -}}
 {{- if hasPrefix "--" $arg -}}
 {{- $flag := trimPrefix "--" (first (splitList "=" $arg)) -}}
