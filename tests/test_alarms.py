@@ -217,7 +217,7 @@ def test_plugin_write_to_an_input_alarms_and_reaches_monitors(workers, ca):
     """An input set by the plugin is not processed (no on_input loop); its limit alarm is
     computed in Python, and monitors still get the value and the alarm."""
     updates: list[Any] = []
-    monitor = ca.camonitor(PV + "SP", updates.append, format=ca.FORMAT_TIME)
+    monitor = ca.camonitor(PV + "SP", updates.append, format=ca.FORMAT_TIME, all_updates=True)
     try:
         wait_for(lambda: updates, what="first SP update")
         command(ca, "set SP 12")
@@ -240,7 +240,9 @@ def test_plugin_write_to_an_input_alarms_and_reaches_monitors(workers, ca):
 def test_mdel_and_adel_deadbands(workers, ca):
     values: list[float] = []
     archived: list[float] = []
-    monitors = [ca.camonitor(PV + "DB", values.append), ca.camonitor(PV + "DB", archived.append, events=ca.DBE_LOG)]
+    # all_updates: cothread would otherwise merge updates that arrive before the callback runs
+    monitors = [ca.camonitor(PV + "DB", values.append, all_updates=True),
+                ca.camonitor(PV + "DB", archived.append, events=ca.DBE_LOG, all_updates=True)]
     try:
         wait_for(lambda: values and archived, what="first DB updates")
         for value in (0.5, 0.8, 2.0, 6.0):
