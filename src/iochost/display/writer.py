@@ -52,15 +52,10 @@ def index_rows(sup: "Supervisor") -> list[IndexRow]:
     return [IndexRow(lc.name, lc.entry.kind, table.get(lc.name)) for lc in sup.lifecycles() if listed(lc)]
 
 
-def _lifecycle(sup: "Supervisor", name: str) -> "PluginLifecycle":
-    sup.get(name)  # PLUGIN_NOT_FOUND, the API's 404
-    return next(lc for lc in sup.lifecycles() if lc.name == name)
-
-
 async def plugin_bob(sup: "Supervisor", name: str) -> bytes:
     """A plugin's display from its checkout's config.yaml (with its parameter overrides);
     only the default PVs while no checkout is in place (still pending, restore failed)."""
-    lc = _lifecycle(sup, name)
+    lc = sup.lifecycle(name)  # PLUGIN_NOT_FOUND: the API's 404
     kind, plugin_dir, parameters = lc.entry.kind, lc.plugin_dir, dict(lc.entry.parameters)
     prefix = sup.settings.prefix
     if plugin_dir is None:
@@ -193,7 +188,10 @@ class DisplaySync:
                 log.exception("displays: index.bob not written")
 
     async def _sync_plugin(self, name: str) -> None:
-        lc = next((lc for lc in self.sup.lifecycles() if lc.name == name), None)
+        try:
+            lc: PluginLifecycle | None = self.sup.lifecycle(name)
+        except IochostError:
+            lc = None
         file_name = display_file(name)
         if lc is None or lc.state == State.DELETED:
             await asyncio.to_thread(self.files.remove, file_name)

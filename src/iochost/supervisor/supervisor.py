@@ -151,6 +151,10 @@ class Supervisor:
     def get(self, name: str) -> PluginRecord:
         return self._slot(name).lc.record()
 
+    def lifecycle(self, name: str) -> PluginLifecycle:
+        """One plugin's lifecycle, for readers of more than its record (displays): PLUGIN_NOT_FOUND."""
+        return self._slot(name).lc
+
     def list(self, kind: Kind | None = None) -> list[PluginRecord]:
         return [slot.lc.record() for slot in self.plugins.values() if kind is None or slot.lc.entry.kind == kind]
 
