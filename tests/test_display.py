@@ -17,7 +17,9 @@ from conftest import EXAMPLES, wait_for
 from daemon_harness import Daemon, add, delete, wait_until
 from gitrepos import Repo
 from iochost.config import load_config
-from iochost.display import IndexRow, index_display, plugin_display, plugin_display_from_dir
+from iochost.display.index import index_display
+from iochost.display.names import IndexRow
+from iochost.display.plugin import plugin_display, plugin_display_from_dir
 from iochost.display.writer import DisplayFiles
 
 # Phoebus widget types: those that show a PV's value, those that write one, and the rest.

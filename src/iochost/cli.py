@@ -41,7 +41,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_display(args: argparse.Namespace) -> int:
     """Validate like ``iochost validate``, then write the plugin's Phoebus display."""
-    from iochost.display import plugin_display_from_dir
+    from iochost.display.plugin import plugin_display_from_dir
     from iochost.display.writer import DisplayFiles
     from iochost.report import render_text
     from iochost.validate.pipeline import validate_plugin

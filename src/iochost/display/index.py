@@ -10,32 +10,21 @@ files work from any folder they are copied to together.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pvi.device import Component, DeviceRef, Device, Grid, Group, Row, SignalR, SignalX, TextFormat, TextRead
 
 from iochost.config.pvnames import plugin_pv_prefix
 from iochost.display.bob import SPACING, Layout, render
-from iochost.kinds import Kind
+from iochost.display.names import IndexRow, display_file
 from iochost.supervisor.daemon_ioc import CONTROL_MSG, CONTROL_PVS, SYSTEM_NAME, row_pv, system_config
 
 if TYPE_CHECKING:
     from iochost.settings import Settings
 
-INDEX_FILE = "index.bob"
 DAEMON_PVS = ("PLUGINS", "RUNNING", "FAILED", "HEALTH", "UPTIME")  # of daemon_ioc.system_config
 NAME_WIDTH = 200  # of a row's plugin name
 COLUMN_WIDTH = 120  # of each cell of a row
-
-
-@dataclass(frozen=True)
-class IndexRow:
-    """One plugin of the index: its name, kind and table row (1-based; None: table full)."""
-
-    name: str
-    kind: Kind
-    row: int | None
 
 
 def daemon_pv_prefix(prefix: str) -> str:
@@ -52,11 +41,6 @@ def daemon_labels(settings: "Settings") -> dict[str, str]:
     """The descriptions of the daemon IOC's PVs, from the one list of them."""
     outputs = system_config(settings)["pvs"]["outputs"]
     return {pv: spec["description"] for pv, spec in outputs.items() if spec.get("description")}
-
-
-def display_file(name: str) -> str:
-    """The file name of a plugin's display, relative to the index."""
-    return f"{name}.bob"
 
 
 def _daemon_group(prefix: str, control: bool, labels: Mapping[str, str]) -> Group:

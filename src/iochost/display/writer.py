@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from iochost.config import ConfigError, PVGroup, PluginConfig
-from iochost.display.index import INDEX_FILE, IndexRow, daemon_labels, display_file, index_display
-from iochost.display.plugin import plugin_display, plugin_display_from_dir
+from iochost.display.names import INDEX_FILE, IndexRow, display_file
 from iochost.durable import write_atomically
 from iochost.errors import ErrorCode, IochostError
+from iochost.kinds import Kind
 from iochost.supervisor.states import State
 
 if TYPE_CHECKING:
@@ -57,12 +57,8 @@ async def plugin_bob(sup: "Supervisor", name: str) -> bytes:
     only the default PVs while no checkout is in place (still pending, restore failed)."""
     lc = sup.lifecycle(name)  # PLUGIN_NOT_FOUND: the API's 404
     kind, plugin_dir, parameters = lc.entry.kind, lc.plugin_dir, dict(lc.entry.parameters)
-    prefix = sup.settings.prefix
-    if plugin_dir is None:
-        mode = ("triggered" if parameters.get("mode") == "triggered" else "continuous") if kind == "task" else None
-        return await asyncio.to_thread(plugin_display, name, prefix, kind, mode, PluginConfig(pvs=PVGroup()))
     try:
-        return await asyncio.to_thread(plugin_display_from_dir, plugin_dir, name, prefix, kind, parameters)
+        return await asyncio.to_thread(_plugin_bob, name, sup.settings.prefix, kind, plugin_dir, parameters)
     except ConfigError as exc:  # validated at add; only a checkout changed underneath gets here
         raise IochostError(ErrorCode.INTERNAL_ERROR, f"{name}: its checkout's config.yaml no longer loads: {exc}",
                            plugin=name) from None
@@ -70,9 +66,24 @@ async def plugin_bob(sup: "Supervisor", name: str) -> bytes:
 
 async def index_bob(sup: "Supervisor") -> bytes:
     """The daemon's index; START / STOP / RESTART buttons per row with ``--epics-control``."""
-    rows, settings = index_rows(sup), sup.settings
-    return await asyncio.to_thread(index_display, settings.prefix, rows, settings.epics_control,
-                                   daemon_labels(settings))
+    return await asyncio.to_thread(_index_bob, sup.settings, index_rows(sup))
+
+
+# The generator (pvi) is imported on first use, in the thread that renders: not before the
+# API answers, and never on the event loop.
+def _plugin_bob(name: str, prefix: str, kind: Kind, plugin_dir: Path | None, parameters: dict[str, Any]) -> bytes:
+    from iochost.display.plugin import plugin_display, plugin_display_from_dir
+
+    if plugin_dir is None:
+        mode = ("triggered" if parameters.get("mode") == "triggered" else "continuous") if kind == "task" else None
+        return plugin_display(name, prefix, kind, mode, PluginConfig(pvs=PVGroup()))
+    return plugin_display_from_dir(plugin_dir, name, prefix, kind, parameters)
+
+
+def _index_bob(settings: "Settings", rows: list[IndexRow]) -> bytes:
+    from iochost.display.index import daemon_labels, index_display
+
+    return index_display(settings.prefix, rows, settings.epics_control, daemon_labels(settings))
 
 
 class DisplayFiles:
@@ -129,21 +140,23 @@ class DisplaySync:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Subscribe, drop stale files and write the index (before the API answers); the
-        plugins' displays follow as they settle."""
+        """Subscribe, then leave the rest to a task of its own, which starts once the
+        registry is restored (generating displays imports pvi and renders XML: CPU the API's
+        first answer and the restore should have): stale files go, the index and every
+        plugin's display are written, then each is kept in step as plugins settle."""
         reader = asyncio.create_task(self._read(), name="iochost-displays-events")
-        self._tasks = [reader]
         await asyncio.sleep(0)  # the reader's first step subscribes: no event from here on is missed
+        self._tasks = [reader, asyncio.create_task(self._write(), name="iochost-displays-write")]
+
+    async def _prune(self) -> None:
         keep = {display_file(lc.name) for lc in self.sup.lifecycles()}
         try:
             removed = await asyncio.to_thread(self.files.prune, keep)
-            if removed:
-                log.info("displays: removed %d stale file(s): %s", len(removed), ", ".join(sorted(removed)))
-            await asyncio.to_thread(self.files.write, INDEX_FILE, await index_bob(self.sup))
-        except OSError:  # the panels are a convenience: never what keeps the daemon from starting
-            log.exception("displays: %s not written", self.files.folder)
-        self._wake.set()  # files the index names but the folder lacks; the rest when they settle
-        self._tasks = [reader, asyncio.create_task(self._write(), name="iochost-displays-write")]
+        except OSError:  # the panels are a convenience: never what stops the daemon
+            log.exception("displays: %s not pruned", self.files.folder)
+            return
+        if removed:
+            log.info("displays: removed %d stale file(s): %s", len(removed), ", ".join(sorted(removed)))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -170,6 +183,9 @@ class DisplaySync:
         return to_state == State.DELETED.value or to_state in {s.value for s in REWRITE_ON}
 
     async def _write(self) -> None:
+        await self.sup.until_ready()  # rendering (pvi) would slow the API's first answer and the restore
+        await self._prune()
+        self._wake.set()  # the index, and the files it names that the folder lacks
         while True:
             await self._wake.wait()
             self._wake.clear()

@@ -11,7 +11,6 @@ list of its PVs, written as the task's config.yaml into ``DATA_DIR/system/iochos
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +21,7 @@ import yaml
 from iochost import __version__
 from iochost.builtin import DAEMON_STATUS_DIR
 from iochost.contract.worker_spec import AccessSecurity
+from iochost.durable import write_atomically
 from iochost.record_sizes import STRING_LENGTH
 from iochost.settings import Settings
 from iochost.store import PluginSource, RegistryEntry
@@ -94,9 +94,7 @@ def write_system_plugin(settings: Settings) -> Path:
             + yaml.dump(system_config(settings), Dumper=_NoAliases, sort_keys=False, default_flow_style=None,
                         width=200))
     for name, content in (("config.yaml", text), (MODULE_FILE, (DAEMON_STATUS_DIR / MODULE_FILE).read_text())):
-        temporary = folder / f".{name}.tmp"
-        temporary.write_text(content)
-        os.replace(temporary, folder / name)
+        write_atomically(folder / name, content.encode(), file_mode=0o644)
     shutil.rmtree(folder / "__pycache__", ignore_errors=True)  # never a stale compiled copy
     return folder
 

@@ -74,6 +74,7 @@ class Supervisor:
         self._watch_task: asyncio.Task[None] | None = None
         self._bring_back: asyncio.Task[None] | None = None
         self.ready = False  # the registry's plugins are restored and the examples added
+        self._ready_event = asyncio.Event()
         self._status_push_pending = False
         self._rows = RowTable(settings.epics_table_rows)  # the daemon IOC's plugin table
         self._control_message = ""  # CONTROL_MSG: the outcome of the last control request
@@ -105,7 +106,7 @@ class Supervisor:
         await self.shell.start()
         await self.epics.start()
         self._watch_task = asyncio.create_task(self._watch(), name="iochost-watchdog")
-        await self._start_system()
+        self._shell().spawn_task(self._start_system(), "iochost-system")  # not before the API answers
         slots = [self._new_slot(entry) for entry in registry.entries()]  # visible at once, pending
         self._bring_back = asyncio.create_task(self._bring_back_all(slots), name="iochost-restore")
 
@@ -126,8 +127,13 @@ class Supervisor:
         if self.declared:
             await self._apply_declared(self.declared)
         self.ready = True
+        self._ready_event.set()
         log.info("restore finished: %d plugin(s) from the registry", len(slots))
         await asyncio.to_thread(self._shell().services.store.warm_up)
+
+    async def until_ready(self) -> None:
+        """Until ``ready``: for work that should not compete with the restore for the CPU."""
+        await self._ready_event.wait()
 
     async def shutdown(self) -> None:
         """Stop every worker (SIGTERM, grace, SIGKILL); the registry keeps the desired state."""
