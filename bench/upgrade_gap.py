@@ -1,7 +1,7 @@
 """How long a plugin's PVs are off the network when it moves to a new commit: an upgrade in
 place (POST /plugins/{name}/upgrade) against what iochost offered before, a DELETE and a POST.
 
-    PYTHONPATH=src .venv/bin/python bench/upgrade_gap.py [--runs 5]
+    PYTHONPATH=src .venv/bin/python bench/upgrade_gap.py [--runs 5] [--requirements]
 
 One daemon, one plugin from a local git repository with two commits; each run moves it
 to the other commit. A probe thread sends one CA search datagram (as libca sends it) for
@@ -9,7 +9,9 @@ one of its PVs to the daemon's endpoint every 10 ms; the *gap* is the longest ti
 between two answered searches during the move (the time a new client could not find the
 PV). The *call* is how long the REST request(s) took. The gap of an upgrade is the worker
 stop plus the new worker's start; the rest of the call (clone, validation) runs while
-the old worker serves.
+the old worker serves. ``--requirements`` gives the plugin a requirements.txt naming a
+package vendored in its repository whose version each commit bumps, so every move also
+builds the plugin's environment (pip), as a plugin with dependencies does.
 """
 
 from __future__ import annotations
@@ -43,6 +45,15 @@ class Mover(TaskBase):
         pass
 """
 CONFIG = "parameters: {interval: 1.0}\npvs:\n  outputs:\n    CODE: {type: string}\n"
+PACKAGE = """\
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "moverlib"
+version = "{version}"
+"""
 PV = "IOCHOST:MOVER:CODE"
 
 
@@ -88,10 +99,17 @@ class SearchProbe:
         return max(b - a for a, b in zip(times, times[1:]))
 
 
-def commit(repo: Path, version: str) -> str:
+def commit(repo: Path, version: str, requirements: bool) -> str:
     (repo / "mover.py").write_text(PLUGIN.replace("{version}", version))
+    if requirements:
+        package = repo / "vendor" / "moverlib"
+        (package / "src" / "moverlib").mkdir(parents=True, exist_ok=True)
+        (package / "src" / "moverlib" / "__init__.py").write_text(f"VERSION = {version!r}\n")
+        (package / "pyproject.toml").write_text(PACKAGE.replace("{version}", f"1.0.{version[1:]}"))
+        (repo / "requirements.txt").write_text(f"./vendor/moverlib  # {version}\n")
     env = {**GIT_ENV, "PATH": "/usr/bin:/bin"}
-    subprocess.run(["git", "-C", str(repo), "commit", "-qam", version], check=True, env=env)
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True, env=env)
+    subprocess.run(["git", "-C", str(repo), "commit", "-qm", version], check=True, env=env)
     return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, env=env,
                           capture_output=True, text=True).stdout.strip()
 
@@ -109,13 +127,14 @@ def wait_answered(probe: SearchProbe, after: float, timeout: float = 30.0) -> fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--requirements", action="store_true", help="a plugin with a requirements.txt")
     args = parser.parse_args()
     results: dict[str, dict[str, list[float]]] = {"upgrade": {"call": [], "gap": []},
                                                   "delete+post": {"call": [], "gap": []}}
     with bench_daemon("--add-rate", "off") as daemon, httpx.Client(base_url=daemon.url, timeout=120) as api:
         repo = daemon.root / "mover"
         url = git_repo(repo, {"mover.py": PLUGIN.replace("{version}", "v0"), "config.yaml": CONFIG})
-        commits = [commit(repo, "v1"), commit(repo, "v2")]
+        commits = [commit(repo, "v1", args.requirements), commit(repo, "v2", args.requirements)]
         assert api.post("/plugins", json={"name": "mover", "git_url": url, "commit": commits[0]}).status_code == 201
         with SearchProbe(daemon.ca_port, PV) as probe:
             wait_answered(probe, 0.0)
@@ -139,7 +158,7 @@ def main() -> None:
                     results[way]["call"].append(end - start)
                     results[way]["gap"].append(probe.gap(start, back))
     summary = {way: {k: round(statistics.median(v), 3) for k, v in figures.items()} for way, figures in results.items()}
-    print(json.dumps({"runs": args.runs, "median_seconds": summary}, indent=2))
+    print(json.dumps({"runs": args.runs, "requirements": args.requirements, "median_seconds": summary}, indent=2))
 
 
 if __name__ == "__main__":
