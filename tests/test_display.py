@@ -27,6 +27,9 @@ READ_TYPES = {"textupdate", "led", "xyplot", "byte_monitor", "progressbar", "mul
 WRITE_TYPES = {"textentry", "combo", "checkbox", "slide_button", "bool_button", "choice", "spinner",
                "action_button"}
 OTHER_TYPES = {"label", "group", "rectangle"}
+# The served daemon's PV prefix, its own: this process's libca keeps a channel per name for
+# the session, and other modules' daemons (IOCHT) serve the same names after this one stopped.
+PREFIX = "IOCHD"
 EXAMPLE_KINDS = {"temperature-monitor": ("task", "continuous"), "beam-shutter": ("task", "triggered"),
                  "diagnostics": ("job", None)}
 
@@ -231,7 +234,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     data = tmp_path_factory.mktemp("displays") / "data"
     (data / "displays").mkdir(parents=True)
     (data / "displays" / "gone-plugin.bob").write_text("<display/>")
-    daemon = Daemon(data, "--examples", str(EXAMPLES), "--epics-control", "--upgrade-probation", "0.5")
+    daemon = Daemon(data, "--examples", str(EXAMPLES), "--epics-control", "--upgrade-probation", "0.5",
+                    "--prefix", PREFIX)
     with daemon.serving() as d:
         with d.client() as api:
             wait_until(lambda: api.get("/health").json()["plugins"]["running"] == 3, what="examples running")
@@ -285,7 +289,7 @@ def test_every_widget_is_bound_to_a_live_pv_of_the_right_kind(served: Daemon, ca
             check_kinds(root, prefix, writes, reads)
     index = files["index.bob"]
     for name in EXAMPLE_KINDS:  # START / STOP / RESTART per row, at the daemon's control PVs
-        assert {(f"IOCHT:IOCHOST:{verb}", name) for verb in ("START", "STOP", "RESTART")} <= set(write_actions(index))
+        assert {(f"{PREFIX}:IOCHOST:{verb}", name) for verb in ("START", "STOP", "RESTART")} <= set(write_actions(index))
     state_pvs = [pv for pv in pvs if ":IOCHOST:ROW" in pv and pv.endswith(":STATE")]
     states = ca.caget(state_pvs, datatype=ca.DBR_STRING, timeout=5)
     assert len(state_pvs) == len(EXAMPLE_KINDS) and set(states) == {"running"}, dict(zip(state_pvs, states))
@@ -299,7 +303,7 @@ def test_add_and_delete_keep_the_files_in_step(served: Daemon) -> None:
         wait_until(lambda: (displays(served) / "second-shutter.bob").exists()
                    and "second-shutter" in index_names(served), what="the new plugin's display and row")
         root = parse((displays(served) / "second-shutter.bob").read_bytes())
-        assert ("IOCHT:SECOND-SHUTTER:RUN", "1") in write_actions(root)
+        assert (f"{PREFIX}:SECOND-SHUTTER:RUN", "1") in write_actions(root)
         delete(api, "second-shutter")
         wait_until(lambda: not (displays(served) / "second-shutter.bob").exists()
                    and "second-shutter" not in index_names(served), what="the file and the row to go")
@@ -335,15 +339,15 @@ def test_upgrade_rewrites_the_display(served: Daemon, tmp_path: Path) -> None:
     path = displays(served) / "gauge.bob"
     with served.client() as api:
         add(api, "gauge", repo)
-        wait_until(lambda: path.exists() and b"IOCHT:GAUGE:OLD" in path.read_bytes(), what="gauge.bob at v1")
+        wait_until(lambda: path.exists() and f"{PREFIX}:GAUGE:OLD".encode() in path.read_bytes(), what="gauge.bob at v1")
         repo.write({"config.yaml": UPGRADED_CONFIG.format(pv="NEW", label="New reading")})
         commit = repo.commit("v2")
         response = api.post("/plugins/gauge/upgrade", json={"commit": commit})
         assert response.status_code == 200, response.text
-        wait_until(lambda: b"IOCHT:GAUGE:NEW" in path.read_bytes(), what="gauge.bob at v2")
+        wait_until(lambda: f"{PREFIX}:GAUGE:NEW".encode() in path.read_bytes(), what="gauge.bob at v2")
         root = parse(path.read_bytes())
-        check_kinds(root, "IOCHT:GAUGE", {"ENABLE"}, {"NEW", "STATUS"})
-        assert "IOCHT:GAUGE:OLD" not in {pv for _, pv in bindings(root)}
+        check_kinds(root, f"{PREFIX}:GAUGE", {"ENABLE"}, {"NEW", "STATUS"})
+        assert f"{PREFIX}:GAUGE:OLD" not in {pv for _, pv in bindings(root)}
         assert api.get("/plugins/gauge/display.bob").content == path.read_bytes()
         delete(api, "gauge")
 
@@ -351,7 +355,7 @@ def test_upgrade_rewrites_the_display(served: Daemon, tmp_path: Path) -> None:
 def test_the_example_reading_over_its_high_limit_is_minor_to_a_ca_client(served: Daemon, ca: Any) -> None:
     """The Quick start's temperature monitor: an operator raises SETPOINT past the HIGH
     limit of READING (75 degC); READING shows MINOR (HIGH) and the bool ALARM MAJOR."""
-    prefix = "IOCHT:TEMPERATURE-MONITOR"
+    prefix = f"{PREFIX}:TEMPERATURE-MONITOR"
     ca.caput(f"{prefix}:SETPOINT", 82.0, wait=True, timeout=10)
     try:
         reading = wait_for(lambda: (r := ca.caget(f"{prefix}:READING", format=ca.FORMAT_TIME, timeout=5))

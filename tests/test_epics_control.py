@@ -22,7 +22,7 @@ from iochost.supervisor.daemon_ioc import RowTable
 
 # Module-scoped daemons live until the module ends: each gets a prefix of its own, so a
 # CA client's channel to one daemon's IOCHOST:STOP is never another's.
-SYSTEM = "IOCHT:IOCHOST:"  # the plain daemon of conftest
+SYSTEM = "IOCHP:IOCHOST:"  # the plain daemon, below: not the IOCHT:IOCHOST:* earlier modules' daemons served
 SECURED, LOCKED, BROKEN = "IOCHS:IOCHOST:", "IOCHL:IOCHOST:", "IOCHB:IOCHOST:"
 CONTROL_PVS = [SYSTEM + pv for pv in ("START", "STOP", "RESTART", "CONTROL_MSG")]
 USER = pwd.getpwuid(os.getuid()).pw_name  # what libca and pvxs claim for this process
@@ -233,6 +233,17 @@ def test_an_unreadable_acf_stops_the_daemon_at_start(tmp_path):
 
 
 # -- the plain daemon: no --epics-control ---------------------------------------------------
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """conftest's plain daemon under a prefix of this module's own: this process's libca
+    keeps a channel per name for the session, and one to a PV of a daemon an earlier module
+    stopped reconnects only on libca's next disconnect-governor tick (up to 10 s)."""
+    root = tmp_path_factory.mktemp("plain")
+    with Daemon(root / "data", "--backoff-initial", "1", "--heartbeat-interval", "0.5",
+                "--prefix", SYSTEM.split(":")[0]).serving() as d:
+        yield d
+
+
 def _row_of(ca: Any, name: str, rows: int = 10) -> int | None:
     names = ca.caget([f"{SYSTEM}ROW{n:03d}:NAME" for n in range(1, rows + 1)], timeout=3)
     return next((n for n, value in enumerate(names, 1) if value == name), None)
