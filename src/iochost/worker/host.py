@@ -157,37 +157,38 @@ class PluginHost:
             self.finished.set()
             self.on_stop()
 
-    def _call(self, what: str, function: Callable[[], Any]) -> bool:
-        """Run plugin code; an exception becomes ERROR/FAILED + MESSAGE, never a crash."""
+    def _guarded(self, what: str, function: Callable[[], Any], after: str = "") -> tuple[bool, Any]:
+        """Run plugin code, seen busy by the heartbeat: (True, its result), or (False, the
+        exception) logged with ``after`` (what follows from it); at its memory limit the
+        process exits, it cannot carry on."""
         self.busy_in, self.busy_since = what, time.monotonic()
         try:
-            function()
-            return True
+            return True, function()
         except MemoryError:
-            exit_out_of_memory(f"{what}()")  # at its memory limit the process cannot carry on
+            exit_out_of_memory(f"{what}()")
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - plugin code may raise anything
-            log.error("%s() raised:\n%s", what, traceback.format_exc())
-            error = TaskStatus.ERROR if isinstance(self.plugin, TaskBase) else JobStatus.FAILED
-            self._status(error, f"{type(exc).__name__}: {exc}")
-            return False
+            log.error("%s() raised%s:\n%s", what, after, traceback.format_exc())
+            return False, exc
         finally:
             self.busy_in, self.busy_since = None, None
+
+    def _call(self, what: str, function: Callable[[], Any]) -> bool:
+        """Run plugin code; an exception becomes ERROR/FAILED + MESSAGE, never a crash."""
+        ok, outcome = self._guarded(what, function)
+        if not ok:
+            error = TaskStatus.ERROR if isinstance(self.plugin, TaskBase) else JobStatus.FAILED
+            self._status(error, f"{type(outcome).__name__}: {outcome}")
+        return ok
 
     def _restore(self) -> None:
         """Hand the saved snapshot to ``restore()``; a failure is logged, and initialize() runs."""
         state = self.autosaver.state if self.autosaver is not None else None
         if state is None:
             return
-        self.busy_in, self.busy_since = "restore", time.monotonic()
-        try:
-            self.plugin.restore(state)
+        ok, _ = self._guarded("restore", lambda: self.plugin.restore(state),
+                              "; the plugin starts without its saved state")
+        if ok:
             log.info("restore(): state of the last stop handed to the plugin")
-        except MemoryError:
-            exit_out_of_memory("restore()")
-        except (Exception, SystemExit):  # noqa: BLE001 - plugin code may raise anything
-            log.error("restore() raised; the plugin starts without its saved state:\n%s", traceback.format_exc())
-        finally:
-            self.busy_in, self.busy_since = None, None
 
     def _snapshot(self) -> None:
         """Save what ``snapshot()`` returns with the autosaved PVs; a failure or a result that is
@@ -195,16 +196,9 @@ class PluginHost:
         saver = self.autosaver
         if saver is None or type(self.plugin).snapshot is PluginBase.snapshot:
             return
-        self.busy_in, self.busy_since = "snapshot", time.monotonic()
-        try:
-            state = self.plugin.snapshot()
-        except MemoryError:
-            exit_out_of_memory("snapshot()")
-        except (Exception, SystemExit):  # noqa: BLE001 - plugin code may raise anything
-            log.error("snapshot() raised; the state saved before is kept:\n%s", traceback.format_exc())
+        ok, state = self._guarded("snapshot", self.plugin.snapshot, "; the state saved before is kept")
+        if not ok:
             return
-        finally:
-            self.busy_in, self.busy_since = None, None
         problem = state_problem(state)
         if problem is not None:
             log.error("%s; the state saved before is kept", problem)
