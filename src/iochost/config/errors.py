@@ -134,18 +134,25 @@ def issues_from_pydantic(
     """Every error of ``exc`` as a config issue. ``rename`` maps canonical top-level keys
     back to the spelling used in the file (``pvs`` -> ``arguments``)."""
     issues: list[ValidationIssue] = []
+    for path, text in problems_from_pydantic(exc, model, prefix):
+        shown = path
+        if rename and path and path[0] in rename:
+            shown = (rename[path[0]],) + path[1:]
+        issues.append(config_issue(path, text + note, lines, display=shown, file=file))
+    return issues
+
+
+def problems_from_pydantic(exc: ValidationError, model: Any, prefix: KeyPath = ()) -> list[tuple[KeyPath, str]]:
+    """Every error of ``exc`` as (key path, message): a SchemaProblems raised inside a
+    validator at its own sub-paths, a key that is not text at its mapping."""
+    problems: list[tuple[KeyPath, str]] = []
     for error in exc.errors():
         loc = prefix + tuple(str(part) for part in error["loc"])
         cause = (error.get("ctx") or {}).get("error")
         if isinstance(cause, SchemaProblems):
-            problems = [(loc + sub, text) for sub, text in cause.problems]
+            problems += [(loc + sub, text) for sub, text in cause.problems]
         elif loc and loc[-1] == "[key]":  # a mapping key that is not text: report at the mapping
-            problems = [(loc[:-2], _describe_key(error["input"]))]
+            problems.append((loc[:-2], _describe_key(error["input"])))
         else:
-            problems = [(loc, _describe(error, model))]
-        for path, text in problems:
-            shown = path
-            if rename and path and path[0] in rename:
-                shown = (rename[path[0]],) + path[1:]
-            issues.append(config_issue(path, text + note, lines, display=shown, file=file))
-    return issues
+            problems.append((loc, _describe(error, model)))
+    return problems

@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from iochost.alarms import severity_name
-from iochost.config.errors import ConfigError, SchemaProblems, _describe, issues_from_pydantic
+from iochost.config.errors import ConfigError, SchemaProblems, issues_from_pydantic, problems_from_pydantic
 from iochost.kinds import Kind, Mode
 from iochost.record_sizes import STRING_LENGTH
 
@@ -109,15 +109,7 @@ def _nested(model: type[BaseModel], value: Any) -> BaseModel:
     try:
         return model.model_validate(value)
     except ValidationError as exc:
-        problems: Problems = []
-        for error in exc.errors():
-            cause = (error.get("ctx") or {}).get("error")
-            loc = tuple(str(part) for part in error["loc"])
-            if isinstance(cause, SchemaProblems):
-                problems += [(loc + sub, text) for sub, text in cause.problems]
-            else:
-                problems.append((loc, _describe(error, model)))
-        raise SchemaProblems(problems) from None
+        raise SchemaProblems(problems_from_pydantic(exc, model)) from None
 
 
 def _misplaced_alarm_keys(value: dict[Any, Any], kind: str, choices: list[str]) -> Problems:
