@@ -146,13 +146,13 @@ def test_enum_choice_too_long_and_value_not_a_choice(tmp_path):
             E: {type: enum, choices: [ok, "%s"]}
             F: {type: enum, choices: [a, b], value: c}
     """ % ("x" * 26))
-    assert "25" in only(issues, "pvs.inputs.E.choices.1").message
+    assert "25" in only(issues, "pvs.inputs.E.choices[1]").message
     assert "not one of the choices" in only(issues, "pvs.inputs.F.value").message
 
 
 @pytest.mark.parametrize("pv, path, words", [
     ("{type: float, length: 3, value: [1, 2, 3, 4]}", "pvs.outputs.W.value", "more than length 3"),
-    ("{type: int, length: 3, value: [1, 2.5]}", "pvs.outputs.W.value.1", "integers"),
+    ("{type: int, length: 3, value: [1, 2.5]}", "pvs.outputs.W.value[1]", "integers"),
     ("{type: float, length: 0}", "pvs.outputs.W.length", "greater than or equal to 1"),
     ("{type: enum, choices: [a], length: 4}", "pvs.outputs.W.length", "not enum"),
     ("{type: float, value: [1, 2]}", "pvs.outputs.W.value", "should be a number"),
@@ -286,8 +286,9 @@ def test_limits_resolve_request_then_parameters_then_daemon():
 def test_pv_names_and_defaults():
     assert plugin_pv_prefix("BL", "my-plugin") == "BL:MY-PLUGIN"
     assert full_pv_name("BL", "x", "SP") == "BL:X:SP"
-    assert default_pv_names("task", "continuous") == ["ENABLE", "STATUS", "MESSAGE", "CYCLE_COUNT", "VERSION"]
-    assert default_pv_names("task", "triggered")[-1] == "RUN"
+    assert default_pv_names("task", "continuous") == ["ENABLE", "STATUS", "MESSAGE", "CYCLE_COUNT", "VERSION",
+                                                      "CLEAR", "RESET"]
+    assert default_pv_names("task", "triggered")[-3:] == ["RUN", "CLEAR", "RESET"]
     assert default_pv_names("job", None) == ["STATUS", "MESSAGE", "RUN"]
 
 
@@ -388,7 +389,8 @@ def test_unknown_key_in_alarm_has_its_own_line_and_key_path(tmp_path):
     ("{type: enum, choices: [A, B], alarm: {hihi: 3}}", "pvs.outputs.X.alarm.hihi", "only for float and int PVs"),
     ("{type: enum, choices: [A, B], alarm: {B: LOUD}}", "pvs.outputs.X.alarm.B", "unknown alarm severity 'LOUD'"),
     ("{type: bool, alarm_on: MAJOR, alarm: {osv: MINOR}}", "pvs.outputs.X.alarm_on", "not both"),
-    ("{type: float, alarm_on: MAJOR}", "pvs.outputs.X.alarm_on", "only for bool"),
+    ("{type: float, alarm_on: MAJOR}", "pvs.outputs.X.alarm_on", "alarms above high:, which is not set"),
+    ("{type: string, alarm_on: MAJOR}", "pvs.outputs.X.alarm_on", "only for bool, float and int"),
     ("{type: bool, alarm_on: yes}", "pvs.outputs.X.alarm_on", "unknown alarm severity True"),
     ("{type: bool, mdel: 1}", "pvs.outputs.X.mdel", "only for float and int"),
     ("{type: float, length: 3, adel: 1}", "pvs.outputs.X.adel", "not waveforms"),

@@ -345,14 +345,14 @@ def test_sigterm_stops_workers_and_exits_zero(tmp_path):
     try:
         daemon.start()
         with daemon.client() as api:
-            wait_until(lambda: api.get("/health").json()["plugins"]["running"] == 3, what="examples running")
+            wait_until(lambda: api.get("/health").json()["plugins"]["running"] == 4, what="examples running")
             names = sorted(p["name"] for p in api.get("/plugins").json()["plugins"])
-        assert names == ["beam-shutter", "diagnostics", "temperature-monitor"]
-        assert len(worker_pids(daemon.data_dir)) == 4  # three examples + the daemon's status IOC
+        assert names == ["beam-shutter", "diagnostics", "over-temperature-interlock", "temperature-monitor"]
+        assert len(worker_pids(daemon.data_dir)) == 5  # four examples + the daemon's status IOC
         assert daemon.terminate() == 0
         assert worker_pids(daemon.data_dir) == []
         registry = json.loads((daemon.data_dir / "registry.json").read_text())
-        assert len(registry["plugins"]) == 3  # desired state kept for the next start
+        assert len(registry["plugins"]) == 4  # desired state kept for the next start
         assert "temperature-monitor" in daemon.log()
     finally:
         daemon.cleanup()

@@ -31,7 +31,7 @@ OTHER_TYPES = {"label", "group", "rectangle"}
 # the session, and other modules' daemons (IOCHT) serve the same names after this one stopped.
 PREFIX = "IOCHD"
 EXAMPLE_KINDS = {"temperature-monitor": ("task", "continuous"), "beam-shutter": ("task", "triggered"),
-                 "diagnostics": ("job", None)}
+                 "diagnostics": ("job", None), "over-temperature-interlock": ("task", "continuous")}
 
 
 # -- reading .bob files ------------------------------------------------------------------------
@@ -95,10 +95,12 @@ def test_example_displays_bind_every_pv_to_a_widget_of_its_kind(example: str) ->
     config = load_config(EXAMPLES / example)
     root = parse(plugin_display_from_dir(EXAMPLES / example, example, "DEMO", kind))
     prefix = f"DEMO:{example.upper()}"
-    writable = set(config.pvs.inputs) | ({"ENABLE"} if kind == "task" else set())
+    wired = {name for name, pv in config.pvs.inputs.items() if pv.wired}  # shows its link's value
+    writable = set(config.pvs.inputs) - wired | ({"ENABLE", "CLEAR", "RESET"} if kind == "task" else set())
     writable |= {"RUN"} if kind == "job" or mode == "triggered" else set()
-    readable = set(config.pvs.outputs) | {"STATUS", "MESSAGE"}
+    readable = set(config.pvs.outputs) | wired | {"STATUS", "MESSAGE"}
     readable |= {"CYCLE_COUNT", "VERSION"} if kind == "task" else set()
+    readable |= {"CONN_INP", "CONN_INP_NAMES"} if wired else set()
     check_kinds(root, prefix, writable, readable)
     assert {pv for _, pv in bindings(root)} == {f"{prefix}:{pv}" for pv in writable | readable}
     title = root.findtext("widget[name='Title']/text") or ""
@@ -140,7 +142,7 @@ def test_each_pv_type_gets_its_widget(tmp_path: Path) -> None:
     widget_of = {pv.rsplit(":", 1)[1]: kind for kind, pv in bindings(root)}
     assert widget_of == {
         "ENABLE": "slide_button", "STATUS": "textupdate", "MESSAGE": "textupdate", "CYCLE_COUNT": "textupdate",
-        "VERSION": "textupdate", "RUN": "action_button",
+        "VERSION": "textupdate", "RUN": "action_button", "CLEAR": "action_button", "RESET": "action_button",
         "GAIN": "textentry", "COUNT": "textentry", "MODE": "combo", "ARMED": "slide_button", "NOTE": "textentry",
         "PROFILE": "textentry",
         "LEVEL": "textupdate", "STEPS": "textupdate", "PHASE": "textupdate", "LIMIT": "led", "TEXT": "textupdate",
@@ -238,7 +240,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
                     "--prefix", PREFIX)
     with daemon.serving() as d:
         with d.client() as api:
-            wait_until(lambda: api.get("/health").json()["plugins"]["running"] == 3, what="examples running")
+            wait_until(lambda: api.get("/health").json()["plugins"]["running"] == len(EXAMPLE_KINDS),
+                       what="examples running")
         yield d
 
 
@@ -284,7 +287,8 @@ def test_every_widget_is_bound_to_a_live_pv_of_the_right_kind(served: Daemon, ca
             root = files[f"{name}.bob"]
             config = load_config(EXAMPLES / name)
             shorts = {pv.removeprefix(prefix + ":") for pv in record["pvs"]}
-            writes = set(config.pvs.inputs) | ({"ENABLE", "RUN"} & shorts)
+            wired = {short for short, pv in config.pvs.inputs.items() if pv.wired}
+            writes = set(config.pvs.inputs) - wired | ({"ENABLE", "RUN", "CLEAR", "RESET"} & shorts)
             reads = shorts - writes
             check_kinds(root, prefix, writes, reads)
     index = files["index.bob"]

@@ -98,8 +98,8 @@ def test_examples_are_valid(example, kind, mode, cls, extra):
     assert (info.kind, info.mode, info.class_name) == (kind, mode, cls)
     assert info.module_file == example.replace("-", "_") + ".py"
     defaults = {
-        "continuous": ["ENABLE", "STATUS", "MESSAGE", "CYCLE_COUNT", "VERSION"],
-        "triggered": ["ENABLE", "STATUS", "MESSAGE", "CYCLE_COUNT", "VERSION", "RUN"],
+        "continuous": ["ENABLE", "STATUS", "MESSAGE", "CYCLE_COUNT", "VERSION", "CLEAR", "RESET"],
+        "triggered": ["ENABLE", "STATUS", "MESSAGE", "CYCLE_COUNT", "VERSION", "RUN", "CLEAR", "RESET"],
         None: ["STATUS", "MESSAGE", "RUN"],
     }[mode]
     prefix = f"IOCHOST:{example.upper()}:"

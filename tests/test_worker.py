@@ -86,7 +86,8 @@ def echo(processes, tmp_path):
 def test_ready_lists_default_and_declared_pvs(echo):
     ready = echo.wait_event(messages.Ready)
     names = {pv.rsplit(":", 1)[1] for pv in ready.pvs}
-    assert names == {"ENABLE", "STATUS", "MESSAGE", "CYCLE_COUNT", "VERSION", "GAIN", "OUT", "LAST_INPUT", "WRITES"}
+    assert names == {"ENABLE", "STATUS", "MESSAGE", "CYCLE_COUNT", "VERSION", "CLEAR", "RESET", "GAIN", "OUT",
+                     "LAST_INPUT", "WRITES"}
     assert all(pv.startswith(f"{PREFIX}:ECHO:") for pv in ready.pvs)
     assert ready.pid == echo.proc.pid
 

@@ -1,8 +1,9 @@
-"""``iochost serve | run | validate | display``: the command line."""
+"""``iochost serve | run | validate | display | new``: the command line."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         print(render_text(report))
     return 0 if report.ok else 1
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    """Write a new plugin directory that validates, runs and has a test that proves it."""
+    from iochost.scaffold import ScaffoldError, scaffold_plugin
+
+    directory = Path(args.dir if args.dir is not None else args.name)
+    try:
+        written = scaffold_plugin(args.name, args.kind, directory)
+    except ScaffoldError as exc:
+        print(f"iochost new: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    print(f"next: iochost validate {directory} --name {args.name} && python -m pytest {directory / 'tests'} -q",
+          file=sys.stderr)
+    return 0
 
 
 def cmd_display(args: argparse.Namespace) -> int:
@@ -84,6 +102,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(render_text(report), file=sys.stderr)
         return 1
     assert report.plugin is not None
+    beamline: dict[str, Any] = {}
+    if args.beamline_config:
+        from iochost.beamline import BeamlineConfigError, load_beamline_config
+
+        try:
+            beamline = load_beamline_config(Path(args.beamline_config))
+        except BeamlineConfigError as exc:
+            print(f"iochost run: beamline_config {exc}", file=sys.stderr)
+            return 2
     config = load_config(plugin_dir).with_parameters(parameters)
     limits = resolve_limits(config.parameters, DaemonLimits(), args.grace)  # as the daemon does
     spec = WorkerSpec(
@@ -92,6 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         version=args.version, grace_period=limits.grace_period, memory_limit_mb=limits.memory_limit_mb,
         max_open_files=limits.max_open_files,
         autosave_file=str(Path(args.autosave).resolve()) if args.autosave else None,
+        beamline_config=beamline,
     )
     try:
         return run_worker(spec)
@@ -249,12 +277,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version-label", dest="version", default="local", help="value of the VERSION PV")
     p.add_argument("--autosave", metavar="FILE", help="keep written input values (and the plugin's "
                    "snapshot()) in FILE and restore them at the next start")
+    p.add_argument("--beamline-config", metavar="FILE", help="beamline values.yaml: the plugin's "
+                   "beamline_config and the ophyd devices of get_device() (also IOCHOST_BEAMLINE_CONFIG, "
+                   "IOCMNG_BEAMLINE_CONFIG)",
+                   default=os.environ.get("IOCHOST_BEAMLINE_CONFIG") or os.environ.get("IOCMNG_BEAMLINE_CONFIG"))
     p.set_defaults(func=cmd_run)
+
+    from iochost.scaffold.names import KINDS
+
+    p = sub.add_parser("new", help="write a new plugin directory: module, config.yaml, README and a test")
+    p.add_argument("name", help="plugin name (A-Z a-z 0-9 _ -, at most 40)")
+    p.add_argument("--kind", required=True, choices=KINDS,
+                   help="task (continuous), triggered (task run by RUN=1), job, or declarative (config only)")
+    p.add_argument("dir", nargs="?", help="directory to create; absent or empty (default: ./NAME)")
+    p.set_defaults(func=cmd_new)
 
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse fills every positional at the first one, so `new NAME --kind K DIR` leaves DIR over
+    if args.func is cmd_new and args.dir is None and len(extra) == 1 and not extra[0].startswith("-"):
+        args.dir, extra = extra[0], []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     sys.exit(args.func(args))

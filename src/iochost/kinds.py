@@ -11,4 +11,4 @@ from __future__ import annotations
 from typing import Literal
 
 Kind = Literal["task", "job"]
-Mode = Literal["continuous", "triggered"]  # a task's mode; a job has none
+Mode = Literal["continuous", "triggered", "reactive"]  # a task's mode; a job has none

@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
+from iochost.beamline import BeamlineConfigError, load_beamline_config
 from iochost.budget import parse_rate
 from iochost.config.pvnames import DEFAULT_PREFIX, pv_prefix_problem
 from iochost.environ import ENV_PREFIX
@@ -25,6 +26,7 @@ PORT_RANGE = r"^\d{1,5}-\d{1,5}$"
 ENV_ALIASES = {
     "allow_source": ENV_PREFIX + "ALLOWED_SOURCES",
     "plugins_file": "IOCMNG_PLUGINS_CONFIG",  # iocmng's startup plugins.yaml
+    "beamline_config": "IOCMNG_BEAMLINE_CONFIG",  # iocmng's beamline values.yaml
 }
 
 
@@ -68,6 +70,9 @@ class Settings(BaseModel):
     plugins_file: Path | None = Field(default=None, description="YAML `plugins:` list (POST body fields, "
                                       "pat_file for tokens) added at start, changed entries upgraded; "
                                       "also IOCMNG_PLUGINS_CONFIG")
+    beamline_config: Path | None = Field(default=None, description="beamline values.yaml every plugin gets "
+                                         "as beamline_config, its epicsConfiguration.iocs the devices of "
+                                         "get_device(); read once at start; also IOCMNG_BEAMLINE_CONFIG")
 
     # -- EPICS ---------------------------------------------------------------------------
     epics_host: str = Field(default="127.0.0.1", description="interface the CA/PVA servers and the CA "
@@ -181,6 +186,19 @@ class Settings(BaseModel):
         parse_rate(value)
         return value
 
+    _beamline_values: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _load_beamline_config(self) -> "Settings":
+        """Read and check the beamline file now: a broken one stops the daemon at start,
+        naming the file and line, and every worker gets the mapping read here."""
+        if self.beamline_config is not None:
+            try:
+                self._beamline_values = load_beamline_config(self.beamline_config)
+            except BeamlineConfigError as exc:
+                raise ValueError(f"beamline_config {exc}") from None
+        return self
+
     @model_validator(mode="after")
     def _load_token_files(self) -> "Settings":
         for name in ("read", "admin"):
@@ -211,6 +229,11 @@ class Settings(BaseModel):
     @property
     def auth_enabled(self) -> bool:
         return self.admin_token is not None or self.read_token is not None
+
+    @property
+    def beamline_values(self) -> dict[str, Any]:
+        """The parsed ``beamline_config`` file (empty without one), as read at start."""
+        return self._beamline_values
 
     @property
     def add_rate_limit(self) -> tuple[int, float] | None:

@@ -12,14 +12,20 @@ import sys
 import types
 
 from iochost import sdk
+from iochost.declarative import functions
 from iochost.sdk import job, task
 
 _ALIASES: dict[str, dict[str, object]] = {
-    "iocmng": {"TaskBase": sdk.TaskBase, "JobBase": sdk.JobBase, "JobResult": sdk.JobResult},
+    "iocmng": {"TaskBase": sdk.TaskBase, "JobBase": sdk.JobBase, "JobResult": sdk.JobResult,
+               "DeclarativeTask": sdk.DeclarativeTask},
     "iocmng.base": {"TaskBase": sdk.TaskBase, "JobBase": sdk.JobBase, "JobResult": sdk.JobResult},
     "iocmng.base.task": {"TaskBase": task.TaskBase},
     "iocmng.base.job": {"JobBase": job.JobBase, "JobResult": job.JobResult},
+    "iocmng.declarative": {"DeclarativeTask": sdk.DeclarativeTask},
+    "iocmng.core": {},
+    "iocmng.core.functions": {"register": functions.register, "get_registry": functions.get_registry},
 }
+_PACKAGES = ("iocmng", "iocmng.base", "iocmng.core")
 
 
 def install_iocmng_alias() -> None:
@@ -27,9 +33,12 @@ def install_iocmng_alias() -> None:
     for name, attrs in _ALIASES.items():
         module = types.ModuleType(name, f"iochost alias of {name} for iocmng plugins")
         module.__dict__.update(attrs)
-        if name in ("iocmng", "iocmng.base"):
+        if name in _PACKAGES:
             module.__path__ = []  # a package, so submodule imports resolve through sys.modules
         sys.modules[name] = module
     sys.modules["iocmng"].base = sys.modules["iocmng.base"]  # type: ignore[attr-defined]
     sys.modules["iocmng.base"].task = sys.modules["iocmng.base.task"]  # type: ignore[attr-defined]
     sys.modules["iocmng.base"].job = sys.modules["iocmng.base.job"]  # type: ignore[attr-defined]
+    sys.modules["iocmng"].declarative = sys.modules["iocmng.declarative"]  # type: ignore[attr-defined]
+    sys.modules["iocmng"].core = sys.modules["iocmng.core"]  # type: ignore[attr-defined]
+    sys.modules["iocmng.core"].functions = sys.modules["iocmng.core.functions"]  # type: ignore[attr-defined]

@@ -36,7 +36,12 @@ class ConfigError(Exception):
 
 
 def dotted(path: Iterable[Any]) -> str:
-    return ".".join(str(part) for part in path) or "(top level)"
+    """``rules[2].condition``: list positions in brackets, keys joined by dots."""
+    text = ""
+    for part in path:
+        part = str(part)
+        text += f"[{part}]" if part.isdigit() and text else f".{part}" if text else part
+    return text or "(top level)"
 
 
 def line_of(path: Sequence[Any], lines: LineMap | None) -> int | None:

@@ -36,14 +36,28 @@ def full_pv_name(prefix: str, name: str, pv: str) -> str:
     return f"{plugin_pv_prefix(prefix, name)}:{pv}"
 
 
-def default_pv_names(kind: Kind, mode: str | None = None) -> list[str]:
-    """The PVs every plugin of ``kind`` gets, in the order the worker creates them."""
+def default_pv_names(kind: Kind, mode: str | None = None, pvs: PVGroup | None = None) -> list[str]:
+    """The PVs every plugin of ``kind`` gets, in the order the worker creates them: a
+    task's CLEAR and RESET (iocmng 2.7: release latches; and restart counting), and, when
+    ``pvs`` has wired PVs, the per-port connection waveforms CONN_INP / CONN_OUT with
+    CONN_INP_NAMES / CONN_OUT_NAMES naming the ports in the same order."""
     if kind == "job":
         return ["STATUS", "MESSAGE", "RUN"]
     names = ["ENABLE", "STATUS", "MESSAGE", "CYCLE_COUNT", "VERSION"]
     if mode == "triggered":
         names.append("RUN")
+    names += ["CLEAR", "RESET"]
+    for group, pv in (("inputs", "CONN_INP"), ("outputs", "CONN_OUT")):
+        if wired_ports(pvs, group):
+            names += [pv, f"{pv}_NAMES"]
     return names
+
+
+def wired_ports(pvs: PVGroup | None, group: str) -> list[str]:
+    """The wired inputs or outputs, in config order: the element order of CONN_INP/CONN_OUT."""
+    if pvs is None:
+        return []
+    return [name for name, pv in getattr(pvs, group).items() if pv.wired]
 
 
 def pv_prefix_problem(prefix: str) -> str | None:
@@ -78,7 +92,7 @@ def check_pv_names(
     prefix_problem = pv_prefix_problem(prefix)
     if prefix_problem is not None:
         issues.append(_issue(prefix_problem))
-    defaults = default_pv_names(kind, mode) if kind is not None else []
+    defaults = default_pv_names(kind, mode, pvs) if kind is not None else []
     for pv in defaults:
         full = full_pv_name(prefix, name, pv)
         if len(full) > MAX_PV_NAME:

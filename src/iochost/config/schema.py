@@ -11,6 +11,7 @@ states of 25 characters, 39-character strings, 40-character DESC, 15-character E
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -27,6 +28,7 @@ from pydantic import (
 
 from iochost.alarms import severity_name
 from iochost.config.errors import ConfigError, SchemaProblems, issues_from_pydantic, problems_from_pydantic
+from iochost.declarative.expressions import ExpressionError, compile_expression
 from iochost.kinds import Kind, Mode
 from iochost.record_sizes import STRING_LENGTH
 
@@ -45,6 +47,8 @@ DEFAULT_PREC = 3
 DEFAULT_ZNAM, DEFAULT_ONAM = "Off", "On"
 
 Problems = list[tuple[tuple[str, ...], str]]
+# A link target: a record name, optionally with a field (``DEV:TEMP.HIGH``).
+LINK_NAME_RE = re.compile(r"^[A-Za-z0-9_\-+:\[\]<>;]+(\.[A-Z][A-Z0-9]{0,3})?$")
 
 
 def _is_number(value: Any) -> bool:
@@ -156,7 +160,15 @@ class PVDef(BaseModel):
     choices: list[str] | None = None
     length: int | None = Field(default=None, ge=1)
     alarm: LimitAlarm | StateAlarm | dict[str, str] | None = None
-    alarm_on: Severity | None = Field(default=None, description="iocmng 2.7: osv of a bool PV")
+    alarm_on: Severity | None = Field(default=None, description="iocmng 2.7: osv of a bool PV, hsv of a "
+                                      "float/int PV (with high: as the limit)")
+    link: str | None = Field(default=None, description="iocmng 2.7: the external PV this one is wired to")
+    link_mode: Literal["monitor", "poll"] = "poll"
+    poll_rate: float | None = Field(default=None, gt=0, description="seconds between polls; default: interval")
+    trigger: bool = Field(default=False, description="a change calls on_input_changed() (always in reactive mode)")
+    buffer_size: int | None = Field(default=None, ge=1, le=100_000, description="ring buffer <name>_buf")
+    latch: bool = False
+    latch_dir: Literal["rise", "fall", "any"] = "rise"
     mdel: float | None = Field(default=None, ge=0, description="monitor deadband (MDEL)")
     adel: float | None = Field(default=None, ge=0, description="archive deadband (ADEL)")
     autosave: bool = Field(default=True, description="inputs: restore the last value on restart")
@@ -187,6 +199,26 @@ class PVDef(BaseModel):
             if wrong:
                 raise SchemaProblems(wrong)
         return _nested(StateAlarm if kind == "bool" else LimitAlarm, value)
+
+    @field_validator("latch_dir", "link_mode", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        """iocmng accepts any case and ``0->1`` / ``1->0`` for rise / fall."""
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return {"0->1": "rise", "1->0": "fall"}.get(value, value)
+        return value
+
+    @field_validator("link")
+    @classmethod
+    def _link_name(cls, value: str | None) -> str | None:
+        if value is not None and not LINK_NAME_RE.match(value):
+            raise ValueError(f"{value!r} is not a PV name (record name, optionally .FIELD)")
+        return value
+
+    @property
+    def wired(self) -> bool:
+        return self.link is not None
 
     @field_validator("type", mode="before")
     @classmethod
@@ -229,10 +261,26 @@ class PVDef(BaseModel):
             elif self.type == "int" and getattr(self, key) is not None and not getattr(self, key).is_integer():
                 problems.append(((key,), f"should be an integer on an int PV, got {getattr(self, key)!r}"))
         if "alarm_on" in given and self.alarm_on is not None:
-            if self.type != "bool":
-                problems.append((("alarm_on",), f"only for bool PVs, not {self.type}; use alarm:"))
-            elif isinstance(self.alarm, StateAlarm) and self.alarm.osv is not None:
+            if self.type not in ("bool", "float", "int") or self.is_waveform:
+                problems.append((("alarm_on",), f"only for bool, float and int PVs, not {self.type}; use alarm:"))
+            elif self.type == "bool" and isinstance(self.alarm, StateAlarm) and self.alarm.osv is not None:
                 problems.append((("alarm_on",), "give alarm_on: or alarm.osv, not both"))
+            elif self.type != "bool" and self.high is None:
+                problems.append((("alarm_on",), "on a float or int PV it alarms above high:, which is not set"))
+            elif self.type != "bool" and isinstance(self.alarm, LimitAlarm) and self.alarm.high is not None:
+                problems.append((("alarm_on",), "give alarm_on: or alarm.high, not both"))
+        if self.buffer_size is not None and self.type not in ("float", "int", "bool") or \
+                self.buffer_size is not None and self.is_waveform:
+            problems.append((("buffer_size",), f"only for scalar float, int and bool PVs, not {self.type}"))
+        for key in ("link_mode", "poll_rate", "trigger"):
+            if key in given and self.link is None:
+                problems.append(((key,), "only for a wired PV (one with link:)"))
+        if "poll_rate" in given and self.link_mode != "poll":
+            problems.append((("poll_rate",), "only with link_mode: poll"))
+        if "latch_dir" in given and not self.latch:
+            problems.append((("latch_dir",), "only with latch: true"))
+        if self.latch and self.type not in ("bool", "int", "enum"):
+            problems.append((("latch",), f"only for bool, int and enum PVs, not {self.type}"))
         if self.low is not None and self.high is not None and self.low > self.high:
             problems.append((("low",), f"low ({self.low:g}) is above high ({self.high:g})"))
         problems += self._check_length()
@@ -250,6 +298,10 @@ class PVDef(BaseModel):
             if self.alarm_on is not None:  # folded into alarm.osv: the model holds it once
                 zsv = self.alarm.zsv if isinstance(self.alarm, StateAlarm) else None
                 self.alarm, self.alarm_on = StateAlarm(zsv=zsv, osv=self.alarm_on), None
+        elif self.alarm_on is not None:  # iocmng: HIGH=high, HSV=alarm_on
+            limits = self.alarm.model_dump(exclude_none=True) if isinstance(self.alarm, LimitAlarm) else {}
+            self.alarm = LimitAlarm(**limits, high=self.high, hsv=self.alarm_on)
+            self.alarm_on = None
         return self
 
     def _check_length(self) -> Problems:
@@ -386,6 +438,8 @@ class PVGroup(BaseModel):
                               for name in self.outputs if name in self.inputs]
         problems += [(("outputs", name, "autosave"), "only for inputs (the plugin sets its outputs)")
                      for name, pv in self.outputs.items() if "autosave" in pv.model_fields_set]
+        problems += [(("inputs", name, "latch"), "only for outputs (a rule latches the outputs it sets)")
+                     for name, pv in self.inputs.items() if pv.latch]
         if problems:
             raise SchemaProblems(problems)
         return self
@@ -406,6 +460,8 @@ class Parameters(BaseModel):
                                         description="the worker's memory limit; default: the daemon's")
     max_open_files: int | None = Field(default=None, ge=32, le=1024 * 1024,
                                        description="the worker's open-file limit; default: the daemon's")
+    pva: bool = Field(default=True, description="links use PV Access (p4p); false: Channel Access")
+    timeout: float = Field(default=5.0, gt=0, description="seconds a link read or write may take")
 
     @model_validator(mode="before")
     @classmethod
@@ -426,6 +482,29 @@ class Parameters(BaseModel):
         return data
 
 
+class Transform(BaseModel):
+    """iocmng 2.7: an output computed from an expression, each cycle."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    output: str
+    expression: str
+
+
+class Rule(BaseModel):
+    """iocmng 2.7: when ``condition`` holds, set ``outputs``, put ``actuators`` (wired PVs)
+    and show ``message`` (on MESSAGE, and timestamped on ``message_pv`` if given)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: str = ""
+    condition: str
+    message: str = ""
+    message_pv: str | None = None
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    actuators: dict[str, Any] = Field(default_factory=dict)
+
+
 def plugin_mode(kind: Kind | None, parameters: Parameters) -> Mode | None:
     """The mode a plugin of ``kind`` runs in: a task's configured mode; None for a job (or
     a kind not known yet). The validator and the worker both derive it here."""
@@ -439,6 +518,9 @@ class PluginConfig(BaseModel):
 
     parameters: Parameters = Field(default_factory=Parameters)
     pvs: PVGroup = Field(default_factory=PVGroup)
+    transforms: list[Transform] = Field(default_factory=list)
+    rules: list[Rule] = Field(default_factory=list)
+    rule_defaults: dict[str, Any] = Field(default_factory=dict)
 
     _pv_section: str = PrivateAttr(default="pvs")
     _key_lines: dict[tuple[str, ...], int] = PrivateAttr(default_factory=dict)
@@ -450,13 +532,69 @@ class PluginConfig(BaseModel):
             return {}
         if not isinstance(data, dict):
             return data
-        data = {key: _empty_to_dict(value) if key in ("parameters", "pvs", "arguments") else value
+        data = {key: _empty_to_dict(value) if key in ("parameters", "pvs", "arguments", "rule_defaults")
+                else [] if key in ("rules", "transforms") and value is None else value
                 for key, value in data.items()}
         if "arguments" in data:
             if "pvs" in data:
                 raise SchemaProblems([(("arguments",), "give PVs under pvs: or arguments:, not both")])
             data["pvs"] = data.pop("arguments")
         return data
+
+    @model_validator(mode="after")
+    def _declarative(self) -> "PluginConfig":
+        """Every expression compiles against the library and the names in scope, and every
+        PV a transform or rule names is declared where it must be: here, not at runtime."""
+        problems: Problems = []
+        inputs, outputs = self.pvs.inputs, self.pvs.outputs
+        names = self.expression_names()
+
+        def expression(path: tuple[str, ...], text: str) -> None:
+            try:
+                compile_expression(text, names)
+            except ExpressionError as exc:
+                problems.append((path, str(exc)))
+
+        def settable(path: tuple[str, ...], name: str, value: Any) -> None:
+            if name not in outputs:
+                problems.append((path, f"{name!r} is not a declared output; outputs: {', '.join(outputs) or '(none)'}"))
+            elif _is_number(value) is False and not isinstance(value, (bool, str)):
+                problems.append((path, f"should be a number, bool or string, got {value!r}"))
+
+        for index, transform in enumerate(self.transforms):
+            where = ("transforms", str(index))
+            if transform.output not in outputs:
+                problems.append((where + ("output",), f"{transform.output!r} is not a declared output"))
+            expression(where + ("expression",), transform.expression)
+        for index, rule in enumerate(self.rules):
+            where = ("rules", str(index))
+            expression(where + ("condition",), rule.condition)
+            for name, value in rule.outputs.items():
+                settable(where + ("outputs", name), name, value)
+            for name in rule.actuators:
+                pv = inputs.get(name) or outputs.get(name)
+                if pv is None or not pv.wired:
+                    problems.append((where + ("actuators", name), f"{name!r} is not a wired PV (one with link:)"))
+            if rule.message_pv is not None and (rule.message_pv not in outputs
+                                                or outputs[rule.message_pv].type != "string"):
+                problems.append((where + ("message_pv",), f"{rule.message_pv!r} is not a declared string output"))
+        for name, value in self.rule_defaults.items():
+            settable(("rule_defaults", name), name, value)
+        if problems:
+            raise SchemaProblems(problems)
+        return self
+
+    def expression_names(self) -> set[str]:
+        """What an expression may read: every input and output, ``<name>_buf`` of each ring
+        buffer, and the parameters."""
+        pvs = {**self.pvs.inputs, **self.pvs.outputs}
+        names = set(pvs) | {f"{name}_buf" for name, pv in pvs.items() if pv.buffer_size}
+        return names | set(self.parameters.model_dump())
+
+    @property
+    def wired(self) -> bool:
+        """Whether any PV is linked: such a task needs the link engine."""
+        return any(pv.wired for group in (self.pvs.inputs, self.pvs.outputs) for pv in group.values())
 
     @property
     def pv_section(self) -> str:

@@ -47,5 +47,7 @@ class WorkerSpec(BaseModel):
                                       "plugin's snapshot() are kept in and restored from; None: nothing kept")
     access_security: AccessSecurity | None = Field(default=None, description="EPICS access security; None: "
                                                    "every client may write")
+    beamline_config: dict[str, Any] = Field(default_factory=dict, description="the parsed beamline "
+                                            "values.yaml: the plugin's beamline_config and its devices")
     event_fd: int | None = None
     command_fd: int | None = None

@@ -41,6 +41,12 @@ def _default_labels(kind: Kind) -> dict[str, tuple[str, str]]:
         "CYCLE_COUNT": ("Cycles", "CYCLE_COUNT: completed executions"),
         "VERSION": ("Version", "VERSION: the plugin's commit or label"),
         "RUN": ("Run", "Write 1 to trigger one execution"),
+        "CLEAR": ("Clear latches", "Write 1 to release latched outputs"),
+        "RESET": ("Reset", "Write 1 to clear latches, reset the cycle count and re-check links"),
+        "CONN_INP": ("Inputs connected", "1 per wired input (CONN_INP_NAMES order) whose link is connected"),
+        "CONN_INP_NAMES": ("Wired inputs", "names of the wired inputs, in CONN_INP order"),
+        "CONN_OUT": ("Outputs connected", "1 per wired output (CONN_OUT_NAMES order) whose link is connected"),
+        "CONN_OUT_NAMES": ("Wired outputs", "names of the wired outputs, in CONN_OUT order"),
     }
 
 
@@ -95,21 +101,26 @@ def plugin_device(name: str, prefix: str, kind: Kind, mode: str | None,
     names = _Names()
     labels = _default_labels(kind)
     defaults: list[Component] = []
-    for pv in default_pv_names(kind, mode):
+    for pv in default_pv_names(kind, mode, config.pvs):
         label, tip = labels[pv]
         full = f"{base}:{pv}"
         common = dict(name=names(), label=label, description=f"{full} - {tip}")
         if pv == "ENABLE":
             defaults.append(SignalW(write_pv=full, write_widget=ToggleButton(), **common))
-        elif pv == "RUN":
+        elif pv in ("RUN", "CLEAR", "RESET"):
             defaults.append(SignalX(write_pv=full, value="1", **common))
-        elif pv in ("MESSAGE", "VERSION"):
+        elif pv in ("MESSAGE", "VERSION", "CONN_INP_NAMES", "CONN_OUT_NAMES"):
             defaults.append(SignalR(read_pv=full, read_widget=TextRead(format=TextFormat.string), **common))
         else:
             defaults.append(SignalR(read_pv=full, read_widget=TextRead(), **common))
     inputs: list[Component] = []
     for short, pv in config.pvs.inputs.items():
         full = f"{base}:{short}"
+        if pv.wired:  # its value comes from the link: operators read it, the record is an input
+            inputs.append(SignalR(name=names(), label=pv.description or short,
+                                  description=f"{_tooltip(full, pv)} - from {pv.link}",
+                                  read_pv=full, read_widget=_read_widget(pv)))
+            continue
         inputs.append(SignalW(name=names(), label=pv.description or short, description=_tooltip(full, pv),
                               write_pv=full, write_widget=_write_widget(pv)))
     outputs: list[Component] = []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
+import time
 from abc import ABC
 from typing import Any
 
@@ -55,6 +57,38 @@ class PluginBase(ABC):
         """The current value of one of this plugin's PVs (name without prefix)."""
         return self._runtime.get_pv(name)
 
+    # iocmng 2.7's names: inputs and outputs are PVs like any other
+    def get_input(self, pv_name: str) -> Any:
+        return self.get_pv(pv_name)
+
+    def get_output(self, pv_name: str) -> Any:
+        return self.get_pv(pv_name)
+
+    def set_input(self, pv_name: str, value: Any) -> None:
+        self.set_pv(pv_name, value)
+
+    def set_output(self, pv_name: str, value: Any) -> None:
+        """Set an output; a wired one (``link:``) is also written to its linked PV."""
+        self.set_pv(pv_name, value)
+
+    def link_put(self, key: str, value: Any, timeout: float = 5.0) -> None:
+        """Write ``value`` to the external PV of the wired input or output ``key``, without
+        waiting (the write is asynchronous; a newer value replaces one not yet sent).
+        ``timeout`` is kept for iocmng's signature: the config's ``timeout`` applies.
+        KeyError if ``key`` is not wired."""
+        put = getattr(self._runtime, "link_put", None)
+        if put is None:
+            raise KeyError(f"{key!r} is not a wired PV (this plugin has no link:)")
+        put(key, value)
+
+    def get_datetime(self) -> str:
+        """Local time as iocmng gives it: ``YYYY-MM-DD HH:MM:SS.mmm``."""
+        return datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+    def get_timems(self) -> int:
+        """Milliseconds since the epoch."""
+        return int(time.time() * 1000)
+
     def set_message(self, message: str) -> None:
         """Show a human-readable message on MESSAGE (cut to what its stringin record holds: 39 characters)."""
         self._runtime.set_pv("MESSAGE", str(message)[:STRING_LENGTH])
@@ -78,10 +112,26 @@ class PluginBase(ABC):
 
     # -- optional Ophyd accessors kept for iocmng plugins -------------------------
     def get_device(self, device_name: str) -> object | None:
-        return self.ophyd_devices.get(device_name)
+        """The ophyd device ``device_name`` of the beamline config (``--beamline-config``),
+        created on this first call (it waits for the device's PVs) and the same object after.
+        None, with the reason logged, if it is not in the config, cannot be created, or
+        ophyd / infn_ophyd_hal are not installed (``iochost[ophyd]``)."""
+        if device_name in self.ophyd_devices:
+            return self.ophyd_devices[device_name]
+        devices = getattr(self, "_devices", None)
+        return devices.get(device_name) if devices is not None else None
 
     def list_devices(self) -> list[str]:
-        return list(self.ophyd_devices)
+        """Names ``get_device`` knows: every device of the beamline config's
+        ``epicsConfiguration.iocs`` (not disabled, with a devgroup; a repeated name is
+        ``{ioc}_{device}``), created yet or not, plus any passed in as ``ophyd_devices``."""
+        devices = getattr(self, "_devices", None)
+        names = list(self.ophyd_devices)
+        return names + [n for n in (devices.names() if devices is not None else []) if n not in names]
+
+    def _attach_devices(self, devices: Any) -> None:
+        """Called by the worker with its iochost.worker.devices.Devices; not part of the plugin API."""
+        self._devices = devices
 
     def _attach_runtime(self, runtime: PluginRuntime) -> None:
         """Called by the worker once records exist; not part of the plugin API."""

@@ -14,8 +14,10 @@ class TaskBase(PluginBase):
 
     ``parameters['mode']`` picks the mode: ``continuous`` calls ``execute()`` every
     ``interval`` seconds and counts cycles on CYCLE_COUNT; ``triggered`` calls
-    ``triggered()`` (by default ``execute()``) once each time an operator writes 1 to RUN.
-    ENABLE=0 pauses either mode.
+    ``triggered()`` (by default ``execute()``) once each time an operator writes 1 to RUN;
+    ``reactive`` (iocmng 2.7) calls ``on_input_changed()`` whenever a wired input changes and
+    counts cycles every ``interval``. ENABLE=0 pauses every mode. Transforms and rules of the
+    config (see DeclarativeTask) run before each ``execute()`` / on each change.
     """
 
     kind = "task"
@@ -45,6 +47,17 @@ class TaskBase(PluginBase):
     def triggered(self) -> None:
         """Run once per RUN=1 in triggered mode; defaults to ``execute()``."""
         self.execute()
+
+    def on_input_changed(self, key: str, value: Any, old_value: Any) -> None:
+        """Called on the plugin thread when a wired input's value changes: for every wired
+        input in ``reactive`` mode, for inputs with ``trigger: true`` in the others."""
+
+    def step_cycle(self) -> None:
+        """Count one cycle on CYCLE_COUNT (the host counts each ``execute()`` itself; call this
+        for cycles of your own)."""
+        if self.mode in ("continuous", "reactive"):
+            self.cycle_count += 1
+            self._runtime.set_pv("CYCLE_COUNT", self.cycle_count)
 
     def set_status(self, status: str | int | TaskStatus) -> None:
         """Set STATUS to INIT, RUN, PAUSED, END or ERROR (name, number or TaskStatus)."""

@@ -69,6 +69,13 @@ class EpicsNetwork:
             "EPICS_PVAS_SERVER_PORT": str(pva_port),
             "EPICS_PVAS_INTF_ADDR_LIST": "" if host in ("0.0.0.0", "") else host,
         })
+        # Link clients (wired PVs of declarative plugins) find the other plugins through
+        # this endpoint first, then wherever the operator's client lists point.
+        local = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        env["EPICS_CA_ADDR_LIST"] = " ".join(
+            [f"{local}:{self.settings.ca_port}", self.environ.get("EPICS_CA_ADDR_LIST", "")]).strip()
+        env["EPICS_PVA_ADDR_LIST"] = " ".join(
+            [f"{local}:{self.settings.pva_port}", self.environ.get("EPICS_PVA_ADDR_LIST", "")]).strip()
         if is_loopback(host) and "EPICS_PVAS_BEACON_ADDR_LIST" not in self.environ:
             env.update({"EPICS_PVAS_BEACON_ADDR_LIST": LOOPBACK_BROADCAST,
                         "EPICS_PVAS_AUTO_BEACON_ADDR_LIST": "NO"})

@@ -351,6 +351,7 @@ class Shell:
             forward_log_rate=self.settings.plugin_log_limit, realtime=self.settings.worker_realtime,
             autosave_file=str(autosave.path_for(self.settings.autosave_dir, entry.name)),
             access_security=worker_access_security(self.settings, entry.name),
+            beamline_config=self.settings.beamline_values,
         )
         return limits, spec, str(env_python) if env_python else None
 

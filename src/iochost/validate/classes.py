@@ -21,6 +21,10 @@ SDK_BASES: dict[str, Kind] = {
     **{f"{module}.TaskBase": "task" for module in _TASK_MODULES},
     **{f"{module}.JobBase": "job" for module in _JOB_MODULES},
 }
+# DeclarativeTask brings every required method with it (its behaviour is the config's).
+_DECLARATIVE = ("iochost.DeclarativeTask", "iochost.sdk.DeclarativeTask", "iochost.sdk.declarative.DeclarativeTask",
+                "iocmng.DeclarativeTask", "iocmng.declarative.DeclarativeTask")
+SDK_BASES.update({name: "task" for name in _DECLARATIVE})
 REQUIRED_METHODS: dict[Kind, tuple[str, ...]] = {
     "task": ("initialize", "execute", "cleanup"),
     "job": ("initialize", "execute"),
@@ -171,6 +175,8 @@ class _Index:
         return None
 
     def _all_methods(self, qualname: str, seen: set[str]) -> set[str]:
+        if self.resolve(qualname) in _DECLARATIVE:
+            return set(REQUIRED_METHODS["task"])
         info = self.classes.get(self.resolve(qualname))
         if info is None or info.qualname in seen:
             return set()

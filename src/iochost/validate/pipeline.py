@@ -87,6 +87,6 @@ def validate_plugin(
         declared = [*config.pvs.inputs, *config.pvs.outputs]
         report.plugin = PluginInfo(
             kind=kind, class_name=code.class_name, module_file=code.module_file, mode=mode,
-            pvs=[full_pv_name(prefix, name, pv) for pv in default_pv_names(kind, mode) + declared],
+            pvs=[full_pv_name(prefix, name, pv) for pv in default_pv_names(kind, mode, config.pvs) + declared],
         )
     return report

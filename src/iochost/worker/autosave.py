@@ -56,8 +56,9 @@ class AutosaveFileError(ValueError):
 
 
 def autosaved_inputs(pvs: PVGroup) -> dict[str, PVDef]:
-    """The declared inputs whose values are kept (``autosave:`` defaults to true)."""
-    return {name: pv for name, pv in pvs.inputs.items() if pv.autosave}
+    """The declared inputs whose values are kept (``autosave:`` defaults to true; a wired input
+    takes its link's value, never an old one)."""
+    return {name: pv for name, pv in pvs.inputs.items() if pv.autosave and not pv.wired}
 
 
 def path_for(folder: Path, name: str) -> Path:

@@ -29,6 +29,7 @@ from iochost.worker.limits import exit_out_of_memory
 if TYPE_CHECKING:  # records imports softioc; the launch template preloads this module without it
     from iochost.worker.autosave import Autosaver
     from iochost.worker.records import PVTable
+    from iochost.worker.wiring import Wiring
 
 log = logging.getLogger("iochost.worker")
 
@@ -64,6 +65,7 @@ class PluginHost:
         self._run_lock = threading.Lock()
         self.active_run: str | None = None
         self.stop_grace: float | None = None  # from the supervisor's Stop: overrides the spec's
+        self.wiring: Wiring | None = None  # links, transforms and rules (iocmng 2.7), if the config has any
         self._thread = threading.Thread(target=self._main, name="iochost-plugin", daemon=True)
 
     # -- entry points from other threads -------------------------------------------
@@ -135,6 +137,8 @@ class PluginHost:
             initialized = self._call("initialize", self.plugin.initialize)
             if initialized:
                 self._ready_status()
+                if self.wiring is not None:
+                    self.wiring.start()
             else:
                 self.halted = True
             self.channel.send(messages.Initialized(ok=initialized))
@@ -142,6 +146,8 @@ class PluginHost:
                 self._task_loop(self.plugin)
             else:
                 self._job_loop(self.plugin)
+            if self.wiring is not None:
+                self.wiring.close()
             if initialized:  # a plugin that never initialised has no state worth keeping
                 self._snapshot()
             self._call("cleanup", self.plugin.cleanup)
@@ -226,44 +232,91 @@ class PluginHost:
 
     def _task_loop(self, task: TaskBase) -> None:
         task.running = True
-        continuous = task.mode == "continuous"
+        periodic = task.mode in ("continuous", "reactive")  # reactive: counts cycles, no execute()
         interval = self.parameters.interval
         next_due = time.monotonic()
         while not self.stop_requested.is_set():
             now = time.monotonic()
-            if continuous and now >= next_due:
+            if periodic and now >= next_due:
                 if task.enabled and not self.halted:
-                    self._execute(task, task.execute)
+                    self._cycle(task)
                 next_due += interval
                 if next_due < now:  # fell behind: skip missed cycles, keep the period
                     next_due = now + interval
                 continue
             try:
-                event = self.events.get(timeout=(next_due - now) if continuous else None)
+                event = self.events.get(timeout=(next_due - now) if periodic else None)
             except queue.Empty:
                 continue
             if event is _STOP:
                 break
-            _, name, value = event
-            if name == "ENABLE":
-                task.enabled = bool(value)
-                if not self.halted:
-                    self._ready_status()
-            elif name == "RUN":
-                if value and task.enabled and not self.halted:
-                    self._status(TaskStatus.RUN, "Running (triggered)")
-                    if self._execute(task, task.triggered):
-                        self._status(TaskStatus.INIT, "Ready for trigger")
-                self.table.set_pv("RUN", 0)
-            else:
-                self._call("on_input", lambda: task.on_input(name, value))
+            self._task_event(task, event)
+
+    def _cycle(self, task: TaskBase) -> None:
+        """One period: links polled, transforms and rules applied, then ``execute()``."""
+        wiring = self.wiring
+        if wiring is not None:
+            wiring.poll()
+            if task.mode == "continuous" and not self._call("rules", wiring.evaluate):
+                return
+        if task.mode == "continuous":
+            self._execute(task, task.execute)
+        else:
+            self._count_cycle(task)
+
+    def _task_event(self, task: TaskBase, event: tuple[Any, ...]) -> None:
+        what, name, value = event
+        wiring = self.wiring
+        if what == "conn" and wiring is not None:
+            wiring.on_connection(name, value)
+        elif what == "link" and wiring is not None:
+            old, changed = wiring.on_link_value(name, value)
+            if changed and (task.mode == "reactive" or wiring.links.ports[name].trigger):
+                self._call("on_input_changed", lambda: task.on_input_changed(name, value, old))
+                if task.mode == "reactive" and task.enabled and not self.halted:
+                    self._call("rules", wiring.evaluate)
+        elif name == "ENABLE":
+            task.enabled = bool(value)
+            if not self.halted:
+                self._ready_status()
+        elif name == "RUN":
+            if value and task.enabled and not self.halted:
+                self._status(TaskStatus.RUN, "Running (triggered)")
+                if wiring is not None and not self._call("rules", wiring.evaluate):
+                    return
+                if self._execute(task, task.triggered):
+                    self._status(TaskStatus.INIT, "Ready for trigger")
+            self.table.set_pv("RUN", 0)
+        elif name in ("CLEAR", "RESET"):
+            if value:
+                self._clear_or_reset(task, name)
+            self.table.set_pv(name, 0)
+        else:
+            if wiring is not None:
+                wiring.on_operator_write(name, value)
+            self._call("on_input", lambda: task.on_input(name, value))
+
+    def _clear_or_reset(self, task: TaskBase, which: str) -> None:
+        """CLEAR releases latched outputs; RESET also restarts CYCLE_COUNT and re-reads every
+        link (iocmng 2.7)."""
+        if self.wiring is not None:
+            self.wiring.clear()
+        if which == "RESET":
+            task.cycle_count = 0
+            self.table.set_pv("CYCLE_COUNT", 0)
+            if self.wiring is not None:
+                self.wiring.poll(force=True)
+            self.table.set_pv("MESSAGE", "Task reset")
+
+    def _count_cycle(self, task: TaskBase) -> None:
+        task.cycle_count += 1
+        self.table.set_pv("CYCLE_COUNT", task.cycle_count)
 
     def _execute(self, task: TaskBase, function: Callable[[], None]) -> bool:
         recovering = self.table.status_name() == "ERROR"
         ok = self._call("execute", function)
         if ok:
-            task.cycle_count += 1
-            self.table.set_pv("CYCLE_COUNT", task.cycle_count)
+            self._count_cycle(task)
             if recovering and task.mode == "continuous":
                 self._status(TaskStatus.RUN, "Running (recovered)")
         elif task.mode == "continuous" and not self.parameters.retry_on_error:

@@ -149,10 +149,14 @@ def run_worker(spec: WorkerSpec) -> int:
         log.error("%s", unprotected)
         channel.send(messages.Fatal(message=unprotected))
         return WorkerExit.FATAL
-    plugin._attach_runtime(table)
+    host = PluginHost(plugin, table, config.parameters, channel, spec.heartbeat_interval, autosaver=saver)
+    if kind == "task" and (config.wired or config.rules or config.transforms):
+        from iochost.worker.wiring import Wiring
+
+        host.wiring = Wiring(config, table, post=host.events.put)
+    plugin._attach_runtime(host.wiring or table)  # a wiring forwards wired outputs to their links
     if hasattr(plugin, "_attach_channel"):  # the daemon's own IOC sends control requests
         plugin._attach_channel(channel)
-    host = PluginHost(plugin, table, config.parameters, channel, spec.heartbeat_interval, autosaver=saver)
     if saver is not None:
         saver.start(table.get_pv)
 
@@ -228,6 +232,7 @@ def _load_plugin(spec: WorkerSpec) -> tuple[object, object]:
     from iochost.loader import load_plugin_class
     from iochost.sdk import JobBase, TaskBase
     from iochost.config import load_config
+    from iochost.worker.devices import Devices
 
     plugin_dir = Path(spec.plugin_dir)
     config = load_config(plugin_dir).with_parameters(spec.parameters)
@@ -238,9 +243,10 @@ def _load_plugin(spec: WorkerSpec) -> tuple[object, object]:
         name=spec.name,
         parameters=config.parameters.model_dump(),
         pv_definitions=config.pvs.model_dump(),
-        beamline_config={},
+        beamline_config=spec.beamline_config,
         prefix=spec.prefix,
     )
+    plugin._attach_devices(Devices(spec.beamline_config))  # an index only: devices come on first use
     return plugin, config
 
 

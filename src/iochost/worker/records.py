@@ -18,7 +18,7 @@ from iochost.alarms import plugin_alarm
 from iochost.sdk.status import JobStatus, TaskStatus
 from iochost.config import PVDef, PVGroup
 from iochost.config.schema import LIMITS, LimitAlarm, StateAlarm
-from iochost.config.pvnames import default_pv_names
+from iochost.config.pvnames import default_pv_names, wired_ports
 from iochost.kinds import Kind
 from iochost.record_sizes import STRING_LENGTH
 from iochost.worker.limit_alarm import LimitState, limit_alarm
@@ -223,9 +223,20 @@ def _status_record(status_enum: type[TaskStatus] | type[JobStatus]) -> Any:
 
 
 def _default_record(name: str, status_enum: type[TaskStatus] | type[JobStatus], version: str,
-                    on_write: OnWrite) -> Any:
+                    on_write: OnWrite, pvs: PVGroup) -> Any:
     """The record of one of the default PVs that ``default_pv_names`` lists."""
     control = lambda value: on_write(name, value)  # noqa: E731
+    if name in ("CLEAR", "RESET"):
+        what = "release latched outputs" if name == "CLEAR" else "clear latches, counts; re-check links"
+        return builder.boolOut(name, "Idle", name.capitalize(), initial_value=0, on_update=control,
+                               always_update=True, DESC=f"1: {what}"[:40], ASG=INPUTS_ASG)
+    if name.startswith("CONN_"):
+        ports = wired_ports(pvs, "inputs" if name.startswith("CONN_INP") else "outputs")
+        if name.endswith("_NAMES"):  # iocmng's layout: the names, newline-separated
+            return builder.stringIn(name, initial_value="\n".join(ports)[:STRING_LENGTH],
+                                    DESC="Wired ports, in CONN order")
+        return builder.WaveformIn(name, initial_value=numpy.zeros(len(ports), dtype=numpy.int32),
+                                  length=len(ports), DESC="1 = link connected, per port")
     if name == "ENABLE":
         return builder.boolOut("ENABLE", "Disabled", "Enabled", initial_value=1, on_update=control,
                                always_update=True, DESC="0 pauses the task", ASG=INPUTS_ASG)
@@ -243,8 +254,8 @@ def _default_record(name: str, status_enum: type[TaskStatus] | type[JobStatus], 
     raise ValueError(f"no record for the default PV {name!r}")
 
 
-WRITABLE_DEFAULTS = ("ENABLE", "RUN")  # operators write them; the worker acts on the write
-STRING_DEFAULTS = ("MESSAGE", "VERSION")  # stringin records: values are cut to STRING_LENGTH
+WRITABLE_DEFAULTS = ("ENABLE", "RUN", "CLEAR", "RESET")  # operators write them; the worker acts
+STRING_DEFAULTS = ("MESSAGE", "VERSION", "CONN_INP_NAMES", "CONN_OUT_NAMES")  # stringin records: values are cut to STRING_LENGTH
 
 
 def build_records(
@@ -261,13 +272,14 @@ def build_records(
     table = PVTable(pv_prefix, status_enum)
     builder.SetDeviceName(pv_prefix)
     records = table.records
-    for name in default_pv_names(kind, mode):
-        records[name] = _default_record(name, status_enum, version, on_write)
+    for name in default_pv_names(kind, mode, pvs):
+        records[name] = _default_record(name, status_enum, version, on_write, pvs)
     table.writable.update(name for name in WRITABLE_DEFAULTS if name in records)
     table.short_strings.update(name for name in STRING_DEFAULTS if name in records)
 
-    for group, writable in ((pvs.inputs, True), (pvs.outputs, False)):
+    for group, is_input in ((pvs.inputs, True), (pvs.outputs, False)):
         for name, pv in group.items():
+            writable = is_input and not pv.wired  # a wired input shows its link's value
             records[name] = _declared_record(name, pv, writable, on_write)
             table.defs[name] = pv
             if pv.type == "string" and not pv.is_long_string:

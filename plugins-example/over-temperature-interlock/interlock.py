@@ -1,0 +1,7 @@
+"""No code: the interlock is all in config.yaml (links, a transform, a latched rule)."""
+
+from iochost import DeclarativeTask
+
+
+class OverTemperatureInterlock(DeclarativeTask):
+    pass

@@ -1,0 +1,110 @@
+"""Render the templates for one kind and write the plugin directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from iochost.scaffold import templates as t
+from iochost.scaffold.names import KINDS, PluginNames, ScaffoldError, plugin_names
+
+
+@dataclass(frozen=True)
+class _Kind:
+    module: Template
+    config: Template
+    tests: str
+    run_args: list[str]
+    title: str
+    summary: str
+    defaults: str
+    pv_rows: list[tuple[str, str, str, str]]
+    try_it: str
+
+
+_KINDS: dict[str, _Kind] = {
+    "task": _Kind(
+        t.TASK_MODULE, t.TASK_CONFIG, t.TASK_TESTS, ["--param", "interval=0.1"], "continuous task",
+        "Every `interval` seconds it publishes SETPOINT times the `gain` parameter on OUTPUT.",
+        "ENABLE, STATUS, MESSAGE, CYCLE_COUNT, VERSION",
+        [("SETPOINT", "input", "float (V, 0..100)", "value to scale"),
+         ("OUTPUT", "output", "float (V, 0..200)", "SETPOINT times gain; MINOR above 150, MAJOR above 190")],
+        "caput IOCHOST:$PVNAME:SETPOINT 30\ncaget IOCHOST:$PVNAME:OUTPUT       # 60 with gain 2",
+    ),
+    "triggered": _Kind(
+        t.TRIGGERED_MODULE, t.TRIGGERED_CONFIG, t.TRIGGERED_TESTS, [], "triggered task",
+        "Each time an operator writes 1 to RUN it moves POSITION by STEP and counts the move.",
+        "ENABLE, STATUS, MESSAGE, CYCLE_COUNT, VERSION and RUN",
+        [("STEP", "input", "float (mm, -10..10)", "distance moved per RUN"),
+         ("POSITION", "output", "float (mm)", "position after the last move; MINOR beyond +-900"),
+         ("MOVES", "output", "int", "moves since start"),
+         ("LAST_ACTION", "output", "string", "time and result of the last move")],
+        "caput IOCHOST:$PVNAME:STEP 2.5\ncaput IOCHOST:$PVNAME:RUN 1\ncaget IOCHOST:$PVNAME:POSITION     # 2.5",
+    ),
+    "job": _Kind(
+        t.JOB_MODULE, t.JOB_CONFIG, t.JOB_TESTS, [], "job",
+        "Each run takes `samples` readings scaled by SCALE, publishes their mean on LAST_MEAN "
+        "and returns it (and the readings) as the run's result.",
+        "STATUS (IDLE / RUNNING / SUCCESS / FAILED), MESSAGE and RUN",
+        [("SCALE", "input", "float (V, 0..10)", "scale of each reading"),
+         ("LAST_MEAN", "output", "float (V)", "mean of the last run"),
+         ("RUNS", "output", "int", "runs since start")],
+        "caput IOCHOST:$PVNAME:RUN 1\ncaget IOCHOST:$PVNAME:LAST_MEAN IOCHOST:$PVNAME:MESSAGE   # 3, mean 3.00 V\n"
+        "# under the daemon: curl -s -X POST localhost:8080/api/v1/jobs/$name/run",
+    ),
+    "declarative": _Kind(
+        t.DECLARATIVE_MODULE, t.DECLARATIVE_CONFIG, t.DECLARATIVE_TESTS, ["--param", "interval=0.1"],
+        "declarative task",
+        "A declarative task (iocmng 2.7): no Python logic. Every cycle avg_temp is the mean of the "
+        "last 10 temps, and the rule OVER_LIMIT latches alarm (MAJOR) while temp is above limit; "
+        "write 1 to CLEAR to release it. Uncomment `link:` in config.yaml to wire temp to another IOC's PV.",
+        "ENABLE, STATUS, MESSAGE, CYCLE_COUNT, VERSION, CLEAR and RESET",
+        [("temp", "input", "float (degC)", "temperature; the last 10 are temp_buf"),
+         ("limit", "input", "float (degC)", "alarm above this"),
+         ("avg_temp", "output", "float (degC)", "mean(temp_buf)"),
+         ("alarm", "output", "bool (OK/OVER)", "latched by rule OVER_LIMIT; MAJOR while 1")],
+        "caput IOCHOST:$PVNAME:temp 90\ncaget IOCHOST:$PVNAME:alarm        # OVER (latched)\n"
+        "caput IOCHOST:$PVNAME:CLEAR 1",
+    ),
+}
+assert tuple(_KINDS) == KINDS
+
+
+def _render(kind: str, names: PluginNames) -> dict[str, str]:
+    """Every file of the plugin, by path relative to its directory."""
+    spec = _KINDS[kind]
+    values = {"name": names.name, "Class": names.class_name, "module": names.module,
+              "test_module": names.test_module, "PVNAME": names.pv_name, "kind_title": spec.title}
+    rows = "".join(f"| `{pv}` | {direction} | {kind_} | {what} |\n" for pv, direction, kind_, what in spec.pv_rows)
+    readme = t.README.substitute(
+        values, summary=spec.summary, pv_rows=rows, defaults=spec.defaults,
+        kind_word="job" if kind == "job" else "task", try_it=Template(spec.try_it).substitute(values),
+    )
+    tests = t.TEST_HEADER.substitute(values, run_args=repr(spec.run_args)) + spec.tests
+    return {
+        f"{names.module}.py": spec.module.substitute(values),
+        "config.yaml": spec.config.substitute(values),
+        "README.md": readme,
+        f"tests/{names.test_module}.py": tests,
+    }
+
+
+def scaffold_plugin(name: str, kind: str, directory: Path) -> list[Path]:
+    """Write plugin ``name`` of ``kind`` into ``directory`` (created; must be absent or
+    empty, so nothing of the author's is overwritten) and return the files written."""
+    if kind not in _KINDS:
+        raise ScaffoldError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+    names = plugin_names(name)
+    if directory.exists() and not directory.is_dir():
+        raise ScaffoldError(f"{directory} exists and is not a directory")
+    if directory.is_dir() and any(directory.iterdir()):
+        raise ScaffoldError(f"{directory} exists and is not empty; choose a new or empty directory")
+    files = _render(kind, names)
+    written = []
+    for relative, text in files.items():
+        path = directory / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written

@@ -1,0 +1,222 @@
+"""Links: the external PVs a plugin's wired inputs and outputs are tied to (iocmng 2.7).
+
+Nothing here ever blocks the caller. Every wired PV gets a subscription that reports its
+connection state (and, for ``link_mode: monitor``, its values); a poll is an asynchronous
+read started by the plugin thread, answered later; a write is asynchronous and coalesced
+(while one is in flight only the newest value waits). So a dead or slow link costs its own
+timeouts, never the cycle or the other links: iocmng 2.7.9 reads and reconnects inline and
+stalls its cycle on one dead PV.
+
+What happens arrives as events on the plugin thread's queue (``post``):
+``("link", name, value)``, ``("conn", name, connected)``. CA runs on cothread (the
+worker's main thread, already serving the IOC), PVA on p4p's own threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from iochost.config import PVDef
+
+log = logging.getLogger("iochost.worker.links")
+
+Post = Callable[[tuple[Any, ...]], None]
+DBE_VALUE, DBE_ALARM, DBE_PROPERTY = 1, 4, 8
+
+
+def plain(value: Any) -> Any:
+    """A CA/PVA value as plain Python (float, int, str, list) for expressions and records."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    return value
+
+
+class _Writes:
+    """Coalesced asynchronous writes: one in flight per link, only the newest waiting."""
+
+    def __init__(self, send: Callable[[str, Any], None]) -> None:
+        self._send = send
+        self._lock = threading.Lock()
+        self._busy: set[str] = set()
+        self._waiting: dict[str, Any] = {}
+
+    def put(self, name: str, value: Any) -> None:
+        with self._lock:
+            if name in self._busy:
+                self._waiting[name] = value
+                return
+            self._busy.add(name)
+        self._send(name, value)
+
+    def done(self, name: str) -> None:
+        """The write of ``name`` finished: send the value that waited, if any."""
+        with self._lock:
+            if name not in self._waiting:
+                self._busy.discard(name)
+                return
+            value = self._waiting.pop(name)
+        self._send(name, value)
+
+
+class Links:
+    """The links of one plugin. ``ports`` maps each wired PV's short name to its definition;
+    ``monitored`` are the inputs whose every change comes to us (the others: connection only)."""
+
+    def __init__(self, ports: dict[str, PVDef], monitored: set[str], *, pva: bool, timeout: float,
+                 post: Post) -> None:
+        self.ports = ports
+        self.monitored = monitored
+        self.pva = pva
+        self.timeout = timeout
+        self.post = post
+        self._reading: set[str] = set()
+        self._read_lock = threading.Lock()
+        self._writes = _Writes(self._start_put)
+        self._subscriptions: list[Any] = []
+        self._context: Any = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def protocol(self) -> str:
+        return "pva" if self.pva else "ca"
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        if not self.ports:
+            return
+        if self.pva:
+            from p4p.client.thread import Context
+
+            self._context = Context("pva", nt=True)
+            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="iochost-pva-link")
+            for name, pv in self.ports.items():
+                self._subscriptions.append(self._context.monitor(
+                    pv.link, lambda value, _n=name: self._pva_update(_n, value),
+                    notify_disconnect=True))
+        else:
+            import cothread
+
+            cothread.CallbackResult(self._ca_subscribe)
+        log.info("%d link(s) over %s: %s", len(self.ports), self.protocol.upper(),
+                 ", ".join(f"{n} -> {pv.link} ({pv.link_mode})" for n, pv in self.ports.items()))
+
+    def close(self) -> None:
+        if self.pva:
+            for subscription in self._subscriptions:
+                subscription.close()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._context is not None:
+                self._context.close()
+        elif self._subscriptions:
+            import cothread
+
+            cothread.CallbackResult(lambda: [s.close() for s in self._subscriptions])
+        self._subscriptions = []
+
+    # -- requests from the plugin thread ------------------------------------------------
+    def poll(self, names: list[str]) -> None:
+        """Start a read of each of ``names`` not already being read; answers come as events."""
+        for name in names:
+            with self._read_lock:
+                if name in self._reading:
+                    continue  # a slow or dead link: the read before this one is still out
+                self._reading.add(name)
+            if self.pva:
+                assert self._pool is not None
+                self._pool.submit(self._pva_get, name)
+            else:
+                import cothread
+
+                cothread.Callback(cothread.Spawn, self._ca_get, name)
+
+    def put(self, name: str, value: Any) -> None:
+        """Write ``value`` to the link of ``name`` (an output forwarded, or an actuator)."""
+        self._writes.put(name, value)
+
+    def _start_put(self, name: str, value: Any) -> None:
+        if self.pva:
+            assert self._pool is not None
+            self._pool.submit(self._pva_put, name, value)
+        else:
+            import cothread
+
+            cothread.Callback(cothread.Spawn, self._ca_put, name, value)
+
+    def _read_done(self, name: str, value: Any, ok: bool) -> None:
+        with self._read_lock:
+            self._reading.discard(name)
+        if ok:
+            self.post(("link", name, value))
+        self.post(("conn", name, ok))
+
+    # -- Channel Access (cothread, on the worker's main thread) -------------------------
+    def _ca_subscribe(self) -> None:
+        from cothread.catools import FORMAT_RAW, camonitor
+
+        for name, pv in self.ports.items():
+            values = name in self.monitored
+            events = DBE_VALUE | DBE_ALARM if values else DBE_PROPERTY  # the others: connection only
+            self._subscriptions.append(camonitor(
+                pv.link, lambda value, _n=name, _v=values: self._ca_update(_n, _v, value),
+                events=events, format=FORMAT_RAW, notify_disconnect=True))
+
+    def _ca_update(self, name: str, values: bool, value: Any) -> None:
+        if not value.ok:
+            self.post(("conn", name, False))
+            return
+        self.post(("conn", name, True))
+        if values:
+            self.post(("link", name, plain(value)))
+
+    def _ca_get(self, name: str) -> None:
+        from cothread.catools import caget
+
+        value = caget(self.ports[name].link, timeout=self.timeout, throw=False)
+        self._read_done(name, plain(value) if value.ok else None, bool(value.ok))
+
+    def _ca_put(self, name: str, value: Any) -> None:
+        from cothread.catools import caput
+
+        try:
+            result = caput(self.ports[name].link, value, timeout=self.timeout, throw=False)
+            if not result.ok:
+                log.warning("write to %s (%s) failed: %s", self.ports[name].link, name, result)
+            self.post(("conn", name, bool(result.ok)))
+        finally:
+            self._writes.done(name)
+
+    # -- PV Access (p4p, on its threads and a small pool) --------------------------------
+    def _pva_update(self, name: str, value: Any) -> None:
+        if isinstance(value, Exception):
+            self.post(("conn", name, False))
+            return
+        self.post(("conn", name, True))
+        if name in self.monitored:
+            self.post(("link", name, plain(value)))
+
+    def _pva_get(self, name: str) -> None:
+        try:
+            value = self._context.get(self.ports[name].link, timeout=self.timeout)
+        except Exception as exc:  # noqa: BLE001 - timeout, disconnect, remote error: the link is down
+            log.debug("read of %s failed: %s", self.ports[name].link, exc)
+            self._read_done(name, None, False)
+            return
+        self._read_done(name, plain(value), True)
+
+    def _pva_put(self, name: str, value: Any) -> None:
+        try:
+            self._context.put(self.ports[name].link, value, timeout=self.timeout)
+            self.post(("conn", name, True))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("write to %s (%s) failed: %s", self.ports[name].link, name, exc)
+            self.post(("conn", name, False))
+        finally:
+            self._writes.done(name)

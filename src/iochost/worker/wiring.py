@@ -1,0 +1,181 @@
+"""A task's declarative side in the worker: the engine, its links and their connection
+state, applied to the PV table. The plugin thread calls every method here (PluginHost
+routes link events to it), so engine state is never touched concurrently.
+
+Cycle semantics (continuous mode): polls are started at the top of a cycle and answered
+asynchronously, so a poll-mode input holds the value its latest answered read returned
+(at most one cycle old); then transforms and rules are evaluated and their outputs
+written. Reactive mode evaluates on every change of a wired input instead.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from iochost.config import PluginConfig
+from iochost.config.pvnames import wired_ports
+from iochost.declarative.engine import Decision, Engine
+from iochost.record_sizes import STRING_LENGTH
+from iochost.worker.links import Links, Post
+
+if TYPE_CHECKING:
+    from iochost.worker.records import PVTable
+
+log = logging.getLogger("iochost.worker")
+LINK_DOWN = ("INVALID", "LINK")  # EPICS' alarm of a value whose link failed
+
+
+class Wiring:
+    def __init__(self, config: PluginConfig, table: PVTable, post: Post) -> None:
+        self.config = config
+        self.table = table
+        pvs = config.pvs
+        self.inputs = wired_ports(pvs, "inputs")
+        self.outputs = wired_ports(pvs, "outputs")
+        ports = {name: pvs.inputs[name] for name in self.inputs}
+        ports.update({name: pvs.outputs[name] for name in self.outputs})
+        monitored = {name for name in self.inputs if pvs.inputs[name].link_mode == "monitor"}
+        parameters = config.parameters
+        self.links = Links(ports, monitored, pva=parameters.pva, timeout=parameters.timeout, post=post)
+        self.engine = Engine(config, {name: table.get_pv(name) for name in [*pvs.inputs, *pvs.outputs]})
+        self.connected: dict[str, bool] = {name: False for name in ports}
+        self._polled_at: dict[str, float] = {}
+        self._errors: set[str] = set()
+        self._forwarded: dict[str, Any] = {}  # the last value written to each wired output's link
+        self.rule_message = False  # MESSAGE shows a rule's message
+
+    @property
+    def active(self) -> bool:
+        return bool(self.links.ports) or self.engine.active
+
+    def start(self) -> None:
+        for name in self.inputs:  # not connected yet: the mirror says so
+            self.table.set_alarm(name, *LINK_DOWN)
+        self.links.start()
+        self.poll(force=True)
+
+    def close(self) -> None:
+        self.links.close()
+
+    # -- values -----------------------------------------------------------------------
+    def set_pv(self, name: str, value: Any, severity: Any = None, alarm: Any = None) -> None:
+        """Every write of a plugin PV (by the plugin or the engine): the record, the engine's
+        view, and the link of a wired output (iocmng forwards those)."""
+        self.table.set_pv(name, value, severity, alarm)
+        if name in self.engine.values:
+            self.engine.update(name, self.table.get_pv(name))
+        if name in self.outputs:
+            self._forward(name)
+
+    def _forward(self, name: str, again: bool = False) -> None:
+        """Write a wired output's value to its link when it changed (or ``again``: reconnected)."""
+        value = self.table.get_pv(name)
+        if again or name not in self._forwarded or self._forwarded[name] != value:
+            self._forwarded[name] = value
+            self.links.put(name, value)
+
+    # the rest of the runtime a plugin sees (PluginRuntime): the table's
+    def set_alarm(self, name: str, severity: Any, alarm: Any = None) -> None:
+        self.table.set_alarm(name, severity, alarm)
+
+    def get_pv(self, name: str) -> Any:
+        return self.table.get_pv(name)
+
+    def pv_names(self) -> list[str]:
+        return self.table.pv_names()
+
+    def link_put(self, name: str, value: Any) -> None:
+        if name not in self.links.ports:
+            raise KeyError(f"{name!r} is not a wired PV; wired: {', '.join(self.links.ports) or '(none)'}")
+        self.links.put(name, value)
+
+    def on_link_value(self, name: str, value: Any) -> tuple[Any, bool]:
+        """A wired input's new value: (the old one, whether it changed)."""
+        if name not in self.inputs:
+            return None, False
+        self.table.set_pv(name, value)  # clears the LINK alarm: this value is live
+        old = self.engine.update(name, self.table.get_pv(name))
+        return old, self.engine.values[name] != old
+
+    def on_operator_write(self, name: str, value: Any) -> None:
+        if name in self.engine.values:
+            self.engine.update(name, value)
+
+    def on_connection(self, name: str, connected: bool) -> None:
+        if self.connected.get(name) == connected:
+            return
+        self.connected[name] = connected
+        log.log(logging.INFO if connected else logging.WARNING, "link %s (%s) %s", name,
+                self.links.ports[name].link, "connected" if connected else "DISCONNECTED")
+        group, pv = (self.inputs, "CONN_INP") if name in self.inputs else (self.outputs, "CONN_OUT")
+        self.table.set_pv(pv, [int(self.connected[port]) for port in group])
+        if name in self.inputs and not connected:
+            self.table.set_alarm(name, *LINK_DOWN)
+        if name in self.outputs and connected and name in self._forwarded:
+            self._forward(name, again=True)  # what it missed while down
+        self._mark_untrusted()
+
+    def _mark_untrusted(self) -> None:
+        down = {name for name in self.inputs if not self.connected[name]}
+        for name in self.engine.depends_on(down):
+            self.table.set_alarm(name, *LINK_DOWN)
+
+    # -- the cycle ----------------------------------------------------------------------
+    def poll(self, force: bool = False) -> None:
+        """Start the reads that are due (every cycle, or per ``poll_rate``); never waits."""
+        now = time.monotonic()
+        due = []
+        for name in self.inputs:
+            pv = self.links.ports[name]
+            if pv.link_mode != "poll" and not force:
+                continue
+            if not force and pv.poll_rate is not None and now - self._polled_at.get(name, -1e9) < pv.poll_rate:
+                continue
+            self._polled_at[name] = now
+            due.append(name)
+        self.links.poll(due)
+
+    def evaluate(self) -> Decision:
+        decision = self.engine.evaluate()
+        for name, value in decision.outputs.items():
+            self.set_pv(name, value)
+        for key, value in decision.actuators.items():
+            self.links.put(key, value)
+        self._show(decision)
+        self._mark_untrusted()
+        for error in set(decision.errors) - self._errors:
+            log.error("expression failed: %s", error)  # once per distinct error, not every cycle
+        self._errors = set(decision.errors)
+        return decision
+
+    def _show(self, decision: Decision) -> None:
+        """MESSAGE shows the first fired rule's message (iocmng logs it and writes it only to
+        ``message_pv``, timestamped; we do that too); back to "Running" once no rule fires
+        and nothing is latched."""
+        stamp = datetime.datetime.now().strftime("%d/%m/%y %H:%M:%S")
+        for rule in decision.fired:
+            if rule.message_pv and rule.message:
+                self.set_pv(rule.message_pv, f"{stamp} - {rule.message}"[:STRING_LENGTH])
+        if decision.fired:
+            rule = decision.fired[0]
+            text = rule.message or f"Rule {rule.id or 0} fired"
+            if not self.rule_message or self.table.get_pv("MESSAGE") != text[:STRING_LENGTH]:
+                log.warning("rule %s fired: %s", rule.id, text)
+                self.table.set_pv("MESSAGE", text)
+            self.rule_message = True
+        elif self.rule_message and not self.engine.latched:
+            self.table.set_pv("MESSAGE", "Running")
+            self.rule_message = False
+
+    def clear(self) -> None:
+        """CLEAR: release latches (outputs back to rule_defaults) and retry dead inputs."""
+        for name, value in self.engine.clear().items():
+            self.set_pv(name, value)
+        log.info("CLEAR: latches released")
+        self.links.poll([name for name in self.inputs if not self.connected[name]])
+        if self.rule_message:
+            self.table.set_pv("MESSAGE", "Cleared")
+            self.rule_message = False
