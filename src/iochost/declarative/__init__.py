@@ -1,3 +1,3 @@
-"""iocmng 2.7's declarative layer: the expression language, its function library, and the
-engine that turns wired inputs into outputs (transforms, rules, latches). Pure logic: the
-worker feeds it values and applies what it decides (see worker/links.py, worker/host.py)."""
+"""iocmng 2.7's expression language and its function library: pure logic, below the config
+schema, which checks every expression with it. The engine that evaluates them against live
+values is the worker's (worker/engine.py)."""

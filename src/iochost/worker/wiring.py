@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from iochost.config import PluginConfig
 from iochost.config.pvnames import wired_ports
-from iochost.declarative.engine import Decision, Engine
+from iochost.worker.engine import Decision, Engine
 from iochost.record_sizes import STRING_LENGTH
 from iochost.worker.links import Links, Post
 
