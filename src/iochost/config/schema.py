@@ -558,7 +558,7 @@ class PluginConfig(BaseModel):
         def settable(path: tuple[str, ...], name: str, value: Any) -> None:
             if name not in outputs:
                 problems.append((path, f"{name!r} is not a declared output; outputs: {', '.join(outputs) or '(none)'}"))
-            elif _is_number(value) is False and not isinstance(value, (bool, str)):
+            elif not isinstance(value, (int, float, str)):  # bool is an int
                 problems.append((path, f"should be a number, bool or string, got {value!r}"))
 
         for index, transform in enumerate(self.transforms):
