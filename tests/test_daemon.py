@@ -8,6 +8,7 @@ import json
 import re
 import time
 
+import numpy
 import pytest
 
 from cothread.cadef import Disconnected
@@ -340,14 +341,21 @@ def test_kill9_leaves_no_worker_and_restart_restores_at_same_commit(tmp_path, ca
         daemon.cleanup()
 
 
-def test_sigterm_stops_workers_and_exits_zero(tmp_path):
-    daemon = Daemon(tmp_path / "data", "--examples", str(EXAMPLES))
+def test_sigterm_stops_workers_and_exits_zero(tmp_path, ca):
+    # the Quick start's prefix: the interlock example links to IOCHOST:TEMPERATURE-MONITOR:READING
+    daemon = Daemon(tmp_path / "data", "--examples", str(EXAMPLES), "--prefix", "IOCHOST")
     try:
         daemon.start()
         with daemon.client() as api:
             wait_until(lambda: api.get("/health").json()["plugins"]["running"] == 4, what="examples running")
             names = sorted(p["name"] for p in api.get("/plugins").json()["plugins"])
         assert names == ["beam-shutter", "diagnostics", "over-temperature-interlock", "temperature-monitor"]
+        # a link between two plugins of one daemon: the interlock follows the monitor's READING
+        interlock, monitor = "IOCHOST:OVER-TEMPERATURE-INTERLOCK:", "IOCHOST:TEMPERATURE-MONITOR:"
+        wait_for(lambda: list(numpy.atleast_1d(ca.caget(interlock + "CONN_INP", timeout=3))) == [1], timeout=20,
+                 what="the interlock's link connected")
+        wait_for(lambda: ca.caget(interlock + "temperature", timeout=3) == ca.caget(monitor + "READING", timeout=3),
+                 timeout=10, what="the interlock's temperature = the monitor's READING")
         assert len(worker_pids(daemon.data_dir)) == 5  # four examples + the daemon's status IOC
         assert daemon.terminate() == 0
         assert worker_pids(daemon.data_dir) == []

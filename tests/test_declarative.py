@@ -327,3 +327,169 @@ def test_reactive_mode_calls_on_input_changed_once_per_change(tmp_path: Path, pr
     time.sleep(1.0)
     assert ca.caget("DT:RX:changes") - start == 3
     assert ca.caget("DT:RX:CYCLE_COUNT") >= 1  # reactive mode still counts its heartbeat
+
+
+# -- iocmng 2.7's README examples, unchanged ----------------------------------------------------
+README = FIXTURES / "iocmng27-readme"  # byte for byte from the README; bench/iocmng_compat.py runs
+# them under iocmng 2.7.9 beside iochost and records the PV names iocmng serves (iocmng-2.7.9.pvs)
+
+
+@pytest.mark.parametrize("example", ["monitor", "interlock"])
+def test_readme_example_validates_with_iocmngs_pv_names(example: str) -> None:
+    report = subprocess.run([sys.executable, "-m", "iochost", "validate", "--json", "--prefix", "MY",
+                             "--name", "ioc", str(README / example)], capture_output=True, text=True)
+    assert report.returncode == 0, report.stdout + report.stderr
+    plugin = __import__("json").loads(report.stdout)["plugin"]
+    assert plugin["kind"] == "task" and plugin["mode"] == "continuous"
+    served = sorted(pv.removeprefix("MY:IOC:") for pv in plugin["pvs"])
+    assert served == (README / example / "iocmng-2.7.9.pvs").read_text().split()
+
+
+def test_readme_interlock_behaves_as_under_iocmng(tmp_path: Path, processes: Processes,
+                                                  link_env: dict[str, Any]) -> None:
+    """The README's interlock as it is (DEVICE:TEMP, DEVICE:PRESSURE, a 1 s interval); each
+    expected value is what iocmng 2.7.9 shows for the same step (bench/iocmng_compat.py)."""
+    import shutil
+
+    env, ports, ca = link_env["env"], link_env["ports"], link_env["ca"]
+    device = _ioc(processes, env, ports["dev"], "DEVICE", "TEMP", "PRESSURE")
+    plugin = Path(shutil.copytree(README / "interlock", tmp_path / "interlock"))
+    _run_plugin(processes, env, ports["plugin"], plugin, "readme")
+
+    def get(name: str) -> Any:
+        return ca.caget("DT:README:" + name, timeout=2, format=ca.FORMAT_TIME)
+
+    def conn() -> list[int]:
+        return [int(x) for x in numpy.atleast_1d(get("CONN_INP"))]
+
+    # the device's PVs through a client of their own, closed before the device is killed:
+    # caproto's search thread dies if reconnecting a PV to the restarted device times out
+    device_ca = _Client()
+
+    def step(pv: str, value: float, check: Any, what: str) -> None:
+        (device_ca if pv.startswith("DEVICE:") else ca).caput(pv, value, wait=True)
+        wait_for(check, timeout=10, what=what)
+
+    wait_for(lambda: conn() == [1, 1], timeout=20, what="both links connected")
+    assert get("CONN_INP_NAMES") == "temp\npressure" and get("avg_temp") == 0.0 and get("alarm") == 0
+    # the ring buffer holds the first read and the first monitor update (0, 0), as iocmng's does
+    step("DEVICE:TEMP", 50.0, lambda: get("avg_temp") == pytest.approx(50 / 3), "mean(0, 0, 50)")
+    step("DEVICE:TEMP", 70.0, lambda: get("avg_temp") == pytest.approx(30.0), "mean(0, 0, 50, 70)")
+    step("DEVICE:PRESSURE", 3.0, lambda: get("alarm") == 1, "OVER_TEMP fired on pressure")
+    assert get("alarm").severity == 2  # alarm_on: MAJOR
+    assert get("MESSAGE") == "Temperature or pressure limit exceeded"
+    step("DEVICE:PRESSURE", 1.0, lambda: get("pressure") == 1.0, "pressure back under 2")
+    time.sleep(2.5)  # two cycles: the latch holds
+    assert get("alarm") == 1
+    step("DT:README:CLEAR", 1, lambda: get("alarm") == 0 and get("CLEAR") == 0, "CLEAR released it")
+    # the latch re-arms after one cycle without the condition (iocmng's rule, so a CLEAR while
+    # the condition holds does not latch again at once)
+    cleared_at = get("CYCLE_COUNT")
+    wait_for(lambda: get("CYCLE_COUNT") > cleared_at + 1, timeout=5, what="a cycle after CLEAR")
+    step("DEVICE:PRESSURE", 5.0, lambda: get("alarm") == 1, "fired again")
+    step("DEVICE:PRESSURE", 0.0, lambda: get("pressure") == 0.0, "pressure 0")
+    before = get("CYCLE_COUNT")
+    # RESET: latches released, cycle count restarted, every link read again (70 joins the buffer)
+    step("DT:README:RESET", 1, lambda: get("MESSAGE") == "Task reset" and get("RESET") == 0, "RESET")
+    assert get("alarm") == 0 and get("CYCLE_COUNT") < before
+    wait_for(lambda: get("avg_temp") == pytest.approx(38.0), timeout=5, what="mean(0, 0, 50, 70, 70)")
+
+    # the device goes away: both ports down, the inputs and the rule's output INVALID
+    device_ca.ctx.disconnect()
+    os.killpg(device.pid, 9)
+    device.wait()
+    wait_for(lambda: conn() == [0, 0], timeout=20, what="links down")
+    assert get("temp").severity == 3 and get("alarm").severity == 3
+    # and comes back (at 0): connected, the value joins the buffer, the alarms clear
+    _ioc(processes, env, ports["dev"], "DEVICE", "TEMP", "PRESSURE")
+    wait_for(lambda: conn() == [1, 1], timeout=30, what="links back")
+    wait_for(lambda: get("avg_temp") == pytest.approx(190 / 6), timeout=5, what="mean(0, 0, 50, 70, 70, 0)")
+    assert get("temp") == 0.0 and get("temp").severity == 0
+    wait_for(lambda: get("alarm").severity == 0 and get("avg_temp").severity == 0, timeout=5,
+             what="the outputs trusted again")
+
+
+# -- PVA links, poll_rate, actuators, message_pv --------------------------------------------------
+PVA_CONFIG = """\
+parameters:
+  mode: continuous
+  interval: 0.2
+  pva: true
+  timeout: 1.0
+arguments:
+  inputs:
+    level: {{type: float, link: "{dev}:LEVEL", link_mode: monitor}}
+    slow: {{type: float, link: "{dev}:SLOW", link_mode: poll, poll_rate: 2.0}}
+  outputs:
+    doubled: {{type: float, link: "{dev}:SINK"}}
+    valve: {{type: float, link: "{dev}:VALVE"}}
+    last_trip: {{type: string}}
+    tripped: {{type: bool}}
+transforms:
+  - output: doubled
+    expression: "2 * level"
+rule_defaults: {{tripped: 0}}
+rules:
+  - id: HIGH
+    condition: "level > 10"
+    message: "Level high"
+    message_pv: last_trip
+    outputs: {{tripped: 1}}
+    actuators: {{valve: 0}}
+"""
+
+
+def test_pva_links_poll_rate_actuators_and_message_pv(tmp_path: Path, processes: Processes,
+                                                      link_env: dict[str, Any]) -> None:
+    """pva: true: the device serves PVA on ports only the plugin's PVA client searches (its CA
+    client cannot see the device), so every value here crossed a PVA link."""
+    env, ports, ca = link_env["env"], link_env["ports"], link_env["ca"]
+    dev = f"PDEV{ports['dev']}"
+    pva_server, pva_udp = free_port(), free_port(__import__("socket").SOCK_DGRAM)
+    device_env = {**env, "EPICS_PVAS_SERVER_PORT": str(pva_server), "EPICS_PVA_SERVER_PORT": str(pva_server),
+                  "EPICS_PVAS_BROADCAST_PORT": str(pva_udp), "EPICS_PVA_BROADCAST_PORT": str(pva_udp)}
+    _ioc(processes, device_env, ports["dev"], dev, "LEVEL", "SLOW", "SINK", "VALVE")
+    ca.caput(f"{dev}:VALVE", 1.0, wait=True)
+    own_server, own_udp = free_port(), free_port(__import__("socket").SOCK_DGRAM)
+    plugin_env = {**env, "EPICS_CA_ADDR_LIST": f"127.0.0.1:{ports['plugin']}",
+                  "EPICS_PVA_ADDR_LIST": f"127.0.0.1:{pva_udp}",
+                  "EPICS_PVAS_SERVER_PORT": str(own_server), "EPICS_PVA_SERVER_PORT": str(own_server),
+                  "EPICS_PVAS_BROADCAST_PORT": str(own_udp), "EPICS_PVA_BROADCAST_PORT": str(own_udp)}
+    plugin = _plugin(tmp_path / "pva", PVA_CONFIG.format(dev=dev))
+    _run_plugin(processes, plugin_env, ports["plugin"], plugin, "pv")
+
+    def get(name: str) -> Any:
+        return ca.caget("DT:PV:" + name, timeout=2, format=ca.FORMAT_TIME)
+
+    wait_for(lambda: list(numpy.atleast_1d(get("CONN_INP"))) == [1, 1], timeout=20, what="PVA inputs up")
+    wait_for(lambda: list(numpy.atleast_1d(get("CONN_OUT"))) == [1, 1], timeout=20, what="PVA outputs up")
+    assert "over PVA" in (plugin / "run.log").read_text()
+
+    # monitor over PVA, and the transform's output forwarded over PVA
+    ca.caput(f"{dev}:LEVEL", 4.0, wait=True)
+    wait_for(lambda: get("level") == 4.0, timeout=5, what="level over PVA")
+    wait_for(lambda: ca.caget(f"{dev}:SINK") == 8.0, timeout=5, what="doubled forwarded over PVA")
+    assert ca.caget(f"{dev}:VALVE") == 1.0  # no rule fired: the actuator is untouched
+
+    # the rule fires: its output, its actuator on the device, its timestamped message_pv
+    ca.caput(f"{dev}:LEVEL", 12.0, wait=True)
+    wait_for(lambda: get("tripped") == 1, timeout=5, what="HIGH fired")
+    wait_for(lambda: ca.caget(f"{dev}:VALVE") == 0.0, timeout=5, what="actuator valve=0 put over PVA")
+    assert get("MESSAGE") == "Level high"
+    stamp, _, text = get("last_trip").partition(" - ")
+    assert text == "Level high" and time.strptime(stamp, "%d/%m/%y %H:%M:%S")
+    ca.caput(f"{dev}:LEVEL", 1.0, wait=True)
+    wait_for(lambda: get("tripped") == 0, timeout=5, what="rule_defaults once HIGH stops")
+
+    # poll_rate 2 s at a 0.2 s interval: ten device changes in 2.5 s reach the input at most twice
+    # or three times (one poll per 2 s; a slow machine polls less, never more)
+    seen: list[float] = []
+    for value in range(1, 11):
+        ca.caput(f"{dev}:SLOW", float(value), wait=True)
+        until = time.monotonic() + 0.25
+        while time.monotonic() < until:  # sampled 5x more often than the device changes
+            seen.append(float(get("slow")))
+            time.sleep(0.04)
+    wait_for(lambda: get("slow") == 10.0, timeout=5, what="the last value polled")
+    polled = [v for v in dict.fromkeys(seen) if v > 0]
+    assert 1 <= len(polled) <= 3, polled

@@ -300,7 +300,7 @@ class PluginHost:
         """CLEAR releases latched outputs; RESET also restarts CYCLE_COUNT and re-reads every
         link (iocmng 2.7)."""
         if self.wiring is not None:
-            self.wiring.clear()
+            self.wiring.clear(retry_dead=which == "CLEAR")
         if which == "RESET":
             task.cycle_count = 0
             self.table.set_pv("CYCLE_COUNT", 0)

@@ -94,7 +94,7 @@ class Links:
         if self.pva:
             from p4p.client.thread import Context
 
-            self._context = Context("pva", nt=True)
+            self._context = Context("pva")  # NT types unwrapped: ntfloat, ntstr, numpy arrays
             self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="iochost-pva-link")
             for name, pv in self.ports.items():
                 self._subscriptions.append(self._context.monitor(

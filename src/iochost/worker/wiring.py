@@ -45,6 +45,7 @@ class Wiring:
         self._polled_at: dict[str, float] = {}
         self._errors: set[str] = set()
         self._forwarded: dict[str, Any] = {}  # the last value written to each wired output's link
+        self._untrusted: set[str] = set()  # outputs computed from a down input, shown INVALID/LINK
         self.rule_message = False  # MESSAGE shows a rule's message
 
     @property
@@ -65,14 +66,15 @@ class Wiring:
         """Every write of a plugin PV (by the plugin or the engine): the record, the engine's
         view, and the link of a wired output (iocmng forwards those)."""
         self.table.set_pv(name, value, severity, alarm)
-        if name in self.engine.values:
-            self.engine.update(name, self.table.get_pv(name))
-        if name in self.outputs:
-            self._forward(name)
+        if name in self.engine.values or name in self.outputs:
+            stored = self.table.get_pv(name)  # as the record holds it (clamped, converted)
+            if name in self.engine.values:
+                self.engine.update(name, stored)
+            if name in self.outputs:
+                self._forward(name, stored)
 
-    def _forward(self, name: str, again: bool = False) -> None:
+    def _forward(self, name: str, value: Any, again: bool = False) -> None:
         """Write a wired output's value to its link when it changed (or ``again``: reconnected)."""
-        value = self.table.get_pv(name)
         if again or name not in self._forwarded or self._forwarded[name] != value:
             self._forwarded[name] = value
             self.links.put(name, value)
@@ -115,13 +117,19 @@ class Wiring:
         if name in self.inputs and not connected:
             self.table.set_alarm(name, *LINK_DOWN)
         if name in self.outputs and connected and name in self._forwarded:
-            self._forward(name, again=True)  # what it missed while down
+            self._forward(name, self.table.get_pv(name), again=True)  # what it missed while down
         self._mark_untrusted()
 
     def _mark_untrusted(self) -> None:
+        """INVALID/LINK on every output computed from a down input; once its inputs are back,
+        the record is processed again so its own alarm (``alarm_on``, limits) is what shows."""
         down = {name for name in self.inputs if not self.connected[name]}
-        for name in self.engine.depends_on(down):
+        untrusted = set(self.engine.depends_on(down))
+        for name in untrusted:
             self.table.set_alarm(name, *LINK_DOWN)
+        for name in self._untrusted - untrusted:
+            self.table.set_pv(name, self.table.get_pv(name))
+        self._untrusted = untrusted
 
     # -- the cycle ----------------------------------------------------------------------
     def poll(self, force: bool = False) -> None:
@@ -170,12 +178,14 @@ class Wiring:
             self.table.set_pv("MESSAGE", "Running")
             self.rule_message = False
 
-    def clear(self) -> None:
-        """CLEAR: release latches (outputs back to rule_defaults) and retry dead inputs."""
+    def clear(self, retry_dead: bool = True) -> None:
+        """CLEAR: release latches (outputs back to rule_defaults) and retry dead inputs
+        (RESET re-reads every input itself, so it passes ``retry_dead=False``)."""
         for name, value in self.engine.clear().items():
             self.set_pv(name, value)
         log.info("CLEAR: latches released")
-        self.links.poll([name for name in self.inputs if not self.connected[name]])
+        if retry_dead:
+            self.links.poll([name for name in self.inputs if not self.connected[name]])
         if self.rule_message:
             self.table.set_pv("MESSAGE", "Cleared")
             self.rule_message = False
