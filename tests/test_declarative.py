@@ -345,6 +345,23 @@ def test_readme_example_validates_with_iocmngs_pv_names(example: str) -> None:
     assert served == (README / example / "iocmng-2.7.9.pvs").read_text().split()
 
 
+def test_readme_monitor_runs_as_under_iocmng(tmp_path: Path, processes: Processes,
+                                            link_env: dict[str, Any]) -> None:
+    """The README's Python monitor as it is: it cycles each second, SETPOINT takes operator
+    writes, and ALARM stays OK while READING (which nothing in it sets) stays 0, as in iocmng."""
+    import shutil
+
+    env, ports, ca = link_env["env"], link_env["ports"], link_env["ca"]
+    plugin = Path(shutil.copytree(README / "monitor", tmp_path / "monitor"))
+    _run_plugin(processes, env, ports["plugin"], plugin, "mon")
+    first = wait_for(lambda: ca.caget("DT:MON:CYCLE_COUNT"), timeout=20, what="the monitor serving")
+    assert ca.caget("DT:MON:SETPOINT") == 50.0 and ca.caget("DT:MON:STATUS") == 1  # RUN
+    ca.caput("DT:MON:SETPOINT", 60.0, wait=True)
+    wait_for(lambda: ca.caget("DT:MON:CYCLE_COUNT") >= first + 2, timeout=10, what="two more cycles")
+    assert ca.caget("DT:MON:SETPOINT") == 60.0 and ca.caget("DT:MON:READING") == 0.0
+    assert ca.caget("DT:MON:ALARM") == 0
+
+
 def test_readme_interlock_behaves_as_under_iocmng(tmp_path: Path, processes: Processes,
                                                   link_env: dict[str, Any]) -> None:
     """The README's interlock as it is (DEVICE:TEMP, DEVICE:PRESSURE, a 1 s interval); each
