@@ -78,10 +78,15 @@ ASG(IOCHOST_INPUTS) { RULE(1, READ) RULE(1, WRITE) { UAG(operators) HAG(consoles
 ASG(IOCHOST_CONTROL) { RULE(1, READ) RULE(1, WRITE) { UAG(operators) HAG(consoles) } }
 """
 CONTROL: dict[str, Any] = {"epics": {"control": True, "tableRows": 40, "accessSecurity": ACF}}
+BEAMLINE: dict[str, Any] = {"beamline": "sparc", "epicsConfiguration": {"iocs": [
+    {"name": "diag", "devgroup": "io", "devtype": "ai", "iocprefix": "SPARC:DIAG", "iocroot": "IO",
+     "devices": [{"name": "TEMP1"}]}]}}
+BEAMLINE_DIR = "/etc/iochost-beamline"
 SCENARIOS: dict[str, dict[str, Any]] = {
     "default": {},
     "service-mode": SERVICE_MODE,
     "persistence-off": {"persistence": {"enabled": False}},
+    "beamline": {"beamlineConfig": BEAMLINE},
     "metrics": METRICS,
     "metrics-service-mode": {**METRICS, **SERVICE_MODE},
     "examples": EXAMPLES,
@@ -204,7 +209,7 @@ def test_every_rendered_object_is_valid(scenario: str) -> None:
         expected.append("Service")
     if scenario.startswith("metrics"):
         expected += ["NetworkPolicy", "ServiceMonitor"]
-    if scenario in ("plugins", "epics-control"):  # the plugins file; the access security file
+    if scenario in ("plugins", "epics-control", "beamline"):  # the plugins, access security, beamline file
         expected.append("ConfigMap")
     assert result.kinds() == sorted(expected)
     validate(result)
@@ -309,7 +314,9 @@ def test_the_daemon_accepts_the_container_args(scenario: str, tmp_path: Path) ->
     for name in ("admin-token", "read-token"):
         (tmp_path / name).write_text(f"{name}-value\n")
     (tmp_path / "iochost.acf").write_text(ACF)
-    args = [a.replace(TOKEN_DIR, str(tmp_path)).replace(ACF_DIR, str(tmp_path)) for a in result.container["args"]]
+    (tmp_path / "beamline.yaml").write_text(yaml.safe_dump(BEAMLINE))
+    args = [a.replace(TOKEN_DIR, str(tmp_path)).replace(ACF_DIR, str(tmp_path)).replace(BEAMLINE_DIR, str(tmp_path))
+            for a in result.container["args"]]
     environ = {e["name"]: e["value"] for e in result.container.get("env", [])}
     assert not [k for k in environ if k.startswith("IOCHOST_")], "settings come as flags, one source"
     namespace = build_parser().parse_args(["serve", *args])
@@ -333,6 +340,42 @@ def test_the_daemon_accepts_the_container_args(scenario: str, tmp_path: Path) ->
     assert settings.epics_control == values["epics"]["control"]
     assert settings.epics_table_rows == values["epics"]["tableRows"]
     assert settings.epics_access_security == (tmp_path / "iochost.acf" if values["epics"]["accessSecurity"] else None)
+    assert settings.beamline_values == values["beamlineConfig"]
+
+
+# -- the beamline configuration ------------------------------------------------------------------
+
+
+def test_the_beamline_config_reaches_the_daemon(tmp_path: Path) -> None:
+    from iochost.cli import build_parser
+    from iochost.settings import Settings
+
+    result = render({"beamlineConfig": BEAMLINE})
+    config_map = result.get("ConfigMap", f"{FULLNAME}-beamline")
+    assert yaml.safe_load(config_map["data"]["beamline.yaml"]) == BEAMLINE
+    [flag] = result.flag("beamline-config")
+    (mount,) = [m for m in result.container["volumeMounts"] if m["mountPath"] == BEAMLINE_DIR]
+    assert flag == f"{BEAMLINE_DIR}/beamline.yaml"
+    (volume,) = [v for v in result.pod["volumes"] if v["name"] == mount["name"]]
+    assert mount["readOnly"] and volume["configMap"]["name"] == config_map["metadata"]["name"]
+    # the daemon reads the file the flag names: the plugins' beamline_config is the map
+    (tmp_path / "beamline.yaml").write_text(config_map["data"]["beamline.yaml"])
+    args = [a.replace(mount["mountPath"], str(tmp_path)) for a in result.container["args"]]
+    for name in ("admin-token", "read-token"):
+        (tmp_path / name).write_text(f"{name}-value\n")
+    args = [a.replace(TOKEN_DIR, str(tmp_path)) for a in args]
+    settings = Settings.from_sources(vars(build_parser().parse_args(["serve", *args])), environ={})
+    assert settings.beamline_config == tmp_path / "beamline.yaml" and settings.beamline_values == BEAMLINE
+    # a changed file rolls the pod; none: no flag, no ConfigMap, no annotation
+    annotations = result.get("StatefulSet")["spec"]["template"]["metadata"]["annotations"]
+    changed = render({"beamlineConfig": {**BEAMLINE, "beamline": "other"}})
+    assert (changed.get("StatefulSet")["spec"]["template"]["metadata"]["annotations"]["checksum/beamline"]
+            != annotations["checksum/beamline"])
+    plain = render()
+    assert not plain.flag("beamline-config")
+    assert not [o for o in plain.objects if o["metadata"]["name"].endswith("-beamline")]
+    with pytest.raises(helm.HelmError, match="beamlineConfig"):
+        render({"extraEnv": [{"name": "IOCMNG_BEAMLINE_CONFIG", "value": "/x.yaml"}]})
 
 
 # -- control from Phoebus and access security -------------------------------------------------

@@ -59,6 +59,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "iochost.accessSecurityDir" -}}/etc/iochost-access-security{{- end -}}
 {{- define "iochost.accessSecurityFile" -}}{{ include "iochost.accessSecurityDir" . }}/iochost.acf{{- end -}}
 
+{{- /* The beamline configuration (--beamline-config), from beamlineConfig: the ConfigMap's
+       data and the pod's checksum/beamline annotation both come from iochost.beamlineYaml. */ -}}
+{{- define "iochost.beamlineConfigMap" -}}
+{{- printf "%s-beamline" (include "iochost.fullname" . | trunc 54 | trimSuffix "-") -}}
+{{- end -}}
+{{- define "iochost.beamlineDir" -}}/etc/iochost-beamline{{- end -}}
+{{- define "iochost.beamlineFile" -}}{{ include "iochost.beamlineDir" . }}/beamline.yaml{{- end -}}
+{{- define "iochost.beamlineYaml" -}}
+{{- .Values.beamlineConfig | toYaml -}}
+{{- end -}}
+
 {{- /* The plugins file: `plugins:` and the list, as the daemon reads it. The ConfigMap's
        data and the pod's checksum/plugins annotation both come from here. */ -}}
 {{- define "iochost.pluginsYaml" -}}
@@ -145,6 +156,9 @@ Rendered (as nothing) at the top of the StatefulSet.
 {{- if has $env.name (list "IOCHOST_ADMIN_TOKEN" "IOCHOST_READ_TOKEN") -}}
 {{- fail (printf "extraEnv %s: tokens come from tokenSecret as files; a token variable would override them and show in the pod spec" $env.name) -}}
 {{- end -}}
+{{- if has $env.name (list "IOCHOST_BEAMLINE_CONFIG" "IOCMNG_BEAMLINE_CONFIG") -}}
+{{- fail (printf "extraEnv %s: give the beamline configuration in the value beamlineConfig; the chart mounts the file and passes --beamline-config" $env.name) -}}
+{{- end -}}
 {{- if has $env.name (list "IOCHOST_PLUGINS_FILE" "IOCMNG_PLUGINS_CONFIG") -}}
 {{- fail (printf "extraEnv %s: declare plugins in the value plugins; the chart mounts the file and passes --plugins-file" $env.name) -}}
 {{- end -}}
@@ -183,7 +197,7 @@ Rendered (as nothing) at the top of the StatefulSet.
 {{- end -}}
 {{- /* Flags the chart derives from values: a second one in extraArgs would silently win
        (argparse keeps the last, and accepts unambiguous abbreviations). */ -}}
-{{- $managed := list "host" "port" "data-dir" "epics-host" "ca-port" "pva-port" "worker-ports" "worker-pva-ports" "admin-token-file" "read-token-file" "plugins-file" "epics-control" "epics-table-rows" "epics-access-security" -}}
+{{- $managed := list "host" "port" "data-dir" "epics-host" "ca-port" "pva-port" "worker-ports" "worker-pva-ports" "admin-token-file" "read-token-file" "plugins-file" "epics-control" "epics-table-rows" "epics-access-security" "beamline-config" -}}
 {{- range $arg := .Values.extraArgs -}}
 {{- if hasPrefix "--" $arg -}}
 {{- $flag := trimPrefix "--" (first (splitList "=" $arg)) -}}
