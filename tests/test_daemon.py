@@ -128,6 +128,9 @@ def test_stuck_plugin_is_killed_by_watchdog_and_restarted(api, repos, ca):
     record = wait_until(lambda: (r := api.get("/plugins/stuck").json())["restarts"] >= 1 and r,
                         timeout=30, what="watchdog restart")
     assert "watchdog" in record["last_error"] and "execute()" in record["last_error"]
+    # before the kill, the worker wrote where it was stuck: the busy loop in execute()
+    log = "\n".join(api.get("/plugins/stuck/logs").json()["lines"])
+    assert "Thread 0x" in log and re.search(r'stuck\.py", line 1[01] in execute', log), log[-6000:]
     wait_until(lambda: api.get("/plugins/stuck").json()["state"] == "running", timeout=20, what="running again")
     assert api.get("/plugins/stuck").json()["pid"] != first["pid"]
     delete(api, "stuck")

@@ -3,7 +3,10 @@ and links to real soft IOCs (a standalone device IOC and the plugin under ``ioch
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -339,7 +342,7 @@ def test_readme_example_validates_with_iocmngs_pv_names(example: str) -> None:
     report = subprocess.run([sys.executable, "-m", "iochost", "validate", "--json", "--prefix", "MY",
                              "--name", "ioc", str(README / example)], capture_output=True, text=True)
     assert report.returncode == 0, report.stdout + report.stderr
-    plugin = __import__("json").loads(report.stdout)["plugin"]
+    plugin = json.loads(report.stdout)["plugin"]
     assert plugin["kind"] == "task" and plugin["mode"] == "continuous"
     served = sorted(pv.removeprefix("MY:IOC:") for pv in plugin["pvs"])
     assert served == (README / example / "iocmng-2.7.9.pvs").read_text().split()
@@ -349,8 +352,6 @@ def test_readme_monitor_runs_as_under_iocmng(tmp_path: Path, processes: Processe
                                             link_env: dict[str, Any]) -> None:
     """The README's Python monitor as it is: it cycles each second, SETPOINT takes operator
     writes, and ALARM stays OK while READING (which nothing in it sets) stays 0, as in iocmng."""
-    import shutil
-
     env, ports, ca = link_env["env"], link_env["ports"], link_env["ca"]
     plugin = Path(shutil.copytree(README / "monitor", tmp_path / "monitor"))
     _run_plugin(processes, env, ports["plugin"], plugin, "mon")
@@ -366,8 +367,6 @@ def test_readme_interlock_behaves_as_under_iocmng(tmp_path: Path, processes: Pro
                                                   link_env: dict[str, Any]) -> None:
     """The README's interlock as it is (DEVICE:TEMP, DEVICE:PRESSURE, a 1 s interval); each
     expected value is what iocmng 2.7.9 shows for the same step (bench/iocmng_compat.py)."""
-    import shutil
-
     env, ports, ca = link_env["env"], link_env["ports"], link_env["ca"]
     device = _ioc(processes, env, ports["dev"], "DEVICE", "TEMP", "PRESSURE")
     plugin = Path(shutil.copytree(README / "interlock", tmp_path / "interlock"))
@@ -464,12 +463,12 @@ def test_pva_links_poll_rate_actuators_and_message_pv(tmp_path: Path, processes:
     client cannot see the device), so every value here crossed a PVA link."""
     env, ports, ca = link_env["env"], link_env["ports"], link_env["ca"]
     dev = f"PDEV{ports['dev']}"
-    pva_server, pva_udp = free_port(), free_port(__import__("socket").SOCK_DGRAM)
+    pva_server, pva_udp = free_port(), free_port(socket.SOCK_DGRAM)
     device_env = {**env, "EPICS_PVAS_SERVER_PORT": str(pva_server), "EPICS_PVA_SERVER_PORT": str(pva_server),
                   "EPICS_PVAS_BROADCAST_PORT": str(pva_udp), "EPICS_PVA_BROADCAST_PORT": str(pva_udp)}
     _ioc(processes, device_env, ports["dev"], dev, "LEVEL", "SLOW", "SINK", "VALVE")
     ca.caput(f"{dev}:VALVE", 1.0, wait=True)
-    own_server, own_udp = free_port(), free_port(__import__("socket").SOCK_DGRAM)
+    own_server, own_udp = free_port(), free_port(socket.SOCK_DGRAM)
     plugin_env = {**env, "EPICS_CA_ADDR_LIST": f"127.0.0.1:{ports['plugin']}",
                   "EPICS_PVA_ADDR_LIST": f"127.0.0.1:{pva_udp}",
                   "EPICS_PVAS_SERVER_PORT": str(own_server), "EPICS_PVA_SERVER_PORT": str(own_server),

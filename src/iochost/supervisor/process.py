@@ -251,6 +251,15 @@ class WorkerProcess:
         """The exit code, once the worker and everything it started are gone."""
         return await asyncio.shield(self._ended)
 
+    def dump_stacks(self) -> None:
+        """SIGUSR1: the worker's faulthandler writes every thread's Python stack to its log,
+        so a kill for a hang says where the plugin was stuck."""
+        if self.proc.returncode is None:
+            try:
+                self.proc.send_signal(signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+
     def kill(self) -> None:
         """SIGKILL the worker's whole process group (hung plugin, watchdog, grace exceeded)."""
         try:

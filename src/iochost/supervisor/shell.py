@@ -42,6 +42,7 @@ from iochost.supervisor.states import State
 log = logging.getLogger("iochost.supervisor")
 
 START_LOG_LINES = 20  # of a worker's log, in the error of an add whose start failed
+STACK_DUMP_SECONDS = 0.3  # from asking a worker being killed for its stacks to the SIGKILL
 
 
 @dataclass
@@ -166,7 +167,8 @@ class Shell:
                 slot.worker.terminate()
         elif isinstance(effect, t.Kill):
             if slot.worker is not None and slot.worker_gen == effect.gen:
-                slot.worker.kill()
+                slot.worker.dump_stacks()  # where it hung, in its log (and the log tail an add returns)
+                asyncio.get_running_loop().call_later(STACK_DUMP_SECONDS, slot.worker.kill)
         elif isinstance(effect, t.Online):
             svc.epics.online(name, effect.pvs)
         elif isinstance(effect, t.Offline):

@@ -8,6 +8,7 @@ supervisor's pipe. Stopping calls ``cleanup()`` and exits within the grace perio
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import logging
 import os
 import signal
@@ -256,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     if len(args) != 1:
         sys.exit("usage: python -m iochost.worker SPEC.json")
     spec = WorkerSpec.model_validate_json(Path(args[0]).read_text())
+    # The supervisor sends SIGUSR1 before it kills a hung worker: every thread's stack to the log
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         code = run_worker(spec)
     except MemoryError:
