@@ -42,7 +42,7 @@ from iochost.supervisor.states import State
 log = logging.getLogger("iochost.supervisor")
 
 START_LOG_LINES = 20  # of a worker's log, in the error of an add whose start failed
-STACK_DUMP_SECONDS = 0.3  # from asking a worker being killed for its stacks to the SIGKILL
+STACK_DUMP_SECONDS = 0.3  # a hung worker: from the request for its stacks to its SIGKILL
 
 
 @dataclass

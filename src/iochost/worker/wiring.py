@@ -124,7 +124,7 @@ class Wiring:
         """INVALID/LINK on every output computed from a down input; once its inputs are back,
         the record is processed again so its own alarm (``alarm_on``, limits) is what shows."""
         down = {name for name in self.inputs if not self.connected[name]}
-        untrusted = set(self.engine.depends_on(down))
+        untrusted = self.engine.depends_on(down)
         for name in untrusted:
             self.table.set_alarm(name, *LINK_DOWN)
         for name in self._untrusted - untrusted:
