@@ -19,7 +19,10 @@ from typing import Iterator
 
 import httpx
 
+from iochost.discovery.ports import free_port_block
+
 ROOT = Path(__file__).resolve().parent.parent
+WORKER_PORTS = 201  # one CA port per worker: room for the 100-plugin figure and its restarts
 GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@x.invalid",
            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@x.invalid"}
 
@@ -116,7 +119,8 @@ class DaemonPorts:
 
     @classmethod
     def pick(cls) -> "DaemonPorts":
-        return cls(free_port(), free_port(), free_port(), free_port(), free_port())
+        # worker ports below the ephemeral range: the bench's own connections cannot take them
+        return cls(free_port(), free_port(), free_port(), free_port(), free_port_block(WORKER_PORTS)[0])
 
 
 @dataclass
@@ -148,7 +152,7 @@ def start_daemon(root: Path, ports: DaemonPorts, *extra: str) -> subprocess.Pope
         return subprocess.Popen(
             [sys.executable, "-m", "iochost", "serve", "--port", str(ports.api), "--data-dir", str(root / "data"),
              "--ca-port", str(ports.ca), "--pva-port", str(ports.pva), "--ca-beacon-port", str(ports.beacon),
-             "--worker-ports", f"{ports.worker_low}-{min(ports.worker_low + 200, 65000)}",
+             "--worker-ports", f"{ports.worker_low}-{ports.worker_low + WORKER_PORTS - 1}",
              "--allow-local-sources", "--log-level", "warning", *extra],
             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=log,
             preexec_fn=_die_with_parent)

@@ -11,7 +11,8 @@ ports and temp dirs. iocmng comes from PyPI into its own venv (cached in
    and re-adds under a new name in one daemon; iocmng cannot add a second plugin after its
    first ``iocInit``, so each of its adds is the first plugin of a fresh server.
 2. POST -> first CA read: from sending the POST until a caproto get of the plugin's
-   READING PV through the server's CA search port succeeds (same adds as 1).
+   READING PV through the server's CA search port succeeds (same adds as 1), polled from
+   a process of its own (``ca_first_read.py``).
 3. GET /api/v1/plugins with ``wrk -t1 -c8 -d10s`` (or a Python client): req/s and p99, at 1
    plugin for both and at every --plugins count for iochost.
 4. PSS (/proc/PID/smaps_rollup): median over the worker processes and total over the daemon
@@ -94,41 +95,22 @@ PLUGIN_FILES = {
 # --------------------------------------------------------------------------- measuring
 
 
-def ca_read_ok(pv: str) -> bool:
-    """One caproto get with a short timeout (search, connect, read); no repeater is spawned."""
-    from caproto.sync.client import read
-
-    try:
-        read(pv, timeout=0.05, repeater=False)
-        return True
-    except Exception:  # noqa: BLE001 - not found yet, refused, timed out: all mean "not yet"
-        return False
-
-
-@contextlib.contextmanager
-def ca_search_at(port: int) -> Iterator[None]:
-    """Point this process's CA client (caproto reads os.environ per call) at one loopback port."""
-    saved = os.environ.get("EPICS_CA_ADDR_LIST")
-    os.environ["EPICS_CA_ADDR_LIST"] = f"127.0.0.1:{port}"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("EPICS_CA_ADDR_LIST", None)
-        else:
-            os.environ["EPICS_CA_ADDR_LIST"] = saved
-
-
 def timed_add(url: str, body: dict[str, Any], accepted: Callable[[httpx.Response], bool], pv: str,
               ca_port: int, timeout: float = 120) -> tuple[float, float]:
     """Seconds from sending the POST to its answer, and to the first successful CA read of ``pv``.
 
-    The POST runs in a thread (no process is started from it) while this thread polls CA.
-    Its client is made before the clock starts: building an httpx client (an SSL context
-    with the CA bundle) takes 25-50 ms, which is the client's cost, not the server's.
+    The POST runs in a thread of this process; the CA reads are polled by a separate
+    process (``ca_first_read``), started and imported before the clock starts, so that
+    neither waits for the other's GIL. The HTTP client too is made before the clock:
+    building an httpx client (an SSL context with the CA bundle) takes 25-50 ms, which is
+    the client's cost, not the server's.
     """
     answer: dict[str, Any] = {}
     client = httpx.Client(timeout=timeout)
+    poller = subprocess.Popen([sys.executable, str(Path(__file__).with_name("ca_first_read.py")), pv,
+                               str(ca_port), str(timeout)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert poller.stdin is not None and poller.stdout is not None
 
     def post() -> None:
         try:
@@ -138,26 +120,28 @@ def timed_add(url: str, body: dict[str, Any], accepted: Callable[[httpx.Response
             answer["error"] = exc
         answer["at"] = time.perf_counter()
 
-    start = time.perf_counter()
-    thread = threading.Thread(target=post, daemon=True)
-    thread.start()
-    first_read = None
-    with ca_search_at(ca_port):
-        while first_read is None and time.perf_counter() - start < timeout:
-            if ca_read_ok(pv):
-                first_read = time.perf_counter()
-            elif "error" in answer or ("response" in answer and not accepted(answer["response"])):
-                break
-    thread.join(timeout)
-    client.close()
-    if "error" in answer:
-        raise RuntimeError(f"POST {url} failed: {answer['error']}")
-    response = answer["response"]
-    if not accepted(response):
-        raise RuntimeError(f"POST {url} answered {response.status_code}: {response.text[:500]}")
-    if first_read is None:
-        raise RuntimeError(f"{pv} never answered a CA read")
-    return answer["at"] - start, first_read - start
+    try:
+        if poller.stdout.readline().strip() != "ready":
+            raise RuntimeError("the CA poller did not start")
+        thread = threading.Thread(target=post, daemon=True)
+        start = time.perf_counter()
+        poller.stdin.write("go\n")
+        poller.stdin.flush()
+        thread.start()
+        thread.join(timeout)
+        if "error" in answer:
+            raise RuntimeError(f"POST {url} failed: {answer['error']}")
+        response = answer["response"]
+        if not accepted(response):
+            raise RuntimeError(f"POST {url} answered {response.status_code}: {response.text[:500]}")
+        read_at = poller.stdout.readline().strip()
+        if read_at in ("", "timeout"):
+            raise RuntimeError(f"{pv} never answered a CA read")
+        return answer["at"] - start, float(read_at) - start
+    finally:
+        client.close()
+        poller.kill()
+        poller.wait()
 
 
 def idle_cpu_pct(pid: int, seconds: float = IDLE_SECONDS) -> float:

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import httpx
 
 from conftest import CA_PORT, PVA_BROADCAST_PORT, daemon_environ, free_port, wait_for
+from iochost.discovery.ports import free_port_block
 
 
 def worker_pids(data_dir: Path, name: str | None = None) -> list[int]:
@@ -56,13 +57,6 @@ def snapshot(daemon: "Daemon") -> tuple[list[str], str | None, list[int]]:
 def bearer(token: str) -> dict[str, str]:
     """The Authorization header of an API request made with ``token``."""
     return {"Authorization": f"Bearer {token}"}
-
-
-def free_port_block(size: int) -> tuple[int, int]:
-    """A range of ports the daemon hands to workers; it skips any that turn out busy."""
-    base = free_port()
-    base = min(base, 65000 - size)
-    return base, base + size - 1
 
 
 class Daemon:

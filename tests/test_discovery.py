@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -24,8 +25,11 @@ from client_harness import EpicsClient
 from conftest import Processes, free_port
 from iochost.discovery import BeaconSchedule, CAEndpoint, NameTable, PortAllocator, SearchResponder
 from iochost.discovery.beacons import FIRST_DELAY
+from iochost.discovery.ports import ephemeral_range, free_port_block, overlaps_ephemeral, port_is_free
 from iochost.discovery.responder import MAX_DATAGRAM
 from iochost.errors import IochostError
+from iochost.settings import Settings
+from iochost.supervisor.epics import EpicsNetwork
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CLIENT = ("127.0.0.1", 40000)
@@ -414,6 +418,31 @@ def test_port_allocator_skips_ports_in_use(kind: int) -> None:
             allocator.reserve("a")
         assert excinfo.value.code.value == "WORKER_START_FAILED"
     assert allocator.reserve("a") == port
+
+
+def test_worker_port_blocks_stay_clear_of_the_ephemeral_range() -> None:
+    """Any outgoing connection may take an ephemeral port between a worker's allocation
+    and its bind (rsrv then stops the worker at iocInit): a block for tests and
+    benchmarks lies below that range, and every port in it is free."""
+    low, high = ephemeral_range()
+    block_low, block_high = free_port_block(120)
+    assert block_high - block_low == 119 and block_high < low
+    assert all(port_is_free("127.0.0.1", port) for port in range(block_low, block_high + 1))
+    assert overlaps_ephemeral(block_low, block_high) is None
+    assert overlaps_ephemeral(low - 10, low) == (low, high)
+    assert overlaps_ephemeral(high, high + 5) == (low, high)
+
+
+def test_the_daemon_warns_of_worker_ports_in_the_ephemeral_range(caplog: pytest.LogCaptureFixture) -> None:
+    low, _ = ephemeral_range()
+    with caplog.at_level(logging.WARNING, logger="iochost.epics"):
+        EpicsNetwork(Settings(worker_ports=f"{low}-{low + 99}"))
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and f"--worker-ports {low}-{low + 99} overlaps the ephemeral ports" in warned[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="iochost.epics"):
+        EpicsNetwork(Settings())  # the defaults, 5100-5299 and 5300-5499, are clear of it
+    assert caplog.records == []
 
 
 # ------------------------------------------------------------ endpoint I/O, raw sockets

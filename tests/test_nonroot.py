@@ -27,7 +27,8 @@ import pytest
 
 import nonroot_env
 from conftest import CA_PORT, PVA_BROADCAST_PORT, REPO, free_port, wait_for
-from daemon_harness import bearer, free_port_block, wait_until
+from daemon_harness import bearer, wait_until
+from iochost.discovery.ports import free_port_block
 from gitrepos import plugin_repo
 
 UID = GID = 10001

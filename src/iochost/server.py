@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import signal
+import socket
+from collections.abc import Callable
 
 import uvicorn
 
@@ -36,6 +38,19 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
     }
 
 
+class _Server(uvicorn.Server):
+    """Calls ``on_listening`` once the socket accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, on_listening: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_listening = on_listening
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._on_listening()
+
+
 def serve(settings: Settings, launcher: Launcher | None = None, declared: PluginsFile | None = None) -> int:
     """Run the daemon until SIGTERM; ``launcher``: the fork server, already started;
     ``declared``: the plugins file, read and checked."""
@@ -52,11 +67,12 @@ def serve(settings: Settings, launcher: Launcher | None = None, declared: Plugin
         for line in declared.problems:
             log.error("%s; entry left out", line)
         log.info("plugins file %s: %d plugin(s) declared", declared.path, len(declared.requests))
-    app = FastLane(create_app(settings, launcher=launcher,  # the list polls skip FastAPI's request machinery
-                              declared=declared.requests if declared is not None else ()))
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
+    app = create_app(settings, launcher=launcher, declared=declared.requests if declared is not None else ())
+    listening = app.state.supervisor.hold_restore()  # the API answers first, however large the registry
+    config = uvicorn.Config(FastLane(app),  # the list polls skip FastAPI's request machinery
+                            host=settings.host, port=settings.port, log_config=None,
                             lifespan="on", timeout_graceful_shutdown=5, **uvicorn_options(settings))
-    server = uvicorn.Server(config)
+    server = _Server(config, on_listening=listening)
     # uvicorn re-raises the SIGTERM/SIGINT it handled once shutdown is done, so the
     # process would die by the signal; a stop we completed cleanly should exit 0.
     stop_signals: list[int] = []

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
+from pathlib import Path
 
 from iochost.errors import ErrorCode, IochostError
 
@@ -25,6 +27,41 @@ def port_is_free(host: str, port: int, udp: bool = True) -> bool:
     except OSError:
         return False
     return True
+
+
+LINUX_EPHEMERAL = (32768, 60999)  # the kernel's default ip_local_port_range
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The local ports the kernel hands out to every outgoing connection and unbound UDP
+    socket on the host (``net.ipv4.ip_local_port_range``). Any process may take one at any
+    moment, so a worker port in this range can be lost between the allocator's probe and
+    the worker's bind; rsrv then stops the worker's main thread ("CAS: No TCP server
+    started") and the start times out."""
+    try:
+        low, high = (int(p) for p in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return LINUX_EPHEMERAL
+    return low, high
+
+
+def overlaps_ephemeral(low: int, high: int) -> tuple[int, int] | None:
+    """The ephemeral range, when ``low..high`` shares a port with it."""
+    eph_low, eph_high = ephemeral_range()
+    return (eph_low, eph_high) if low <= eph_high and eph_low <= high else None
+
+
+def free_port_block(size: int, host: str = "127.0.0.1", lowest: int = 10000) -> tuple[int, int]:
+    """``size`` consecutive ports below the ephemeral range, every one free right now: the
+    worker ranges of daemons that tests and benchmarks start next to each other."""
+    top = ephemeral_range()[0] - size
+    if top < lowest:
+        raise RuntimeError(f"no room for {size} ports between {lowest} and the ephemeral range")
+    for _ in range(100):
+        base = random.randint(lowest, top)
+        if all(port_is_free(host, port) for port in range(base, base + size)):
+            return base, base + size - 1
+    raise RuntimeError(f"no {size} free consecutive ports between {lowest} and {top + size}")
 
 
 class PortAllocator:

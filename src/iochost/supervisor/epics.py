@@ -16,6 +16,7 @@ import os
 from typing import Mapping
 
 from iochost.discovery import CAEndpoint, PortAllocator
+from iochost.discovery.ports import overlaps_ephemeral
 from iochost.discovery.netif import default_beacon_addresses
 from iochost.settings import Settings, is_loopback
 
@@ -46,6 +47,13 @@ class EpicsNetwork:
         self.ports = PortAllocator(*settings.worker_port_range, host=settings.epics_host)
         self.pva_ports = PortAllocator(*settings.worker_pva_port_range, host=settings.epics_host,
                                        udp=False, what="PVA server")
+        for option, (low, high) in (("--worker-ports", settings.worker_port_range),
+                                    ("--worker-pva-ports", settings.worker_pva_port_range)):
+            if (ephemeral := overlaps_ephemeral(low, high)) is not None:
+                log.warning("%s %d-%d overlaps the ephemeral ports %d-%d (net.ipv4.ip_local_port_range): any "
+                            "outgoing connection on this host may take a worker's port between its allocation "
+                            "and the worker's bind, and that worker then fails its start; choose a range "
+                            "outside it", option, low, high, *ephemeral)
 
     async def start(self) -> None:
         await self.endpoint.start()

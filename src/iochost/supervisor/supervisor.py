@@ -14,7 +14,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Callable, Sequence
 
 from iochost import __version__
 from iochost.budget import LineBudget
@@ -75,6 +75,7 @@ class Supervisor:
         self._bring_back: asyncio.Task[None] | None = None
         self.ready = False  # the registry's plugins are restored and the examples added
         self._ready_event = asyncio.Event()
+        self._listening: asyncio.Event | None = None  # set by hold_restore(): restore waits for it
         self._status_push_pending = False
         self._rows = RowTable(settings.epics_table_rows)  # the daemon IOC's plugin table
         self._control_message = ""  # CONTROL_MSG: the outcome of the last control request
@@ -106,14 +107,23 @@ class Supervisor:
         await self.shell.start()
         await self.epics.start()
         self._watch_task = asyncio.create_task(self._watch(), name="iochost-watchdog")
-        self._shell().spawn_task(self._start_system(), "iochost-system")  # not before the API answers
         slots = [self._new_slot(entry) for entry in registry.entries()]  # visible at once, pending
         self._bring_back = asyncio.create_task(self._bring_back_all(slots), name="iochost-restore")
+
+    def hold_restore(self) -> Callable[[], None]:
+        """Keep the restore (and the daemon's status IOC) waiting until the returned function
+        is called: ``iochost serve`` calls it once its socket listens, so forks and iocInits
+        of a large registry do not compete with the API's own startup for the CPU."""
+        self._listening = asyncio.Event()
+        return self._listening.set
 
     async def _bring_back_all(self, slots: list[PluginSlot]) -> None:
         """Restore the registry's plugins, two per core at a time (half of a start is EPICS
         sleeping 0.5 s inside iocInit, the rest the plugin's import and records: CPU), then
         add the examples; then ``ready``."""
+        if self._listening is not None:
+            await self._listening.wait()
+        self._shell().spawn_task(self._start_system(), "iochost-system")
         gate = asyncio.Semaphore(2 * (os.cpu_count() or 2))
 
         async def restore(slot: PluginSlot) -> None:
