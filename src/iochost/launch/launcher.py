@@ -4,9 +4,10 @@ Thread-safe and blocking (the validation probe runs in a worker thread; the supe
 calls it through ``asyncio.to_thread``). A keeper thread restarts the template when it
 dies and keeps ``pool_size`` warm members (softioc imported: the next workers) and
 ``cold_pool_size`` cold ones (the next validation probes) ready, so neither waits for a
-fork on the add's critical path; members that die idle are reaped and replaced. Anything
-that goes wrong here is a ``LaunchError``, on which callers fall back to a plain spawn:
-the fork server makes starts cheaper, never possible.
+fork on the add's critical path; it refills the pool once the start that emptied it is
+past its busy part (``REFILL_DELAY``), and reaps and replaces members that die idle.
+Anything that goes wrong here is a ``LaunchError``, on which callers fall back to a plain
+spawn: the fork server makes starts cheaper, never possible.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ HELLO_TIMEOUT = 30.0  # a fork request queued behind the template's own imports 
 READY_TIMEOUT = 60.0  # a warm member imports softioc first (~0.2 s, more on a cold disk cache)
 KEEPER_INTERVAL = 0.5  # how often the keeper looks at the template and the idle members
 RESTART_BACKOFF = 1.0  # between attempts to start a template that keeps dying
+# A member taken is replaced this long after the take, not at once: by then the add that
+# took it has done its probe and its worker's imports (~0.1 s) and sleeps in iocInit, so
+# the replacement's fork and imports (~0.2 s of CPU) do not slow that start down.
+REFILL_DELAY = 0.2
 
 
 class LaunchError(RuntimeError):
@@ -173,6 +178,7 @@ class Launcher:
         self._control: socket.socket | None = None
         self._pool: list[Member] = []
         self._pool_changed = threading.Condition()
+        self._taken_at = -REFILL_DELAY  # monotonic time of the last acquire
         self._closing = threading.Event()
         self._keeper: threading.Thread | None = None
         self.template_starts = 0
@@ -264,6 +270,7 @@ class Launcher:
         if self._closing.is_set():
             raise LaunchError("the launcher is closed")
         with self._pool_changed:
+            self._taken_at = time.monotonic()
             while (member := next((m for m in self._pool if m.warm == warm), None)) is not None:
                 self._pool.remove(member)
                 self._pool_changed.notify_all()  # the keeper forks a replacement
@@ -304,6 +311,10 @@ class Launcher:
                     wanted = self._wanted()
                     if wanted is None:
                         self._pool_changed.wait(KEEPER_INTERVAL)
+                        continue
+                    busy = self._taken_at + REFILL_DELAY - time.monotonic()
+                    if busy > 0:  # a start is in its busy part: while adds keep coming, they fork their own
+                        self._pool_changed.wait(busy)
                         continue
                 member = self._fork(warm=wanted)
                 if wanted and self.on_warm_member is not None:
