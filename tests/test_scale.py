@@ -2,7 +2,8 @@
 
 - a worker locks no memory, even though the daemon runs as root (EPICS would mlockall);
 - workers are forked from the template, probes from a cold member of its pool, and a
-  killed template, or a killed idle warm member, is replaced without losing a plugin;
+  killed template, or a killed idle warm member, is replaced without losing a plugin; an
+  idle warm member has loaded the QSRV library already;
 - a restarted daemon answers the API before its plugins are running again, restores them
   several at a time, and says when it is ready (``/health/live``, ``/health/ready``);
 - concurrent adds of different plugins overlap; the same name still gets 409.
@@ -173,6 +174,8 @@ def test_workers_are_forked_from_the_template_which_is_replaced_when_killed(api,
         delete(api, "forked-b")
 
         idle = wait_until(lambda: warm_members(daemon), timeout=20, what="a warm member in the pool")
+        # its wait paid for the library every worker loads (QSRV, served over PVA: test_daemon)
+        assert "libpvxsIoc" in Path(f"/proc/{idle[0]}/maps").read_text()
         os.kill(idle[0], signal.SIGKILL)
         wait_until(lambda: len([m for m in warm_members(daemon) if m != idle[0]]) >= 2, timeout=20,
                    what="the pool refilled")

@@ -22,6 +22,7 @@ KeyPath = tuple[str, ...]
 MAX_DEPTH = 32  # nested mappings/sequences
 MAX_ALIASES = 1000  # *alias references in one document
 MAX_NODES = 100_000  # nodes with every alias expanded
+DEPTH_LIMIT = f"nested deeper than {MAX_DEPTH} levels (depth limit)"
 
 
 @dataclass
@@ -41,7 +42,27 @@ class YamlLimitError(YamlSyntaxError):
     """The document is well-formed but exceeds a parsing limit."""
 
 
-class _BoundedLoader(yaml.SafeLoader):
+if getattr(yaml, "__with_libyaml__", False):
+    from yaml._yaml import CParser
+    from yaml.composer import Composer
+    from yaml.constructor import SafeConstructor
+    from yaml.resolver import Resolver
+
+    class _SafeLoader(Composer, CParser, SafeConstructor, Resolver):
+        """SafeLoader with libyaml's scanner and parser (~6x faster: every add reads
+        config.yaml three times on its way to iocInit) but Python's composer, which pulls
+        the events one at a time, so the limits below still apply as they arrive."""
+
+        def __init__(self, text: str) -> None:
+            CParser.__init__(self, text)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+else:  # PyYAML built without libyaml
+    _SafeLoader = yaml.SafeLoader  # type: ignore[misc,assignment]
+
+
+class _BoundedLoader(_SafeLoader):
     """SafeLoader whose composer counts depth and aliases as the events arrive."""
 
     def __init__(self, text: str) -> None:
@@ -60,7 +81,7 @@ class _BoundedLoader(yaml.SafeLoader):
                 raise YamlLimitError(f"more than {MAX_ALIASES} aliases (limit of aliases per file)", self._line())
             return super().compose_node(parent, index)
         if self._depth >= MAX_DEPTH:
-            raise YamlLimitError(f"nested deeper than {MAX_DEPTH} levels (depth limit)", self._line())
+            raise YamlLimitError(DEPTH_LIMIT, self._line())
         self._depth += 1
         try:
             return super().compose_node(parent, index)
@@ -136,6 +157,8 @@ def parse_yaml(text: str) -> YamlDocument:
         problem = getattr(exc, "problem", None) or str(exc)
         context = getattr(exc, "context", None)
         message = f"{context}, {problem}" if context else str(problem)
+        if "maximum nesting depth" in message:  # libyaml's own limit (1000), met scanning ahead
+            raise YamlLimitError(DEPTH_LIMIT, mark.line + 1 if mark else None) from exc
         raise YamlSyntaxError(f"invalid YAML: {message}", mark.line + 1 if mark else None) from exc
     finally:
         loader.dispose()

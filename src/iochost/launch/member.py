@@ -1,10 +1,10 @@
 """A member: a child of the template waiting for the one program it will run.
 
 It says hello with its pid (the daemon tracks it before anything else can happen), gives
-up real-time privileges (``memlock``), imports softioc if it is warm, reports ready with
-its open file descriptors, then waits for its launch: a ``module:function``, its
-arguments, its environment, its stdio and extra fds at the numbers the daemon chose. It
-runs that function as its whole life and exits with its code.
+up real-time privileges (``memlock``), imports softioc and loads QSRV's library if it is
+warm, reports ready with its open file descriptors, then waits for its launch: a
+``module:function``, its arguments, its environment, its stdio and extra fds at the
+numbers the daemon chose. It runs that function as its whole life and exits with its code.
 """
 
 from __future__ import annotations
@@ -24,12 +24,17 @@ from setproctitle import setproctitle
 from iochost.launch import protocol
 
 WARM_IMPORTS = ("cothread", "softioc", "softioc.builder", "softioc.softioc", "iochost.worker.records")
+# What a worker does first that does not depend on its plugin: ``module:function``.
+WARM_CALLS = ("iochost.worker.pva:load_qsrv_library",)
 
 
 def _warm_up() -> None:
-    """What a worker would import first; a worker that starts here has paid for it."""
+    """What a worker would import and load first; a worker that starts here has paid for it."""
     for name in WARM_IMPORTS:
         importlib.import_module(name)
+    for target in WARM_CALLS:
+        module, function = target.split(":")
+        getattr(importlib.import_module(module), function)()
 
 
 def _place_fds(fds: list[int], stdio: list[int | None], extra: dict[str, int]) -> None:
