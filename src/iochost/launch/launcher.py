@@ -273,7 +273,7 @@ class Launcher:
             self._taken_at = time.monotonic()
             while (member := next((m for m in self._pool if m.warm == warm), None)) is not None:
                 self._pool.remove(member)
-                self._pool_changed.notify_all()  # the keeper forks a replacement
+                self._pool_changed.notify_all()  # the keeper forks a replacement, REFILL_DELAY on
                 if member.child.poll() is None:
                     return member
         return self._fork(warm)
