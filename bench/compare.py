@@ -10,9 +10,9 @@ ports and temp dirs. iocmng comes from PyPI into its own venv (cached in
 1. POST -> 201 (iocmng: 200 with ``ok: true``): median of --runs adds. iochost adds, deletes
    and re-adds under a new name in one daemon; iocmng cannot add a second plugin after its
    first ``iocInit``, so each of its adds is the first plugin of a fresh server.
-2. POST -> first CA read: from sending the POST until a caproto get of the plugin's
-   READING PV through the server's CA search port succeeds (same adds as 1), polled from
-   a process of its own (``ca_first_read.py``).
+2. POST -> first CA read: from sending the POST until the plugin's READING PV, found by a
+   CA search of the server's search port, has been read with libca (same adds as 1),
+   polled from a process of its own (``ca_first_read.py``).
 3. GET /api/v1/plugins with ``wrk -t1 -c8 -d10s`` (or a Python client): req/s and p99, at 1
    plugin for both and at every --plugins count for iochost.
 4. PSS (/proc/PID/smaps_rollup): median over the worker processes and total over the daemon
