@@ -157,9 +157,10 @@ def parse_yaml(text: str) -> YamlDocument:
         problem = getattr(exc, "problem", None) or str(exc)
         context = getattr(exc, "context", None)
         message = f"{context}, {problem}" if context else str(problem)
+        line = mark.line + 1 if mark else None
         if "maximum nesting depth" in message:  # libyaml's own limit (1000), met scanning ahead
-            raise YamlLimitError(DEPTH_LIMIT, mark.line + 1 if mark else None) from exc
-        raise YamlSyntaxError(f"invalid YAML: {message}", mark.line + 1 if mark else None) from exc
+            raise YamlLimitError(DEPTH_LIMIT, line) from exc
+        raise YamlSyntaxError(f"invalid YAML: {message}", line) from exc
     finally:
         loader.dispose()
     doc = YamlDocument(data=data)
