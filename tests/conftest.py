@@ -37,14 +37,31 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
             continue
 
 
-CA_PORT = free_port()
+def free_ports(count: int) -> tuple[int, ...]:
+    """``count`` different ports, each free for TCP and UDP right now."""
+    ports: list[int] = []
+    while len(ports) < count:
+        if (port := free_port()) not in ports:
+            ports.append(port)
+    return tuple(ports)
+
+
+# CA search ports, each with one server at a time: a unicast search reaches only one of the
+# servers on a port (`iochost serve` refuses a taken one). The suite's daemons take the
+# first of DAEMON_CA_PORTS no other daemon holds (daemon_harness: CA_PORT for one alone, up
+# to four at once); lone IOCs (`iochost run`, workers started by hand, device IOCs) take
+# IOC_CA_PORT. Every client here searches them all.
+*DAEMON_CA_PORTS, IOC_CA_PORT = free_ports(5)
+CA_PORT = DAEMON_CA_PORTS[0]
+CA_PORTS = (*DAEMON_CA_PORTS, IOC_CA_PORT)
 PVA_PORT = free_port()
 PVA_BROADCAST_PORT = free_port(socket.SOCK_DGRAM)
 EPICS_ENV = {
-    "EPICS_CA_ADDR_LIST": "127.0.0.1",
+    # "127.0.0.1" is CA_PORT here: a client given another EPICS_CA_SERVER_PORT searches that one
+    "EPICS_CA_ADDR_LIST": " ".join(["127.0.0.1", *(f"127.0.0.1:{port}" for port in CA_PORTS[1:])]),
     "EPICS_CA_AUTO_ADDR_LIST": "NO",
     "EPICS_CA_SERVER_PORT": str(CA_PORT),
-    "EPICS_CAS_SERVER_PORT": str(CA_PORT),
+    "EPICS_CAS_SERVER_PORT": str(IOC_CA_PORT),
     "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
     "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
     "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
@@ -153,26 +170,31 @@ def python() -> str:
     return sys.executable
 
 
-def ca_search(names: list[str], port: int = CA_PORT, timeout: float = 1.0) -> set[str]:
-    """The names a CA server answers for on 127.0.0.1:``port``: one real search datagram,
-    as libca sends it, with no client-side channel cache in the way."""
+def ca_search(names: list[str], port: int | None = None, timeout: float = 1.0,
+              host: str = "127.0.0.1") -> set[str]:
+    """The names a CA server answers for on ``host``:``port`` (default: on every port of
+    CA_PORTS, as the suite's libca searches; ``host`` may be a broadcast address): one real
+    search datagram per port, as libca sends it, with no client-side channel cache in the way."""
     import caproto
 
+    ports = CA_PORTS if port is None else (port,)
     requests = [caproto.VersionRequest(priority=0, version=13)]
     requests += [caproto.SearchRequest(name, cid, 13) for cid, name in enumerate(names)]
     answered: set[str] = set()
     parser = caproto.Broadcaster(caproto.CLIENT)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.bind(("127.0.0.1", 0))
-        sock.sendto(b"".join(bytes(r) for r in requests), ("127.0.0.1", port))
+        for each in ports:
+            sock.sendto(b"".join(bytes(r) for r in requests), (host, each))
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0 and len(answered) < len(names):
             sock.settimeout(remaining)
             try:
-                data, _ = sock.recvfrom(65536)
+                data, sender = sock.recvfrom(65536)
             except socket.timeout:
                 break
-            for message in parser.recv(data, ("127.0.0.1", port)):
+            for message in parser.recv(data, sender):
                 if isinstance(message, caproto.SearchResponse):
                     answered.add(names[message.cid])
     return answered

@@ -17,7 +17,8 @@ from typing import Any, Iterator
 
 import httpx
 
-from conftest import CA_PORT, PVA_BROADCAST_PORT, daemon_environ, free_port, wait_for
+from conftest import DAEMON_CA_PORTS, PVA_BROADCAST_PORT, daemon_environ, free_port, wait_for
+from iochost.discovery.holders import port_taken
 from iochost.discovery.ports import free_port_block
 
 
@@ -68,11 +69,12 @@ class Daemon:
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-daemon.log"
+        self.ca_port: int | None = None  # chosen at each start()
         low, high = free_port_block(120)
         middle = (low + high) // 2
         self.base_args = [
             "--port", str(self.port), "--data-dir", str(data_dir), "--prefix", "IOCHT",
-            "--epics-host", "127.0.0.1", "--ca-port", str(CA_PORT), "--pva-port", str(PVA_BROADCAST_PORT),
+            "--epics-host", "127.0.0.1", "--pva-port", str(PVA_BROADCAST_PORT),
             "--ca-beacon-port", os.environ["EPICS_CA_REPEATER_PORT"],
             "--worker-ports", f"{low}-{middle}", "--worker-pva-ports", f"{middle + 1}-{high}",
             "--allow-local-sources", "--log-format", "json",
@@ -85,10 +87,23 @@ class Daemon:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def choose_ca_port(self) -> int:
+        """The ``--ca-port`` the test gave, else the first of DAEMON_CA_PORTS no daemon holds:
+        every client of the suite searches them all, and a port never has two servers."""
+        if "--ca-port" in self.args:
+            return int(self.args[self.args.index("--ca-port") + 1])
+        for port in DAEMON_CA_PORTS:
+            if not port_taken("127.0.0.1", port):
+                return port
+        raise AssertionError(f"CA search ports {DAEMON_CA_PORTS} are all taken: one more daemon at "
+                             "once needs a --ca-port of its own (or conftest one more port)")
+
     def start(self, timeout: float = 60.0) -> "Daemon":
+        self.ca_port = self.choose_ca_port()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "iochost", "serve", *self.base_args, *self.args],
+                [sys.executable, "-m", "iochost", "serve", *self.base_args, "--ca-port", str(self.ca_port),
+                 *self.args],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 env=daemon_environ(**self.env),
             )

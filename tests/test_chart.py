@@ -77,7 +77,8 @@ ASG(DEFAULT) { RULE(1, READ) }
 ASG(IOCHOST_INPUTS) { RULE(1, READ) RULE(1, WRITE) { UAG(operators) HAG(consoles) } }
 ASG(IOCHOST_CONTROL) { RULE(1, READ) RULE(1, WRITE) { UAG(operators) HAG(consoles) } }
 """
-CONTROL: dict[str, Any] = {"epics": {"control": True, "tableRows": 40, "accessSecurity": ACF}}
+CONTROL: dict[str, Any] = {"epics": {"control": True, "tableRows": 40, "accessSecurity": ACF,
+                                     "allowSharedCaPort": True}}
 BEAMLINE: dict[str, Any] = {"beamline": "sparc", "epicsConfiguration": {"iocs": [
     {"name": "diag", "devgroup": "io", "devtype": "ai", "iocprefix": "SPARC:DIAG", "iocroot": "IO",
      "devices": [{"name": "TEMP1"}]}]}}
@@ -338,6 +339,7 @@ def test_the_daemon_accepts_the_container_args(scenario: str, tmp_path: Path) ->
     if "plugins_file" in Settings.model_fields:
         assert settings.plugins_file == (Path(PLUGINS_FILE) if values["plugins"] else None)
     assert settings.epics_control == values["epics"]["control"]
+    assert settings.allow_shared_ca_port == values["epics"]["allowSharedCaPort"]
     assert settings.epics_table_rows == values["epics"]["tableRows"]
     assert settings.epics_access_security == (tmp_path / "iochost.acf" if values["epics"]["accessSecurity"] else None)
     assert settings.beamline_values == values["beamlineConfig"]

@@ -163,6 +163,33 @@ def access_security_problem(settings: Settings) -> str | None:
     return check_file(settings.epics_access_security)
 
 
+def ca_port_problem(settings: Settings) -> str | None:
+    """Why the daemon must not take its CA search port: another server already receives
+    searches there, and a unicast search reaches only one of them, so starting would
+    silently cut the other's unicast clients off (or ours). Runs before anything of the
+    daemon binds the port; --allow-shared-ca-port lets it start anyway where it can."""
+    from iochost.discovery.holders import describe_holders, port_shareable, search_port_holders
+
+    host, port = settings.epics_host or "0.0.0.0", settings.ca_port
+    try:
+        holders = search_port_holders(host, port)
+    except OSError as exc:  # an --epics-host that does not resolve or is no local address
+        return f"epics_host {host}: cannot bind UDP {host}:{port}: {exc.strerror or exc}"
+    if holders is None:
+        return None
+    where = f"UDP {host}:{port}"
+    others = describe_holders(holders)
+    if not port_shareable(host, port):
+        return (f"ca_port {port}: {where} is held without address reuse by {others}: the CA search "
+                "endpoint cannot bind it; stop that process or choose another --ca-port")
+    if settings.allow_shared_ca_port:
+        return None
+    return (f"ca_port {port}: another CA server already receives name searches on {where}: {others}. "
+            "A unicast search (EPICS_CA_ADDR_LIST, a gateway) reaches only one server on a port, so one "
+            "of the two would lose those clients without a word; stop it, choose another --ca-port, or "
+            "pass --allow-shared-ca-port (IOCHOST_ALLOW_SHARED_CA_PORT) if sharing is intended")
+
+
 def data_dir_problem(settings: Settings) -> str | None:
     """Why the daemon could not keep its registry in the data dir, before anything starts:
     a volume mounted root-owned without fsGroup, a registry another user left behind."""
@@ -206,7 +233,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"iochost serve: {exc}", file=sys.stderr)
         return 2
-    problem = data_dir_problem(settings) or access_security_problem(settings)
+    problem = ca_port_problem(settings) or data_dir_problem(settings) or access_security_problem(settings)
     if problem is not None:
         print(f"iochost serve: {problem}", file=sys.stderr)
         return 2

@@ -78,6 +78,9 @@ class Settings(BaseModel):
     epics_host: str = Field(default="127.0.0.1", description="interface the CA/PVA servers and the CA "
                                                              "search endpoint bind (0.0.0.0: all)")
     ca_port: int = Field(default=5064, ge=1, le=65535, description="CA search port the daemon answers on")
+    allow_shared_ca_port: bool = Field(default=False, description="start even when another CA server already "
+                                       "receives name searches on --epics-host:--ca-port; a unicast search "
+                                       "then reaches only one of the two (off: serve refuses, exit 2)")
     ca_beacon_port: int = Field(default=5065, ge=1, le=65535, description="CA repeater port beacons go to")
     ca_beacon_addrs: str = Field(default="", description="space-separated CA beacon destinations "
                                  "(host or host:port), besides the automatic ones")

@@ -197,7 +197,7 @@ Rendered (as nothing) at the top of the StatefulSet.
 {{- end -}}
 {{- /* Flags the chart derives from values: a second one in extraArgs would silently win
        (argparse keeps the last, and accepts unambiguous abbreviations). */ -}}
-{{- $managed := list "host" "port" "data-dir" "epics-host" "ca-port" "pva-port" "worker-ports" "worker-pva-ports" "admin-token-file" "read-token-file" "plugins-file" "epics-control" "epics-table-rows" "epics-access-security" "beamline-config" -}}
+{{- $managed := list "host" "port" "data-dir" "epics-host" "ca-port" "allow-shared-ca-port" "pva-port" "worker-ports" "worker-pva-ports" "admin-token-file" "read-token-file" "plugins-file" "epics-control" "epics-table-rows" "epics-access-security" "beamline-config" -}}
 {{- range $arg := .Values.extraArgs -}}
 {{- if hasPrefix "--" $arg -}}
 {{- $flag := trimPrefix "--" (first (splitList "=" $arg)) -}}

@@ -16,6 +16,7 @@ import os
 from typing import Mapping
 
 from iochost.discovery import CAEndpoint, PortAllocator
+from iochost.discovery.holders import describe_holders, search_port_holders
 from iochost.discovery.ports import overlaps_ephemeral
 from iochost.discovery.netif import default_beacon_addresses
 from iochost.settings import Settings, is_loopback
@@ -56,7 +57,17 @@ class EpicsNetwork:
                             "outside it", option, low, high, *ephemeral)
 
     async def start(self) -> None:
+        if self.settings.allow_shared_ca_port:  # `serve` refused a shared port without it
+            self._warn_shared_search_port()
         await self.endpoint.start()
+
+    def _warn_shared_search_port(self) -> None:
+        """Say in the log who else receives searches on the port the operator chose to share."""
+        host, port = self.endpoint.host, self.endpoint.requested_port
+        holders = search_port_holders(host, port)
+        if holders is not None:
+            log.warning("CA search port UDP %s:%d is shared (--allow-shared-ca-port) with %s: a unicast "
+                        "search reaches only one of the servers", host, port, describe_holders(holders))
 
     async def close(self) -> None:
         await self.endpoint.close()
