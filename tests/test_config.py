@@ -173,7 +173,16 @@ def test_bad_waveform(tmp_path, pv, path, words):
     ("{type: string, value: 12}", "pvs.outputs.X.value", "should be a string"),
     ("{type: int, value: 3000000000}", "pvs.outputs.X.value", "32-bit"),
     ("{type: bool, value: 2}", "pvs.outputs.X.value", "true/false"),
-    ("{type: float, description: %s}" % ("d" * 41), "pvs.outputs.X.description", "at most 40"),
+    ("{type: float, description: %s}" % ("d" * 41), "pvs.outputs.X.description", "the field holds 40 bytes"),
+    ("{type: float, description: %s}" % ("é" * 21), "pvs.outputs.X.description", "42 bytes in UTF-8 (21 characters)"),
+    ('{type: string, value: "a\\0b"}', "pvs.outputs.X.value", "NUL character"),
+    ("{type: string, value: %s}" % ("ü" * 20), "pvs.outputs.X.value", "40 bytes in UTF-8 (20 characters)"),
+    ("{type: int, low: 0.5}", "pvs.outputs.X.low", "32-bit integer on an int PV"),
+    ("{type: int, mdel: 3.0e+16}", "pvs.outputs.X.mdel", "32-bit integer on an int PV"),
+    ("{type: int, length: 35, high: 6.97568176613157e+16}", "pvs.outputs.X.high", "32-bit integer on an int PV"),
+    ("{type: bool, onam: ''}", "pvs.outputs.X.onam", "empty state name"),
+    ("{type: float, low: -2.225073858507e-311}", "pvs.outputs.X.low", "too close to zero for an EPICS record"),
+    ("{type: float, alarm: {hihi: 1.0e-320}}", "pvs.outputs.X.alarm.hihi", "too close to zero"),
     ("{value: 1}", "pvs.outputs.X.type", "required"),
 ])
 def test_cross_field_rules(tmp_path, pv, path, words):

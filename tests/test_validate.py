@@ -232,8 +232,9 @@ def test_all_independent_errors_reported_at_once(tmp_path):
 def test_no_plugin_class(tmp_path):
     plugin = make(tmp_path, {"probe.py": "class NotAPlugin:\n    def execute(self):\n        pass\n"})
     issue = only_issue(validate_plugin(plugin), Stage.DISCOVERY)
-    assert (issue.file, issue.line) == (None, None)
+    assert (issue.file, issue.line) == ("probe.py", 1)  # the one class found
     assert "no class deriving TaskBase or JobBase" in issue.message
+    assert "classes found: NotAPlugin (probe.py:1, bases: none)" in issue.message
 
 
 def test_several_classes_need_class_name(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path, PurePosixPath
+from types import ModuleType
 
 from iochost.compat import install_iocmng_alias
 
@@ -18,8 +19,8 @@ def module_name_for(module_file: str) -> str:
     return ".".join(parts)
 
 
-def load_plugin_class(plugin_dir: Path, module_file: str, class_name: str) -> type:
-    """Import ``module_file`` with ``plugin_dir`` first on sys.path and return the class.
+def import_plugin_module(plugin_dir: Path, module_file: str) -> ModuleType:
+    """Import ``module_file`` with ``plugin_dir`` first on sys.path, as the worker does.
 
     Raises whatever the plugin's import raises, so callers can report its traceback.
     """
@@ -27,7 +28,12 @@ def load_plugin_class(plugin_dir: Path, module_file: str, class_name: str) -> ty
     root = str(Path(plugin_dir).resolve())
     if root not in sys.path:
         sys.path.insert(0, root)
-    module = importlib.import_module(module_name_for(module_file))
+    return importlib.import_module(module_name_for(module_file))
+
+
+def load_plugin_class(plugin_dir: Path, module_file: str, class_name: str) -> type:
+    """Import ``module_file`` (``import_plugin_module``) and return the class."""
+    module = import_plugin_module(plugin_dir, module_file)
     try:
         return getattr(module, class_name)
     except AttributeError:

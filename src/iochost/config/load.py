@@ -30,8 +30,13 @@ def _canonical(lines: dict[KeyPath, int], section: str) -> dict[KeyPath, int]:
     return {(("pvs",) + path[1:] if path[:1] == (section,) else path): line for path, line in lines.items()}
 
 
-def load_config(plugin_dir: Path) -> PluginConfig:
-    """Read and validate ``plugin_dir/config.yaml``; an empty file declares no PVs."""
+def load_config(plugin_dir: Path, *, check_functions: bool = False) -> PluginConfig:
+    """Read and validate ``plugin_dir/config.yaml``; an empty file declares no PVs.
+
+    ``check_functions``: check the functions expressions call against the library as this
+    process has it. Only where the plugin's module has been imported (the validation probe,
+    the worker) does the library hold the functions the plugin registers; the daemon, which
+    never imports plugin code, leaves that check to the probe."""
     path = Path(plugin_dir) / CONFIG_FILE
     if not os.path.lexists(path):
         other = [p.name for p in (path.with_suffix(".yml"),) if p.is_file()]
@@ -65,7 +70,7 @@ def load_config(plugin_dir: Path) -> PluginConfig:
         del data["arguments"]  # still validate pvs: so its own problems are reported too
     lines = _canonical(doc.lines, section)
     try:
-        config = PluginConfig.model_validate(data)
+        config = PluginConfig.model_validate(data, context={"check_functions": check_functions})
     except ValidationError as exc:
         issues += issues_from_pydantic(exc, PluginConfig, lines=lines, rename={"pvs": section})
         config = None

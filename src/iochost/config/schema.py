@@ -11,10 +11,13 @@ states of 25 characters, 39-character strings, 40-character DESC, 15-character E
 
 from __future__ import annotations
 
+import math
 import re
+import sys
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -59,6 +62,45 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _fits_int32(value: float) -> bool:
+    """A whole number an epicsInt32 field holds (the schema's floats arrive as float)."""
+    return math.isfinite(value) and float(value).is_integer() and INT32[0] <= value <= INT32[1]
+
+
+def record_text_problem(text: str, limit: int) -> str | None:
+    """Why ``text`` cannot be stored whole in a record's char[] field of ``limit`` bytes, or
+    None. EPICS strings are C strings sized in bytes: a NUL ends them early, and
+    pythonSoftIOC stores UTF-8 (39 accented letters do not fit a 40-byte field)."""
+    if "\x00" in text:
+        return "contains a NUL character, which ends an EPICS string"
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        return f"{size} bytes in UTF-8 ({len(text)} characters); the field holds {limit} bytes"
+    return None
+
+
+def _fits(limit: int) -> AfterValidator:
+    """A string field that ``record_text_problem`` accepts."""
+    def check(text: str) -> str:
+        problem = record_text_problem(text, limit)
+        if problem is not None:
+            raise ValueError(problem)
+        return text
+    return AfterValidator(check)
+
+
+def _field_number(number: float) -> float:
+    """A number EPICS can parse into a DOUBLE field of a record: its parser (dbPutString,
+    as epicsdbbuilder and the IOC's database loader use it) refuses a denormal one with
+    "Number too large for field type"."""
+    if number != 0 and math.isfinite(number) and abs(number) < sys.float_info.min:
+        raise ValueError(f"{number!r} is too close to zero for an EPICS record field (its parser refuses "
+                         f"numbers below {sys.float_info.min:.1e} but 0); use 0")
+    return number
+
+
+FieldNumber = Annotated[float, AfterValidator(_field_number)]  # written into a record field as text
+
 Severity = Annotated[str, BeforeValidator(severity_name)]  # NO_ALARM|MINOR|MAJOR|INVALID, any case
 LIMITS = ("hihi", "high", "low", "lolo")  # in EPICS field order
 LIMIT_SEVERITY = {"hihi": "hhsv", "high": "hsv", "low": "lsv", "lolo": "llsv"}
@@ -71,15 +113,15 @@ class LimitAlarm(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    hihi: float | None = None
-    high: float | None = None
-    low: float | None = None
-    lolo: float | None = None
+    hihi: FieldNumber | None = None
+    high: FieldNumber | None = None
+    low: FieldNumber | None = None
+    lolo: FieldNumber | None = None
     hhsv: Severity | None = None
     hsv: Severity | None = None
     lsv: Severity | None = None
     llsv: Severity | None = None
-    hyst: float | None = Field(default=None, ge=0, description="alarm deadband (HYST)")
+    hyst: FieldNumber | None = Field(default=None, ge=0, description="alarm deadband (HYST)")
 
     @model_validator(mode="after")
     def _ordered(self) -> "LimitAlarm":
@@ -150,13 +192,13 @@ class PVDef(BaseModel):
 
     type: PVType
     value: Any = None
-    unit: str | None = Field(default=None, max_length=EGU_LENGTH)
+    unit: Annotated[str, _fits(EGU_LENGTH)] | None = None
     prec: int | None = Field(default=None, ge=0, le=17)
-    low: float | None = None
-    high: float | None = None
-    znam: str | None = Field(default=None, max_length=CHOICE_LENGTH)
-    onam: str | None = Field(default=None, max_length=CHOICE_LENGTH)
-    description: str | None = Field(default=None, max_length=DESC_LENGTH)
+    low: FieldNumber | None = None
+    high: FieldNumber | None = None
+    znam: Annotated[str, _fits(CHOICE_LENGTH)] | None = None
+    onam: Annotated[str, _fits(CHOICE_LENGTH)] | None = None
+    description: Annotated[str, _fits(DESC_LENGTH)] | None = None
     choices: list[str] | None = None
     length: int | None = Field(default=None, ge=1)
     alarm: LimitAlarm | StateAlarm | dict[str, str] | None = None
@@ -169,8 +211,8 @@ class PVDef(BaseModel):
     buffer_size: int | None = Field(default=None, ge=1, le=100_000, description="ring buffer <name>_buf")
     latch: bool = False
     latch_dir: Literal["rise", "fall", "any"] = "rise"
-    mdel: float | None = Field(default=None, ge=0, description="monitor deadband (MDEL)")
-    adel: float | None = Field(default=None, ge=0, description="archive deadband (ADEL)")
+    mdel: FieldNumber | None = Field(default=None, ge=0, description="monitor deadband (MDEL)")
+    adel: FieldNumber | None = Field(default=None, ge=0, description="archive deadband (ADEL)")
     autosave: bool = Field(default=True, description="inputs: restore the last value on restart")
 
     @field_validator("alarm", mode="before")
@@ -253,13 +295,13 @@ class PVDef(BaseModel):
         for key in ("znam", "onam"):
             if key in given and getattr(self, key) is not None and self.type != "bool":
                 problems.append(((key,), f"only for bool PVs, not {self.type}"))
+            elif getattr(self, key) == "":  # as an enum's choices: a state with no name shows nothing
+                problems.append(((key,), "empty state name"))
         if "choices" in given and self.choices is not None and self.type != "enum":
             problems.append((("choices",), f"only for enum PVs, not {self.type}"))
         for key in ("mdel", "adel"):
             if key in given and getattr(self, key) is not None and (not numeric or self.is_waveform):
                 problems.append(((key,), f"only for float and int PVs (not waveforms), not {self.type}"))
-            elif self.type == "int" and getattr(self, key) is not None and not getattr(self, key).is_integer():
-                problems.append(((key,), f"should be an integer on an int PV, got {getattr(self, key)!r}"))
         if "alarm_on" in given and self.alarm_on is not None:
             if self.type not in ("bool", "float", "int") or self.is_waveform:
                 problems.append((("alarm_on",), f"only for bool, float and int PVs, not {self.type}; use alarm:"))
@@ -281,6 +323,12 @@ class PVDef(BaseModel):
             problems.append((("latch_dir",), "only with latch: true"))
         if self.latch and self.type not in ("bool", "int", "enum"):
             problems.append((("latch",), f"only for bool, int and enum PVs, not {self.type}"))
+        # longin/longout's LOPR HOPR DRVL DRVH MDEL ADEL are epicsInt32; so are the limits a CA
+        # client reads of an int waveform (DBR_CTRL_LONG), although its record holds doubles
+        for key in ("low", "high", "mdel", "adel"):
+            number = getattr(self, key)
+            if self.type == "int" and number is not None and not _fits_int32(number):
+                problems.append(((key,), f"should be a 32-bit integer on an int PV, got {number!r}"))
         if self.low is not None and self.high is not None and self.low > self.high:
             problems.append((("low",), f"low ({self.low:g}) is above high ({self.high:g})"))
         problems += self._check_length()
@@ -326,8 +374,8 @@ class PVDef(BaseModel):
             where = ("choices", str(index))
             if not choice:
                 problems.append((where, "empty choice"))
-            elif len(choice) > CHOICE_LENGTH:
-                problems.append((where, f"{choice!r} is {len(choice)} characters; a state name holds {CHOICE_LENGTH}"))
+            elif record_text_problem(choice, CHOICE_LENGTH):
+                problems.append((where, f"{choice!r}: {record_text_problem(choice, CHOICE_LENGTH)} (a state name)"))
             if choice in seen:
                 problems.append((where, f"{choice!r} appears twice"))
             seen.add(choice)
@@ -354,9 +402,10 @@ class PVDef(BaseModel):
             if not isinstance(value, str):
                 return [(where, f"should be a string, got {value!r} (quote it)")]
             limit = self.length or STRING_LENGTH
-            if len(value) > limit:
-                hint = "" if self.length else "; set length: N for a longer string"
-                return [(where, f"{len(value)} characters, the PV holds {limit}{hint}")]
+            problem = record_text_problem(value, limit)
+            if problem is not None:
+                hint = "" if self.length or "\x00" in value else "; set length: N for a longer string"
+                return [(where, f"{problem}{hint}")]
             return []
         if self.type == "bool":
             if isinstance(value, bool) or _is_int(value) and value in (0, 1) or value in (self.znam, self.onam):
@@ -542,16 +591,19 @@ class PluginConfig(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _declarative(self) -> "PluginConfig":
+    def _declarative(self, info: ValidationInfo) -> "PluginConfig":
         """Every expression compiles against the library and the names in scope, and every
-        PV a transform or rule names is declared where it must be: here, not at runtime."""
+        PV a transform or rule names is declared where it must be: here, not at runtime.
+        Called functions are checked only with the context ``{"check_functions": True}``
+        (see ``load_config``)."""
         problems: Problems = []
         inputs, outputs = self.pvs.inputs, self.pvs.outputs
         names = self.expression_names()
+        check_functions = bool((info.context or {}).get("check_functions"))
 
         def expression(path: tuple[str, ...], text: str) -> None:
             try:
-                compile_expression(text, names)
+                compile_expression(text, names, check_functions=check_functions)
             except ExpressionError as exc:
                 problems.append((path, str(exc)))
 

@@ -2,7 +2,8 @@
 
 It says hello with its pid (the daemon tracks it before anything else can happen), gives
 up real-time privileges (``memlock``), imports softioc and loads QSRV's library if it is
-warm, reports ready with its open file descriptors, then waits for its launch: a
+warm (the next worker) or softioc's record builder if it is cold (the next validation
+probe), reports ready with its open file descriptors, then waits for its launch: a
 ``module:function``, its arguments, its environment, its stdio and extra fds at the
 numbers the daemon chose. It runs that function as its whole life and exits with its code.
 """
@@ -26,13 +27,15 @@ from iochost.launch import protocol
 WARM_IMPORTS = ("cothread", "softioc", "softioc.builder", "softioc.softioc", "iochost.worker.records")
 # What a worker does first that does not depend on its plugin: ``module:function``.
 WARM_CALLS = ("iochost.worker.pva:load_qsrv_library",)
+# A cold member is the next validation probe, whose last step builds the plugin's records.
+COLD_IMPORTS = ("softioc.builder", "iochost.worker.records")
 
 
-def _warm_up() -> None:
-    """What a worker would import and load first; a worker that starts here has paid for it."""
-    for name in WARM_IMPORTS:
+def _prepare(warm: bool) -> None:
+    """What the member's program would import and load first, paid for before it is taken."""
+    for name in WARM_IMPORTS if warm else COLD_IMPORTS:
         importlib.import_module(name)
-    for target in WARM_CALLS:
+    for target in WARM_CALLS if warm else ():
         module, function = target.split(":")
         getattr(importlib.import_module(module), function)()
 
@@ -91,9 +94,8 @@ def serve(sock: socket.socket, *, warm: bool, realtime: bool) -> NoReturn:
             forbid_memory_locking()
         protocol.send(sock, {"pid": os.getpid()})
         before = dict(os.environ)
-        if warm:
-            _warm_up()
-            gc.freeze()  # as the template: the collector must not copy pages the worker never changes
+        _prepare(warm)
+        gc.freeze()  # as the template: the collector must not copy pages the program never changes
         imported_env = {key: value for key, value in os.environ.items() if before.get(key) != value}
         open_fds = sorted(int(name) for name in os.listdir("/proc/self/fd"))
         protocol.send(sock, {"ready": True, "open_fds": open_fds})

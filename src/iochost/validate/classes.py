@@ -208,6 +208,23 @@ def _missing_issue(info: ClassInfo) -> ValidationIssue:
     return _issue(f"{info.name} is a {info.kind} but does not define {missing}", info.file, info.line)
 
 
+def _no_plugin_class(index: _Index) -> ValidationIssue:
+    """Names every class the code defines, with its bases as the imports resolve them: a
+    misspelt base (``iochost.Taskbase``) is then plain to see."""
+    found = [c for c in index.classes.values() if not is_test_file(c.file)]
+    listed = "; ".join(f"{c.name} ({c.file}:{c.line}, bases: {', '.join(c.bases) or 'none'})" for c in found)
+    where = (found[0].file, found[0].line) if len(found) == 1 else (None, None)
+    return _issue("no class deriving TaskBase or JobBase (from iochost or iocmng) found; "
+                  f"classes found: {listed or 'none'}", *where)
+
+
+def class_files(trees: dict[str, ast.Module]) -> list[str]:
+    """The plugin's own files (tests aside) that define a class at top level: the modules to
+    import when discovery finds no plugin class, for the import error that explains it."""
+    return [file for file, tree in trees.items() if not is_test_file(file)
+            and any(isinstance(stmt, ast.ClassDef) for stmt in _top_level(tree.body))]
+
+
 def discover(trees: dict[str, ast.Module], class_name: str | None = None) -> tuple[Discovered | None, list[ValidationIssue]]:
     """The plugin class, or the issues explaining why there is not exactly one."""
     if not trees:
@@ -231,7 +248,7 @@ def discover(trees: dict[str, ast.Module], class_name: str | None = None) -> tup
             return None, [_missing_issue(chosen)]
     else:
         if not plugin_classes:
-            return None, [_issue("no class deriving TaskBase or JobBase (from iochost or iocmng) found")]
+            return None, [_no_plugin_class(index)]
         complete = index.leaves([c for c in plugin_classes if not c.missing()])
         if not complete:
             return None, [_missing_issue(c) for c in index.leaves(plugin_classes)]

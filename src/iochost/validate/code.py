@@ -12,7 +12,7 @@ from pathlib import Path
 
 from iochost.kinds import Kind
 from iochost.untrusted import MAX_SOURCE_FILES
-from iochost.validate.classes import discover
+from iochost.validate.classes import class_files, discover
 from iochost.validate.files import python_files
 from iochost.report import Stage, ValidationIssue
 from iochost.validate.syntax import parse_files
@@ -27,6 +27,7 @@ class CodeFindings:
     class_name: str | None = None
     module_file: str | None = None
     issues: list[ValidationIssue] = field(default_factory=list)
+    class_files: list[str] = field(default_factory=list)  # when no plugin class: files that define classes
 
 
 def read_code(plugin_dir: Path, class_name: str | None) -> CodeFindings:
@@ -40,5 +41,5 @@ def read_code(plugin_dir: Path, class_name: str | None) -> CodeFindings:
         return CodeFindings(issues=issues)
     found, issues = discover(trees, class_name)
     if found is None:
-        return CodeFindings(issues=issues)
+        return CodeFindings(issues=issues, class_files=class_files(trees))
     return CodeFindings(kind=found.kind, class_name=found.class_name, module_file=found.module_file)

@@ -18,7 +18,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from iochost.environ import python_child_environ
 from iochost.launch.launcher import Child, LaunchError, Launcher
@@ -78,16 +80,30 @@ def _start_probe(request: str, out: int, err: int, python: str | None,
                          stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
 
 
+@dataclass(frozen=True)
+class RecordCheck:
+    """What the probe needs to build the plugin's records as its worker will: the names the
+    records get and the parameter overrides (they can change the mode, and so the PVs)."""
+
+    prefix: str
+    name: str
+    parameters: dict[str, Any]
+
+
 def probe_plugin(
     plugin_dir: Path, class_name: str | None, timeout: float, python: str | None = None,
-    memory_limit_mb: int | None = None, launcher: Launcher | None = None,
+    memory_limit_mb: int | None = None, launcher: Launcher | None = None, records: RecordCheck | None = None,
 ) -> CodeFindings:
     """Parse, discover, import and inspect the plugin in a subprocess (run by ``python``,
-    default this interpreter) limited to ``memory_limit_mb`` and ``timeout`` seconds.
+    default this interpreter) limited to ``memory_limit_mb`` and ``timeout`` seconds; with
+    ``records`` (given once config.yaml has passed the daemon's own checks), also re-check
+    its expressions with the functions the plugin registers and build its records.
     With a ``launcher`` and this interpreter, the subprocess is forked from its template
     (milliseconds instead of a fresh interpreter's imports)."""
     root = Path(os.path.realpath(plugin_dir))
-    request = json.dumps({"plugin_dir": str(root), "class_name": class_name, "memory_limit_mb": memory_limit_mb})
+    check = {"check_config": True, **asdict(records)} if records is not None else {}
+    request = json.dumps({"plugin_dir": str(root), "class_name": class_name, "memory_limit_mb": memory_limit_mb,
+                          **check})
     with tempfile.TemporaryDirectory(prefix="iochost-probe-") as scratch:
         out_path, err_path = Path(scratch, "out"), Path(scratch, "err")
         with open(out_path, "wb") as out_file, open(err_path, "wb") as err_file:

@@ -5,10 +5,13 @@ needs every file to parse, import needs the discovered class, inheritance needs 
 import. Config and syntax are independent, and PV names need only the config (the
 default-PV collision check also needs the kind).
 
-The config is read here, with bounded parsing (``config.yaml_lines``). Every stage that
-reads the plugin's code (syntax, discovery, import, inheritance) runs in the probe
-subprocess, so a hostile file costs the caller neither memory nor time; only
-``run_import=False`` (``iochost run``, about to import the plugin itself) parses here.
+The config is read here, with bounded parsing (``config.yaml_lines``), its called functions
+left unchecked (the plugin may register them). Every stage that reads the plugin's code
+(syntax, discovery, import, inheritance) runs in the probe subprocess, so a hostile file
+costs the caller neither memory nor time, and so does what needs the imported plugin:
+the functions check and the records, built as the worker builds them. Only
+``run_import=False`` (``iochost run``, about to import the plugin itself) parses here; its
+worker checks the functions and builds the records right after.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from iochost.config.pvnames import (
 )
 from iochost.validate.code import read_code
 from iochost.launch.launcher import Launcher
-from iochost.validate.import_check import probe_plugin
+from iochost.validate.import_check import RecordCheck, probe_plugin
 from iochost.report import PluginInfo, Stage, ValidationIssue, ValidationReport
 
 
@@ -69,8 +72,9 @@ def validate_plugin(
     config, issues = _config(root, parameters)
     if run_import:
         limit = (config.parameters.memory_limit_mb if config is not None else None) or memory_limit_mb
+        records = RecordCheck(prefix, name, parameters or {}) if config is not None else None
         code = probe_plugin(root, class_name, import_timeout, python=python, memory_limit_mb=limit,
-                            launcher=launcher)
+                            launcher=launcher, records=records)
     else:
         code = read_code(root, class_name)
     issues += code.issues

@@ -1,12 +1,14 @@
 """Stages 2-5 inside a throw-away process: parse and discover the plugin class, import it,
-then inspect it. Everything that reads the plugin's code happens here, not in the daemon.
+inspect it, then check what only the imported plugin shows: expressions calling the
+functions it registered, and its records, built as its worker builds them (without
+iocInit). Everything that reads the plugin's code happens here, not in the daemon.
 
 ``python -m iochost.validate.probe REQUEST_JSON`` prints one JSON object
 ``{"kind", "class_name", "module_file", "issues": [...]}`` on its stdout and nothing
-else: the plugin's own prints go to stderr. It limits its own memory (RLIMIT_DATA) first,
-imports exactly as the worker does (iocmng alias + ``iochost.loader``) and never imports
-softioc, so it stays small and quick. SIGUSR1 dumps every thread's stack to stderr, which
-is how a hang is located.
+else: the plugin's own prints go to stderr. It limits its own memory (RLIMIT_DATA) first
+and imports exactly as the worker does (iocmng alias + ``iochost.loader``); softioc is
+imported only to build the records, after everything else passed. SIGUSR1 dumps every
+thread's stack to stderr, which is how a hang is located.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import sys
 import traceback
 from pathlib import Path
 from typing import Any
+
+from iochost.kinds import Kind
 
 
 def _relative(filename: str | None, root: Path) -> str | None:
@@ -49,7 +53,7 @@ def import_issue(exc: BaseException, root: Path, module_file: str) -> dict[str, 
     return _issue("import", text, file or module_file, line)
 
 
-def inspect_class(cls: Any, root: Path, module_file: str, class_name: str) -> tuple[str | None, list[dict[str, Any]]]:
+def inspect_class(cls: Any, root: Path, module_file: str, class_name: str) -> tuple[Kind | None, list[dict[str, Any]]]:
     """Kind of the real class, and what keeps it from being instantiated by the worker."""
     from iochost.sdk import JobBase, TaskBase
 
@@ -61,6 +65,7 @@ def inspect_class(cls: Any, root: Path, module_file: str, class_name: str) -> tu
         pass
     if not isinstance(cls, type):
         return None, [_issue("inheritance", f"{class_name} is a {type(cls).__name__}, not a class", file, line)]
+    kind: Kind
     if issubclass(cls, TaskBase):
         kind = "task"
     elif issubclass(cls, JobBase):
@@ -77,6 +82,21 @@ def inspect_class(cls: Any, root: Path, module_file: str, class_name: str) -> tu
     return kind, []
 
 
+def _import_failures(root: Path, files: list[str]) -> list[dict[str, Any]]:
+    """When no plugin class was found: the modules that define classes, imported, and the
+    error of each that fails. ``from iochost import Taskbase`` hides the plugin class from
+    discovery; its ImportError, at its line, is the cause to show first."""
+    from iochost.loader import import_plugin_module
+
+    issues = []
+    for module_file in files:
+        try:
+            import_plugin_module(root, module_file)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit at import time is a finding too
+            issues.append(import_issue(exc, root, module_file))
+    return issues
+
+
 def probe(request: dict[str, Any]) -> dict[str, Any]:
     from iochost.loader import load_plugin_class
     from iochost.validate.code import read_code
@@ -84,7 +104,8 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
     root = Path(os.path.realpath(request["plugin_dir"]))
     found = read_code(root, request.get("class_name"))
     if found.class_name is None or found.module_file is None:
-        return {"kind": None, "issues": [issue.model_dump(mode="json") for issue in found.issues]}
+        issues = [issue.model_dump(mode="json") for issue in found.issues]
+        return {"kind": None, "issues": _import_failures(root, found.class_files) + issues}
     module_file, class_name = found.module_file, found.class_name
     result: dict[str, Any] = {"kind": None, "class_name": class_name, "module_file": module_file}
     try:
@@ -92,7 +113,36 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
     except BaseException as exc:  # noqa: BLE001 - SystemExit at import time is a finding too
         return {**result, "issues": [import_issue(exc, root, module_file)]}
     kind, issues = inspect_class(cls, root, module_file, class_name)
+    if kind is not None and not issues and request.get("check_config"):
+        issues = check_config(root, kind, request)
     return {**result, "kind": kind, "issues": issues}
+
+
+def check_config(root: Path, kind: Kind, request: dict[str, Any]) -> list[dict[str, Any]]:
+    """What only the imported plugin can show: expressions calling the functions it registered,
+    and the records, built exactly as its worker builds them (all but iocInit) so that a config
+    that validates also starts. Softioc's builder is imported here, in this throw-away process
+    (a cold member of the fork server has it imported already)."""
+    from iochost.config import ConfigError, load_config, plugin_mode
+    from iochost.config.errors import config_issue
+    from iochost.config.pvnames import check_pv_names, plugin_pv_prefix
+    from iochost.worker.records import RecordError, build_records
+
+    try:
+        config = load_config(root, check_functions=True).with_parameters(request.get("parameters") or {})
+    except ConfigError as exc:
+        return [issue.model_dump(mode="json") for issue in exc.issues]
+    mode = plugin_mode(kind, config.parameters)
+    if check_pv_names(request["prefix"], request["name"], kind, mode, config.pvs):
+        return []  # records need their names; the caller's own name check reports these
+    try:
+        build_records(plugin_pv_prefix(request["prefix"], request["name"]), kind, mode, config.pvs, "",
+                      lambda name, value: None)
+    except RecordError as exc:
+        path = ("pvs", *exc.path)
+        issue = config_issue(path, exc.reason, config.key_lines, display=(config.pv_section, *exc.path))
+        return [issue.model_dump(mode="json")]
+    return []
 
 
 def main(argv: list[str]) -> None:

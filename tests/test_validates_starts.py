@@ -1,0 +1,370 @@
+"""The README's promise "validates => starts", tried with configs nobody wrote by hand.
+
+Configs are generated from the one config schema (``iochost.config.schema``): every field
+of ``PVDef``, with values drawn from its type annotation (so every JSON/YAML type, NaN and
+infinities, non-ASCII and control characters, huge and negative numbers); the schema alone
+decides which fields a PV keeps. Each generated config that the schema accepts is added to
+a real daemon by ``local_path`` (its validation probe builds the records as the worker
+will), must answer 201 ``running``, and every declared PV must answer a real CA read with
+its declared value, limits, units, precision, states and description.
+
+The examples are derandomized so CI runs the same ones every time; set
+``IOCHOST_PROPERTY_EXAMPLES`` to run more (and ``IOCHOST_PROPERTY_RANDOM=1`` for new ones).
+The ``@example`` cases are configs that broke a release: keep them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterator, Union, get_args, get_origin
+
+import httpx
+import numpy
+import pytest
+import yaml
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
+
+from iochost.alarms import SEVERITIES
+from iochost.config import ConfigError, PVDef, PVGroup, load_config
+from iochost.config.schema import LIMIT_SEVERITY, PV_TYPES
+from iochost.kinds import Mode
+
+from conftest import wait_for
+from daemon_harness import snapshot
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = int(os.environ.get("IOCHOST_PROPERTY_EXAMPLES", "60"))
+RANDOM = os.environ.get("IOCHOST_PROPERTY_RANDOM") == "1"
+PLUGIN_CODE = {
+    "task": "from iochost import TaskBase\n\n\nclass Generated(TaskBase):\n"
+            "    def initialize(self):\n        pass\n\n    def execute(self):\n        pass\n\n"
+            "    def cleanup(self):\n        pass\n",
+    "job": "from iochost import JobBase, JobResult\n\n\nclass Generated(JobBase):\n"
+           "    def initialize(self):\n        pass\n\n    def execute(self):\n        return JobResult(success=True)\n",
+}
+CA_UNITS_BYTES = 7  # MAX_UNITS_SIZE 8 of db_access.h, the NUL included
+NO_PV_DEF_FIELDS = {"type"}  # drawn first: the schema reads every other field by it
+
+
+# -- strategies from the schema's annotations --------------------------------------------------
+def _scalars(pool: list[str]) -> st.SearchStrategy[Any]:
+    """Any YAML scalar, with the strings the schema names (severities) and those this PV
+    already uses (its choices) among the texts, so keys such as an enum's alarm can match."""
+    texts = st.text(max_size=45) | st.sampled_from([*SEVERITIES, *pool] or [""])
+    numbers = st.integers() | st.integers(-1000, 1000) | st.floats(allow_nan=True, allow_infinity=True)
+    return st.none() | st.booleans() | numbers | texts
+
+
+def from_annotation(annotation: Any, pool: list[str]) -> st.SearchStrategy[Any]:
+    """Values of the type a pydantic field declares, as config.yaml could spell them."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if annotation is Any:
+        return _scalars(pool) | st.lists(_scalars(pool), max_size=12)
+    if origin in (Union, types.UnionType):
+        return st.one_of([from_annotation(arg, pool) for arg in args if arg is not type(None)])
+    if origin is typing.Literal:
+        return st.sampled_from(args)
+    if origin is typing.Annotated:
+        return from_annotation(args[0], pool)
+    if origin is list:
+        return st.lists(from_annotation(args[0], pool), max_size=18)
+    if origin is dict:
+        return st.dictionaries(from_annotation(args[0], pool), from_annotation(args[1], pool), max_size=4)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return st.fixed_dictionaries({}, optional={name: from_annotation(field.annotation, pool)
+                                                   for name, field in annotation.model_fields.items()})
+    if annotation is bool:
+        return st.booleans()
+    if annotation is int:
+        return st.integers(-5, 40) | st.integers()
+    if annotation is float:
+        return st.integers(-1000, 1000) | st.floats(allow_nan=True, allow_infinity=True)
+    if annotation is str:
+        return st.text(max_size=45) | st.sampled_from([*SEVERITIES, *pool] or [""])
+    raise TypeError(f"no strategy for the annotation {annotation!r}")
+
+
+def _accepts(pv: dict[str, Any]) -> bool:
+    try:
+        PVDef.model_validate(pv)
+    except ValidationError:
+        return False
+    return True
+
+
+@st.composite
+def pv_defs(draw: st.DrawFn) -> dict[str, Any]:
+    """One PV: its type, then the other fields of PVDef in a random order, each tried with a
+    drawn value and kept when the schema still accepts the PV."""
+    pv: dict[str, Any] = {"type": draw(st.sampled_from(PV_TYPES))}
+    fields = [name for name in PVDef.model_fields if name not in NO_PV_DEF_FIELDS]
+    for name in draw(st.permutations(fields)):
+        if not draw(st.booleans()):
+            continue
+        pool = [choice for choice in pv.get("choices") or [] if isinstance(choice, str)]
+        candidate = {**pv, name: draw(from_annotation(PVDef.model_fields[name].annotation, pool))}
+        if _accepts(candidate):
+            pv = candidate
+    return pv
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """A plugin kind and a config.yaml document the schema accepts, with 1..8 PVs."""
+    kind = draw(st.sampled_from(("task", "job")))
+    parameters: dict[str, Any] = {"interval": 3600.0}
+    if kind == "task":
+        parameters["mode"] = draw(st.sampled_from(get_args(Mode)))
+    groups: dict[str, dict[str, Any]] = {"inputs": {}, "outputs": {}}
+    for index in range(draw(st.integers(1, 8))):
+        group = draw(st.sampled_from(("inputs", "outputs")))
+        candidate = {**groups, group: {**groups[group], f"V{index}": draw(pv_defs())}}
+        try:
+            PVGroup.model_validate(candidate)
+        except ValidationError:
+            continue  # a group rule (autosave on an output, latch on an input): not this PV
+        groups = candidate
+    return kind, {"parameters": parameters, "pvs": groups}
+
+
+# -- what a CA client must read back -------------------------------------------------------------
+def _same(read: Any, declared: Any) -> bool:
+    if isinstance(declared, float) and math.isnan(declared):
+        return isinstance(read, float) and math.isnan(read)
+    return bool(read == declared)
+
+
+def _expected_value(pv: PVDef) -> Any:
+    """The declared value as a CA client sees it, worked out from the config itself."""
+    value = pv.value
+    if pv.is_waveform:
+        assert pv.length is not None
+        items = value if isinstance(value, list) else [value or 0] * pv.length
+        return [float(item) for item in items] + [0.0] * (pv.length - len(items))
+    if pv.type in ("float", "int"):
+        return float(value or 0)
+    if pv.type == "string":
+        return value or ""
+    if pv.type == "bool":
+        return int(value == pv.onam) if isinstance(value, str) else int(bool(value))
+    assert pv.choices is not None
+    return pv.choices.index(value) if isinstance(value, str) else int(value or 0)
+
+
+def _check_pv(ca: Any, full: str, pv: PVDef, writable: bool) -> list[str]:
+    """What differs between the declared PV and what CA reads: an empty list when none."""
+    problems: list[str] = []
+    if pv.type == "string":
+        datatype = ca.DBR_CHAR_STR if pv.is_long_string else ca.DBR_STRING
+        read = ca.caget(full, datatype=datatype, timeout=5)
+        if read != _expected_value(pv):
+            problems.append(f"value {read!r} != {_expected_value(pv)!r}")
+    else:
+        read = ca.caget(full, format=ca.FORMAT_CTRL, timeout=5)
+        # a waveform of one element reads as a scalar
+        value = [float(x) for x in numpy.atleast_1d(read)] if pv.is_waveform else float(read)
+        expected = _expected_value(pv)
+        if not (all(map(_same, value, expected)) and len(value) == len(expected) if pv.is_waveform
+                else _same(value, expected)):
+            problems.append(f"value {value!r} != {expected!r}")
+        if pv.type in ("float", "int"):
+            problems += _check_limits(read, pv, writable)
+        elif pv.type == "bool" and list(read.enums) != [pv.znam, pv.onam]:
+            problems.append(f"states {read.enums!r} != {[pv.znam, pv.onam]!r}")
+        elif pv.type == "enum" and list(read.enums) != pv.choices:
+            problems.append(f"states {read.enums!r} != {pv.choices!r}")
+    if pv.description is not None and ca.caget(full + ".DESC", timeout=5) != pv.description:
+        problems.append(f"DESC {ca.caget(full + '.DESC', timeout=5)!r} != {pv.description!r}")
+    return problems
+
+
+def _check_limits(read: Any, pv: PVDef, writable: bool) -> list[str]:
+    cast = int if pv.type == "int" else float
+    # DBR_CTRL's units field is char[8] in the CA protocol: CA clients see 7 bytes of EGU's 15
+    units = (pv.unit or "").encode()[:CA_UNITS_BYTES].decode(errors="ignore")
+    declared = {"units": units, "lower_disp_limit": pv.low, "upper_disp_limit": pv.high}
+    if pv.type == "float" and not pv.is_waveform:
+        declared["precision"] = pv.prec
+    if writable and not pv.is_waveform:
+        declared.update(lower_ctrl_limit=pv.low, upper_ctrl_limit=pv.high)
+    alarm = pv.alarm.model_dump() if isinstance(pv.alarm, BaseModel) else {}
+    for key, field in (("hihi", "upper_alarm_limit"), ("high", "upper_warning_limit"),
+                       ("low", "lower_warning_limit"), ("lolo", "lower_alarm_limit")):
+        # EPICS reports a limit whose severity is NO_ALARM as NaN (it raises no alarm), which
+        # an integer record's DBR_CTRL_LONG carries as 0
+        silent = math.nan if pv.type == "float" else 0
+        declared[field] = silent if alarm.get(LIMIT_SEVERITY[key]) == "NO_ALARM" else alarm.get(key)
+    problems = []
+    for field, value in declared.items():
+        if value is None:
+            continue  # not declared: the record's default
+        want = cast(value) if isinstance(value, float) and math.isfinite(value) else value
+        got = getattr(read, field)
+        if field == "units":  # a multi-byte character cut in two decodes as U+FFFD, or not at all
+            got = got.rstrip("\ufffd")
+        if not _same(got, want):
+            problems.append(f"{field} {got!r} != {want!r}")
+    return problems
+
+
+# -- the property --------------------------------------------------------------------------------
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A daemon of this module's own: a property test adds a plugin a second, more than the
+    default --add-rate lets a client do."""
+    from daemon_harness import Daemon
+
+    root = tmp_path_factory.mktemp("daemon")
+    with Daemon(root / "data", "--add-rate", "off").serving() as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def generated_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("generated")
+
+
+def _write_plugin(root: Path, kind: str, config: dict[str, Any]) -> Path:
+    plugin = root / f"p{next(_counter)}"
+    plugin.mkdir()
+    (plugin / "generated.py").write_text(PLUGIN_CODE[kind])
+    (plugin / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=False, sort_keys=False))
+    return plugin
+
+
+def _starts(api: httpx.Client, ca: Any, plugin: Path, kind: str) -> None:
+    """The plugin validates, starts, and every declared PV reads back as declared."""
+    try:
+        config = load_config(plugin)
+    except ConfigError as exc:  # the generator only makes what the schema accepts
+        raise AssertionError(f"schema refused a generated config: {exc.issues}") from None
+    name = plugin.name
+    response = api.post("/plugins", json={"name": name, "local_path": str(plugin)})
+    try:
+        assert response.status_code == 201, f"{response.status_code} {response.text}\n" \
+                                            f"{(plugin / 'config.yaml').read_text()}"
+        record = response.json()
+        assert record["state"] == "running" and record["kind"] == kind, record
+        prefix = f"IOCHT:{name.upper()}"
+        problems = []
+        for group, pvs in (("inputs", config.pvs.inputs), ("outputs", config.pvs.outputs)):
+            for short, pv in pvs.items():
+                problems += [f"{group}.{short}: {p}" for p in _check_pv(ca, f"{prefix}:{short}", pv,
+                                                                      group == "inputs" and not pv.wired)]
+        assert not problems, "\n".join(problems) + "\n" + (plugin / "config.yaml").read_text()
+    finally:
+        if response.status_code == 201:
+            assert api.delete(f"/plugins/{name}").status_code == 200
+
+
+# No shrinking: each example is a real add (a second or so), and the failure message already
+# holds the whole config.yaml that failed.
+PROPERTY_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM, database=None,
+                             phases=[Phase.explicit, Phase.generate],
+                             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                    HealthCheck.function_scoped_fixture])
+
+
+# Each example is a real add: longer than the suite's 180 s per test. (When pytest-timeout
+# fires, its stack dump of cothread's threads crashes Python 3.11: keep well clear of it.)
+@pytest.mark.timeout(max(600, 10 * EXAMPLES))
+@PROPERTY_SETTINGS
+@given(case=configs())
+@example(case=("task", {"parameters": {"interval": 3600.0, "mode": "continuous"},  # 0.0 into a longin's LOPR
+                        "pvs": {"inputs": {"V0": {"type": "int", "low": 0, "high": 10}}, "outputs": {}}}))
+@example(case=("task", {"parameters": {"interval": 3600.0, "mode": "continuous"},
+                        "pvs": {"inputs": {}, "outputs": {"V0": {"type": "int", "low": -3, "high": 7,
+                                                                 "alarm": {"high": 5, "hihi": 6}}}}}))
+@example(case=("job", {"parameters": {"interval": 3600.0},  # NO_ALARM limits read as NaN / 0; units cut by CA
+                       "pvs": {"inputs": {"V0": {"type": "float", "unit": "NO_ALARM", "alarm": {"high": 0, "hsv": "NO_ALARM"}}},
+                               "outputs": {"V1": {"type": "int", "high": 346, "alarm_on": "NO_ALARM"},
+                                           "V2": {"type": "int", "length": 1, "value": 7}}}}))
+def test_every_config_the_schema_accepts_validates_and_starts(
+        case: tuple[str, dict[str, Any]], daemon: Any, api: httpx.Client, ca: Any, generated_dir: Path) -> None:
+    kind, config = case
+    _starts(api, ca, _write_plugin(generated_dir, kind, config), kind)
+
+
+# -- the defects the issue names, each through a real add -------------------------------------
+REGISTERING = '''\
+from iochost import DeclarativeTask, register
+
+register("double_it", lambda value: 2 * value)
+
+
+class Doubler(DeclarativeTask):
+    pass
+'''
+DOUBLER_CONFIG = '''\
+parameters:
+  interval: 0.2
+arguments:
+  inputs:
+    n:
+      type: int
+      value: 21
+      low: 0
+      high: 100
+  outputs:
+    twice:
+      type: float
+transforms:
+  - output: twice
+    expression: "{expression}"
+'''
+
+
+def test_functions_the_plugin_registers_count_at_validation_and_run(
+        daemon: Any, api: httpx.Client, ca: Any, repos: Path) -> None:
+    """README: ``iochost.register(name, fn)`` extends the library: the daemon must not refuse
+    a call of it (it never imports the plugin; the probe does, and checks there)."""
+    from gitrepos import plugin_repo
+
+    repo = plugin_repo(repos, "doubler", REGISTERING, DOUBLER_CONFIG.format(expression="double_it(n)"))  # int n, low/high
+    response = api.post("/plugins", json={"name": "doubler", "git_url": repo.url})
+    assert response.status_code == 201, response.text
+    try:
+        wait_for(lambda: ca.caget("IOCHT:DOUBLER:twice", timeout=5) == 42.0, what="TWICE = double_it(21)")
+        ca.caput("IOCHT:DOUBLER:n", 30, wait=True, timeout=5)
+        wait_for(lambda: ca.caget("IOCHT:DOUBLER:twice", timeout=5) == 60.0, what="TWICE = double_it(30)")
+    finally:
+        assert api.delete("/plugins/doubler").status_code == 200
+
+    unknown = plugin_repo(repos, "tripler", REGISTERING, DOUBLER_CONFIG.format(expression="triple_it(n)"))
+    response = api.post("/plugins", json={"name": "tripler", "git_url": unknown.url})
+    assert response.status_code == 422, response.text
+    [issue] = response.json()["errors"]
+    assert issue["stage"] == "config" and issue["file"] == "config.yaml" and issue["line"] == 15, issue
+    assert issue["message"].startswith("transforms[0].expression: unknown function 'triple_it'"), issue
+    assert "double_it" in issue["message"]  # the library it lists is the one the plugin sees
+
+
+def test_an_import_error_is_shown_first_with_its_file_and_line(daemon: Any, api: httpx.Client, repos: Path) -> None:
+    """``from iochost import Taskbase`` hides the class from discovery; the ImportError is the
+    cause, and the discovery error names the class it found and its base."""
+    from gitrepos import plugin_repo
+
+    code = PLUGIN_CODE["task"].replace("TaskBase", "Taskbase")
+    repo = plugin_repo(repos, "typo", code, "parameters:\n  interval: 1\n", module="plugin")
+    before = snapshot(daemon)
+    response = api.post("/plugins", json={"name": "typo", "git_url": repo.url})
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["code"] == "VALIDATION_FAILED"
+    first, second = body["errors"]
+    assert (first["stage"], first["file"], first["line"]) == ("import", "plugin.py", 1), first
+    assert first["message"].startswith("ImportError: cannot import name 'Taskbase' from 'iochost'"), first
+    assert (second["stage"], second["file"], second["line"]) == ("discovery", "plugin.py", 4), second
+    assert "classes found: Generated (plugin.py:4, bases: iochost.Taskbase)" in second["message"], second
+    assert snapshot(daemon) == before  # nothing left behind
