@@ -4,11 +4,14 @@ plugin from a file:// git repository, written over CA and PVA, restarted every w
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -65,9 +68,18 @@ def test_saved_values_that_fit_become_initial_values_misfits_are_dropped_with_th
         assert any(f" of {name} " in w and reason in w for w in warnings), (name, warnings)
 
 
-def test_a_type_change_is_a_misfit_an_int_for_a_float_is_not():
-    _, kept = autosave.apply({"A": 2.5, "B": 3}, group({"A": {"type": "int"}, "B": {"type": "float"}}))
-    assert kept == {"B": 3}
+def test_a_value_saved_under_another_type_is_converted_one_that_cannot_be_is_a_misfit(caplog):
+    caplog.set_level("INFO")
+    pvs = group({"A": {"type": "int"}, "B": {"type": "float"}, "C": {"type": "string"},
+                 "D": {"type": "enum", "choices": ["x", "y"]}, "E": {"type": "int"}})
+    restored, kept = autosave.apply({"A": 2.5, "B": 3, "C": 1.5, "D": 1.0, "E": "fast"}, pvs)
+    assert kept == {"A": 2, "B": 3.0, "C": "1.5", "D": "y"}  # float -> int truncates, as EPICS does
+    assert {name: pv.initial_value() for name, pv in restored.inputs.items()} == \
+        {"A": 2, "B": 3.0, "C": "1.5", "D": 1, "E": 0}
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "of E " in warning and "'fast' (str) to int: not a number" in warning
+    converted = [r.getMessage() for r in caplog.records if "converted" in r.getMessage()]
+    assert len(converted) == 3 and not any(" of B " in m for m in converted)  # 3 for a float is no change
 
 
 def test_enum_saved_by_choice_name_numpy_as_plain_json():
@@ -89,11 +101,65 @@ def test_enum_saved_by_choice_name_numpy_as_plain_json():
 def test_an_unusable_file_is_a_warning_and_moved_aside(tmp_path, caplog, content, reason):
     path = tmp_path / "p.json"
     path.write_bytes(content)
-    (tmp_path / ".p.json.abc.tmp").write_bytes(b"{")  # a write a kill -9 cut short
     assert autosave.load(path) == autosave.Saved()
     assert not path.exists() and (tmp_path / "p.json.bad").read_bytes() == content
-    assert not list(tmp_path.glob("*.tmp"))
     assert any(reason in r.getMessage() and r.levelname == "WARNING" for r in caplog.records), caplog.text
+
+
+def test_reading_leaves_a_writers_temp_file_only_the_writer_removes_stale_ones_at_its_start(tmp_path, caplog):
+    """A reader cannot tell a temp file a kill -9 left from a write between its fsync and its
+    rename: ``load`` (the test's polls, the worker's start) leaves both; the file's writer
+    removes the stale ones when it starts, before its first write."""
+    caplog.set_level(logging.INFO, logger="iochost.worker")
+    path = tmp_path / "p.json"
+    write_atomically(path, autosave.encode({"SETPOINT": 1.0}, None))
+    fd, held = tempfile.mkstemp(dir=tmp_path, prefix=f".{path.name}.", suffix=".tmp")  # as the writer names it
+    with os.fdopen(fd, "wb") as in_flight:
+        in_flight.write(autosave.encode({"SETPOINT": 2.0}, None))
+        in_flight.flush()
+        assert autosave.load(path).values == {"SETPOINT": 1.0}
+        assert Path(held).exists()  # the writer's rename still has its file
+    os.replace(held, path)  # ... and does it
+    assert autosave.load(path).values == {"SETPOINT": 2.0}
+
+    (tmp_path / ".p.json.abc.tmp").write_bytes(b"{")  # a write a kill -9 cut short
+    assert autosave.load(path).values == {"SETPOINT": 2.0} and (tmp_path / ".p.json.abc.tmp").exists()
+    saver = autosave.Autosaver(path, autosave.autosaved_inputs(group(PVS)), {"SETPOINT": 2.0})
+    saver.start(lambda name: 3.0)
+    assert not list(tmp_path.glob("*.tmp"))
+    assert "removed 1 temp file(s) an interrupted write" in caplog.text
+    saver.close()
+
+
+def test_a_failed_write_is_retried_with_backoff_logged_once_per_streak(tmp_path, caplog):
+    """A real failure root cannot bypass: a file where the autosave folder should be. The
+    write is retried (with the values as they are by then) until the folder is back."""
+    caplog.set_level(logging.INFO, logger="iochost.worker")
+    folder = tmp_path / "autosave"
+    path = folder / "p.json"
+    folder.write_text("not a folder")
+    values = {"SETPOINT": 1.0}
+    saver = autosave.Autosaver(path, autosave.autosaved_inputs(group(PVS)), delay=0.01,
+                               retry_first=0.01, retry_max=0.04)
+    saver.start(values.__getitem__)
+    saver.mark("SETPOINT")
+    wait_for(lambda: saver.failed_writes >= 5, timeout=10, what="retries", sleep=time.sleep)
+    failures = [r for r in caplog.records if "cannot write" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].levelname == "ERROR", caplog.text
+    assert str(path) in failures[0].getMessage() and "FileExistsError" in failures[0].getMessage()
+    values["SETPOINT"] = 7.0  # changed while the writes fail: the retry saves the value of now
+    folder.unlink()
+    wait_for(lambda: "written again after" in caplog.text, timeout=10, what="the retried write", sleep=time.sleep)
+    assert autosave.load(path).values == {"SETPOINT": 7.0} and saver.writes == 1
+
+    shutil.rmtree(folder)  # a second streak: logged again
+    folder.write_text("not a folder")
+    attempts = saver.failed_writes
+    saver.mark("SETPOINT")
+    wait_for(lambda: saver.failed_writes >= attempts + 2, timeout=10, what="retries", sleep=time.sleep)
+    assert sum("cannot write" in r.getMessage() for r in caplog.records) == 2
+    saver.close()  # still failing: the stop says what is lost
+    assert "the final write to" in caplog.text and saver.writes == 1
 
 
 def test_missing_file_is_nothing_saved_and_a_file_reads_back(tmp_path):
@@ -226,6 +292,35 @@ def test_snapshot_and_restore_hooks_that_fail_are_logged_never_a_crash(processes
     assert (got, code) == (str(state), 0)
     assert "snapshot() returned a dict that is not JSON" in log
     assert autosave.load(save) == autosave.Saved(values={"HOW": "nonjson"}, state=state)
+
+
+def test_a_failed_write_of_a_ca_put_is_retried_until_the_value_lands(processes, tmp_path, ca):
+    """The autosave folder is replaced by a file while the worker runs (a failure root cannot
+    bypass): the write of an operator's put fails, is logged once, and lands by itself once
+    the folder is back, with no further put and before the stop."""
+    plugin_dir = tmp_path / "retry"
+    plugin_dir.mkdir()
+    (plugin_dir / "retry.py").write_text(textwrap.dedent(HOOKS).replace("Hooks", "Retry"))
+    (plugin_dir / "config.yaml").write_text(textwrap.dedent(HOOKS_CONFIG))
+    folder = tmp_path / "autosave"
+    folder.mkdir(mode=0o700)
+    save, aside = folder / "retry.json", tmp_path / "autosave-aside"
+    worker = WorkerProcess(processes, tmp_path, name="retry", plugin_dir=str(plugin_dir), module_file="retry.py",
+                           class_name="Retry", prefix="IOCHTRETRY", autosave_file=str(save))
+    worker.wait_event(messages.Initialized)
+    folder.rename(aside)
+    folder.write_text("not a folder")
+    ca.caput("IOCHTRETRY:RETRY:HOW", "kept", wait=True, timeout=5)
+    failed = worker.wait_event(messages.Log, lambda m: "autosave: cannot write" in m.message)
+    assert str(save) in failed.message and failed.level == "ERROR"
+    folder.unlink()
+    aside.rename(folder)
+    wait_for(lambda: save.exists() and autosave.load(save).values == {"HOW": "kept"}, timeout=30,
+             what="the retried write")
+    assert worker.proc.poll() is None  # landed while it runs, not by the final write of the stop
+    worker.wait_event(messages.Log, lambda m: "written again after" in m.message, timeout=5)
+    assert sum("autosave: cannot write" in line for line in worker.log().splitlines()) == 1
+    assert worker.terminate(timeout=20) == 0
 
 
 def test_iochost_run_autosave_flag_keeps_values_across_runs(processes, tmp_path, ca):

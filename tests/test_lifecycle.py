@@ -26,7 +26,7 @@ from iochost.supervisor.models import RunResult
 from iochost.supervisor.states import State
 
 S = State
-TIMINGS = t.Timings(grace_period=5.0, start_timeout=60.0, heartbeat_timeout=15.0, backoff_initial=1.0,
+TIMINGS = t.Timings(start_timeout=60.0, heartbeat_timeout=15.0, backoff_initial=1.0,
                     backoff_max=8.0, backoff_reset=60.0, cancel_grace=5.0, stop_margin=2.0)
 LIMITS = WorkerLimits(grace_period=20.0, memory_limit_mb=None, max_open_files=None, watchdog=30.0)
 PLUGIN_DIR = Path("/plugins/p")
@@ -213,12 +213,40 @@ def test_a_silent_worker_and_a_stuck_call_are_killed_then_restarted() -> None:
 def test_stop_during_start_stops_the_worker_once_it_exists() -> None:
     lc = starting()
     effects = lc.handle(t.StopRequested())
-    assert lc.state == S.STOPPING and of(effects, t.StopWorker) == [t.StopWorker(lc.gen, TIMINGS.grace_period)]
+    assert lc.state == S.STOPPING and of(effects, t.StopWorker) == []  # no worker yet to stop
     assert lc.entry.desired_state == "stopped" and of(effects, t.Persist)
     assert of(lc.handle(t.Spawned(lc.gen, 100, LIMITS)), t.StopWorker) == [t.StopWorker(lc.gen, 20.0)]
     assert worker(lc, m.Initialized()) == [] and lc.state == S.STOPPING  # too late to count
     exited(lc, 0)
     assert lc.state == S.STOPPED
+
+
+def test_a_daemon_stop_during_a_restores_start_times_cleanup_with_the_plugins_grace() -> None:
+    """The daemon stops (SIGTERM) while a restored worker is being spawned: its grace (20 s,
+    config.yaml) is known only at Spawned. The one kill deadline is 20 s + the margin from
+    then, never the daemon's default grace armed before it."""
+    lc = starting()  # restored, its worker being spawned
+    effects = lc.handle(t.Closing()) + lc.handle(t.StopRequested(keep_desired=True))
+    effects += lc.handle(t.Spawned(lc.gen, 100, LIMITS))
+    assert of(effects, t.Later) == [t.Later(20.0 + TIMINGS.stop_margin, t.StopOverdue(lc.gen))]
+    assert of(effects, t.StopWorker) == [t.StopWorker(lc.gen, 20.0)]
+    (kill,) = of(lc.handle(t.StopOverdue(lc.gen)), t.Kill)
+    assert kill.reason == "cleanup() did not return within the grace period of 20 s"
+    exited(lc, -9)
+    assert lc.state == S.STOPPED and lc.entry.desired_state == "running"
+
+
+def test_a_stop_before_a_restarts_spawn_waits_for_the_new_workers_grace() -> None:
+    """A restart whose new worker has another grace (an upgrade changed config.yaml): a stop
+    before it is spawned is timed with the new worker's grace, not the previous worker's."""
+    lc = running()  # LIMITS: grace 20 s
+    exited(lc, 1, now=1.0)
+    lc.handle(t.RestartDue(lc.gen))
+    effects = lc.handle(t.StopRequested())
+    longer = WorkerLimits(grace_period=45.0, memory_limit_mb=None, max_open_files=None, watchdog=30.0)
+    effects += lc.handle(t.Spawned(lc.gen, 101, longer))
+    assert of(effects, t.Later) == [t.Later(45.0 + TIMINGS.stop_margin, t.StopOverdue(lc.gen))]
+    assert of(effects, t.StopWorker) == [t.StopWorker(lc.gen, 45.0)]
 
 
 def test_stop_uses_the_grace_period_the_worker_was_started_with() -> None:

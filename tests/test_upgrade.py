@@ -155,7 +155,7 @@ def test_a_revision_that_fails_validation_changes_nothing_and_the_pvs_never_drop
 
 
 @pytest.mark.parametrize("bad, gist", [("v4", "exited within its 1.5 s probation"),
-                                       ("v5", "initialize() of the new revision raised")])
+                                       ("v5", "did not start: initialize() raised RuntimeError: no hardware")])
 def test_a_new_revision_that_does_not_run_is_rolled_back(
         api: httpx.Client, commits: dict[str, str], shifter: dict[str, Any], client: EpicsClient,
         bad: str, gist: str) -> None:
@@ -166,6 +166,7 @@ def test_a_new_revision_that_does_not_run_is_rolled_back(
     error = response.json()
     assert error["code"] == "UPGRADE_FAILED" and gist in error["message"], error
     assert f"rolled back to {before['source']['commit'][:12]}" in error["message"]
+    assert error["log_tail"], error  # the end of the new worker's log, or initialize()'s traceback
     after = record(api)
     assert after["state"] == "running" and after["source"]["commit"] == before["source"]["commit"]
     assert after["previous_commit"] == before["previous_commit"] and after["pid"] != before["pid"]

@@ -3,8 +3,9 @@
 A reader (a restarting daemon, a Phoebus host sharing the folder) sees the old content or
 the new one, never a torn file: the data goes to a temp file beside the target, is
 fsynced, renamed over it, and the rename is made durable by an fsync of the folder. A
-crash between the two leaves only a temp file named by ``temp_pattern``, which its owner
-removes when it next reads.
+crash between the two leaves only a temp file named by ``temp_pattern``, which the file's
+one writer removes before its first write (``remove_stale_temps``). A reader never does:
+the writer may be between its write and its rename.
 """
 
 from __future__ import annotations
@@ -26,6 +27,18 @@ def fsync_dir(path: Path) -> None:
 def temp_pattern(path: Path) -> str:
     """The glob of the temp files a write of ``path`` can leave (in its folder)."""
     return f".{path.name}.*.tmp"
+
+
+def remove_stale_temps(path: Path) -> int:
+    """Delete the temp files earlier writes of ``path`` left (a crash between write and
+    rename); how many. Only the writer of ``path`` calls it, before it writes."""
+    if not path.parent.is_dir():
+        return 0
+    removed = 0
+    for leftover in path.parent.glob(temp_pattern(path)):
+        leftover.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def write_atomically(path: Path, data: bytes, *, file_mode: int = 0o600, folder_mode: int = 0o700) -> None:

@@ -62,6 +62,17 @@ async def require_read(
     return _role(request.app.state.settings, credentials)
 
 
+async def may_read(request: Request) -> bool:
+    """Whether the caller holds a valid token (or none is needed), for a route that answers
+    everyone but tells more to readers; never refuses. It reads the header itself, not
+    through ``bearer``: the API description keeps the route one that needs no token."""
+    settings: Settings = request.app.state.settings
+    if not settings.auth_enabled:
+        return True
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and token_role(settings, token.strip()) is not None
+
+
 async def require_admin(
     request: Request,
     credentials: HTTPAuthorizationCredentials | None = Depends(bearer),

@@ -3,7 +3,8 @@
 ``GET /metrics`` (``routes/metrics.py``) serves ``Metrics.registry`` with prometheus_client's
 own encoders. It holds:
 
-- ``SupervisorCollector``: plugins per state, automatic restarts, job runs per outcome and
+- ``SupervisorCollector``: plugins per state, plugins in error per reason (what ``/health``
+  names), automatic restarts, job runs per outcome and
   each worker's resident memory, read from the lifecycles when Prometheus scrapes, so no
   second copy of the supervisor's state exists to drift from it;
 - ``iochost_http_requests_total`` and ``iochost_http_request_duration_seconds``, recorded by
@@ -32,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iochost import __version__
 from iochost.supervisor import State, Supervisor
+from iochost.supervisor.lifecycle import TROUBLES
 from iochost.supervisor.runs import RUN_OUTCOMES
 
 UNMATCHED = "unmatched"  # the route label of a path no route serves (404s of scanners, typos)
@@ -74,13 +76,19 @@ class SupervisorCollector(Collector):
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        plugins, restarts, runs, rss, ready, build = families = self._families()
+        plugins, in_error, restarts, runs, rss, ready, build = families = self._families()
         sup = self.supervisor
         counts = dict.fromkeys(State, 0)  # every state, zeros included: no gaps in a dashboard
+        troubles = dict.fromkeys(TROUBLES, 0)
         for lc in sup.lifecycles():
             counts[lc.state] += 1
+            trouble = lc.trouble
+            if trouble is not None:
+                troubles[trouble] += 1
         for state, count in counts.items():
             plugins.add_metric([state.value], count)
+        for reason, count in troubles.items():
+            in_error.add_metric([reason], count)
         for lc in sup.lifecycles(include_system=True):
             kind = lc.entry.kind
             restarts.add_metric([lc.name, kind], lc.restarts_total)
@@ -99,6 +107,9 @@ class SupervisorCollector(Collector):
         return [
             GaugeMetricFamily("iochost_plugins", "Plugins in each state, as GET /api/v1/plugins lists them "
                               "(crashed: waiting to be restarted; failed: not restarted)", labels=["state"]),
+            GaugeMetricFamily("iochost_plugins_in_error", "Plugins GET /api/v1/health names (it is degraded while "
+                              "any is), per reason: failed, crashed, crash_looping, status_error (STATUS ERROR "
+                              "or FAILED), not_running (meant to run, starting or stopping)", labels=["reason"]),
             CounterMetricFamily("iochost_plugin_restarts", "Automatic restarts of the plugin's worker after it "
                                 "crashed, hung (watchdog) or did not start; an operator's restart is not counted",
                                 labels=["plugin", "kind"]),

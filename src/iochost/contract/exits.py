@@ -13,6 +13,7 @@ class WorkerExit(IntEnum):
     INTERNAL = 4  # the plugin thread died of an iochost bug
     OUT_OF_MEMORY = 5  # the plugin hit its memory limit (memory_limit_mb)
     CA_PORT_BUSY = 6  # the CA server port the supervisor assigned is held by another process
+    INIT_FAILED = 7  # initialize() raised (the Initialized message says what); cleanup() has run
 
 
 def describe_exit(code: int, memory_limit_mb: int | None = None) -> str:
@@ -25,6 +26,8 @@ def describe_exit(code: int, memory_limit_mb: int | None = None) -> str:
         return f"its CA server port is held by another process; worker exited with code {code}"
     if code == WorkerExit.GRACE_EXCEEDED:
         return f"cleanup() outlived the grace period; worker exited with code {code}"
+    if code == WorkerExit.INIT_FAILED:
+        return f"initialize() raised (see the plugin's log); worker exited with code {code}"
     if code == WorkerExit.INTERNAL:
         return f"internal error in the worker (see its log); worker exited with code {code}"
     if code < 0:

@@ -9,7 +9,28 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Callable, Literal, Union
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, Field, TypeAdapter
+
+# How much of a plugin's own text the contract carries: the MESSAGE PV keeps 39 characters of
+# it, the supervisor (REST record, /health) the whole text up to these bounds. The models cut
+# it, so the worker never sends more and the supervisor never keeps more, whatever the peer.
+MAX_MESSAGE_CHARS = 4000  # a MESSAGE, an exception's "Type: message"
+MAX_TRACEBACK_CHARS = 16000  # the plugin's frames of a traceback (its end is kept: the raise)
+
+
+def cut(text: str, limit: int, *, keep_end: bool = False) -> str:
+    """``text`` within ``limit`` characters, saying how long it was when it is cut."""
+    if len(text) <= limit:
+        return text
+    if keep_end:
+        note = f"[{len(text)} characters, the first ones left out] ..."
+        return note + text[len(text) - max(limit - len(note), 0):]
+    note = f" ... [{len(text)} characters, the rest left out]"
+    return text[:max(limit - len(note), 0)] + note
+
+
+MessageText = Annotated[str, AfterValidator(lambda text: cut(text, MAX_MESSAGE_CHARS))]
+TracebackText = Annotated[str, AfterValidator(lambda text: cut(text, MAX_TRACEBACK_CHARS, keep_end=True))]
 
 
 class Message(BaseModel):
@@ -41,11 +62,12 @@ class Heartbeat(Message):
 
 
 class StatusChanged(Message):
-    """The STATUS and MESSAGE PVs changed."""
+    """The STATUS and MESSAGE PVs changed; ``message`` is the whole text written to MESSAGE
+    (the record holds its first 39 characters)."""
 
     type: Literal["status"] = "status"
-    status: str
-    message: str = ""
+    status: str = Field(max_length=40)
+    message: MessageText = ""
 
 
 class Log(Message):
@@ -56,10 +78,15 @@ class Log(Message):
 
 
 class Initialized(Message):
-    """``initialize()`` returned (``ok``) or raised: the plugin is running, or halted in ERROR."""
+    """``initialize()`` returned (``ok``): the plugin runs. Or it raised: ``exception`` and
+    ``message`` say what (type name, ``str()``), ``traceback`` shows the plugin's own frames,
+    and the worker runs ``cleanup()`` and exits (``WorkerExit.INIT_FAILED``)."""
 
     type: Literal["initialized"] = "initialized"
     ok: bool = True
+    exception: Annotated[str, AfterValidator(lambda name: cut(name, 200))] = ""
+    message: MessageText = ""
+    traceback: TracebackText = ""
 
 
 class RunAccepted(Message):

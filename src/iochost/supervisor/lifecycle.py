@@ -15,15 +15,16 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
 from iochost.config.limits import WorkerLimits
 from iochost.contract import messages as m
 from iochost.contract.exits import describe_exit
 from iochost.errors import ErrorCode, IochostError
+from iochost.sdk.status import JobStatus, TaskStatus
 from iochost.store import RegistryEntry
 from iochost.supervisor import lifecycle_types as t
-from iochost.supervisor.models import PluginRecord, SourceInfo, Transition
+from iochost.supervisor.models import PluginRecord, SourceInfo, Transition, Trouble
 from iochost.supervisor.runs import RunLedger
 from iochost.supervisor.states import LIVE, State
 
@@ -31,7 +32,8 @@ log = logging.getLogger("iochost.supervisor")
 
 S = State
 TRANSITIONS_KEPT = 50
-MAX_STATUS_CHARS = 1000  # a worker's MESSAGE as the daemon keeps it (the PV holds 39)
+ERROR_STATUSES = frozenset({TaskStatus.ERROR.name, JobStatus.FAILED.name})  # STATUS of a plugin in error
+TROUBLES: tuple[Trouble, ...] = get_args(Trouble)  # every reason /health may name a plugin for
 ADDING = frozenset({S.PENDING, S.FETCHING, S.VALIDATING})
 UP = frozenset({S.RUNNING, S.PAUSED})
 
@@ -105,6 +107,7 @@ class PluginLifecycle:
         self.last_error: str | None = None
         self.fatal: str | None = None  # the worker says it cannot load: no restart helps
         self.kill_reason: str | None = None  # why we killed the current worker
+        self.init_failure: m.Initialized | None = None  # the current worker's initialize() raised: it exits
         self.last_heartbeat = 0.0
         self.busy_in: str | None = None
         self.busy_for: float | None = None
@@ -237,15 +240,15 @@ class PluginLifecycle:
 
     def _spawn(self, reason: str) -> None:
         self.gen += 1
-        self.pid = self.fatal = self.kill_reason = None
-        self.busy_in = self.busy_for = None
+        self.pid = self.limits = self.fatal = self.kill_reason = None  # all of the previous worker
+        self.busy_in = self.busy_for = self.init_failure = None
         self._move(S.STARTING, reason)
         self._emit(t.Spawn(self.gen))
 
     def _spawned(self, event: t.Spawned) -> None:
         self.pid, self.limits = event.pid, event.limits
-        if self.state == S.STOPPING:  # stopped while it was being spawned: the Stop went nowhere
-            self._emit(t.StopWorker(self.gen, event.limits.grace_period))
+        if self.state == S.STOPPING:  # stopped while it was being spawned: now there is a worker to stop
+            self._signal_stop()
         else:
             self._emit(t.Later(self.timings.start_timeout, t.StartOverdue(self.gen)))
 
@@ -254,7 +257,7 @@ class PluginLifecycle:
         if self.state == S.STOPPING:  # stopped (or deleted) while it was being spawned
             self._stopped(reason)
             return
-        if self._upgrade_failed(reason, []):
+        if self._upgrade_failed(reason, {"log_tail": []}):
             return
         self._move(S.FAILED, reason)
         if self.adding:
@@ -274,14 +277,23 @@ class PluginLifecycle:
             self._move(S.STOPPED, "stop requested")
 
     def _stop_worker(self, reason: str) -> None:
-        grace = self.limits.grace_period if self.limits else self.timings.grace_period
         self._move(S.STOPPING, reason)
-        self._emit(t.Offline(), t.StopWorker(self.gen, grace),
+        self._emit(t.Offline())
+        if self.pid is not None:  # else it is being spawned: ``_spawned`` stops it with its own grace
+            self._signal_stop()
+
+    def _signal_stop(self) -> None:
+        """Stop the current worker and time it with the grace it was started with: its
+        limits are known only once it is spawned (config.yaml or the request may give it
+        more than the daemon's default), so no stop is timed before."""
+        assert self.limits is not None
+        grace = self.limits.grace_period
+        self._emit(t.StopWorker(self.gen, grace),
                    t.Later(grace + self.timings.stop_margin, t.StopOverdue(self.gen)))
 
     def _stop_overdue(self, event: t.StopOverdue) -> None:
-        self._kill(f"cleanup() did not return within the grace period of {self.limits.grace_period:g} s"
-                   if self.limits else "no exit after stop")
+        assert self.limits is not None  # armed by ``_signal_stop``, with this worker's limits
+        self._kill(f"cleanup() did not return within the grace period of {self.limits.grace_period:g} s")
 
     def _closing(self, event: t.Closing) -> None:
         self.closing = True
@@ -305,14 +317,16 @@ class PluginLifecycle:
     def _initialized(self, event: t.FromWorker) -> None:
         message = event.message
         assert isinstance(message, m.Initialized)
+        if not message.ok:  # the worker runs cleanup() and exits; that exit fails the start (``_exited``)
+            self.init_failure = message
+            log.error("%s: initialize() raised %s", self.name, _raised(message))
+            return
         self.started_at, self.started_mono, self.last_heartbeat = _now(), event.now, event.now
         self.adding = False
         paused = self.status == "PAUSED"
         self._move(S.PAUSED if paused else S.RUNNING, f"pid {self.pid}, {len(self.pvs)} PVs")
         up = self.upgrade
-        if up is not None and up.phase == "starting" and not message.ok:
-            self._kill("initialize() of the new revision raised (see the plugin log)")
-        elif up is not None and up.phase == "starting":
+        if up is not None and up.phase == "starting":
             up.phase = "probation"
             self._emit(t.Later(self.timings.probation, t.ProbationOver(self.gen)))
         elif up is not None and up.phase == "restarting_old":
@@ -321,8 +335,11 @@ class PluginLifecycle:
     def _status_changed(self, event: t.FromWorker) -> None:
         message = event.message
         assert isinstance(message, m.StatusChanged)
-        self.status, self.message = message.status[:MAX_STATUS_CHARS], message.message[:MAX_STATUS_CHARS]
-        self._emit(t.StatusUpdate(self.status, self.message))
+        trouble = self.trouble
+        self.status, self.message = message.status, message.message  # the contract bounds them
+        if message.status in ERROR_STATUSES:  # the whole text: the MESSAGE PV keeps 39 characters of it
+            self.last_error = message.message or f"STATUS {message.status}"
+        self._emit(t.StatusUpdate(self.status, self.message, trouble != self.trouble))
         if message.status == "PAUSED" and self.state == S.RUNNING:
             self._move(S.PAUSED, "ENABLE=0")
         elif message.status != "PAUSED" and self.state == S.PAUSED:
@@ -365,17 +382,24 @@ class PluginLifecycle:
 
     def _exited(self, event: t.WorkerExited) -> None:
         memory = self.limits.memory_limit_mb if self.limits else None
-        reason = self.kill_reason or self.fatal or describe_exit(event.code, memory)
+        failure = self.init_failure
+        if failure is not None:  # what the caller of an add or upgrade reads: the plugin's traceback
+            reason = f"initialize() raised {_raised(failure)}"
+            details: dict[str, Any] = {"exception": {"type": failure.exception, "message": failure.message},
+                                       "log_tail": failure.traceback.splitlines()}
+        else:
+            reason = self.kill_reason or self.fatal or describe_exit(event.code, memory)
+            details = {"log_tail": event.log_tail}
         was_starting = self.state == S.STARTING
         self.pid, self.busy_in, self.busy_for = None, None, None
         self._emit(t.Offline(), *self.runs.worker_gone(f"the worker exited: {reason}", _now()))
         if self.state == S.STOPPING:
             self._stopped(f"exit code {event.code}")
-        elif self._upgrade_failed(reason, event.log_tail):
+        elif self._upgrade_failed(reason, details):
             pass
         elif self.adding:  # the add's first start failed: the add fails, nothing stays
             self.add_error = IochostError(ErrorCode.WORKER_START_FAILED, f"{self.name!r} did not start: {reason}",
-                                          log_tail=event.log_tail)
+                                          **details)
             self._move(S.FAILED, reason)
             self._emit(t.Teardown())
         elif self.closing:
@@ -484,9 +508,10 @@ class PluginLifecycle:
         if self.upgrade is not None and self.upgrade.phase == "keeping":
             self._end_upgrade("succeeded", None)
 
-    def _upgrade_failed(self, reason: str, log_tail: list[str]) -> bool:
+    def _upgrade_failed(self, reason: str, details: dict[str, Any]) -> bool:
         """The worker of an upgrade is gone unasked: roll back (new revision) or give up
-        (the previous one, rolled back to, did not come back either). True: handled."""
+        (the previous one, rolled back to, did not come back either). True: handled.
+        ``details`` go into the caller's error: ``log_tail``, and ``exception`` if initialize() raised."""
         up = self.upgrade
         if up is None or up.phase not in ("starting", "probation", "restarting_old"):
             return False
@@ -497,7 +522,7 @@ class PluginLifecycle:
         commit, old = _short(self.entry.commit), _short(up.old_entry.commit)
         up.error = IochostError(ErrorCode.UPGRADE_FAILED,
                                 f"the new revision {commit} of {self.name!r} {when}: {reason}; rolled back to {old}",
-                                reason=reason, log_tail=log_tail)
+                                reason=reason, **details)
         up.phase = "rolling_back"
         self._move(S.FAILED, f"upgrade to {commit} failed: {reason}")
         self._emit(t.SwapRevision(back=True))
@@ -523,10 +548,25 @@ class PluginLifecycle:
 
     # -- what clients see -----------------------------------------------------------------------
     @property
+    def trouble(self) -> Trouble | None:
+        """Why /health names this plugin (one of ``TROUBLES``), or None: it failed; it crashed
+        (and waits for or makes its automatic restart), crash_looping from its second crash in a
+        row; its live worker's STATUS is ERROR/FAILED; or it should run and is not running
+        (starting, stopping). An add in progress is none of these: its caller hears how it ends."""
+        if self.state == S.FAILED:
+            return "failed"
+        if self.state == S.CRASHED or self.state == S.STARTING and self.restarts:
+            return "crash_looping" if self.restarts > 1 else "crashed"
+        if self.status in ERROR_STATUSES and self.state in (S.STARTING, S.RUNNING, S.PAUSED) and not self.adding:
+            return "status_error"
+        if self.entry.desired_state == "running" and self.state not in UP and not self.adding:
+            return "not_running"
+        return None
+
+    @property
     def degraded(self) -> bool:
-        """Something the operator asked to run is not running (adds in progress excepted)."""
-        return self.state in (S.FAILED, S.CRASHED) or (
-            self.entry.desired_state == "running" and self.state not in UP and not self.adding)
+        """The daemon is ``degraded`` while any plugin is (``trouble`` says why)."""
+        return self.trouble is not None
 
     def record(self) -> PluginRecord:
         """The plugin as the API shows it; the same object until the next event, since
@@ -545,6 +585,11 @@ class PluginLifecycle:
             last_error=self.last_error, transitions=list(self.transitions),
         )
         return self._shown
+
+
+def _raised(failure: m.Initialized) -> str:
+    """``KeyError: 'scal'``: what initialize() raised, as Python prints it."""
+    return f"{failure.exception}: {failure.message}" if failure.message else failure.exception
 
 
 def _short(commit: str | None) -> str:

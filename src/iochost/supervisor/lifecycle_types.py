@@ -24,7 +24,6 @@ from iochost.supervisor.models import RunRecord, Transition
 class Timings:
     """The daemon's timing settings the lifecycle decides with (seconds)."""
 
-    grace_period: float = 10.0  # the daemon's, while a worker's own limits are not known yet
     start_timeout: float = 60.0
     heartbeat_timeout: float = 15.0
     backoff_initial: float = 1.0
@@ -319,6 +318,7 @@ class Transitioned:
 class StatusUpdate:
     status: str
     message: str
+    trouble_changed: bool = False  # the plugin's ``trouble`` came or went with it: /health changed
 
 
 @dataclass(frozen=True)

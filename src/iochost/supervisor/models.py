@@ -60,7 +60,8 @@ class PluginRecord(BaseModel):
     state: State
     desired_state: Literal["running", "stopped"]
     status: str | None = Field(default=None, description="the STATUS PV: RUN, PAUSED, ERROR, IDLE, ...")
-    message: str | None = Field(default=None, description="the MESSAGE PV")
+    message: str | None = Field(default=None, description="the whole text written to the MESSAGE PV, up to 4000 "
+                                                        "characters (the PV keeps the first 39)")
     pid: int | None = None
     restarts: int = 0
     pv_prefix: str
@@ -68,7 +69,8 @@ class PluginRecord(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
     started_at: datetime | None = None
-    last_error: str | None = None
+    last_error: str | None = Field(default=None, description="why it last failed, crashed or showed STATUS "
+                                                           "ERROR/FAILED: the whole text")
     transitions: list[Transition] = Field(default_factory=list)
 
 
@@ -82,6 +84,25 @@ class RunList(BaseModel):
     count: int
 
 
+# Why /health names a plugin (``PluginLifecycle.trouble`` decides; /metrics counts each).
+Trouble = Literal["failed", "crashed", "crash_looping", "status_error", "not_running"]
+
+
+class PluginProblem(BaseModel):
+    """One plugin that makes ``/health`` degraded, and why."""
+
+    name: str
+    kind: Kind
+    reason: Trouble = Field(
+        description="failed (not restarted); crashed (restarted with backoff), crash_looping from the "
+                    "second crash in a row; status_error: STATUS is ERROR (task) or FAILED (job); "
+                    "not_running: meant to run, starting or stopping")
+    state: State
+    status: str | None = Field(default=None, description="the STATUS PV")
+    restarts: int = 0
+    last_error: str | None = Field(default=None, description="the whole text (the MESSAGE PV keeps 39 characters)")
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     version: str
@@ -89,6 +110,9 @@ class Health(BaseModel):
     ready: bool = Field(description="the registry's plugins are restored (each running or settled); "
                                     "the API answers from the start, while they are brought back")
     plugins: dict[str, int] = Field(description="total and a count per state")
+    problems: list[PluginProblem] | None = Field(
+        default=None, description="every plugin that makes the status degraded, with its last error; "
+                                  "null for a caller without a valid token when tokens are configured")
 
 
 class Readiness(BaseModel):

@@ -124,6 +124,12 @@ class _OutputProtocol(_ThrottledReader):
             self.done.set_result(None)
 
 
+def spec_path(run_dir: Path, name: str) -> Path:
+    """Where a plugin's worker spec is written (the worker's command line names it); the
+    teardown of the plugin removes it."""
+    return run_dir / f"{name}.json"
+
+
 async def _launch(launcher: Launcher, containment: Containment, spec: WorkerSpec, spec_file: Path,
                   env: dict[str, str], event_write: int, command_read: int, output_write: int) -> Child | None:
     """The worker as a fork of the launcher's warm member; None when the fork server cannot
@@ -188,7 +194,7 @@ class WorkerProcess:
         command_read, command_write = os.pipe()
         output_read, output_write = os.pipe()
         try:
-            spec_file = run_dir / f"{spec.name}.json"
+            spec_file = spec_path(run_dir, spec.name)
             proc: asyncio.subprocess.Process | Child | None = None
             if launcher is not None and python is None:
                 proc = await _launch(launcher, containment, spec, spec_file, env, event_write, command_read,

@@ -35,7 +35,7 @@ from iochost.supervisor.epics import EpicsNetwork
 from iochost.supervisor.adding import AddRequest, prepare
 from iochost.supervisor.lifecycle import PluginLifecycle
 from iochost.supervisor.models import RunRecord
-from iochost.supervisor.process import WorkerProcess
+from iochost.supervisor.process import WorkerProcess, spec_path
 from iochost.worker import autosave
 from iochost.supervisor.states import State
 
@@ -293,6 +293,7 @@ class Shell:
                     log.error("%s: teardown step %s failed: %s", name, step.__qualname__, exc)
             await asyncio.to_thread(logfiles.remove, self.log_path(name))
             await asyncio.to_thread(autosave.remove, autosave.path_for(self.settings.autosave_dir, name))
+            await asyncio.to_thread(spec_path(self.settings.run_dir, name).unlink, missing_ok=True)
         svc.epics.forget(name)
         self.feed(slot, t.TornDown())
 
@@ -312,7 +313,10 @@ class Shell:
         self.feed(slot, t.Spawned(gen, worker.pid, limits))
         code = await worker.wait()
         tail: list[str] = []
-        if slot.lc.adding:  # the add's caller gets the log of a start that failed
+        lc = slot.lc
+        # The caller of an add or upgrade whose start failed gets the log's end; of one whose
+        # initialize() raised, the traceback the worker sent instead.
+        if (lc.adding or lc.upgrade is not None) and lc.init_failure is None:
             tail = await asyncio.to_thread(logfiles.tail, self.log_path(slot.name), START_LOG_LINES,
                                            self.settings.log_rotate_files)
         if slot.worker is worker:

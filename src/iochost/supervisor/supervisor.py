@@ -35,7 +35,7 @@ from iochost.supervisor.daemon_ioc import (CONTROL_MSG, CONTROL_VERBS, SYSTEM_NA
                                            row_values, short_text, system_entry, write_system_plugin)
 from iochost.supervisor.epics import EpicsNetwork
 from iochost.supervisor.lifecycle import UP, PluginLifecycle
-from iochost.supervisor.models import Event, Health, PluginRecord, Readiness, RunRecord
+from iochost.supervisor.models import Event, Health, PluginProblem, PluginRecord, Readiness, RunRecord
 from iochost.supervisor.shell import PluginSlot, Services, Shell
 from iochost.supervisor.states import LIVE, UNSETTLED, State
 
@@ -63,7 +63,7 @@ class Supervisor:
         self.started_at = datetime.now(timezone.utc)
         self.epics = EpicsNetwork(settings)
         self.timings = t.Timings(
-            grace_period=settings.grace_period, start_timeout=settings.start_timeout,
+            start_timeout=settings.start_timeout,
             heartbeat_timeout=settings.heartbeat_timeout, backoff_initial=settings.backoff_initial,
             backoff_max=settings.backoff_max, backoff_reset=settings.backoff_reset,
             cancel_grace=settings.cancel_grace, probation=settings.upgrade_probation,
@@ -183,13 +183,22 @@ class Supervisor:
             lifecycles.append(self.system.lc)
         return lifecycles
 
-    def health(self) -> Health:
+    def health(self, *, named: bool = True) -> Health:
+        """Counts per state; ``degraded`` while any plugin has a ``trouble``; ``named``: with
+        every such plugin and its last error (else ``problems`` is None)."""
         counts: dict[str, int] = {"total": len(self.plugins)}
         counts.update({state.value: 0 for state in State if state != State.DELETED})
+        problems = []
         for slot in self.plugins.values():
-            counts[slot.lc.state.value] += 1
-        return Health(status="degraded" if self._degraded() else "ok", version=__version__,
-                      uptime=round(time.monotonic() - self._started, 1), ready=self.ready, plugins=counts)
+            lc = slot.lc
+            counts[lc.state.value] += 1
+            trouble = lc.trouble
+            if trouble is not None:
+                problems.append(PluginProblem(name=lc.name, kind=lc.entry.kind, reason=trouble, state=lc.state,
+                                              status=lc.status, restarts=lc.restarts, last_error=lc.last_error))
+        return Health(status="degraded" if problems else "ok", version=__version__,
+                      uptime=round(time.monotonic() - self._started, 1), ready=self.ready, plugins=counts,
+                      problems=problems if named else None)
 
     def readiness(self) -> Readiness:
         restoring = sum(slot.lc.state in UNSETTLED for slot in self.plugins.values())
@@ -344,6 +353,8 @@ class Supervisor:
         elif isinstance(effect, t.StatusUpdate):
             self._publish(Event(type="status", plugin=slot.name, at=now,
                                 data={"status": effect.status, "message": effect.message}))
+            if effect.trouble_changed and slot is not self.system:
+                self._schedule_status_push()  # STATUS ERROR/FAILED came or went: HEALTH follows
         elif isinstance(effect, t.RunUpdate):
             self._publish(Event(type="run", plugin=slot.name, at=now, data=effect.run.model_dump(mode="json")))
         elif isinstance(effect, t.UpgradeUpdate):

@@ -15,7 +15,10 @@ warning naming PV and reason. A file that cannot be read is a warning, moved asi
 Writes are atomic (temp file in the same directory, fsync, rename, fsync of the directory)
 and debounced: a burst of puts is coalesced into one write per ``delay``, all from one
 thread of their own, so neither cothread's dispatcher nor the plugin thread ever waits on
-the disk. Nothing here imports softioc: the fork server preloads the worker modules.
+the disk. A write that fails (the disk full, the folder gone) is retried with backoff until
+it succeeds or the plugin stops. The writer, at its start, is the one that removes temp
+files a killed write left; reading never touches them. Nothing here imports softioc: the
+fork server preloads the worker modules.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import logging
 import os
 import reprlib
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +37,8 @@ from pydantic import ValidationError
 
 from iochost.config import PVDef, PVGroup
 from iochost.config.errors import issues_from_pydantic
-from iochost.durable import temp_pattern, write_atomically
+from iochost.durable import remove_stale_temps, temp_pattern, write_atomically
+from iochost.worker import convert
 
 log = logging.getLogger("iochost.worker")
 
@@ -41,6 +46,8 @@ FORMAT_VERSION = 1
 DEBOUNCE = 0.3  # seconds writes are coalesced over; a put is on disk this long after it
 BAD_SUFFIX = ".bad"
 FLUSH_TIMEOUT = 5.0  # longest the stop waits for the final write
+RETRY_FIRST = 0.5  # a failed write is tried again after this, then twice as long each time
+RETRY_MAX = 10.0  # ... up to this: a full disk costs one small write attempt per 10 s
 
 
 @dataclass
@@ -92,11 +99,9 @@ def parse(data: bytes) -> Saved:
 
 def load(path: Path) -> Saved:
     """Read ``path``; nothing saved yet is an empty Saved. An unreadable or corrupt file is
-    a warning, never an error: it is moved aside to NAME.json.bad and nothing is restored."""
-    folder = path.parent
-    if folder.is_dir():
-        for leftover in folder.glob(temp_pattern(path)):  # a write that a kill -9 cut short
-            leftover.unlink(missing_ok=True)
+    a warning, never an error: it is moved aside to NAME.json.bad and nothing is restored.
+    Temp files beside it are left alone: a writer may be between its write and its rename
+    (the ``Autosaver`` removes stale ones when it starts)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -132,8 +137,10 @@ def fit(pv: PVDef, value: Any) -> PVDef:
 
 def apply(values: dict[str, Any], pvs: PVGroup) -> tuple[PVGroup, dict[str, Any]]:
     """``pvs`` with each saved value that still fits as its input's value, and the values
-    kept. A value of a PV that is no longer an autosaved input is dropped quietly; one that
-    no longer fits its PV is dropped with a warning naming PV and reason."""
+    kept. A value saved while the input had another type (config.yaml changed it) is
+    converted to its type now, as a link's value is (``convert.to_pv``). A value of a PV that
+    is no longer an autosaved input is dropped quietly; one that does not convert or no
+    longer fits its PV is dropped with a warning naming PV, value and reason."""
     inputs = dict(pvs.inputs)
     kept: dict[str, Any] = {}
     wanted = autosaved_inputs(pvs)
@@ -143,15 +150,29 @@ def apply(values: dict[str, Any], pvs: PVGroup) -> tuple[PVGroup, dict[str, Any]
             log.info("autosave: %s is no longer an autosaved input; its saved value is dropped", name)
             continue
         try:
-            inputs[name] = fit(pv, value)
-        except ValueError as exc:
+            converted = convert.to_pv(pv, value)
+            inputs[name] = fit(pv, converted)
+        except ValueError as exc:  # ConversionError is one
             log.warning("autosave: saved value %s of %s no longer fits it (%s); it starts at its "
                         "config.yaml value", reprlib.repr(value), name, exc)
             continue
-        kept[name] = value
+        restored = to_saved(pv, converted)
+        if _numbers_alike(restored) != _numbers_alike(value):
+            log.info("autosave: saved value %s of %s converted to %s, its type now (%s)",
+                     reprlib.repr(value), name, reprlib.repr(restored), convert.describe_type(pv))
+        kept[name] = restored
     if kept:
         log.info("autosave: restored %s", ", ".join(f"{n}={reprlib.repr(v)}" for n, v in kept.items()))
     return pvs.model_copy(update={"inputs": inputs}), kept
+
+
+def _numbers_alike(value: Any) -> Any:
+    """``value`` with every number as a float's text: 3 saved for a float PV is not a change."""
+    if isinstance(value, list):
+        return [_numbers_alike(item) for item in value]
+    if isinstance(value, (int, float)):
+        return ("number", repr(float(value)))
+    return value
 
 
 def to_saved(pv: PVDef, value: Any) -> Any:
@@ -200,18 +221,25 @@ class Autosaver:
 
     ``mark(name)`` (any thread, cheap) says an input changed; the thread wakes, waits
     ``delay`` so a burst coalesces, reads the current values through ``read`` and writes the
-    file once. There is only ever one write in flight, and ``close()`` writes last.
+    file once. There is only ever one write in flight, and ``close()`` writes last. A failed
+    write is retried after ``retry_first`` seconds, doubling up to ``retry_max``, with the
+    values as they are then; the failure is logged once per streak, and so is the recovery.
     """
 
     def __init__(self, path: Path, pvs: dict[str, PVDef], values: dict[str, Any] | None = None,
-                 state: dict[str, Any] | None = None, delay: float = DEBOUNCE) -> None:
+                 state: dict[str, Any] | None = None, delay: float = DEBOUNCE,
+                 retry_first: float = RETRY_FIRST, retry_max: float = RETRY_MAX) -> None:
         self.path = path
         self.pvs = pvs  # the autosaved inputs; a mark of any other name is ignored
         self.values: dict[str, Any] = dict(values or {})  # in saved form
         self.state = state
         self.delay = delay
+        self.retry_first, self.retry_max = retry_first, retry_max
         self.read: Callable[[str], Any] | None = None
         self.writes = 0  # files written: how well bursts coalesce
+        self.failed_writes = 0  # attempts that failed, retries included
+        self._streak = 0  # failed attempts since the last good write
+        self._streak_began = 0.0  # monotonic
         self._dirty: set[str] = set()
         self._state_changed = False
         self._lock = threading.Lock()
@@ -220,7 +248,17 @@ class Autosaver:
         self._thread = threading.Thread(target=self._run, name="iochost-autosave", daemon=True)
 
     def start(self, read: Callable[[str], Any]) -> None:
-        """Begin writing; ``read(name)`` is a record's current value (the PV table's get_pv)."""
+        """Begin writing; ``read(name)`` is a record's current value (the PV table's get_pv).
+        The temp files a killed writer of this file left are removed first: only its writer
+        may, since a reader cannot tell them from a write in flight."""
+        try:
+            removed = remove_stale_temps(self.path)
+        except OSError as exc:
+            log.warning("autosave: cannot remove the temp files an earlier write of %s left: %s",
+                        self.path, exc.strerror or exc)
+        else:
+            if removed:
+                log.info("autosave: removed %d temp file(s) an interrupted write of %s left", removed, self.path)
         self.read = read
         self._thread.start()
 
@@ -249,20 +287,30 @@ class Autosaver:
                 log.error("autosave: the final write to %s did not finish within %.1f s", self.path, timeout)
 
     def _run(self) -> None:
+        retry: float | None = None  # seconds to the next attempt of a failed write
         while not self._closing.is_set():
-            self._wake.wait()
-            self._closing.wait(self.delay)  # coalesce a burst; a close cuts the wait short
+            if retry is None:
+                self._wake.wait()
+                self._closing.wait(self.delay)  # coalesce a burst; a close cuts the wait short
+            else:
+                self._closing.wait(retry)  # a failed write again, with what changed since
             self._wake.clear()
-            self._flush()
-        self._flush()  # anything marked while the last write ran
+            if self._flush():
+                retry = None
+            else:
+                retry = self.retry_first if retry is None else min(retry * 2, self.retry_max)
+        if not self._flush():  # anything marked while the last write ran
+            log.error("autosave: the final write to %s failed (the error is logged above); what changed "
+                      "since %s is not saved", self.path, "its last good write" if self.writes else "the start")
 
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
+        """Write what changed; False: the write failed and what it held is pending again."""
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             changed, self._state_changed = self._state_changed, False
             state = self.state
         if not dirty and not changed:
-            return
+            return True
         assert self.read is not None
         for name in sorted(dirty):
             try:
@@ -271,9 +319,20 @@ class Autosaver:
                 log.error("autosave: cannot read %s: %s", name, exc)
         try:
             write_atomically(self.path, encode(self.values, state))
-            self.writes += 1
         except (OSError, TypeError, ValueError) as exc:
-            log.error("autosave: cannot write %s: %s; the values are kept for the next write", self.path, exc)
+            self.failed_writes += 1
+            self._streak += 1
+            if self._streak == 1:  # once per streak: a retry every few seconds is not news
+                self._streak_began = time.monotonic()
+                log.error("autosave: cannot write %s: %s: %s; retrying until it succeeds", self.path,
+                          type(exc).__name__, exc)
             with self._lock:
-                self._dirty |= dirty  # retried with the next change, or on stop
+                self._dirty |= dirty
                 self._state_changed = self._state_changed or changed
+            return False
+        self.writes += 1
+        if self._streak:
+            log.info("autosave: %s written again after %d failed attempt(s) over %.1f s", self.path,
+                     self._streak, time.monotonic() - self._streak_began)
+            self._streak = 0
+        return True

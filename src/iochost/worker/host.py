@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from iochost.sdk import JobBase, JobCancelled, JobResult, TaskBase
@@ -47,8 +48,10 @@ class PluginHost:
         channel: Channel,
         heartbeat_interval: float = 1.0,
         autosaver: Autosaver | None = None,
+        plugin_dir: Path | None = None,
     ) -> None:
         self.plugin = plugin
+        self.plugin_dir = plugin_dir  # its files' frames are the "plugin's own" in a reported traceback
         self.autosaver = autosaver  # restore() before initialize(), snapshot() before cleanup()
         self.heartbeat_interval = heartbeat_interval
         self.table = table
@@ -60,6 +63,7 @@ class PluginHost:
         self.on_stop: Callable[[], None] = lambda: None  # wakes the worker's main loop (any thread)
         self.halted = False  # an error that only a restart clears
         self.internal_error: str | None = None  # a bug of the host, not of the plugin
+        self.init_failed = False  # initialize() raised: the worker runs cleanup() and exits
         self.busy_in: str | None = None
         self.busy_since: float | None = None
         self._run_lock = threading.Lock()
@@ -134,22 +138,23 @@ class PluginHost:
         try:
             self._initializing_status()
             self._restore()
-            initialized = self._call("initialize", self.plugin.initialize)
-            if initialized:
-                self._ready_status()
-                if self.wiring is not None:
-                    self.wiring.start()
-            else:
-                self.halted = True
-            self.channel.send(messages.Initialized(ok=initialized))
+            initialized, outcome = self._guarded("initialize", self.plugin.initialize,
+                                                 "; the worker runs cleanup() and exits")
+            if not initialized:
+                self._initialize_failed(outcome)
+                self._call("cleanup", self.plugin.cleanup)
+                return
+            self._ready_status()
+            if self.wiring is not None:
+                self.wiring.start()
+            self.channel.send(messages.Initialized(ok=True))
             if isinstance(self.plugin, TaskBase):
                 self._task_loop(self.plugin)
             else:
                 self._job_loop(self.plugin)
             if self.wiring is not None:
                 self.wiring.close()
-            if initialized:  # a plugin that never initialised has no state worth keeping
-                self._snapshot()
+            self._snapshot()
             self._call("cleanup", self.plugin.cleanup)
             if isinstance(self.plugin, TaskBase):
                 self.plugin.running = False
@@ -182,9 +187,25 @@ class PluginHost:
         """Run plugin code; an exception becomes ERROR/FAILED + MESSAGE, never a crash."""
         ok, outcome = self._guarded(what, function)
         if not ok:
-            error = TaskStatus.ERROR if isinstance(self.plugin, TaskBase) else JobStatus.FAILED
-            self._status(error, f"{type(outcome).__name__}: {outcome}")
+            self._error_status(outcome)
         return ok
+
+    def _error_status(self, exc: BaseException) -> None:
+        """STATUS ERROR (a task) or FAILED (a job), MESSAGE "Type: message" (the record keeps
+        its start, the supervisor the whole text)."""
+        error = TaskStatus.ERROR if isinstance(self.plugin, TaskBase) else JobStatus.FAILED
+        self._status(error, f"{type(exc).__name__}: {exc}")
+
+    def _initialize_failed(self, exc: BaseException) -> None:
+        """One rule for every kind and every start: the supervisor hears what raised, with
+        the plugin's frames (the add or upgrade fails with them; a restart is retried with
+        backoff), and the worker stops: a plugin that did not initialise never runs."""
+        self._error_status(exc)
+        self.init_failed = True
+        self.channel.send(messages.Initialized(
+            ok=False, exception=type(exc).__name__, message=str(exc),
+            traceback=plugin_traceback(exc, self.plugin_dir)))
+        self.request_stop()
 
     def _restore(self) -> None:
         """Hand the saved snapshot to ``restore()``; a failure is logged, and initialize() runs."""
@@ -212,8 +233,7 @@ class PluginHost:
         saver.set_state(state)
 
     def _status(self, status: TaskStatus | JobStatus, message: str) -> None:
-        self.table.set_pv("MESSAGE", message)  # MESSAGE first: STATUS reports both
-        self.table.set_pv("STATUS", int(status))
+        self.table.set_status(int(status), message)
 
     def _initializing_status(self) -> None:
         initial = JobStatus.IDLE if isinstance(self.plugin, JobBase) else TaskStatus.INIT
@@ -272,7 +292,8 @@ class PluginHost:
         elif what == "link" and wiring is not None:
             old, changed = wiring.on_link_value(name, value)
             if changed and (task.mode == "reactive" or wiring.links.ports[name].trigger):
-                self._call("on_input_changed", lambda: task.on_input_changed(name, value, old))
+                new = wiring.get_pv(name)  # in the input's type, as the link's value was converted
+                self._call("on_input_changed", lambda: task.on_input_changed(name, new, old))
                 if task.mode == "reactive" and task.enabled and not self.halted:
                     self._call("rules", wiring.evaluate)
         elif name == "ENABLE":
@@ -377,3 +398,30 @@ class PluginHost:
                     cycles=getattr(self.plugin, "cycle_count", 0),
                 )
             )
+
+
+def plugin_traceback(exc: BaseException, plugin_dir: Path | None) -> str:
+    """``exc``'s traceback with the plugin's own frames only (files under ``plugin_dir``), for
+    chained exceptions too: not the host's call into it nor library internals, so what an
+    operator reads first is the plugin's line. The whole traceback is in the plugin's log."""
+    report = traceback.TracebackException.from_exception(exc)
+    if plugin_dir is not None:
+        root = plugin_dir.resolve()
+        seen: set[int] = set()
+        pending = [report]
+        while pending:
+            part = pending.pop()
+            if id(part) in seen:
+                continue
+            seen.add(id(part))
+            part.stack = traceback.StackSummary.from_list(
+                [frame for frame in part.stack if _inside(frame.filename, root)])
+            pending += [chained for chained in (part.__cause__, part.__context__) if chained is not None]
+    return "".join(report.format())
+
+
+def _inside(filename: str, root: Path) -> bool:
+    try:
+        return Path(filename).resolve().is_relative_to(root)
+    except (OSError, ValueError):
+        return False

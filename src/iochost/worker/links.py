@@ -20,7 +20,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy
+
 from iochost.config import PVDef
+from iochost.worker.convert import Choice, base_value
 
 log = logging.getLogger("iochost.worker.links")
 
@@ -29,13 +32,22 @@ DBE_VALUE, DBE_ALARM, DBE_PROPERTY = 1, 4, 8
 
 
 def plain(value: Any) -> Any:
-    """A CA/PVA value as plain Python (float, int, str, list) for expressions and records."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    for kind in (bool, int, float, str):
-        if isinstance(value, kind):
-            return kind(value)
-    return value
+    """A CA/PVA value as plain Python for ``convert.to_pv``: float, int, str, a numpy array
+    (its dtype kept: a char array is a long string's text), an enum as a ``Choice`` (index
+    and name, from cothread's FORMAT_CTRL ``enums`` or the choices of p4p's NTEnum)."""
+    enums = getattr(value, "enums", None)
+    if enums is not None:
+        index = int(value)
+        return Choice(index, enums[index] if 0 <= index < len(enums) else None)
+    if isinstance(value, int) and hasattr(value, "choice"):
+        # not ntenum.choice: p4p caches choices in one unwrapper per Context, lost whenever a
+        # value of another NT type passes through it (then .choice is None); the Value has them
+        choices = value.raw["value.choices"]
+        index = int(value)
+        return Choice(index, choices[index] if 0 <= index < len(choices) else None)
+    if isinstance(value, numpy.ndarray):
+        return numpy.array(value)  # a plain copy: not cothread's or p4p's subclass
+    return base_value(value)
 
 
 class _Writes:
@@ -159,14 +171,14 @@ class Links:
 
     # -- Channel Access (cothread, on the worker's main thread) -------------------------
     def _ca_subscribe(self) -> None:
-        from cothread.catools import FORMAT_RAW, camonitor
+        from cothread.catools import FORMAT_CTRL, camonitor
 
         for name, pv in self.ports.items():
             values = name in self.monitored
             events = DBE_VALUE | DBE_ALARM if values else DBE_PROPERTY  # the others: connection only
             self._subscriptions.append(camonitor(
                 pv.link, lambda value, _n=name, _v=values: self._ca_update(_n, _v, value),
-                events=events, format=FORMAT_RAW, notify_disconnect=True))
+                events=events, format=FORMAT_CTRL, notify_disconnect=True))  # CTRL: an enum's choices
 
     def _ca_update(self, name: str, values: bool, value: Any) -> None:
         if not value.ok:
@@ -177,9 +189,9 @@ class Links:
             self.post(("link", name, plain(value)))
 
     def _ca_get(self, name: str) -> None:
-        from cothread.catools import caget
+        from cothread.catools import FORMAT_CTRL, caget
 
-        value = caget(self.ports[name].link, timeout=self.timeout, throw=False)
+        value = caget(self.ports[name].link, timeout=self.timeout, throw=False, format=FORMAT_CTRL)
         self._read_done(name, plain(value) if value.ok else None, bool(value.ok))
 
     def _ca_put(self, name: str, value: Any) -> None:

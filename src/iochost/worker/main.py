@@ -127,6 +127,9 @@ def run_worker(spec: WorkerSpec) -> int:
     pvs, saver = _autosave(spec, plugin, config.pvs)  # saved values become the records' initial ones
 
     def on_write(name: str, value: object) -> None:
+        accepted, value = table.operator_write(name, value)  # in the PV's type, or refused
+        if not accepted:
+            return
         if saver is not None:
             saver.mark(name)
         if host is not None:
@@ -150,7 +153,8 @@ def run_worker(spec: WorkerSpec) -> int:
         log.error("%s", unprotected)
         channel.send(messages.Fatal(message=unprotected))
         return WorkerExit.FATAL
-    host = PluginHost(plugin, table, config.parameters, channel, spec.heartbeat_interval, autosaver=saver)
+    host = PluginHost(plugin, table, config.parameters, channel, spec.heartbeat_interval, autosaver=saver,
+                      plugin_dir=Path(spec.plugin_dir))
     if kind == "task" and (config.wired or config.rules or config.transforms):
         from iochost.worker.wiring import Wiring
 
@@ -169,6 +173,12 @@ def run_worker(spec: WorkerSpec) -> int:
             channel.send(messages.StatusChanged(status=status, message=message))
 
     table.on_status = on_status
+    # Before READY: whoever sees READY may stop us at once, and that stop must reach cleanup().
+    # A handler runs on the main thread between two bytecodes, perhaps inside a record
+    # callback holding a lock request_stop() takes too (the plugin queue's): a thread asks.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: threading.Thread(target=host.request_stop, name="iochost-signal",
+                                                          daemon=True).start())
     channel.send(messages.Ready(pid=os.getpid(), pvs=table.full_names()))
     log.info("serving %d PVs under %s", len(table.records), table.pv_prefix)
 
@@ -178,11 +188,6 @@ def run_worker(spec: WorkerSpec) -> int:
         orphaned.append(True)
         host.request_stop()
 
-    # A handler runs on the main thread between two bytecodes, perhaps inside a record
-    # callback holding a lock request_stop() takes too (the plugin queue's): a thread asks.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: threading.Thread(target=host.request_stop, name="iochost-signal",
-                                                          daemon=True).start())
     channel.start_reader(host.on_command, on_eof)
     host.start()
 
@@ -204,6 +209,9 @@ def run_worker(spec: WorkerSpec) -> int:
         saver.close()  # the last values and the snapshot, written before the process ends
     if host.internal_error is not None:
         code = WorkerExit.INTERNAL
+    elif host.init_failed:
+        log.error("initialize() raised; the plugin never ran, the worker exits")
+        code = WorkerExit.INIT_FAILED
     elif host.finished.is_set():
         log.info("stopped cleanly")
         code = WorkerExit.OK
@@ -236,8 +244,8 @@ def _load_plugin(spec: WorkerSpec) -> tuple[object, object]:
     from iochost.worker.devices import Devices
 
     plugin_dir = Path(spec.plugin_dir)
-    config = load_config(plugin_dir).with_parameters(spec.parameters)
-    cls = load_plugin_class(plugin_dir, spec.module_file, spec.class_name)
+    cls = load_plugin_class(plugin_dir, spec.module_file, spec.class_name)  # first: it may register functions
+    config = load_config(plugin_dir, check_functions=True).with_parameters(spec.parameters)
     if not (isinstance(cls, type) and issubclass(cls, (TaskBase, JobBase))):
         raise TypeError(f"{spec.class_name} does not derive from TaskBase or JobBase")
     plugin = cls(

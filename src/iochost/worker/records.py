@@ -21,6 +21,7 @@ from iochost.config.schema import LIMITS, LimitAlarm, StateAlarm
 from iochost.config.pvnames import default_pv_names, wired_ports
 from iochost.kinds import Kind
 from iochost.record_sizes import STRING_LENGTH
+from iochost.worker.convert import ConversionError, to_pv
 from iochost.worker.limit_alarm import LimitState, limit_alarm
 
 log = logging.getLogger("iochost.worker")
@@ -73,8 +74,10 @@ class PVTable:
         self.writable: set[str] = set()
         self.short_strings: set[str] = set()  # stringin/stringout records: STRING_LENGTH characters
         self.on_status: OnStatus | None = None
+        self.message: str | None = None  # the whole text last written to MESSAGE (its record keeps 39 characters)
         self.on_input_set: Callable[[str], None] | None = None
         self._limit_states: dict[str, LimitState] = {}
+        self._refused: set[str] = set()  # inputs in INVALID alarm for a value that did not convert
         self._lock = threading.Lock()
 
     def full_names(self) -> list[str]:
@@ -90,19 +93,40 @@ class PVTable:
             known = ", ".join(self.records)
             raise KeyError(f"no PV named {name!r} in {self.pv_prefix}; known: {known}") from None
 
-    def set_pv(self, name: str, value: Any, severity: Any = None, alarm: Any = None) -> None:
+    def set_status(self, status: int, message: str) -> None:
+        """STATUS and MESSAGE together, reported once: no report pairs the new message with
+        the old status (a recovery's "Running (recovered)" with ERROR, taken for an error)."""
+        self.set_pv("MESSAGE", message, report=False)
+        self.set_pv("STATUS", status)
+
+    def set_pv(self, name: str, value: Any, severity: Any = None, alarm: Any = None, *,
+               refused: str = "SOFT", report: bool = True) -> None:
         """Write a PV with an optional alarm; the record's own limits still apply, the
-        higher severity wins (EPICS' recGblSetSevr)."""
+        higher severity wins (EPICS' recGblSetSevr). A value of another type is converted
+        (``convert.to_pv``); one that cannot be leaves the value as it was, in INVALID alarm
+        with status ``refused`` (SOFT: the plugin's write; the wiring says LINK or CALC), and
+        raises ConversionError naming the PV, the value and both types."""
         record = self._record(name)
         given = plugin_alarm(severity, alarm)  # ValueError on a bad name, before anything is written
-        value = self._to_record_value(name, value)
+        whole = str(value) if name == "MESSAGE" else None
+        try:
+            value = self._to_record_value(name, value)
+        except ConversionError as exc:
+            self.set_alarm(name, "INVALID", refused)
+            self._refused.add(name)
+            raise ConversionError(f"{self.pv_prefix}:{name}: {exc}; it keeps its value, "
+                                  f"in INVALID/{refused} alarm") from None
+        self._refused.discard(name)
         with self._lock:
             if name in self.writable:
                 self._set_input(name, record, value, given)
             else:
                 record.set(value, severity=given[0], alarm=given[1])
-        if name in ("STATUS", "MESSAGE") and self.on_status is not None:
-            self.on_status(self.status_name(), str(self.records["MESSAGE"].get()))
+            if whole is not None:
+                self.message = whole
+        if report and name in ("STATUS", "MESSAGE") and self.on_status is not None:  # report: see set_status
+            message = self.message if self.message is not None else str(self.records["MESSAGE"].get())
+            self.on_status(self.status_name(), message)
         if name in self.writable and name in self.defs and self.on_input_set is not None:
             self.on_input_set(name)
 
@@ -122,7 +146,37 @@ class PVTable:
         limit = (0, 0)
         if pv is not None and pv.alarm is not None:
             limit = limit_alarm(pv, record.get(), self._limit_states.setdefault(name, LimitState()))
-        _post_with_alarm(record, *limit)
+        # raised again under the scan lock: softioc's set() stores NSEV without it, so a record
+        # still processing an operator's put (its on_update runs on cothread meanwhile) would
+        # reset it, and our alarm would be lost (seen on refused puts)
+        _post_with_alarm(record, *(limit if limit[0] > given[0] else given))
+
+    def operator_write(self, name: str, value: Any) -> tuple[bool, Any]:
+        """An operator's write (a CA or PVA put) as the plugin is to see it: (accepted, value).
+
+        EPICS has stored it in the record's type, not always in the PV's: a bool (bo) takes
+        2 and holds it, here made 1 as any number becomes a bool; an enum (mbbo) takes an
+        index past its choices, here refused: INVALID/STATE, logged, the plugin not told. A
+        write after a refusal clears the INVALID alarm (softioc would keep it for the record's
+        next processing)."""
+        pv = self.defs.get(name)
+        if pv is None:
+            return True, value
+        if pv.type in ("bool", "enum"):
+            try:
+                converted = to_pv(pv, value)
+            except ConversionError as exc:
+                self.set_alarm(name, "INVALID", "STATE")
+                self._refused.add(name)
+                log.error("%s:%s: an operator's write is refused: %s; INVALID/STATE until a value "
+                          "that fits", self.pv_prefix, name, exc)
+                return False, None
+            if converted != value or name in self._refused:
+                self.set_pv(name, converted)  # stored as converted, the alarm its own again
+            return True, converted
+        if name in self._refused:
+            self.set_pv(name, value)
+        return True, value
 
     def get_pv(self, name: str) -> Any:
         value = self._record(name).get()
@@ -134,36 +188,50 @@ class PVTable:
         return self.status_enum(int(self.records["STATUS"].get())).name
 
     def _to_record_value(self, name: str, value: Any) -> Any:
+        """``value`` in the record's type: a declared PV's by ``convert.to_pv`` (ConversionError
+        if it cannot be), a string cut to the bytes its record holds."""
         pv = self.defs.get(name)
-        if pv is not None and pv.type == "enum" and isinstance(value, str):
-            return pv.choices.index(value)
+        if pv is not None:
+            value = to_pv(pv, value)
+            if pv.is_long_string:
+                assert pv.length is not None
+                return _cut(name, value, pv.length)
         if name in self.short_strings:
-            text = str(value)
-            if len(text) > STRING_LENGTH:
-                if name != "MESSAGE":  # MESSAGE is cut by design; others deserve a warning
-                    log.warning("%s: value cut to %d characters", name, STRING_LENGTH)
-                text = text[:STRING_LENGTH]
-            return text
+            return _cut(name, str(value), STRING_LENGTH)
         if isinstance(value, bool):
             return int(value)
         return value
 
 
+def _cut(name: str, text: str, size: int) -> str:
+    """``text`` in at most ``size`` bytes of UTF-8, cut between characters (softioc stores
+    UTF-8 in a char array and refuses what does not fit)."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= size:
+        return text
+    if name != "MESSAGE":  # MESSAGE is cut by design; others deserve a warning
+        log.warning("%s: value cut to %d bytes", name, size)
+    return data[:size].decode("utf-8", "ignore")
+
+
 def _limits(pv: PVDef, writable: bool) -> dict[str, Any]:
+    """EGU, PREC, the display, drive and alarm limits and deadbands of a float/int record,
+    each in the record's own field type: epicsdbbuilder refuses ``LOPR "0.0"`` on a longin,
+    whose numeric fields are all integers (the schema has checked they are whole)."""
+    cast = int if pv.type == "int" else float
     fields: dict[str, Any] = {}
     if pv.unit is not None:
         fields["EGU"] = pv.unit
     if pv.type == "float":
         fields["PREC"] = pv.prec
     if pv.low is not None:
-        fields["LOPR"] = pv.low
+        fields["LOPR"] = cast(pv.low)
         if writable and not pv.is_waveform:
-            fields["DRVL"] = pv.low
+            fields["DRVL"] = cast(pv.low)
     if pv.high is not None:
-        fields["HOPR"] = pv.high
+        fields["HOPR"] = cast(pv.high)
         if writable and not pv.is_waveform:
-            fields["DRVH"] = pv.high
-    cast = int if pv.type == "int" else float  # longin/longout alarm fields are integers
+            fields["DRVH"] = cast(pv.high)
     alarm = pv.alarm if isinstance(pv.alarm, LimitAlarm) else None
     for key in LimitAlarm.model_fields:
         value = getattr(alarm, key) if alarm is not None else None
@@ -258,6 +326,15 @@ WRITABLE_DEFAULTS = ("ENABLE", "RUN", "CLEAR", "RESET")  # operators write them;
 STRING_DEFAULTS = ("MESSAGE", "VERSION", "CONN_INP_NAMES", "CONN_OUT_NAMES")  # stringin records: values are cut to STRING_LENGTH
 
 
+class RecordError(Exception):
+    """A declared PV whose record the builder refused, named by its place in config.yaml."""
+
+    def __init__(self, group: str, name: str, cause: BaseException) -> None:
+        self.path = (group, name)
+        self.reason = f"the record cannot be built: {type(cause).__name__}: {str(cause).strip()}"
+        super().__init__(f"{group}.{name}: {self.reason}")
+
+
 def build_records(
     pv_prefix: str,
     kind: Kind,
@@ -267,7 +344,7 @@ def build_records(
     on_write: OnWrite,
 ) -> PVTable:
     """Create the default records (``default_pv_names``, in its order), then the declared
-    ones; call before iocInit."""
+    ones; call before iocInit. A declared PV the builder refuses raises ``RecordError``."""
     status_enum = TaskStatus if kind == "task" else JobStatus
     table = PVTable(pv_prefix, status_enum)
     builder.SetDeviceName(pv_prefix)
@@ -277,10 +354,13 @@ def build_records(
     table.writable.update(name for name in WRITABLE_DEFAULTS if name in records)
     table.short_strings.update(name for name in STRING_DEFAULTS if name in records)
 
-    for group, is_input in ((pvs.inputs, True), (pvs.outputs, False)):
+    for group_name, group, is_input in (("inputs", pvs.inputs, True), ("outputs", pvs.outputs, False)):
         for name, pv in group.items():
             writable = is_input and not pv.wired  # a wired input shows its link's value
-            records[name] = _declared_record(name, pv, writable, on_write)
+            try:
+                records[name] = _declared_record(name, pv, writable, on_write)
+            except Exception as exc:  # noqa: BLE001 - epicsdbbuilder's AssertionError, ValueError, ...
+                raise RecordError(group_name, name, exc) from exc
             table.defs[name] = pv
             if pv.type == "string" and not pv.is_long_string:
                 table.short_strings.add(name)

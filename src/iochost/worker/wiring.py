@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from iochost.config import PluginConfig
 from iochost.config.pvnames import wired_ports
+from iochost.worker.convert import ConversionError
 from iochost.worker.engine import Decision, Engine
 from iochost.record_sizes import STRING_LENGTH
 from iochost.worker.links import Links, Post
@@ -46,6 +47,7 @@ class Wiring:
         self._errors: set[str] = set()
         self._forwarded: dict[str, Any] = {}  # the last value written to each wired output's link
         self._untrusted: set[str] = set()  # outputs computed from a down input, shown INVALID/LINK
+        self._refused: dict[str, str] = {}  # inputs whose link value did not convert: why (logged once)
         self.rule_message = False  # MESSAGE shows a rule's message
 
     @property
@@ -62,10 +64,12 @@ class Wiring:
         self.links.close()
 
     # -- values -----------------------------------------------------------------------
-    def set_pv(self, name: str, value: Any, severity: Any = None, alarm: Any = None) -> None:
+    def set_pv(self, name: str, value: Any, severity: Any = None, alarm: Any = None, *,
+               refused: str = "SOFT") -> None:
         """Every write of a plugin PV (by the plugin or the engine): the record, the engine's
-        view, and the link of a wired output (iocmng forwards those)."""
-        self.table.set_pv(name, value, severity, alarm)
+        view, and the link of a wired output (iocmng forwards those). A value that does not
+        convert to the PV's type raises ConversionError (``PVTable.set_pv``)."""
+        self.table.set_pv(name, value, severity, alarm, refused=refused)
         if name in self.engine.values or name in self.outputs:
             stored = self.table.get_pv(name)  # as the record holds it (clamped, converted)
             if name in self.engine.values:
@@ -95,10 +99,23 @@ class Wiring:
         self.links.put(name, value)
 
     def on_link_value(self, name: str, value: Any) -> tuple[Any, bool]:
-        """A wired input's new value: (the old one, whether it changed)."""
+        """A wired input's new value, in the input's type: (the old one, whether it changed).
+        A value that does not convert leaves the input as it was, INVALID/LINK (as EPICS marks
+        a record whose input link's value it cannot convert), and so everything computed from
+        it; logged once until the reason changes."""
         if name not in self.inputs:
             return None, False
-        self.table.set_pv(name, value)  # clears the LINK alarm: this value is live
+        try:
+            self.table.set_pv(name, value, refused="LINK")  # clears the LINK alarm: this value is live
+        except ConversionError as exc:
+            if self._refused.get(name) != str(exc):
+                log.error("link %s (%s): %s", name, self.links.ports[name].link, exc)
+            self._refused[name] = str(exc)
+            self._mark_untrusted()
+            return self.engine.values.get(name), False
+        if self._refused.pop(name, None) is not None:
+            log.info("link %s (%s): its values convert again", name, self.links.ports[name].link)
+            self._mark_untrusted()
         old = self.engine.update(name, self.table.get_pv(name))
         return old, self.engine.values[name] != old
 
@@ -123,7 +140,7 @@ class Wiring:
     def _mark_untrusted(self) -> None:
         """INVALID/LINK on every output computed from a down input; once its inputs are back,
         the record is processed again so its own alarm (``alarm_on``, limits) is what shows."""
-        down = {name for name in self.inputs if not self.connected[name]}
+        down = {name for name in self.inputs if not self.connected[name] or name in self._refused}
         untrusted = self.engine.depends_on(down)
         for name in untrusted:
             self.table.set_alarm(name, *LINK_DOWN)
@@ -149,7 +166,7 @@ class Wiring:
     def evaluate(self) -> Decision:
         decision = self.engine.evaluate()
         for name, value in decision.outputs.items():
-            self.set_pv(name, value)
+            self._computed(name, value, decision.errors)
         for key, value in decision.actuators.items():
             self.links.put(key, value)
         self._show(decision)
@@ -166,7 +183,7 @@ class Wiring:
         stamp = datetime.datetime.now().strftime("%d/%m/%y %H:%M:%S")
         for rule in decision.fired:
             if rule.message_pv and rule.message:
-                self.set_pv(rule.message_pv, f"{stamp} - {rule.message}"[:STRING_LENGTH])
+                self._computed(rule.message_pv, f"{stamp} - {rule.message}"[:STRING_LENGTH], decision.errors)
         if decision.fired:
             rule = decision.fired[0]
             text = rule.message or f"Rule {rule.id or 0} fired"
@@ -178,11 +195,22 @@ class Wiring:
             self.table.set_pv("MESSAGE", "Running")
             self.rule_message = False
 
+    def _computed(self, name: str, value: Any, errors: list[str]) -> None:
+        """Write an output the engine computed; one that does not convert to the output's type
+        is INVALID/CALC and an error of this evaluation (logged once while it lasts)."""
+        try:
+            self.set_pv(name, value, refused="CALC")
+        except ConversionError as exc:
+            errors.append(str(exc))
+
     def clear(self, retry_dead: bool = True) -> None:
         """CLEAR: release latches (outputs back to rule_defaults) and retry dead inputs
         (RESET re-reads every input itself, so it passes ``retry_dead=False``)."""
+        errors: list[str] = []
         for name, value in self.engine.clear().items():
-            self.set_pv(name, value)
+            self._computed(name, value, errors)
+        for error in errors:
+            log.error("CLEAR: %s", error)
         log.info("CLEAR: latches released")
         if retry_dead:
             self.links.poll([name for name in self.inputs if not self.connected[name]])

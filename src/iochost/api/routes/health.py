@@ -1,6 +1,8 @@
 """``/health``: what Kubernetes probes and an operator's first curl want to know.
 
-Unauthenticated, so probes need no token; nothing here names a plugin.
+Unauthenticated, so probes need no token. ``/health/live`` and ``/health/ready`` name no
+plugin; ``/health`` names every plugin that makes it degraded, with its last error, to a
+caller the read token admits (everyone, when no token is configured), as ``GET /plugins`` would.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
+from iochost.api.auth import may_read
 from iochost.api.deps import get_supervisor
 from iochost.supervisor import Supervisor
 from iochost.supervisor.models import Health, Readiness
@@ -16,9 +19,10 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health", response_model=Health)
-async def health(sup: Supervisor = Depends(get_supervisor)) -> Health:
-    """Counts per state, ``degraded`` when a plugin crashed or failed (iocmng's path)."""
-    return sup.health()
+async def health(sup: Supervisor = Depends(get_supervisor), reader: bool = Depends(may_read)) -> Health:
+    """Counts per state; ``degraded`` while a plugin failed, crashed, crash-loops, shows STATUS
+    ERROR/FAILED or is not running as meant (iocmng's path), naming each in ``problems``."""
+    return sup.health(named=reader)
 
 
 @router.get("/health/live", response_model=Readiness)
