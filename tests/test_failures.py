@@ -41,7 +41,9 @@ from test_lifecycle import (LIMITS, PLUGIN_DIR, exited, fresh, new_revision, of,
                             starting, worker)
 from test_lifecycle_e2e import purge
 
-PREFIX = "IOCHT"
+# A prefix of this module's own: the session's CA channels to an earlier module's daemon PVs
+# (IOCHT:IOCHOST:HEALTH) would wait on libca's reconnect governor before finding this daemon
+PREFIX = "IOCHTFAIL"
 
 # -- plugins ---------------------------------------------------------------------------------------
 
@@ -213,7 +215,7 @@ def no_thread_dumps(lines: list[str]) -> bool:
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """Quick backoff (0.5 s doubling), heartbeats and probation; no add rate limit."""
     root = tmp_path_factory.mktemp("failures")
-    with Daemon(root / "data", "--backoff-initial", "0.5", "--heartbeat-interval", "0.5",
+    with Daemon(root / "data", "--prefix", PREFIX, "--backoff-initial", "0.5", "--heartbeat-interval", "0.5",
                 "--upgrade-probation", "1", "--add-rate", "off").serving() as d:
         wait_until(lambda: worker_pids(d.data_dir, "iochost"), what="the daemon's own IOC")  # snapshots' baseline
         yield d
