@@ -424,3 +424,18 @@ def test_daemon_log_is_json_lines(daemon):
     for line in lines:
         entry = json.loads(line)
         assert {"time", "level", "logger", "message"} <= set(entry)
+
+
+def test_the_daemon_loads_neither_softioc_nor_numpy(api, daemon, repos):
+    """One plugin = one soft IOC process: the daemon serving plugins must not have loaded
+    softioc, EPICS's libraries or numpy (a worker module pulling them in costs every
+    daemon ~12 MB and breaks the fork server's rule). Read from the running daemon's maps."""
+    add(api, "maps-probe", plugin_repo(repos, "maps-probe", TICKER, TICKER_CONFIG))
+    try:
+        maps = open(f"/proc/{daemon.proc.pid}/maps").read()
+        loaded = {line.split()[-1] for line in maps.splitlines() if line.split()[-1].startswith("/")}
+        offending = sorted(path for path in loaded
+                           if any(part in path for part in ("/softioc/", "/epicscorelibs/", "/numpy/", "/pvxslibs/")))
+        assert offending == [], offending
+    finally:
+        delete(api, "maps-probe")

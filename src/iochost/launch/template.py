@@ -30,6 +30,7 @@ PRELOAD = (
     "iochost.config", "iochost.contract.messages", "iochost.contract.worker_spec", "iochost.compat",
     "iochost.loader", "iochost.sdk", "iochost.worker.main", "iochost.worker.host", "iochost.validate.probe",
     "iochost.validate.code",  # the probe's stages, imported when it runs
+    "iochost.worker.convert",  # a worker's value rules (records, links, autosave); numpy is here already
     "code",  # the stdlib module softioc's interactive shell needs
 )
 

@@ -38,7 +38,6 @@ from pydantic import ValidationError
 from iochost.config import PVDef, PVGroup
 from iochost.config.errors import issues_from_pydantic
 from iochost.durable import remove_stale_temps, temp_pattern, write_atomically
-from iochost.worker import convert
 
 log = logging.getLogger("iochost.worker")
 
@@ -141,6 +140,8 @@ def apply(values: dict[str, Any], pvs: PVGroup) -> tuple[PVGroup, dict[str, Any]
     converted to its type now, as a link's value is (``convert.to_pv``). A value of a PV that
     is no longer an autosaved input is dropped quietly; one that does not convert or no
     longer fits its PV is dropped with a warning naming PV, value and reason."""
+    from iochost.worker import convert  # here: the daemon imports this module (path_for, remove), never numpy
+
     inputs = dict(pvs.inputs)
     kept: dict[str, Any] = {}
     wanted = autosaved_inputs(pvs)
