@@ -181,6 +181,8 @@ def test_bad_waveform(tmp_path, pv, path, words):
     ("{type: int, mdel: 3.0e+16}", "pvs.outputs.X.mdel", "32-bit integer on an int PV"),
     ("{type: int, length: 35, high: 6.97568176613157e+16}", "pvs.outputs.X.high", "32-bit integer on an int PV"),
     ("{type: bool, onam: ''}", "pvs.outputs.X.onam", "empty state name"),
+    ("{type: int, length: 23, value: -751173217971}", "pvs.outputs.X.value", "32-bit integers"),
+    ("{type: int, length: 3, value: [1, 4294967296]}", "pvs.outputs.X.value[1]", "32-bit integers"),
     ("{type: float, low: -2.225073858507e-311}", "pvs.outputs.X.low", "too close to zero for an EPICS record"),
     ("{type: float, alarm: {hihi: 1.0e-320}}", "pvs.outputs.X.alarm.hihi", "too close to zero"),
     ("{value: 1}", "pvs.outputs.X.type", "required"),

@@ -62,6 +62,10 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_int32(value: Any) -> bool:
+    return _is_int(value) and INT32[0] <= value <= INT32[1]
+
+
 def _fits_int32(value: float) -> bool:
     """A whole number an epicsInt32 field holds (the schema's floats arrive as float)."""
     return math.isfinite(value) and float(value).is_integer() and INT32[0] <= value <= INT32[1]
@@ -423,8 +427,8 @@ class PVDef(BaseModel):
 
     def _check_waveform_value(self, value: Any) -> Problems:
         assert self.length is not None
-        check = _is_number if self.type == "float" else _is_int
-        noun = "numbers" if self.type == "float" else "integers"
+        check = _is_number if self.type == "float" else _is_int32  # an int waveform's elements are epicsInt32
+        noun = "numbers" if self.type == "float" else "32-bit integers"
         if check(value):  # one number fills the whole waveform
             return []
         if not isinstance(value, list):
