@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from iochost.durable import temp_pattern, write_atomically
+from iochost.durable import remove_stale_temps, write_atomically
 from iochost.errors import ErrorCode, IochostError
 from iochost.store.models import RegistryEntry
 
@@ -44,7 +44,7 @@ class Registry:
     def load(self) -> None:
         """Read the file (missing = empty); raise RegistryError if it is corrupt."""
         with self._lock:
-            self._remove_stale_temps()
+            remove_stale_temps(self.path)  # the daemon is the registry's one writer: a crash left them
             self._entries = self._read()
             self._loaded = True
 
@@ -114,11 +114,3 @@ class Registry:
                 "plugins": {name: e.model_dump(mode="json") for name, e in sorted(entries.items())}}
         payload = json.dumps(data, indent=2).encode() + b"\n"
         write_atomically(self.path, payload)
-
-    def _remove_stale_temps(self) -> None:
-        """Temp files a crash left between write and rename are incomplete: drop them."""
-        folder = self.path.parent
-        if not folder.is_dir():
-            return
-        for leftover in folder.glob(temp_pattern(self.path)):
-            leftover.unlink(missing_ok=True)
