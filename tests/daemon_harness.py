@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -62,8 +63,10 @@ def bearer(token: str) -> dict[str, str]:
 
 class Daemon:
     def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None,
-                 local_sources: bool = True) -> None:
+                 local_sources: bool = True, nofile: int | None = None) -> None:
+        """``nofile``: the daemon's open-file limit (soft RLIMIT_NOFILE), else this process's."""
         self.data_dir = data_dir
+        self.nofile = nofile
         self.port = free_port()
         self.args = list(args)
         self.env = env or {}
@@ -105,7 +108,7 @@ class Daemon:
                 [sys.executable, "-m", "iochost", "serve", *self.base_args, "--ca-port", str(self.ca_port),
                  *self.args],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env=daemon_environ(**self.env),
+                env=daemon_environ(**self.env), preexec_fn=self._limits if self.nofile is not None else None,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -118,6 +121,11 @@ class Daemon:
                 pass
             time.sleep(0.1)
         raise AssertionError(f"iochost serve did not answer within {timeout} s:\n{self.log()}")
+
+    def _limits(self) -> None:
+        """In the child before exec: the open-file limit the test asked for."""
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
     @contextlib.contextmanager
     def serving(self) -> Iterator["Daemon"]:

@@ -17,10 +17,13 @@ from conftest import EXAMPLES, wait_for
 from daemon_harness import Daemon, add, delete, wait_until
 from gitrepos import Repo
 from iochost.config import load_config
+from iochost.config.pvnames import PLUGIN_NAME_LENGTH
 from iochost.display.index import index_display
 from iochost.display.names import IndexRow
 from iochost.display.plugin import plugin_display, plugin_display_from_dir
 from iochost.display.writer import DisplayFiles
+from iochost.settings import Settings
+from iochost.supervisor.daemon_ioc import system_config
 
 # Phoebus widget types: those that show a PV's value, those that write one, and the rest.
 READ_TYPES = {"textupdate", "led", "xyplot", "byte_monitor", "progressbar", "multi_state_led"}
@@ -179,6 +182,17 @@ def test_index_rows_buttons_and_control() -> None:
     actions = write_actions(control)
     for name in ("tm", "job1", "late"):
         assert {(f"P:IOCHOST:{verb}", name) for verb in ("START", "STOP", "RESTART")} <= set(actions)
+    # The longest name, written whole to a PV that holds it: a long string (a char array, to
+    # which Phoebus's CA client writes a string's characters and a NUL; QSRV serves it over
+    # PVA as a string), by its plain name (a waveform has no `.VAL$`).
+    longest = "n" * PLUGIN_NAME_LENGTH
+    inputs = system_config(Settings(epics_control=True))["pvs"]["inputs"]
+    long_rows = parse(index_display("P", [IndexRow(longest, "task", 1), IndexRow(longest[:-1], "task", 2)],
+                                    control=True))
+    for verb in ("START", "STOP", "RESTART"):
+        written = [value for pv, value in write_actions(long_rows) if pv == f"P:IOCHOST:{verb}"]
+        assert sorted(written) == [longest[:-1], longest]
+        assert inputs[verb]["type"] == "string" and inputs[verb]["length"] > PLUGIN_NAME_LENGTH
     # the row layout: names 200 wide, cells 120, nothing squeezed to nothing
     labels = [w for w in control.iter("widget") if w.findtext("text") == "job1"]
     assert labels and int(labels[0].findtext("width") or 0) == 200

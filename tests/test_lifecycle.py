@@ -536,6 +536,33 @@ def test_an_unchanged_or_invalid_revision_changes_nothing() -> None:
         assert (lc.upgrade_outcome is not None) == failed
 
 
+def test_the_same_revision_from_another_source_only_changes_the_entry() -> None:
+    """A mirror's URL (the plugins file): saved, then the caller answered; the worker runs on."""
+    lc = serving_at_old_commit()
+    pid, gen = lc.pid, lc.gen
+    lc.handle(t.UpgradeRequested())
+    mirror = lc.entry.model_copy(update={"source": lc.entry.source.model_copy(update={"git_url": "file:///mirror"})})
+    effects = lc.handle(t.UpgradePrepared(None, mirror))
+    assert [type(e) for e in effects if isinstance(e, (t.DropStaged, t.Persist))] == [t.Persist, t.DropStaged]
+    assert of(effects, t.Persist)[0].entry.source.git_url == "file:///mirror" and lc.upgrade is not None
+    effects = lc.handle(t.Dropped())
+    assert [u.phase for u in of(effects, t.UpgradeUpdate)] == ["unchanged"] and lc.upgrade_outcome is None
+    assert (lc.state, lc.pid, lc.gen, lc.entry.commit, lc.upgrade) == (S.RUNNING, pid, gen, OLD_COMMIT, None)
+    assert lc.record().source.git_url == "file:///mirror"
+
+
+def test_a_delete_ends_an_upgrade_and_removes_what_it_kept_once_past_preparing() -> None:
+    """Preparing: the shell's thread removes its own staging areas; after that, DropStaged."""
+    lc = serving_at_old_commit()
+    lc.handle(t.UpgradeRequested())
+    assert not of(lc.handle(t.DeleteRequested()), t.DropStaged)
+    lc = serving_at_old_commit()
+    upgraded_and_started(lc)  # in probation: the previous revision is kept aside
+    effects = lc.handle(t.DeleteRequested())
+    assert of(effects, t.DropStaged) and of(effects, t.StopWorker) and lc.upgrade is None
+    assert lc.upgrade_outcome is not None and "deleted" in lc.upgrade_outcome.message
+
+
 def test_a_stopped_plugin_is_upgraded_without_starting_it() -> None:
     lc = reach(S.STOPPED)
     lc.handle(t.UpgradeRequested())
@@ -559,3 +586,55 @@ def test_an_upgrade_refuses_start_stop_restart_and_a_second_upgrade_but_not_dele
     assert lc.upgrade_outcome is not None and "deleted" in lc.upgrade_outcome.message
     assert of(lc.handle(t.UpgradePrepared(new_revision(lc))), t.DropStaged)  # the late answer is dropped
     assert of(effects, t.StopWorker)
+
+
+def test_a_spawn_failing_for_want_of_host_resources_is_retried_with_backoff_like_a_crash() -> None:
+    lc = starting()
+    delays = []
+    for _ in range(3):
+        effects = lc.handle(t.SpawnFailed(lc.gen, "[Errno 24] Too many open files",
+                                            host_fault=ErrorCode.LAUNCHER_UNAVAILABLE, now=5.0))
+        assert lc.state == S.CRASHED and "Too many open files" in (lc.last_error or "")
+        assert lc.trouble in ("crashed", "crash_looping")  # what /health names meanwhile
+        (later,) = of(effects, t.Later)
+        delays.append(later.delay)
+        assert of(lc.handle(later.event), t.Spawn) == [t.Spawn(lc.gen)]
+    assert delays == [1.0, 2.0, 4.0]
+    lc.handle(t.Spawned(lc.gen, 101, LIMITS))
+    worker(lc, m.Initialized(), now=6.0)
+    assert lc.state == S.RUNNING
+
+
+def test_a_spawn_failure_of_the_plugin_fails_it_and_of_the_host_fails_an_add_as_the_daemons() -> None:
+    lc = starting()
+    lc.handle(t.SpawnFailed(lc.gen, "no python"))
+    assert lc.state == S.FAILED
+    for fault, code in ((None, ErrorCode.WORKER_START_FAILED), (ErrorCode.LAUNCHER_UNAVAILABLE,) * 2,
+                        (ErrorCode.STORAGE_FULL,) * 2):
+        lc = adding("validating")
+        lc.handle(t.Prepared(entry(), PLUGIN_DIR, []))
+        effects = lc.handle(t.SpawnFailed(lc.gen, "[Errno 11] Resource temporarily unavailable", fault, 1.0))
+        assert lc.state == S.FAILED and of(effects, t.Teardown) and not of(effects, t.Later)
+        assert lc.add_error is not None and lc.add_error.code is code
+
+
+def test_host_fault_finds_the_errno_through_the_causes() -> None:
+    import errno
+    import os
+
+    from iochost.launch.launcher import LaunchError
+    from iochost.supervisor.process import host_fault
+
+    expected = {errno.EMFILE: ErrorCode.LAUNCHER_UNAVAILABLE, errno.ENFILE: ErrorCode.LAUNCHER_UNAVAILABLE,
+                errno.EAGAIN: ErrorCode.LAUNCHER_UNAVAILABLE, errno.ENOMEM: ErrorCode.LAUNCHER_UNAVAILABLE,
+                errno.ENOSPC: ErrorCode.STORAGE_FULL, errno.EDQUOT: ErrorCode.STORAGE_FULL}
+    for number, code in expected.items():
+        try:
+            try:
+                raise OSError(number, os.strerror(number))
+            except OSError as exc:
+                raise LaunchError("no member") from exc
+        except LaunchError as wrapped:
+            assert host_fault(wrapped) is code
+    assert host_fault(OSError(errno.ENOENT, "no python")) is None
+    assert host_fault(ValueError("bad spec")) is None

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
-from conftest import daemon_environ, free_port
+from client_harness import EpicsClient
+from conftest import Processes, daemon_environ, free_port
 from daemon_harness import Daemon, wait_until
 from gitrepos import git, plugin_repo
 from iochost.plugins_file import PluginsFileError, load_plugins_file
@@ -74,6 +78,13 @@ def test_entries_become_add_requests_and_bad_ones_are_named(tmp_path: Path) -> N
                  "plugins[8]: an entry is a mapping"):
         assert gist in problems, (gist, problems)
     assert "s3cret" not in problems and "inline-token" not in problems
+    # the left-out entries' names count as declared; the nameless string makes every name unsure
+    assert declared.named == {"temp-monitor", "private-one", "iocmng-style", "bad.name", "two-sources", "typo",
+                              "no-token"}
+    assert declared.names is None
+    named = load_plugins_file(write(tmp_path / "named.yaml", "plugins:\n  - {name: a, git_url: x}\n"
+                                                             "  - {name: b, colour: blue}\n"))
+    assert [r.name for r in named.requests] == ["a"] and named.names == {"a", "b"}
 
 
 @pytest.mark.parametrize("text, gist", [
@@ -161,3 +172,82 @@ def test_declared_plugins_are_added_upgraded_and_rest_ones_stay(tmp_path: Path) 
         assert "plugins file: alpha upgraded in place (revision, parameters)" in second_run
         assert "plugins file: beta" not in second_run
 
+
+
+@contextlib.contextmanager
+def ready(daemon: Daemon) -> Iterator[Any]:
+    """The daemon serving, its plugins file applied (``/health/ready``)."""
+    with daemon.serving(), daemon.client() as api:
+        wait_until(lambda: api.get("/health/ready").status_code == 200, 120, what="the plugins file applied")
+        yield api
+
+
+def test_a_mirror_or_a_name_take_over_keeps_the_plugin_and_a_plugin_leaving_the_file_is_kept_or_deleted(
+        tmp_path: Path, processes: Processes) -> None:
+    """alpha's URL changes to a mirror (same commit), omega (added over REST) is declared
+    from another repository: both stay, upgraded in place, with the setpoints operators put
+    over CA. Then omega leaves the file (kept: the operators' from then on), then alpha
+    does with --plugins-file-removed delete (deleted, autosaved values too)."""
+    repos = tmp_path / "repos"
+    origin = plugin_repo(repos, "alpha", TICKER, TICKER_CONFIG, module="ticker")
+    commit = git(origin.path, "rev-parse", "HEAD")
+    git(repos, "clone", "-q", "--bare", str(origin.path), str(repos / "mirror.git"))
+    mirror = (repos / "mirror.git").as_uri()
+    other = plugin_repo(repos, "other", TICKER, TICKER_CONFIG.replace("interval: 0.2", "interval: 0.3"),
+                        module="ticker")
+    other_commit = git(other.path, "rev-parse", "HEAD")
+    declared, data = tmp_path / "plugins.yaml", tmp_path / "data"
+
+    def declare(*entries: str) -> None:
+        write(declared, "plugins:\n" + "".join(f"  - {entry}\n" for entry in entries) if entries else "plugins: []\n")
+
+    def epics() -> EpicsClient:  # a new client per daemon: no channel cached from the one before
+        return EpicsClient(processes, tmp_path, dict(os.environ))
+
+    declare(f"{{name: alpha, git_url: {origin.url}, commit: {commit}}}")
+    with ready(Daemon(data, "--plugins-file", str(declared))) as api:
+        added = api.post("/plugins", json={"name": "omega", "git_url": origin.url})
+        assert added.status_code == 201, added.text
+        client = epics()
+        assert client.put({"IOCHT:ALPHA:GAIN": 7.5, "IOCHT:OMEGA:GAIN": 8.5}) == {
+            "IOCHT:ALPHA:GAIN": True, "IOCHT:OMEGA:GAIN": True}
+        client.close()
+        before = {p["name"]: p for p in api.get("/plugins").json()["plugins"]}
+
+    declare(f"{{name: alpha, git_url: {mirror}, commit: {commit}}}", f"{{name: omega, git_url: {other.url}}}")
+    d = Daemon(data, "--plugins-file", str(declared))
+    start = len(d.log())
+    with ready(d) as api:
+        plugins = {p["name"]: p for p in api.get("/plugins").json()["plugins"]}
+        alpha, omega = plugins["alpha"], plugins["omega"]
+        assert (alpha["source"]["git_url"], alpha["source"]["commit"], alpha["previous_commit"]) == (mirror, commit, None)
+        assert alpha["state"] == "running" and alpha["created_at"] == before["alpha"]["created_at"]
+        assert not [t for t in alpha["transitions"] if "upgrade" in t["reason"]], alpha["transitions"]  # not restarted
+        assert (omega["source"]["git_url"], omega["source"]["commit"], omega["previous_commit"]) == (
+            other.url, other_commit, commit)
+        assert omega["state"] == "running" and omega["created_at"] == before["omega"]["created_at"]
+        client = epics()
+        assert client.get(["IOCHT:ALPHA:GAIN", "IOCHT:OMEGA:GAIN"], timeout=15) == {
+            "IOCHT:ALPHA:GAIN": 7.5, "IOCHT:OMEGA:GAIN": 8.5}
+        client.close()
+        assert git(data / "plugins" / "alpha", "rev-parse", "HEAD") == commit  # one revision, the registered one
+        assert list((data / "tmp").iterdir()) == []
+    log = d.log()[start:]
+    assert "plugins file: alpha upgraded in place (source)" in log
+    assert "plugins file: omega upgraded in place (taken over: source)" in log
+    assert "replaced" not in log
+
+    declare(f"{{name: alpha, git_url: {mirror}, commit: {commit}}}")  # omega leaves the file: kept
+    d = Daemon(data, "--plugins-file", str(declared))
+    start = len(d.log())
+    with ready(d) as api:
+        assert sorted(p["name"] for p in api.get("/plugins").json()["plugins"]) == ["alpha", "omega"]
+    assert "plugins file: omega left the file; kept" in d.log()[start:]
+
+    declare()  # alpha leaves it too, and now they are deleted: alpha goes; omega is no longer the file's
+    d = Daemon(data, "--plugins-file", str(declared), "--plugins-file-removed", "delete")
+    start = len(d.log())
+    with ready(d) as api:
+        assert [p["name"] for p in api.get("/plugins").json()["plugins"]] == ["omega"]
+    assert "plugins file: alpha left the file; deleted" in d.log()[start:]
+    assert not (data / "autosave" / "alpha.json").exists() and not (data / "plugins" / "alpha").exists()

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from conftest import daemon_environ, free_port
+from conftest import daemon_environ, free_port, wait_for
 from daemon_harness import Daemon, bearer, snapshot
 from githttp import GitServer, publish
 from gitrepos import Repo
@@ -577,3 +577,80 @@ def test_token_bucket_arithmetic() -> None:
         assert len(limiter.buckets) <= 3
     finally:
         ratelimit.MAX_BUCKETS = original
+
+
+# Its import waits for the test's go-ahead, so the validation probe is alive to be looked at.
+GATED_TICKER = """\
+    import pathlib
+    import time
+
+    from iochost import TaskBase
+
+    GATE = pathlib.Path({gate!r})
+    (GATE / "importing").touch()
+    while not (GATE / "go").exists():
+        time.sleep(0.05)
+
+
+    class Ticker(TaskBase):
+        def initialize(self):
+            pass
+
+        def execute(self):
+            pass
+
+        def cleanup(self):
+            pass
+"""
+
+
+def _cmdlines_below(pid: int) -> dict[int, str]:
+    """The command line of every process below ``pid`` (this test's daemon), by pid."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat_fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents.setdefault(int(stat_fields[1]), []).append(int(entry.name))
+    found, todo = {}, [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            todo.append(child)
+            try:
+                found[child] = (Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.parametrize("fork_server", [False, True], ids=["spawned-probe", "forked-probe"])
+def test_parameters_never_show_on_a_command_line(tmp_path: Path, fork_server: bool) -> None:
+    """Any local user can read every process's command line (``ps -ef``): the validation
+    probe and the worker get a plugin's parameters (which may hold credentials) from a
+    0600 file, never from their arguments."""
+    from gitrepos import plugin_repo
+
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    repo = plugin_repo(tmp_path, "gated", GATED_TICKER.format(gate=str(gate)), "parameters: {interval: 0.5}\n")
+    secret = f"pw-{secrets.token_hex(8)}"
+    daemon = Daemon(tmp_path / "data", *([] if fork_server else ["--no-fork-server"]))
+    with daemon.serving(), daemon.client() as api:
+        answer: dict[str, httpx.Response] = {}
+        adding = threading.Thread(target=lambda: answer.setdefault("add", api.post(
+            "/plugins", json={"name": "gated", "git_url": repo.url, "parameters": {"password": secret}})))
+        adding.start()
+        try:
+            wait_for(lambda: (gate / "importing").exists(), 60, what="the probe importing the plugin")
+            probing = _cmdlines_below(daemon.proc.pid)
+            if not fork_server:  # a fresh interpreter: ``python -m iochost.validate.probe REQUEST_FILE``
+                assert any("iochost.validate.probe" in line for line in probing.values()), probing
+            assert not [line for line in probing.values() if secret in line], probing
+        finally:
+            (gate / "go").touch()
+            adding.join(120)
+        assert answer["add"].status_code == 201, answer["add"].text
+        running = _cmdlines_below(daemon.proc.pid)
+        assert not [line for line in running.values() if secret in line], running

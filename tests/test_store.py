@@ -24,7 +24,7 @@ from iochost.store import (
     GitStore, PluginSource, Registry, RegistryEntry, RegistryError, check_source_allowed, validate_prefixes,
 )
 from iochost.store.models import FetchResult
-from iochost.store.paths import is_within
+from iochost.store.paths import is_within, new_upgrade_op
 
 from githttp import GitServer
 
@@ -514,17 +514,19 @@ def test_remove_is_idempotent_and_prune(store: GitStore, origin: Origin) -> None
 
 def test_an_upgrade_is_staged_beside_the_checkout_swapped_in_and_back(store: GitStore, origin: Origin) -> None:
     store.fetch("p", PluginSource(git_url=origin.url, commit=origin.c1))
-    staged = store.stage("p", PluginSource(git_url=origin.url, commit=origin.c2))
+    op = new_upgrade_op()
+    staged = store.stage("p", op, PluginSource(git_url=origin.url, commit=origin.c2))
     assert staged.commit == origin.c2 and not is_within(staged.checkout_dir.resolve(), store.plugins_dir.resolve())
     assert (store.plugins_dir / "p" / "plugin" / "main.py").read_text() == "VERSION = 1\n"  # untouched
-    store.swap_in("p")
+    store.swap_in("p", op)
     assert (store.plugins_dir / "p" / "plugin" / "main.py").read_text() == "VERSION = 2\n"
-    store.swap_back("p")
+    store.swap_back("p", op)
     assert (store.plugins_dir / "p" / "plugin" / "main.py").read_text() == "VERSION = 1\n"
     assert list(store.tmp_dir.iterdir()) == []
-    store.stage("p", PluginSource(git_url=origin.url))
-    store.swap_in("p")
-    store.drop_staged("p")  # the commit point: the previous revision is gone
+    op = new_upgrade_op()
+    store.stage("p", op, PluginSource(git_url=origin.url))
+    store.swap_in("p", op)
+    store.drop_staged("p", op)  # the commit point: the previous revision is gone
     assert version(store.restore("p", PluginSource(git_url=origin.url), origin.c2)) == "VERSION = 2"
     assert list(store.tmp_dir.iterdir()) == []
 
@@ -532,22 +534,34 @@ def test_an_upgrade_is_staged_beside_the_checkout_swapped_in_and_back(store: Git
 def test_an_interrupted_upgrade_is_rolled_back_by_the_next_store(tmp_path: Path, origin: Origin) -> None:
     store = GitStore(tmp_path / "data")
     store.fetch("p", PluginSource(git_url=origin.url, commit=origin.c1))
-    store.stage("p", PluginSource(git_url=origin.url, commit=origin.c2))
-    store.swap_in("p")  # the daemon dies here, before the upgrade is kept
+    op = new_upgrade_op()
+    store.stage("p", op, PluginSource(git_url=origin.url, commit=origin.c2))
+    store.swap_in("p", op)  # the daemon dies here, before the upgrade is kept
     again = GitStore(tmp_path / "data")
     assert (again.plugins_dir / "p" / "plugin" / "main.py").read_text() == "VERSION = 1\n"
     assert list(again.tmp_dir.iterdir()) == []
-    store.stage("p", PluginSource(git_url=origin.url, commit=origin.c2))  # dies before the swap
+    store.stage("p", new_upgrade_op(), PluginSource(git_url=origin.url, commit=origin.c2))  # dies before the swap
     again = GitStore(tmp_path / "data")
     assert (again.plugins_dir / "p" / "plugin" / "main.py").read_text() == "VERSION = 1\n"
     assert list(again.tmp_dir.iterdir()) == []
 
 
-def test_remove_takes_an_upgrades_revisions_too(store: GitStore, origin: Origin) -> None:
+def test_an_upgrades_staging_area_is_its_own(store: GitStore, origin: Origin) -> None:
+    """Named by the upgrade, not the plugin: a remove (a delete) and another upgrade of
+    the same name leave it alone; only its upgrade drops it."""
     store.fetch("p", PluginSource(git_url=origin.url, commit=origin.c1))
-    store.stage("p", PluginSource(git_url=origin.url))
-    store.remove("p")
-    assert_nothing_left(store, "p")
+    first, second = new_upgrade_op(), new_upgrade_op()
+    store.stage("p", first, PluginSource(git_url=origin.url))
+    store.remove("p")  # the plugin is deleted while its upgrade stages
+    store.fetch("p", PluginSource(git_url=origin.url, commit=origin.c1))  # and added again
+    store.stage("p", second, PluginSource(git_url=origin.url, commit=origin.c2))
+    store.swap_in("p", second)
+    store.drop_staged("p", first)  # the deleted plugin's upgrade cleans up, late
+    store.swap_back("p", second)  # the replacement's rollback still has its previous revision
+    assert (store.plugins_dir / "p" / "plugin" / "main.py").read_text() == "VERSION = 1\n"
+    assert list(store.tmp_dir.iterdir()) == []
+    with pytest.raises(ValueError, match="upgrade id"):
+        store.stage("p", "../x", PluginSource(git_url=origin.url))
 
 
 def test_leftovers_collected_at_start(tmp_path: Path) -> None:
@@ -603,8 +617,10 @@ def test_registry_failed_write_keeps_old_file(tmp_path: Path, monkeypatch: pytes
         raise OSError("disk on fire")
 
     monkeypatch.setattr(os, "replace", broken)
-    with pytest.raises(OSError):
+    with pytest.raises(IochostError) as refused:  # any OSError: STORAGE_FULL naming the file and the error
         registry.put(entry("two"))
+    assert refused.value.code is ErrorCode.STORAGE_FULL and str(path) in refused.value.message
+    assert "disk on fire" in refused.value.message
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert registry_files(path) == ["registry.json"]

@@ -8,6 +8,7 @@ real CA clients (libca).
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -16,7 +17,7 @@ import pytest
 
 from client_harness import EpicsClient
 from conftest import Processes
-from daemon_harness import Daemon, EventStream, add, wait_until
+from daemon_harness import Daemon, EventStream, add, delete, wait_until
 from gitrepos import Repo, git
 
 PREFIX = "IOCHT:SHIFTER"
@@ -60,8 +61,9 @@ def revision(repo: Repo, version: str, initialize: str = "pass", execute: str = 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     root = tmp_path_factory.mktemp("upgrade")
+    # --import-timeout: a probe the race test holds at a gate must outlast a delete, an add and an upgrade
     with Daemon(root / "data", "--upgrade-probation", "1.5", "--backoff-initial", "0.5",
-                "--heartbeat-interval", "0.5", "--add-rate", "off").serving() as d:
+                "--heartbeat-interval", "0.5", "--add-rate", "off", "--import-timeout", "300").serving() as d:
         yield d
 
 
@@ -191,3 +193,74 @@ def test_the_kept_revision_survives_a_daemon_restart_and_requests_are_checked(
     assert after["source"]["commit"] == commits["v2"] and after["previous_commit"] == before["previous_commit"]
     checkout = daemon.data_dir / "plugins" / "shifter"
     assert git(checkout, "rev-parse", "HEAD") == commits["v2"]
+
+
+GATED_IMPORT = """\
+    import pathlib
+    import time
+
+    from iochost import TaskBase
+
+    GATE = pathlib.Path({gate!r})
+    (GATE / "importing").write_text(__file__)  # where this revision was staged
+    while not (GATE / "go").exists():
+        time.sleep(0.05)
+
+
+    class Shifter(TaskBase):
+        def execute(self):
+            pass
+"""
+
+
+def test_a_deleted_plugins_upgrade_never_touches_its_replacement(
+        daemon: Daemon, api: httpx.Client, repo: Repo, commits: dict[str, str], client: EpicsClient,
+        tmp_path: Path) -> None:
+    """Upgrade `racer` to a revision whose import waits at a gate, delete `racer`, add it
+    again and upgrade it to a revision whose initialize() raises (after a gate of its own);
+    the first upgrade's thread goes on between the second's swap and its rollback. It must
+    clean only its own staging area: the rollback works and the registry names what runs."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    slow = revision(repo, "slow", code=GATED_IMPORT.format(gate=str(gate)))
+    held = revision(repo, "held", initialize=(  # swapped in, then held until the test lets it fail
+        f'open({str(gate / "initializing")!r}, "w").close()\n'
+        f'            while not os.path.exists({str(gate / "fail")!r}):\n'
+        '                __import__("time").sleep(0.05)\n'
+        '            raise RuntimeError("no hardware")'))
+    name, prefix, tmp = "racer", "IOCHT:RACER", daemon.data_dir / "tmp"
+    add(api, name, repo, commit=commits["v1"])
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(api.post, f"/plugins/{name}/upgrade", json={"commit": slow})
+        staged = Path(wait_until(lambda: (gate / "importing").is_file() and (gate / "importing").read_text(), 120,
+                               what="the slow revision's validation import"))
+        area = next(parent for parent in staged.parents if parent.parent == tmp)  # the first upgrade's
+        assert api.delete(f"/plugins/{name}").status_code == 200
+        ended = first.result(timeout=60)
+        assert ended.status_code == 409 and ended.json()["code"] == "UPGRADE_FAILED", ended.text
+        assert "deleted during its upgrade" in ended.json()["message"]
+        add(api, name, repo, commit=commits["v1"])
+        second = pool.submit(api.post, f"/plugins/{name}/upgrade", json={"commit": held})
+        wait_until(lambda: (gate / "initializing").exists(), 120, what="the held revision's initialize()")
+        (gate / "go").touch()  # the deleted plugin's upgrade goes on, while the new one runs `held`
+        wait_until(lambda: not area.exists(), 120, what="the first upgrade's staging area to go")
+        (gate / "fail").touch()
+        failed = second.result(timeout=120)
+    assert failed.status_code == 409, failed.text
+    error = failed.json()
+    assert error["code"] == "UPGRADE_FAILED", error
+    assert "initialize() raised RuntimeError: no hardware" in error["message"], error
+    assert f"rolled back to {commits['v1'][:12]}" in error["message"], error
+    after = api.get(f"/plugins/{name}").json()
+    assert after["state"] == "running" and after["source"]["commit"] == commits["v1"], after
+    assert client.get([f"{prefix}:CODE"], timeout=RECONNECT)[f"{prefix}:CODE"] == "v1 gain=None"
+    wait_until(lambda: list(tmp.iterdir()) == [], 30, what="no staging area left")
+
+    daemon.terminate()
+    daemon.start()
+    restored = wait_until(lambda: (r := api.get(f"/plugins/{name}").json()).get("state") == "running" and r, 60,
+                          what="racer restored")
+    assert restored["source"]["commit"] == commits["v1"]
+    assert git(daemon.data_dir / "plugins" / name, "rev-parse", "HEAD") == commits["v1"]
+    assert client.get([f"{prefix}:CODE"], timeout=RECONNECT)[f"{prefix}:CODE"] == "v1 gain=None"
+    delete(api, name)

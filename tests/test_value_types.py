@@ -425,7 +425,7 @@ def test_link_values_of_every_type_reach_inputs_of_every_type(tmp_path: Path, pr
                 assert line is not None, f"{target}_{source} not logged:\n{log}"
                 shown = repr(value) if not isinstance(value, list) else repr(value)[:5]
                 assert shown in line and "INVALID/LINK" in line, line
-                assert f"to {target.rstrip('s')}" in line or f"to enum (a, b, c)" in line, line
+                assert f"to {target.rstrip('s')}" in line or "to enum (a, b, c)" in line, line
     assert "DT:TY:tr_int: cannot convert 20000000000.0 (float) to int" in log
     assert "Traceback" not in log
 

@@ -10,9 +10,58 @@ the writer may be between its write and its rename.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from iochost.errors import ErrorCode, IochostError
+
+OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})  # no blocks or no inodes left, or over quota
+
+
+class StorageProblem(BaseModel):
+    """Why the daemon's state cannot be made durable now: the write that failed, for
+    ``/health`` while it lasts (the next write that succeeds clears it)."""
+
+    path: str = Field(description="the file or folder the failed write was for")
+    error: str = Field(description="the OS error, e.g. [Errno 28] No space left on device")
+    since: datetime
+
+
+def storage_error(path: Path | str, exc: OSError, doing: str) -> IochostError:
+    """STORAGE_FULL for a write the OS refused: ``doing`` (what could not be saved), the
+    path and the OS error first, and that nothing was changed."""
+    error = f"[Errno {exc.errno}] {exc.strerror}" if exc.errno is not None else str(exc) or type(exc).__name__
+    return IochostError(ErrorCode.STORAGE_FULL, f"{doing}: cannot write {path}: {error}; nothing was changed, "
+                        "retry once space is freed", path=str(path), error=error,
+                        since=datetime.now(timezone.utc).isoformat())
+
+
+def no_room(folder: Path, output: str = "") -> OSError | None:
+    """The OSError a write in ``folder`` hit, when a child process's ``output`` (git's
+    stderr) says it ran out of room, or the file system has no block or inode left: then
+    that output may be empty, since its own file could not be written."""
+    for code in OUT_OF_SPACE:
+        if os.strerror(code) in output:
+            return OSError(code, os.strerror(code))
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return None
+    if stats.f_bavail == 0 or stats.f_favail == 0:
+        code = errno.ENOSPC
+        return OSError(code, os.strerror(code))
+    return None
+
+
+def storage_problem(error: IochostError) -> StorageProblem:
+    """The problem a STORAGE_FULL error reports (what ``/health`` shows)."""
+    details = error.details
+    return StorageProblem(path=details["path"], error=details["error"], since=datetime.fromisoformat(details["since"]))
 
 
 def fsync_dir(path: Path) -> None:

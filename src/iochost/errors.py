@@ -33,6 +33,9 @@ class ErrorCode(str, Enum):
     RATE_LIMITED = "RATE_LIMITED"
     ROUTE_NOT_FOUND = "ROUTE_NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    STORAGE_FULL = "STORAGE_FULL"
+    LAUNCHER_UNAVAILABLE = "LAUNCHER_UNAVAILABLE"
+    SHUTTING_DOWN = "SHUTTING_DOWN"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
     @property
@@ -65,6 +68,9 @@ _HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.ROUTE_NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.STORAGE_FULL: 507,
+    ErrorCode.LAUNCHER_UNAVAILABLE: 503,
+    ErrorCode.SHUTTING_DOWN: 503,
     ErrorCode.INTERNAL_ERROR: 500,
 }
 
@@ -89,6 +95,9 @@ _SUMMARY: dict[ErrorCode, str] = {
     ErrorCode.RATE_LIMITED: "Too many expensive operations for this token; retry later.",
     ErrorCode.ROUTE_NOT_FOUND: "No such endpoint; the API lives under /api/v1 (see /docs).",
     ErrorCode.METHOD_NOT_ALLOWED: "The endpoint exists but not with this HTTP method.",
+    ErrorCode.STORAGE_FULL: "The daemon's data directory is full (or out of inodes); nothing was changed. Free space and retry.",
+    ErrorCode.LAUNCHER_UNAVAILABLE: "The daemon cannot start worker processes right now (its fork server is down or the host is out of processes or files); the plugin is not at fault. Retry later.",
+    ErrorCode.SHUTTING_DOWN: "The daemon stopped while the request was in progress; it was not completed. Retry once the daemon is back.",
     ErrorCode.INTERNAL_ERROR: "An unexpected error inside iochost; the daemon log has the traceback.",
 }
 

@@ -28,6 +28,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def escape_controls(text: str) -> str:
+    """``text`` on one line: every character that is not printable (newline, carriage
+    return, ESC, other C0/C1 controls, line and paragraph separators) written as its Python
+    escape (``\\n``, ``\\x1b``, ``\\u2028``), so text from the network (a control PV's write, a
+    REST path, a plugin's log message) can never forge or hide a line of the text log."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+class TextFormatter(logging.Formatter):
+    """One line per record: its header and message escaped (``escape_controls``); only a
+    traceback, which the daemon writes itself, keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
+
+
 def setup_logging(level: str, fmt: str, file: Path | None = None, max_bytes: int = 0, files: int = 1) -> None:
     """Log to stderr, or to ``file`` rotated at ``max_bytes`` keeping ``files`` files in all."""
     handler: logging.Handler
@@ -40,7 +58,7 @@ def setup_logging(level: str, fmt: str, file: Path | None = None, max_bytes: int
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -9,7 +9,8 @@ its inline ``pat`` is accepted with a warning so that such a file works unchange
 What the daemon does with the entries is the supervisor's (``Supervisor._apply_declared``).
 Here: a file that cannot be read, or is not such a list, stops ``iochost serve`` (exit 2,
 naming the file); an entry that is wrong is reported with its index, name and field, and
-the other entries still apply.
+the other entries still apply. A wrong entry's name still counts as declared (``names``):
+a typo in an entry must not make its plugin look as if it had left the file.
 """
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ class PluginsFile:
     requests: list[AddRequest] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # one line per entry left out
     warnings: list[str] = field(default_factory=list)
+    named: set[str] = field(default_factory=set)  # every entry's name, the left-out ones' too
+    unnamed: int = 0  # entries left out without a name one can read
+
+    @property
+    def names(self) -> frozenset[str] | None:
+        """The names the file declares, or None when an entry left out had no readable name
+        (then the daemon cannot tell which plugins left the file, and none does)."""
+        return None if self.unnamed else frozenset(self.named)
 
 
 def _entry_problem(where: str, exc: ValidationError) -> str:
@@ -66,6 +75,10 @@ def load_plugins_file(path: Path) -> PluginsFile:
     for index, raw in enumerate(document["plugins"]):
         name = raw.get("name") if isinstance(raw, dict) else None
         where = f"plugins file {path}: plugins[{index}]" + (f" ({name})" if isinstance(name, str) else "")
+        if isinstance(name, str):
+            result.named.add(name)
+        else:
+            result.unnamed += 1
         if not isinstance(raw, dict):
             result.problems.append(f"{where}: an entry is a mapping of POST body fields")
             continue

@@ -10,10 +10,13 @@ import socket
 from collections.abc import Callable
 
 import uvicorn
+from uvicorn.config import HTTP_PROTOCOLS
+from uvicorn.importer import import_from_string
 
 from iochost import __version__
 from iochost.api import create_app
 from iochost.api.fastlane import FastLane
+from iochost.http_guard import AnswerCutRequests, guarded_protocol
 from iochost.launch.launcher import Launcher
 from iochost.logs import setup_logging
 from iochost.plugins_file import PluginsFile
@@ -30,10 +33,13 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
     """The C HTTP parser when installed (a dependency; h11 is the fallback), and access lines
     formatted only when they are logged at all (``uvicorn.access`` is at WARNING unless
     --log-level debug). The event loop stays asyncio's: the supervisor's pipe protocols and
-    pidfd readers are written against it."""
+    pidfd readers are written against it. The protocol closes connections without a request
+    in progress after ``http_timeout`` and any over ``http_connection_cap`` (``http_guard``)."""
+    protocol = import_from_string(HTTP_PROTOCOLS["httptools" if _available("httptools") else "h11"])
     return {
         "loop": "asyncio",
-        "http": "httptools" if _available("httptools") else "h11",
+        "http": guarded_protocol(protocol, settings.http_timeout, settings.http_connection_cap),
+        "timeout_keep_alive": settings.http_timeout,
         "access_log": settings.log_level == "debug",
     }
 
@@ -58,6 +64,8 @@ def serve(settings: Settings, launcher: Launcher | None = None, declared: Plugin
                   settings.log_rotate_bytes, settings.log_rotate_files)
     log.info("iochost %s: API http://%s:%d/api/v1, PV prefix %s, data %s", __version__,
              settings.host, settings.port, settings.prefix, settings.data_dir)
+    log.info("API connections: at most %d open; closed after %g s without a request in progress",
+             settings.http_connection_cap, settings.http_timeout)
     if not settings.auth_enabled:
         log.warning("no API token configured: the API is open to every local user; "
                     "listening on loopback %s only", settings.host)
@@ -67,9 +75,9 @@ def serve(settings: Settings, launcher: Launcher | None = None, declared: Plugin
         for line in declared.problems:
             log.error("%s; entry left out", line)
         log.info("plugins file %s: %d plugin(s) declared", declared.path, len(declared.requests))
-    app = create_app(settings, launcher=launcher, declared=declared.requests if declared is not None else ())
+    app = create_app(settings, launcher=launcher, declared=declared)
     listening = app.state.supervisor.hold_restore()  # the API answers first, however large the registry
-    config = uvicorn.Config(FastLane(app),  # the list polls skip FastAPI's request machinery
+    config = uvicorn.Config(AnswerCutRequests(FastLane(app)),  # the list polls skip FastAPI's request machinery
                             host=settings.host, port=settings.port, log_config=None,
                             lifespan="on", timeout_graceful_shutdown=5, **uvicorn_options(settings))
     server = _Server(config, on_listening=listening)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import resource
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +35,19 @@ def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/iochost`` (``~/.local/share/iochost``): survives reboots, per user."""
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "iochost"
+
+
+# Open files kept from the API's connections when their cap is derived: each worker holds
+# ~6 in the daemon (three pipes, its pidfd, its log, its cgroup), git and pip a few more.
+FD_RESERVE_MIN = 256
+FD_RESERVE_SHARE = 4  # and at least a quarter of the limit
+
+
+def connection_cap_for(nofile: int) -> int:
+    """The API's connection cap under an open-file limit of ``nofile`` (soft)."""
+    if nofile == resource.RLIM_INFINITY:
+        nofile = 1 << 20
+    return max(16, nofile - max(FD_RESERVE_MIN, nofile // FD_RESERVE_SHARE))
 
 
 def is_loopback(host: str) -> bool:
@@ -70,6 +84,9 @@ class Settings(BaseModel):
     plugins_file: Path | None = Field(default=None, description="YAML `plugins:` list (POST body fields, "
                                       "pat_file for tokens) added at start, changed entries upgraded; "
                                       "also IOCMNG_PLUGINS_CONFIG")
+    plugins_file_removed: Literal["keep", "delete"] = Field(
+        default="keep", description="a plugin the plugins file declared whose entry has left it: keep "
+        "(the operators' from then on, like one added over REST) or delete (checkout, autosaved values)")
     beamline_config: Path | None = Field(default=None, description="beamline values.yaml every plugin gets "
                                          "as beamline_config, its epicsConfiguration.iocs the devices of "
                                          "get_device(); read once at start; also IOCMNG_BEAMLINE_CONFIG")
@@ -127,6 +144,12 @@ class Settings(BaseModel):
     allow_source: list[str] = Field(default_factory=list, description="allowed git URL prefixes (repeatable)")
     allow_local_sources: bool = Field(default=False, description="permit local_path and file:// sources")
     max_body_bytes: int = Field(default=1024 * 1024, gt=0, description="request body size limit")
+    http_timeout: float = Field(default=10.0, gt=0, description="seconds an API connection may wait without "
+                                "a request in progress (silent after connecting, idle between requests, or "
+                                "still sending a request's headers) before the daemon closes it")
+    http_max_connections: int = Field(default=0, ge=0, description="API connections open at once; the daemon "
+                                      "closes any over it at once (0: the open-file limit less a reserve for "
+                                      "workers' pipes, logs and git, see http_connection_cap)")
     add_rate: str = Field(default="30/60", description="expensive operations (add, start, restart) allowed "
                                                       "per token, or per client address without tokens: "
                                                       "COUNT/SECONDS, or off")
@@ -249,6 +272,12 @@ class Settings(BaseModel):
         return parse_rate(self.plugin_log_rate)
 
     @property
+    def http_connection_cap(self) -> int:
+        """``http_max_connections``, or when 0 the one derived from this process's open-file
+        limit: the API's connections must never take the fds a worker's spawn needs."""
+        return self.http_max_connections or connection_cap_for(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+
+    @property
     def worker_port_range(self) -> tuple[int, int]:
         low, high = (int(p) for p in self.worker_ports.split("-"))
         return low, high
@@ -265,6 +294,11 @@ class Settings(BaseModel):
     @property
     def registry_path(self) -> Path:
         return self.data_dir / "registry.json"
+
+    @property
+    def declared_path(self) -> Path:
+        """The names the plugins file declared when last applied (``store.declared``)."""
+        return self.data_dir / "declared.json"
 
     @property
     def logs_dir(self) -> Path:

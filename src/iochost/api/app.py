@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, AsyncIterator
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -22,7 +22,9 @@ from iochost.errors import ErrorCode
 from iochost.launch.launcher import Launcher
 from iochost.settings import Settings
 from iochost.supervisor import Supervisor
-from iochost.supervisor.adding import AddRequest
+
+if TYPE_CHECKING:  # plugins_file imports the API's models
+    from iochost.plugins_file import PluginsFile
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("iochost.api")
@@ -73,10 +75,10 @@ class _TooLarge(StarletteHTTPException):
 
 
 def create_app(settings: Settings, supervisor: Supervisor | None = None,
-               launcher: Launcher | None = None, declared: Sequence[AddRequest] = ()) -> FastAPI:
+               launcher: Launcher | None = None, declared: PluginsFile | None = None) -> FastAPI:
     """Build the app; the supervisor starts with the app and stops every worker with it
-    (``launcher``: the started fork server it uses; ``declared``: the plugins file's
-    entries; see ``Supervisor``)."""
+    (``launcher``: the started fork server it uses; ``declared``: the plugins file, read and
+    checked; see ``Supervisor``)."""
     sup = supervisor or Supervisor(settings, launcher, declared)
 
     @asynccontextmanager

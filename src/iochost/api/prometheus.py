@@ -76,7 +76,7 @@ class SupervisorCollector(Collector):
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        plugins, in_error, restarts, runs, rss, ready, build = families = self._families()
+        plugins, in_error, restarts, runs, rss, ready, build, storage = families = self._families()
         sup = self.supervisor
         counts = dict.fromkeys(State, 0)  # every state, zeros included: no gaps in a dashboard
         troubles = dict.fromkeys(TROUBLES, 0)
@@ -100,6 +100,7 @@ class SupervisorCollector(Collector):
                 rss.add_metric([lc.name], resident)
         ready.add_metric([], 1 if sup.ready else 0)
         build.add_metric([__version__], 1)
+        storage.add_metric([], 1 if sup.storage_problem() is not None else 0)
         return families
 
     @staticmethod
@@ -120,6 +121,9 @@ class SupervisorCollector(Collector):
             GaugeMetricFamily("iochost_ready", "1 once the registry's plugins are restored after a daemon start "
                               "(as /api/v1/health/ready), else 0"),
             GaugeMetricFamily("iochost_build_info", "The iochost version running (always 1)", labels=["version"]),
+            GaugeMetricFamily("iochost_storage_full", "1 while the data directory refuses writes (full disk, "
+                              "inodes or quota: changes answer 507 STORAGE_FULL, /api/v1/health names the "
+                              "path), else 0"),
         ]
 
 

@@ -34,6 +34,7 @@ from iochost.config.errors import ConfigError, SchemaProblems, issues_from_pydan
 from iochost.declarative.expressions import ExpressionError, compile_expression
 from iochost.kinds import Kind, Mode
 from iochost.record_sizes import STRING_LENGTH
+from iochost.record_text import text_bytes
 
 PVType = Literal["float", "int", "string", "bool", "enum"]
 PV_TYPES: tuple[str, ...] = ("float", "int", "string", "bool", "enum")
@@ -77,7 +78,7 @@ def record_text_problem(text: str, limit: int) -> str | None:
     pythonSoftIOC stores UTF-8 (39 accented letters do not fit a 40-byte field)."""
     if "\x00" in text:
         return "contains a NUL character, which ends an EPICS string"
-    size = len(text.encode("utf-8", "surrogatepass"))
+    size = len(text_bytes(text))  # bytes that are not UTF-8 (surrogate-escaped) count one each
     if size > limit:
         return f"{size} bytes in UTF-8 ({len(text)} characters); the field holds {limit} bytes"
     return None

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Callable, Sequence
 
 from iochost.launch import protocol
@@ -37,6 +38,7 @@ RESTART_BACKOFF = 1.0  # between attempts to start a template that keeps dying
 # took it has done its probe and its worker's imports (~0.1 s) and sleeps in iocInit, so
 # the replacement's fork and imports (~0.2 s of CPU) do not slow that start down.
 REFILL_DELAY = 0.2
+START_TIMEOUT = 5.0  # a member's answer to its launch: it only has to read a datagram
 
 
 class LaunchError(RuntimeError):
@@ -145,18 +147,37 @@ class Member:
                   "fds": {str(number): index(fd) for number, fd in (fds or {}).items()}}
         try:
             protocol.send(self._sock, launch, sources)
-        except OSError as exc:
+            self._sock.settimeout(START_TIMEOUT)
+            answer = protocol.receive(self._sock)
+            if answer is None or answer[0].get("started") != self.pid:
+                raise LaunchError(f"member {self.pid} ended before it started {target}")
+        except (OSError, ValueError, LaunchError) as exc:  # socket.timeout: stopped, or stuck
             self.discard()
-            raise LaunchError(f"member {self.pid} is gone: {exc}") from exc
+            raise exc if isinstance(exc, LaunchError) else \
+                LaunchError(f"member {self.pid} did not take its launch: {exc or type(exc).__name__}") from exc
         finally:
             self._sock.close()
         return self.child
+
+    def stopped(self) -> bool:
+        """SIGSTOPped (or traced): it would take a launch and never run it."""
+        return process_stopped(self.pid)
 
     def discard(self) -> None:
         """Let an unused member go: it exits at end-of-file, killed to be sure, then reaped."""
         self._sock.close()
         self.child.send_signal(signal.SIGKILL)
         self.child.wait()
+
+
+def process_stopped(pid: int) -> bool:
+    """Whether ``pid`` is stopped (state T or t in /proc): it is alive to ``poll()`` and
+    answers nothing."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("T", "t")
 
 
 class Launcher:
@@ -182,6 +203,7 @@ class Launcher:
         self._closing = threading.Event()
         self._keeper: threading.Thread | None = None
         self.template_starts = 0
+        self.problem: str | None = None  # why it last failed to provide a process, until it next did (/health)
 
     # -- the template ----------------------------------------------------------------------
     @property
@@ -192,10 +214,13 @@ class Launcher:
     def _ensure_template(self) -> socket.socket:
         """The live template's control socket, starting a template if there is none. Lock held."""
         if self._template is not None and self._template.poll() is None and self._control is not None:
-            return self._control
+            if not process_stopped(self._template.pid):
+                return self._control
+            self._failed(f"launch template (pid {self._template.pid}) is stopped; starting a new one")
+            self._stop_template()
         if self._template is not None:
-            log.warning("launch template (pid %d) exited with %s; starting a new one",
-                        self._template.pid, self._template.returncode)
+            self._failed(f"launch template (pid {self._template.pid}) exited with "
+                         f"{self._template.returncode}; starting a new one")
             self._stop_template()
         if self._closing.is_set():
             raise LaunchError("the launcher is closed")
@@ -214,6 +239,11 @@ class Launcher:
         self._control = ours
         self.template_starts += 1
         return ours
+
+    def _failed(self, problem: str) -> None:
+        """Logged and kept for /health until a process is provided again."""
+        self.problem = problem
+        log.warning("fork server: %s", problem)
 
     def _stop_template(self) -> None:
         if self._control is not None:
@@ -256,6 +286,7 @@ class Launcher:
             if ready is None or not ready[0].get("ready"):
                 raise LaunchError(f"member {child.pid} ended before it was ready (see the daemon's stderr)")
             ours.settimeout(None)
+            self.problem = None
             return Member(child, ours, ready[0].get("open_fds", ()), warm)
         except BaseException as exc:
             ours.close()
@@ -274,9 +305,16 @@ class Launcher:
             while (member := next((m for m in self._pool if m.warm == warm), None)) is not None:
                 self._pool.remove(member)
                 self._pool_changed.notify_all()  # the keeper forks a replacement, REFILL_DELAY on
-                if member.child.poll() is None:
+                if member.child.poll() is None and not member.stopped():
                     return member
-        return self._fork(warm)
+                if member.child.returncode is None:
+                    self._failed(f"idle member {member.pid} is stopped; discarded")
+                    member.discard()
+        try:
+            return self._fork(warm)
+        except LaunchError as exc:
+            self.problem = str(exc)
+            raise
 
     def _wanted(self) -> bool | None:
         """The kind of member the pool is short of (warm first), None when it is full. Lock held."""
@@ -327,6 +365,7 @@ class Launcher:
                     self._pool_changed.notify_all()
             except LaunchError as exc:
                 if not self._closing.is_set():
+                    self.problem = str(exc)
                     log.warning("fork server: %s; retrying in %.0f s", exc, RESTART_BACKOFF)
                     self._closing.wait(RESTART_BACKOFF)
             except Exception:  # noqa: BLE001 - the keeper must keep going

@@ -103,6 +103,7 @@ def serve(sock: socket.socket, *, warm: bool, realtime: bool) -> NoReturn:
         if received is None:  # the daemon let go of us: retired from the pool, or gone
             os._exit(0)
         launch, fds = received
+        protocol.send(sock, {"started": os.getpid()})  # the daemon waits for this, not for a stopped member
         sock.close()
         _place_fds(fds, launch["stdio"], launch["fds"])
     except BaseException:  # noqa: BLE001 - a member that cannot start says so and exits

@@ -39,14 +39,14 @@ from typing import NamedTuple
 from iochost.errors import ErrorCode, IochostError
 from iochost.proctree import kill_group, popen_session, wait_exit
 from iochost.environ import plugin_environ
-from iochost.store.paths import check_name
+from iochost.store.paths import check_name, upgrade_area
 from iochost.store.policy import redact_url
 from iochost.untrusted import MAX_REQUIREMENTS_BYTES, UntrustedFileError, read_bounded, read_tail
 
 log = logging.getLogger("iochost.store")
 
 REQUIREMENTS_FILE = "requirements.txt"
-_STAGED, _PREVIOUS = "upgrade", "previous"  # an upgrade's environments, beside the running one
+_STAGED, _PREVIOUS = "upgrade", "previous"  # an upgrade's environments, beside the running one, named by its id
 MARKER = ".iochost-requirements.sha256"  # written last: an environment without it is incomplete
 PTH_NAME = "_iochost_daemon_site.pth"
 ERROR_TAIL_LINES = 12
@@ -260,13 +260,12 @@ class PluginEnvs:
         self._discard(name)
         return self._build(self.env_dir(name), name, checkout_dir, plugin_dir, timeout=timeout)
 
-    def stage(self, name: str, checkout_dir: Path, plugin_dir: Path, *, timeout: float) -> Path | None:
-        """The environment an upgrade's new revision needs, built beside the running one.
+    def stage(self, name: str, op: str, checkout_dir: Path, plugin_dir: Path, *, timeout: float) -> Path | None:
+        """The environment upgrade `op`'s new revision needs, built beside the running one.
 
         The running plugin keeps its environment until ``swap_in``. Unchanged
         requirements reuse it (nothing is staged); a revision without requirements stages
         "no environment". Returns the python the new revision validates with."""
-        self.drop_staged(name)
         digest = requirements_digest(plugin_dir)
         current = self.python(name)
         marker = self.env_dir(name) / MARKER
@@ -274,16 +273,16 @@ class PluginEnvs:
             return current
         if digest is None and not os.path.lexists(self.env_dir(name)):
             return None
-        staged = self._aside(name, _STAGED)
+        staged = self._aside(name, _STAGED, op)
         staged.mkdir()
         return self._build(staged / "env", name, checkout_dir, plugin_dir, timeout=timeout)
 
-    def swap_in(self, name: str) -> None:
+    def swap_in(self, name: str, op: str) -> None:
         """Put the staged environment (if one was staged) in place; keep the previous one."""
-        staged = self._aside(name, _STAGED)
+        staged = self._aside(name, _STAGED, op)
         if not staged.is_dir():
             return
-        previous, env = self._aside(name, _PREVIOUS), self.env_dir(name)
+        previous, env = self._aside(name, _PREVIOUS, op), self.env_dir(name)
         previous.mkdir()
         if os.path.lexists(env):
             os.rename(env, previous / "env")
@@ -291,23 +290,23 @@ class PluginEnvs:
             os.rename(staged / "env", env)
         shutil.rmtree(staged, ignore_errors=True)
 
-    def swap_back(self, name: str) -> None:
+    def swap_back(self, name: str, op: str) -> None:
         """Undo ``swap_in``: the previous environment (or none) is in place again."""
-        previous, env = self._aside(name, _PREVIOUS), self.env_dir(name)
+        previous, env = self._aside(name, _PREVIOUS, op), self.env_dir(name)
         if previous.is_dir():
             self._discard(name)
             if os.path.lexists(previous / "env"):
                 os.rename(previous / "env", env)
-        self.drop_staged(name)
+        self.drop_staged(name, op)
 
-    def drop_staged(self, name: str) -> None:
-        """Forget what an upgrade staged or kept aside; after a swap_in this commits it."""
+    def drop_staged(self, name: str, op: str) -> None:
+        """Forget what upgrade `op` staged or kept aside; after a swap_in this commits it.
+        Only that upgrade calls it: no other operation removes its environments."""
         for kind in (_STAGED, _PREVIOUS):
-            shutil.rmtree(self._aside(name, kind), ignore_errors=True)
+            shutil.rmtree(self._aside(name, kind, op), ignore_errors=True)
 
-    def _aside(self, name: str, kind: str) -> Path:
-        check_name(name)
-        return self.root / f".{kind}-{name}"  # dot-names: a start's prune removes leftovers
+    def _aside(self, name: str, kind: str, op: str) -> Path:
+        return self.root / f".{kind}-{upgrade_area(name, op)}"  # dot-names: a start's prune removes leftovers
 
     def _build(self, env: Path, name: str, checkout_dir: Path, plugin_dir: Path, *, timeout: float) -> Path | None:
         content = read_requirements(plugin_dir)
@@ -374,8 +373,8 @@ class PluginEnvs:
         return self.install(name, checkout_dir, plugin_dir, timeout=timeout)
 
     def remove(self, name: str) -> None:
-        """Delete the environment of `name` and anything an upgrade put aside; idempotent."""
-        self.drop_staged(name)
+        """Delete the environment of `name`; idempotent. What an upgrade put aside is that
+        upgrade's to remove (``drop_staged``)."""
         self._discard(name)
 
     def _discard(self, name: str) -> None:

@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from iochost.durable import fsync_dir
+from iochost.durable import OUT_OF_SPACE, fsync_dir, no_room, storage_error
 from iochost.errors import ErrorCode, IochostError
 from iochost.store.gitcmd import (
     GitLimitExceeded,
@@ -41,6 +41,7 @@ from iochost.store.paths import (
     is_within,
     resolve_plugin_dir,
     tree_size,
+    upgrade_area,
 )
 from iochost.store.policy import check_one_source
 
@@ -51,7 +52,8 @@ log = logging.getLogger("iochost.store")
 
 COMMIT_RE = re.compile(COMMIT_PATTERN)
 RESTORE_TIMEOUT = 60.0
-# An upgrade's revisions live in tmp/upgrade-<name>/: the staged one, then the one it replaced.
+# An upgrade's revisions live in tmp/upgrade-<name>.<op>/ (op: that upgrade's own id, so only
+# it ever removes the area): the staged one, then the one it replaced.
 _UPGRADE, _NEW, _OLD, _FAILED = "upgrade-", "new", "old", "failed"
 _SKIPPED_NAMES = frozenset({"__pycache__"})
 
@@ -118,55 +120,61 @@ class GitStore:
             self.sync()
         return result
 
-    def stage(self, name: str, source: PluginSource, *, pat: str | None = None, timeout: float = 120.0,
+    def stage(self, name: str, op: str, source: PluginSource, *, pat: str | None = None, timeout: float = 120.0,
               max_bytes: int = 200 * 1024**2) -> FetchResult:
-        """Fetch a new revision of the registered `name` beside its checkout, for an upgrade.
+        """Fetch a new revision of the registered `name` beside its checkout, for upgrade `op`
+        (``paths.new_upgrade_op``), into a staging area only that upgrade uses.
 
         The running revision stays in ``plugins/<name>`` untouched until ``swap_in``; a
-        staged revision that is never swapped in is dropped with ``drop_staged`` (or by the
-        next start's garbage collection, since it lives under ``tmp``)."""
-        self.drop_staged(name)
-        staging = self._staging_dir(name)
-        staging.mkdir(mode=0o700)
+        staged revision that is never swapped in is dropped with ``drop_staged`` by the
+        upgrade that staged it (or by the next start's garbage collection, since it lives
+        under ``tmp``)."""
+        staging = self._staging_dir(name, op)
+        staging.mkdir(mode=0o700)  # an upgrade stages once: an existing area is a bug, not to be reused
         return self._fetch_to(staging / _NEW, name, source, pat=pat, timeout=timeout, max_bytes=max_bytes)
 
-    def swap_in(self, name: str) -> None:
+    def swap_in(self, name: str, op: str) -> None:
         """Put the staged revision in place; the previous one is kept for ``swap_back``."""
-        staging, dest = self._staging_dir(name), self.checkout_dir(name)
+        staging, dest = self._staging_dir(name, op), self.checkout_dir(name)
         with self._lock:
             os.rename(dest, staging / _OLD)
             os.rename(staging / _NEW, dest)
             fsync_dir(self.plugins_dir)
             fsync_dir(staging)
 
-    def swap_back(self, name: str) -> None:
+    def swap_back(self, name: str, op: str) -> None:
         """Undo ``swap_in``: the previous revision is in place again, the new one dropped."""
-        staging, dest = self._staging_dir(name), self.checkout_dir(name)
+        staging, dest = self._staging_dir(name, op), self.checkout_dir(name)
         with self._lock:
             if os.path.lexists(dest):
                 os.rename(dest, staging / _FAILED)
             os.rename(staging / _OLD, dest)
             fsync_dir(self.plugins_dir)
-        self.drop_staged(name)
+        self.drop_staged(name, op)
 
-    def drop_staged(self, name: str) -> None:
-        """Forget what an upgrade staged or kept; idempotent. After a swap_in this commits it."""
-        staging = self._staging_dir(name)
+    def drop_staged(self, name: str, op: str) -> None:
+        """Forget what upgrade `op` staged or kept; idempotent. After a swap_in this commits it.
+        Only that upgrade calls it: no other operation removes its area."""
+        staging = self._staging_dir(name, op)
         if os.path.lexists(staging):
             trash = self.tmp_dir / f"{name}-dropped-{uuid.uuid4().hex[:8]}"
             os.rename(staging, trash)
             shutil.rmtree(trash, ignore_errors=True)
 
-    def _staging_dir(self, name: str) -> Path:
-        check_name(name)
-        return self.tmp_dir / f"{_UPGRADE}{name}"
+    def _staging_dir(self, name: str, op: str) -> Path:
+        return self.tmp_dir / f"{_UPGRADE}{upgrade_area(name, op)}"
 
     def _fetch_to(self, dest: Path, name: str, source: PluginSource, *, pat: str | None, timeout: float,
                   max_bytes: int) -> FetchResult:
         self._check_source(source)
         if os.path.lexists(dest):
             raise IochostError(ErrorCode.PLUGIN_EXISTS, f"a checkout of {name!r} already exists")
-        work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.tmp_dir))
+        try:
+            work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.tmp_dir))
+        except OSError as exc:
+            if exc.errno in OUT_OF_SPACE:
+                raise storage_error(self.tmp_dir, exc, f"fetching {name!r}") from None
+            raise
         secrets = [pat] if pat else []
         try:
             checkout = work / "checkout"
@@ -185,6 +193,10 @@ class GitStore:
                 os.rename(checkout, dest)
         except IochostError:
             raise
+        except OSError as exc:
+            if exc.errno not in OUT_OF_SPACE:
+                raise _fail(f"fetching {name!r} failed: {scrub(str(exc), secrets)}") from None
+            raise storage_error(self.tmp_dir, exc, f"fetching {name!r}") from None
         except Exception as exc:  # noqa: BLE001 - any other failure is a fetch failure, scrubbed
             raise _fail(f"fetching {name!r} failed: {scrub(str(exc), secrets)}") from None
         finally:
@@ -214,9 +226,8 @@ class GitStore:
         return FetchResult(dest, resolve_plugin_dir(dest, source.path), commit)
 
     def remove(self, name: str) -> None:
-        """Delete `plugins/<name>` (and any upgrade's revisions) entirely; idempotent. Moved
-        to tmp first, so it goes at once."""
-        self.drop_staged(name)
+        """Delete `plugins/<name>` entirely; idempotent. Moved to tmp first, so it goes at
+        once. An upgrade's staging area is not touched: the upgrade removes its own."""
         dest = self.checkout_dir(name)
         if not os.path.lexists(dest):
             return
@@ -271,6 +282,9 @@ class GitStore:
             run = run_git(args, env=env, deadline=deadline, stderr_path=stderr_path,
                           watch=checkout, max_bytes=max_bytes)
             if run.returncode != 0:
+                full = no_room(work, run.stderr)
+                if full is not None:
+                    raise storage_error(self.tmp_dir, full, f"cloning {url}")
                 raise _fail(describe_clone_failure(scrub(run.stderr, secrets), url, source.branch))
             commit = self._resolve(checkout, source.commit, url)
             if source.commit:
@@ -378,9 +392,11 @@ class GitStore:
 
         An upgrade the daemon died in the middle of is rolled back first: the registry
         still names the previous revision until the upgrade is committed, and the previous
-        checkout is kept until then, so it goes back into place."""
-        for staging in self.tmp_dir.glob(f"{_UPGRADE}*"):
-            name, old = staging.name.removeprefix(_UPGRADE), staging / _OLD
+        checkout is kept until then, so it goes back into place (the latest one, should two
+        upgrades of a name have kept one). Every staging area goes: its upgrade is dead."""
+        areas = sorted(self.tmp_dir.glob(f"{_UPGRADE}*"), key=lambda path: path.lstat().st_mtime)
+        for staging in areas:  # upgrade-NAME.OP (upgrade-NAME before upgrades had ids)
+            name, old = staging.name.removeprefix(_UPGRADE).split(".", 1)[0], staging / _OLD
             if old.is_dir() and NAME_RE.fullmatch(name):
                 dest = self.plugins_dir / name
                 if os.path.lexists(dest):

@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import re
 import stat
+import uuid
 from pathlib import Path, PurePosixPath
 
 from iochost.config.pvnames import PLUGIN_NAME_PATTERN
 from iochost.errors import ErrorCode, IochostError
 
 NAME_RE = re.compile(PLUGIN_NAME_PATTERN)
+OP_RE = re.compile(r"[0-9a-f]{16}")  # an upgrade's id (new_upgrade_op)
 
 
 def check_name(name: str) -> None:
@@ -24,6 +26,21 @@ def check_name(name: str) -> None:
     if not NAME_RE.fullmatch(name):
         raise IochostError(ErrorCode.INVALID_REQUEST,
                            f"plugin name {name!r} must match {NAME_RE.pattern}", field="name")
+
+
+def new_upgrade_op() -> str:
+    """A fresh id for one upgrade: its staging areas are named by it, not by the plugin
+    alone, so an upgrade of a deleted plugin never touches those of its replacement."""
+    return uuid.uuid4().hex[:16]
+
+
+def upgrade_area(name: str, op: str) -> str:
+    """The name of upgrade ``op``'s staging area of plugin ``name``: ``NAME.OP`` (a plugin
+    name has no dot, so the name is what precedes the first one)."""
+    check_name(name)
+    if not OP_RE.fullmatch(op):
+        raise ValueError(f"upgrade id {op!r} must match {OP_RE.pattern}")
+    return f"{name}.{op}"
 
 
 def check_relative_path(path: str | None) -> None:

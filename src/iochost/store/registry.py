@@ -3,8 +3,9 @@
 Every change is persisted before the call returns: the whole file is written to a temp
 file in the same directory, flushed and fsynced, renamed over the old one, and the
 directory is fsynced, so after a crash or power loss the file is either the old or the
-new version, never a torn one. Methods are thread-safe: the supervisor calls them from
-`asyncio.to_thread` concurrently.
+new version, never a torn one. A write the OS refuses (a full disk: any OSError) raises
+STORAGE_FULL and leaves the registry, in memory and on disk, as it was. Methods are
+thread-safe: the supervisor calls them from `asyncio.to_thread` concurrently.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from iochost.durable import remove_stale_temps, write_atomically
+from iochost.durable import remove_stale_temps, storage_error, write_atomically
 from iochost.errors import ErrorCode, IochostError
 from iochost.store.models import RegistryEntry
 
@@ -58,23 +59,39 @@ class Registry:
             self._ensure_loaded()
             return self._entries.get(name)
 
-    def put(self, entry: RegistryEntry) -> None:
-        """Add or replace `entry` and persist before returning."""
+    def put(self, entry: RegistryEntry) -> bool:
+        """Add or replace `entry` and persist before returning (STORAGE_FULL: nothing changed).
+
+        An entry that differs only in `updated_at` is already saved: not written again (the
+        supervisor saves an operator's change before the lifecycle asks for the same one).
+        True: the file was written."""
         with self._lock:
             self._ensure_loaded()
+            held = self._entries.get(entry.name)
+            if held is not None and _same(held, entry):
+                return False
             entries = {**self._entries, entry.name: entry}
             self._write(entries)
             self._entries = entries
+            return True
 
-    def remove(self, name: str) -> None:
-        """Forget `name` and persist; idempotent."""
+    def remove(self, name: str) -> bool:
+        """Forget `name` and persist; idempotent (STORAGE_FULL: nothing changed). True: the
+        file was written."""
         with self._lock:
             self._ensure_loaded()
             if name not in self._entries:
-                return
+                return False
             entries = {k: v for k, v in self._entries.items() if k != name}
             self._write(entries)
             self._entries = entries
+            return True
+
+    def flush(self) -> None:
+        """Write the file again as it is: whether the disk takes a write now (STORAGE_FULL if not)."""
+        with self._lock:
+            self._ensure_loaded()
+            self._write(self._entries)
 
     # -- file I/O -----------------------------------------------------------------------------
     def _ensure_loaded(self) -> None:
@@ -113,4 +130,11 @@ class Registry:
         data = {"version": FORMAT_VERSION,
                 "plugins": {name: e.model_dump(mode="json") for name, e in sorted(entries.items())}}
         payload = json.dumps(data, indent=2).encode() + b"\n"
-        write_atomically(self.path, payload)
+        try:
+            write_atomically(self.path, payload)
+        except OSError as exc:
+            raise storage_error(self.path, exc, "the registry cannot be saved") from exc
+
+
+def _same(a: RegistryEntry, b: RegistryEntry) -> bool:
+    return a.model_dump(exclude={"updated_at"}) == b.model_dump(exclude={"updated_at"})

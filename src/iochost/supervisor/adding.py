@@ -49,25 +49,19 @@ class AddRequest:
         )
 
 
-IN_PLACE = frozenset({"revision", "parameters"})  # what an upgrade changes (the rest: delete and add)
-
-
 @dataclass(frozen=True)
 class UpgradeChange:
-    """What an upgrade changes: the branch or commit pin (same repository and path), the
-    parameters (None: kept), and the token for fetching."""
+    """What an upgrade over REST changes: the branch or commit pin (same repository and
+    path), the parameters (None: kept), and the token for fetching."""
 
     branch: str | None = None
     commit: str | None = None
     parameters: dict[str, Any] | None = None
     pat: str | None = None
-    source: PluginSource | None = None  # the whole new source, as a declaration gives it
 
     def source_for(self, current: PluginSource) -> PluginSource:
         """The registered source with the new pin: a branch alone follows its tip; neither
         keeps the pin (a branch's new tip, or a no-op for a pinned commit)."""
-        if self.source is not None:
-            return self.source
         if self.commit is not None:
             return current.model_copy(update={"commit": self.commit, "branch": self.branch or current.branch})
         if self.branch is not None:
@@ -81,7 +75,7 @@ def declared_change(entry: RegistryEntry, request: AddRequest) -> str | None:
     Only what it names counts: the source (URL or path, sub-directory), the revision
     (branch, commit pin), the parameters, the class and the grace period. The state an
     operator set since (a stop) is kept, and a branch's new tip is not a change: pin
-    ``commit`` to upgrade. A change of ``IN_PLACE`` items alone is an upgrade in place."""
+    ``commit`` to upgrade. Any change is applied as an upgrade in place (``Supervisor._apply_declared``)."""
     old, new = entry.source, request.source
     changes = [what for what, differs in (
         ("source", (old.git_url, old.local_path, old.path) != (new.git_url, new.local_path, new.path)),
@@ -95,28 +89,34 @@ def declared_change(entry: RegistryEntry, request: AddRequest) -> str | None:
 
 def prepare(request: AddRequest, entry: RegistryEntry, store: GitStore, envs: PluginEnvs,
             launcher: Launcher | None, settings: Settings, on_fetched: Callable[[str | None], None],
-            cancelled: Callable[[], bool], *, unchanged: Callable[[str | None], bool] | None = None) -> Prepared | None:
+            cancelled: Callable[[], bool], *, upgrade_op: str | None = None,
+            unchanged: Callable[[str | None], bool] | None = None) -> Prepared | None:
     """Fetch, install requirements.txt into the plugin's own environment, validate.
 
-    With ``unchanged`` this prepares an upgrade: the revision and its environment are
-    staged beside the running ones (``GitStore.stage``, ``PluginEnvs.stage``), and None is
-    the answer when ``unchanged(commit)`` says the fetched commit changes nothing."""
-    name, upgrade = request.name, unchanged is not None
-    if upgrade:
-        result = store.stage(name, request.source, pat=request.pat, timeout=settings.git_timeout,
+    With ``upgrade_op`` this prepares that upgrade: the revision and its environment are
+    staged beside the running ones, in areas named by the upgrade (``GitStore.stage``,
+    ``PluginEnvs.stage``), and None is the answer when ``unchanged(commit)`` says the
+    fetched commit changes nothing."""
+    name = request.name
+    if upgrade_op is not None:
+        result = store.stage(name, upgrade_op, request.source, pat=request.pat, timeout=settings.git_timeout,
                              max_bytes=settings.max_checkout_bytes)
-        if unchanged(result.commit):
+        if unchanged is not None and unchanged(result.commit):
             return None
     else:
         result = store.fetch(name, request.source, pat=request.pat, timeout=settings.git_timeout,
                              max_bytes=settings.max_checkout_bytes, sync=False)
     on_fetched(result.commit)
-    install = envs.stage if upgrade else envs.install
     with ThreadPoolExecutor(1, thread_name_prefix=f"iochost-sync-{name}") as background:
         durable = background.submit(store.sync)  # on disk while requirements and the probe run
         _stop_if(cancelled, name)
         try:
-            python = install(name, result.checkout_dir, result.plugin_dir, timeout=settings.requirements_timeout)
+            if upgrade_op is not None:
+                python = envs.stage(name, upgrade_op, result.checkout_dir, result.plugin_dir,
+                                    timeout=settings.requirements_timeout)
+            else:
+                python = envs.install(name, result.checkout_dir, result.plugin_dir,
+                                      timeout=settings.requirements_timeout)
         except RequirementsError as exc:
             raise requirements_failure(exc) from None
         _stop_if(cancelled, name)

@@ -11,6 +11,7 @@ list of its PVs, written as the task's config.yaml into ``DATA_DIR/system/iochos
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,8 +21,10 @@ import yaml
 
 from iochost import __version__
 from iochost.builtin import DAEMON_STATUS_DIR
+from iochost.config.pvnames import PLUGIN_NAME_LENGTH, PLUGIN_NAME_PATTERN
 from iochost.contract.worker_spec import AccessSecurity
 from iochost.durable import write_atomically
+from iochost.errors import ErrorCode, IochostError
 from iochost.record_sizes import STRING_LENGTH
 from iochost.settings import Settings
 from iochost.store import PluginSource, RegistryEntry
@@ -45,6 +48,11 @@ STATE_SEVERITIES = {State.FAILED: "MAJOR", State.CRASHED: "MAJOR", State.STOPPED
 
 # The control PVs (--epics-control): a plugin name written to one asks for that action.
 CONTROL_PVS = {"START": "start", "STOP": "stop", "RESTART": "restart"}
+# They are long strings (char arrays) with room past the longest plugin name, so a longer
+# write, which the record cuts to what it holds, still reads as longer than any name and is
+# refused, never taken for the name it was cut to: 4 bytes more keep that true for a cut
+# made between UTF-8 characters (one is at most 4 bytes).
+CONTROL_LENGTH = PLUGIN_NAME_LENGTH + 4
 CONTROL_MSG = "CONTROL_MSG"
 CONTROL_VERBS = {"start": ("starting", "started"), "stop": ("stopping", "stopped"),
                  "restart": ("restarting", "restarted")}  # CONTROL_MSG while it runs, and after
@@ -79,8 +87,9 @@ def system_config(settings: Settings) -> dict[str, Any]:
                                          "alarm": alarm}
     pvs: dict[str, Any] = {"outputs": outputs}
     if settings.epics_control:
-        pvs["inputs"] = {pv: {"type": "string", "description": f"Write a plugin name to {action} it",
-                              "autosave": False} for pv, action in CONTROL_PVS.items()}
+        pvs["inputs"] = {pv: {"type": "string", "length": CONTROL_LENGTH,
+                              "description": f"Write a plugin name to {action} it", "autosave": False}
+                         for pv, action in CONTROL_PVS.items()}
         outputs[CONTROL_MSG] = {"type": "string", "description": "Outcome of the last control request"}
     return {"parameters": {"mode": "continuous", "interval": 1.0, "retry_on_error": True}, "pvs": pvs}
 
@@ -94,7 +103,9 @@ def write_system_plugin(settings: Settings) -> Path:
             + yaml.dump(system_config(settings), Dumper=_NoAliases, sort_keys=False, default_flow_style=None,
                         width=200))
     for name, content in (("config.yaml", text), (MODULE_FILE, (DAEMON_STATUS_DIR / MODULE_FILE).read_text())):
-        write_atomically(folder / name, content.encode(), file_mode=0o644)
+        path, data = folder / name, content.encode()
+        if not (path.is_file() and path.read_bytes() == data):  # unchanged: nothing to write (a full disk)
+            write_atomically(path, data, file_mode=0o644)
     shutil.rmtree(folder / "__pycache__", ignore_errors=True)  # never a stale compiled copy
     return folder
 
@@ -150,6 +161,25 @@ def row_values(rows: dict[str, int], plugins: dict[str, tuple[str, State]], size
         kind, state = plugins[name]
         values.update({row_pv(row, "NAME"): name, row_pv(row, "KIND"): kind, row_pv(row, "STATE"): state.value})
     return values
+
+
+def control_target(text: str) -> str:
+    """The plugin a write to a control PV names, in full; else IochostError(INVALID_REQUEST)
+    saying why it names none (the message starts with the reason, as CONTROL_MSG shows 39
+    characters). A text longer than any name may be the record's cut of a longer write, so it
+    is refused, never shortened; the text is quoted with repr, so a control character in it
+    is shown escaped wherever the message goes (the log, CONTROL_MSG, events)."""
+    if len(text) > PLUGIN_NAME_LENGTH:
+        raise IochostError(ErrorCode.INVALID_REQUEST,
+                           f"name over {PLUGIN_NAME_LENGTH} characters: {text!r} ({len(text)} read; the PV cuts "
+                           "a longer write, so no name is taken from it)", field="plugin")
+    if not text.isprintable():
+        raise IochostError(ErrorCode.INVALID_REQUEST, f"control character in name: {text!r}", field="plugin")
+    if re.fullmatch(PLUGIN_NAME_PATTERN, text) is None:
+        raise IochostError(ErrorCode.INVALID_REQUEST,
+                           f"not a plugin name: {text!r} (1-{PLUGIN_NAME_LENGTH} letters, digits, '_' or '-')",
+                           field="plugin")
+    return text
 
 
 def short_text(text: str) -> str:

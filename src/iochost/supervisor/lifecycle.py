@@ -127,14 +127,10 @@ class PluginLifecycle:
             return []  # from a worker (or a timer of one) that has been replaced
         key = type(event.message) if isinstance(event, t.FromWorker) else type(event)
         row = TABLE.get((self.state, key))
-        if self.upgrade is not None and (isinstance(event, _NOT_WHILE_UPGRADING)
-                                         or isinstance(event, t.StopRequested) and not event.keep_desired):
-            raise IochostError(ErrorCode.INVALID_STATE, f"{self.name!r} is being upgraded; "
-                               f"cannot {_verb(event)} it now")
+        refused = self.refusal(event)
+        if refused is not None:
+            raise refused
         if row is None:
-            if isinstance(event, t.REQUESTS):
-                raise IochostError(ErrorCode.INVALID_STATE, f"{self.name!r} is {self.state.value}; "
-                                   f"cannot {_verb(event)} it now")
             if isinstance(event, t.FromWorker):
                 self._worker_message_anywhere(event)
             return self._flush()
@@ -144,6 +140,25 @@ class PluginLifecycle:
         if self.state != before and self.state not in targets:
             raise IllegalTransition(f"{key.__name__} moved {self.name} {before.value} -> {self.state.value}")
         return self._flush()
+
+    def refusal(self, event: t.Event) -> IochostError | None:
+        """The INVALID_STATE ``handle`` would raise for this request now, or None: the
+        supervisor asks before it saves what the request changes."""
+        if self.upgrade is not None and (isinstance(event, _NOT_WHILE_UPGRADING)
+                                         or isinstance(event, t.StopRequested) and not event.keep_desired):
+            return IochostError(ErrorCode.INVALID_STATE, f"{self.name!r} is being upgraded; "
+                                f"cannot {_verb(event)} it now")
+        if isinstance(event, t.REQUESTS) and (self.state, type(event)) not in TABLE:
+            return IochostError(ErrorCode.INVALID_STATE, f"{self.name!r} is {self.state.value}; "
+                                f"cannot {_verb(event)} it now")
+        return None
+
+    def with_desired(self, desired: str) -> RegistryEntry:
+        """The entry as a request for ``desired`` ("running" or "stopped") leaves it: what the
+        supervisor saves before it feeds the request (``_set_desired`` makes the same change)."""
+        if self.entry.desired_state == desired:
+            return self.entry
+        return self.entry.model_copy(update={"desired_state": desired, "updated_at": _now()})
 
     def _flush(self) -> list[t.Effect]:
         out, self._out = self._out, []
@@ -213,7 +228,9 @@ class PluginLifecycle:
 
     def _delete(self, event: t.DeleteRequested) -> None:
         self.delete_requested = True
-        if self.upgrade is not None:  # the teardown removes what it staged
+        if self.upgrade is not None:  # over for good; its staging areas go with it
+            if self.upgrade.phase != "preparing":  # (a preparing one's thread removes its own)
+                self._emit(t.DropStaged())
             self._end_upgrade("failed", IochostError(ErrorCode.UPGRADE_FAILED,
                                                      f"{self.name!r} was deleted during its upgrade"))
         if self.state in LIVE - {S.STOPPING}:
@@ -259,9 +276,13 @@ class PluginLifecycle:
             return
         if self._upgrade_failed(reason, {"log_tail": []}):
             return
+        if event.host_fault is not None and not self.adding and not self.closing:  # the host's: retried
+            self._crashed(reason, event.now)
+            return
         self._move(S.FAILED, reason)
-        if self.adding:
-            self.add_error = IochostError(ErrorCode.WORKER_START_FAILED, reason)
+        if self.adding:  # host_fault: the daemon could not start it (no fds, processes, memory, disk)
+            code = event.host_fault or ErrorCode.WORKER_START_FAILED
+            self.add_error = IochostError(code, reason)
             self._emit(t.Teardown())
 
     def _stop(self, event: t.StopRequested) -> None:
@@ -303,7 +324,7 @@ class PluginLifecycle:
 
     def _set_desired(self, desired: str) -> None:
         if self.entry.desired_state != desired:
-            self.entry = self.entry.model_copy(update={"desired_state": desired, "updated_at": _now()})
+            self.entry = self.with_desired(desired)
             if self.registered:
                 self._emit(t.Persist(self.entry))
 
@@ -450,7 +471,14 @@ class PluginLifecycle:
             self._emit(t.DropStaged())
             return
         if event.prepared is None:  # the shell dropped what it fetched before answering
-            self._end_upgrade("unchanged", None)
+            if event.entry is None:
+                self._end_upgrade("unchanged", None)
+                return
+            # the same revision from another source: the entry is saved, then the caller answered
+            self.entry = event.entry.model_copy(update={"desired_state": self.entry.desired_state,
+                                                        "updated_at": _now()})
+            up.phase = "keeping"
+            self._emit(t.Persist(self.entry), t.DropStaged())
             return
         up.new, up.phase = event.prepared, "switching"
         up.resume = self.entry.desired_state == "running"
@@ -506,7 +534,7 @@ class PluginLifecycle:
 
     def _dropped(self, event: t.Dropped) -> None:
         if self.upgrade is not None and self.upgrade.phase == "keeping":
-            self._end_upgrade("succeeded", None)
+            self._end_upgrade("succeeded" if self.upgrade.new is not None else "unchanged", None)
 
     def _upgrade_failed(self, reason: str, details: dict[str, Any]) -> bool:
         """The worker of an upgrade is gone unasked: roll back (new revision) or give up
@@ -633,7 +661,8 @@ TABLE: dict[tuple[State, type], tuple[Handler, frozenset[State]]] = {
     **_rows(set(State) - {S.DELETED}, t.Closing, P._closing, set()),
     **_rows({S.STARTING}, t.Spawned, P._spawned, set()),
     **_rows({S.STOPPING}, t.Spawned, P._spawned, set()),
-    **_rows({S.STARTING, S.STOPPING}, t.SpawnFailed, P._spawn_failed, {S.FAILED, S.STOPPED, S.STARTING}),
+    **_rows({S.STARTING, S.STOPPING}, t.SpawnFailed, P._spawn_failed,
+          {S.FAILED, S.STOPPED, S.STARTING, S.CRASHED}),
     **_rows({S.STARTING}, m.Ready, P._ready, set()),
     **_rows({S.STARTING}, m.Initialized, P._initialized, {S.RUNNING, S.PAUSED}),
     **_rows(WORKER, m.StatusChanged, P._status_changed, {S.RUNNING, S.PAUSED}),

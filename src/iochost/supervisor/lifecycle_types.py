@@ -15,7 +15,7 @@ from typing import Any, Union
 
 from iochost.config.limits import WorkerLimits
 from iochost.contract.messages import Message
-from iochost.errors import IochostError
+from iochost.errors import ErrorCode, IochostError
 from iochost.store import RegistryEntry
 from iochost.supervisor.models import RunRecord, Transition
 
@@ -109,9 +109,12 @@ class PrepareFailed:
 
 @dataclass(frozen=True)
 class UpgradePrepared:
-    """The new revision is staged and valid; None: the same commit and parameters (a no-op)."""
+    """The new revision is staged and valid; None: the same commit and parameters (a no-op,
+    or, with ``entry``, the same revision from another source, e.g. a mirror: only the
+    registry entry changes, the worker keeps running)."""
 
     prepared: Prepared | None
+    entry: RegistryEntry | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,8 @@ class Spawned:
 class SpawnFailed:
     gen: int
     reason: str
+    host_fault: ErrorCode | None = None  # the host ran out of fds, processes, memory or disk: retried like a crash
+    now: float = 0.0  # monotonic, for the backoff of a retried one
 
 
 @dataclass(frozen=True)

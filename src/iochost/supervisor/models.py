@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from iochost.durable import StorageProblem
 from iochost.kinds import Kind
 from iochost.supervisor.states import State
 
@@ -113,6 +114,12 @@ class Health(BaseModel):
     problems: list[PluginProblem] | None = Field(
         default=None, description="every plugin that makes the status degraded, with its last error; "
                                   "null for a caller without a valid token when tokens are configured")
+    storage: StorageProblem | None = Field(
+        default=None, description="while the data directory refuses writes (full disk, inodes, quota): the "
+                                  "write that failed; changes answer 507 STORAGE_FULL until space is freed")
+    launcher: str | None = Field(
+        default=None, description="while the fork server fails to provide processes: why (it is restarted, "
+                                  "and workers and probes are spawned meanwhile); null when it works or is off")
 
 
 class Readiness(BaseModel):

@@ -12,6 +12,7 @@ However a worker ends, ``wait()`` returns only once everything it started is gon
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from iochost.budget import LineBudget, TokenBucket
+from iochost.durable import OUT_OF_SPACE
+from iochost.errors import ErrorCode
 from iochost.launch.launcher import Child, LaunchError, Launcher
 from iochost.proctree import OWN_CHILDREN
 from iochost.supervisor.containment import Containment
@@ -109,13 +112,20 @@ class _OutputProtocol(_ThrottledReader):
     def __init__(self, logfile: RotatingFile, throttle: TokenBucket | None) -> None:
         super().__init__(throttle)
         self._logfile = logfile
+        self._failing = False  # a write failed: logged once until one succeeds again
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def data_received(self, data: bytes) -> None:
         try:
             self._logfile.write(data)
-        except OSError as exc:  # a full disk must not take the supervisor down
-            log.error("cannot write %s: %s", self._logfile.path, exc)
+        except OSError as exc:  # a full disk must not take the supervisor down (nor flood its log)
+            if not self._failing:
+                log.error("cannot write %s: %s; the worker's output is dropped until it can", self._logfile.path, exc)
+            self._failing = True
+        else:
+            if self._failing:
+                log.warning("%s is written again", self._logfile.path)
+            self._failing = False
         self._account(len(data))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -124,10 +134,41 @@ class _OutputProtocol(_ThrottledReader):
             self.done.set_result(None)
 
 
+# errno values of a spawn that failed for want of the host's resources (fds, processes,
+# memory; disk space, which the worker's spec and log need): the daemon's trouble, which
+# passes, never the plugin's.
+EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
+
+
+def host_fault(exc: BaseException) -> ErrorCode | None:
+    """The code of the host's shortage behind ``exc`` (or an exception it was raised from or
+    during): STORAGE_FULL for a full disk, LAUNCHER_UNAVAILABLE for EXHAUSTED; None when
+    it is not the host's. A spawn that failed so is retried with backoff like a crash."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in OUT_OF_SPACE:
+            return ErrorCode.STORAGE_FULL
+        if isinstance(current, OSError) and current.errno in EXHAUSTED:
+            return ErrorCode.LAUNCHER_UNAVAILABLE
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def spec_path(run_dir: Path, name: str) -> Path:
     """Where a plugin's worker spec is written (the worker's command line names it); the
     teardown of the plugin removes it."""
     return run_dir / f"{name}.json"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by the daemon's user only (0600) from its creation on: a
+    worker spec holds the plugin's parameters, which may hold credentials."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(fd, 0o600)  # a spec an older daemon wrote keeps its mode through O_TRUNC
+        f.write(text)
 
 
 async def _launch(launcher: Launcher, containment: Containment, spec: WorkerSpec, spec_file: Path,
@@ -142,13 +183,13 @@ async def _launch(launcher: Launcher, containment: Containment, spec: WorkerSpec
             cgroup = None if containment.adopt(spec.name, member.pid) else \
                 await asyncio.to_thread(containment.prepare, spec.name)
             spec = spec.model_copy(update={"event_fd": event_fd, "command_fd": command_fd, "cgroup": cgroup})
-            await asyncio.to_thread(spec_file.write_text, spec.model_dump_json())
+            await asyncio.to_thread(write_private, spec_file, spec.model_dump_json())
         except BaseException:
             member.discard()
             raise
-        return member.start("iochost.worker.main:main", [str(spec_file)], env, (None, output_write, output_write),
-                            {event_fd: event_write, command_fd: command_read},
-                            title=f"iochost.worker {spec_file} (forked)")
+        return await asyncio.to_thread(  # waits for the member's answer: never on the event loop
+            member.start, "iochost.worker.main:main", [str(spec_file)], env, (None, output_write, output_write),
+            {event_fd: event_write, command_fd: command_read}, title=f"iochost.worker {spec_file} (forked)")
     except LaunchError as exc:
         log.warning("%s: fork server: %s; spawning the worker instead", spec.name, exc)
         return None
@@ -202,7 +243,7 @@ class WorkerProcess:
             if proc is None:
                 cgroup = await asyncio.to_thread(containment.prepare, spec.name)
                 spec = spec.model_copy(update={"event_fd": event_write, "command_fd": command_read, "cgroup": cgroup})
-                await asyncio.to_thread(spec_file.write_text, spec.model_dump_json())
+                await asyncio.to_thread(write_private, spec_file, spec.model_dump_json())
                 with OWN_CHILDREN.spawning():
                     proc = await asyncio.create_subprocess_exec(
                         python or sys.executable, "-m", "iochost.worker", str(spec_file),

@@ -21,13 +21,15 @@ from iochost.config import load_config
 from iochost.config.limits import DaemonLimits, WorkerLimits, resolve_limits
 from iochost.contract import messages
 from iochost.contract.worker_spec import WorkerSpec
+from iochost.durable import OUT_OF_SPACE, StorageProblem, storage_error, storage_problem
 from iochost.environ import python_child_environ
 from iochost.errors import ErrorCode, IochostError
 from iochost.launch.launcher import Launcher
 from iochost.settings import Settings
 from iochost.supervisor import lifecycle_types as t
-from iochost.store import GitStore, Registry
+from iochost.store import GitStore, Registry, RegistryEntry
 from iochost.store.envs import PluginEnvs
+from iochost.store.paths import new_upgrade_op
 from iochost.supervisor import logfiles
 from iochost.supervisor.containment import Containment
 from iochost.supervisor.daemon_ioc import worker_access_security
@@ -35,9 +37,8 @@ from iochost.supervisor.epics import EpicsNetwork
 from iochost.supervisor.adding import AddRequest, prepare
 from iochost.supervisor.lifecycle import PluginLifecycle
 from iochost.supervisor.models import RunRecord
-from iochost.supervisor.process import WorkerProcess, spec_path
+from iochost.supervisor.process import WorkerProcess, host_fault, spec_path
 from iochost.worker import autosave
-from iochost.supervisor.states import State
 
 log = logging.getLogger("iochost.supervisor")
 
@@ -57,6 +58,7 @@ class Services:
     launcher: Launcher | None  # the fork server; None: every worker and probe is spawned
     forward_log: Callable[[str, messages.Log], None]
     on_control: Callable[[PluginSlot, messages.ControlRequest], None] | None = None  # whose worker sent it
+    on_storage: Callable[[], None] | None = None  # the data dir began or stopped refusing writes
 
 
 class PluginSlot:
@@ -66,11 +68,13 @@ class PluginSlot:
         self.lc = lifecycle
         self.request = request  # the add being carried out, until it ends
         self.upgrade_request: AddRequest | None = None  # the upgrade being carried out, until it ends
+        self.upgrade_op: str | None = None  # the id of the lifecycle's latest upgrade: its staging areas' name
         self.worker: WorkerProcess | None = None
         self.worker_gen = 0
         self.run_answers: dict[str, asyncio.Future[RunRecord]] = {}
         self.run_done: dict[str, asyncio.Future[RunRecord]] = {}
         self.io: asyncio.Lock = asyncio.Lock()  # registry and file work of this plugin, in order
+        self.unsaved: RegistryEntry | None = None  # a Persist the disk refused: saved again once it has room
         self._changed = asyncio.Event()
 
     @property
@@ -101,6 +105,7 @@ class Shell:
         self._runner: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._closed = False
+        self.storage: StorageProblem | None = None  # the last write the data dir refused, until one succeeds
         self.daemon_limits = DaemonLimits(grace_period=settings.grace_period,
                                           memory_limit_mb=settings.worker_memory_mb or None,
                                           max_open_files=settings.worker_max_files or None)
@@ -176,7 +181,7 @@ class Shell:
         elif isinstance(effect, t.Later):
             self.later(slot, effect.delay, effect.event)
         elif isinstance(effect, t.Persist):
-            self.spawn_task(self._in_order(slot, svc.registry.put, effect.entry), f"iochost-persist-{name}")
+            self.spawn_task(self._persist(slot, effect.entry), f"iochost-persist-{name}")
         elif isinstance(effect, t.Teardown):
             self.spawn_task(self._teardown(slot), f"iochost-teardown-{name}")
         elif isinstance(effect, t.Forget):
@@ -188,17 +193,82 @@ class Shell:
         elif isinstance(effect, t.Spawn):
             self.spawn_task(self._spawn(slot, effect.gen), f"iochost-spawn-{name}")
         elif isinstance(effect, t.PrepareUpgrade):
-            self.spawn_task(self._prepare_upgrade(slot), f"iochost-upgrade-{name}")
+            slot.upgrade_op = new_upgrade_op()
+            self.spawn_task(self._prepare_upgrade(slot, slot.upgrade_op), f"iochost-upgrade-{name}")
         elif isinstance(effect, t.SwapRevision):
-            self.spawn_task(self._swap(slot, effect.back), f"iochost-swap-{name}")
+            self.spawn_task(self._swap(slot, effect.back, slot.upgrade_op), f"iochost-swap-{name}")
         elif isinstance(effect, t.DropStaged):
-            self.spawn_task(self._drop(slot), f"iochost-drop-{name}")
+            self.spawn_task(self._drop(slot, slot.upgrade_op), f"iochost-drop-{name}")
         else:  # pragma: no cover - a new effect without its handler here is a bug
             raise TypeError(f"no handler for effect {effect!r}")
 
     async def _in_order(self, slot: PluginSlot, work: Callable[..., Any], *args: Any) -> Any:
         async with slot.io:
             return await asyncio.to_thread(work, *args)
+
+    # -- the registry: what is answered is on disk ------------------------------------------------
+    async def save(self, slot: PluginSlot, entry: RegistryEntry | None, *, probe: bool = False) -> None:
+        """Make ``entry`` (None: the plugin's removal) durable, in order with the plugin's
+        other file work. STORAGE_FULL if the disk refuses it: the registry is unchanged.
+        ``probe``: write the registry even if it holds ``entry`` already (a restart changes no
+        entry, but its worker's spec and log need the room: refused before it stops anything)."""
+        registry = self.services.registry
+        async with slot.io:
+            if entry is not None and slot.lc.delete_requested:  # never bring back what a delete removed
+                raise IochostError(ErrorCode.INVALID_STATE, f"{slot.name!r} is being deleted")
+            try:
+                wrote = await asyncio.to_thread(*((registry.remove, slot.name) if entry is None
+                                                  else (registry.put, entry)))
+                if probe and not wrote:
+                    await asyncio.to_thread(registry.flush)
+                    wrote = True
+            except IochostError as exc:
+                self.storage_refused(exc)
+                raise
+            slot.unsaved = None
+        if wrote:
+            self.storage_accepted()
+
+    async def _persist(self, slot: PluginSlot, entry: RegistryEntry) -> None:
+        """A save the lifecycle asks for on its own (an add's registration, an upgrade's
+        commit point): one the disk refuses is kept and made again once it has room."""
+        try:
+            await self.save(slot, entry)
+        except IochostError as exc:
+            if exc.code is ErrorCode.STORAGE_FULL:
+                slot.unsaved = entry
+                log.error("%s: %s; saved again once space is freed", slot.name, exc.message)
+
+    async def save_again(self, slot: PluginSlot) -> None:
+        """Retry the plugin's refused Persist, if any (STORAGE_FULL while the disk is full)."""
+        if slot.unsaved is None:
+            return
+        try:
+            await self.save(slot, slot.unsaved)
+        except IochostError as exc:
+            if exc.code is ErrorCode.STORAGE_FULL:
+                raise
+            slot.unsaved = None  # being deleted: nothing to keep
+        else:
+            log.info("%s: its registry entry is saved now", slot.name)
+
+    def storage_refused(self, error: IochostError) -> None:
+        """A write to the data dir failed for lack of room: /health and /metrics say so."""
+        if error.code is ErrorCode.STORAGE_FULL:
+            was, self.storage = self.storage, storage_problem(error)
+            if was is None:
+                log.error("storage: %s", error.message)
+                self._storage_changed()
+
+    def storage_accepted(self) -> None:
+        if self.storage is not None:
+            log.warning("storage: %s takes writes again", self.settings.data_dir)
+            self.storage = None
+            self._storage_changed()
+
+    def _storage_changed(self) -> None:
+        if self.services.on_storage is not None:
+            self.services.on_storage()
 
     # -- the work behind the effects -------------------------------------------------------------
     async def _prepare(self, slot: PluginSlot) -> None:
@@ -212,47 +282,86 @@ class Shell:
                 lambda: slot.lc.delete_requested,
             )
         except Exception as exc:  # noqa: BLE001 - an unexpected one is INTERNAL_ERROR for the caller
-            self.feed(slot, t.PrepareFailed(self._preparation_error(slot, "adding", exc)))
+            error = self._preparation_error(slot, "adding", exc)
+            self.storage_refused(error)
+            self.feed(slot, t.PrepareFailed(error))
         else:
             assert prepared is not None  # None only answers an upgrade
             await asyncio.sleep(0)  # Fetched, posted from the thread, is handled first
             self.feed(slot, t.Prepared(prepared.entry, prepared.plugin_dir, prepared.pvs))
 
-    async def _prepare_upgrade(self, slot: PluginSlot) -> None:
-        """Stage and validate the new revision in a thread while the old worker serves."""
+    async def _prepare_upgrade(self, slot: PluginSlot, op: str) -> None:
+        """Stage and validate the new revision in a thread while the old worker serves.
+
+        What it stages is upgrade ``op``'s alone. An upgrade ended meanwhile (a delete, the
+        daemon's shutdown) is over for good: this thread then removes its own areas and
+        reports nothing, whoever holds the plugin's name by now."""
         request = slot.upgrade_request
         assert request is not None
         svc, lc = self.services, slot.lc
-        base = lc.entry.model_copy(update={"source": request.source, "parameters": request.parameters})
+        options = {key: value for key, value in lc.entry.options.items() if key != "grace_period"}
+        if request.grace_period:
+            options["grace_period"] = request.grace_period
+        base = lc.entry.model_copy(update={"source": request.source, "parameters": request.parameters,
+                                           "options": options})
+
+        def ended() -> bool:
+            return lc.upgrade is None or slot.upgrade_op != op
+
+        def unchanged(commit: str | None) -> bool:  # what the worker runs would be the same
+            entry = lc.entry
+            return (commit is not None and commit == entry.commit and request.parameters == entry.parameters
+                    and request.class_name in (None, entry.class_name) and base.options == entry.options
+                    and base.source.path == entry.source.path)
+
         try:
             prepared = await asyncio.to_thread(
                 prepare, request, base, svc.store, svc.envs, svc.launcher, self.settings,
-                lambda commit: None, lambda: lc.delete_requested or lc.closing,
-                unchanged=lambda commit: commit is not None and commit == lc.entry.commit
-                and request.parameters == lc.entry.parameters,
+                lambda commit: None, lambda: lc.delete_requested or lc.closing, upgrade_op=op,
+                unchanged=unchanged,
             )
         except Exception as exc:  # noqa: BLE001 - an unexpected one is INTERNAL_ERROR for the caller
-            await self._in_order(slot, self._drop_staged, slot.name)  # before the caller hears of it
-            self.feed(slot, t.UpgradePrepareFailed(self._preparation_error(slot, "upgrading", exc)))
+            await self._drop_own(slot, op)  # before the caller hears of it
+            if not ended():
+                error = self._preparation_error(slot, "upgrading", exc)
+                self.storage_refused(error)
+                self.feed(slot, t.UpgradePrepareFailed(error))
         else:
-            if prepared is None or lc.state == State.DELETED:  # a no-op, or torn down while staging
-                await self._in_order(slot, self._drop_staged, slot.name)
-            self.feed(slot, t.UpgradePrepared(prepared))
+            if prepared is None or ended():  # a no-op, or the upgrade is over
+                await self._drop_own(slot, op)
+            if not ended():  # the same revision from another source (a mirror): the entry says so
+                relabeled = base if prepared is None and base.source != lc.entry.source else None
+                self.feed(slot, t.UpgradePrepared(prepared, relabeled))
+        if ended():
+            log.info("%s: upgrade %s ended while it was being prepared; its staging areas are removed", slot.name, op)
 
-    @staticmethod
-    def _preparation_error(slot: PluginSlot, doing: str, exc: Exception) -> IochostError:
+    async def _drop_own(self, slot: PluginSlot, op: str) -> None:
+        """Remove upgrade ``op``'s staging areas; a failure is logged (the next start removes them)."""
+        try:
+            await self._in_order(slot, self._drop_staged, slot.name, op)
+        except OSError as exc:
+            log.error("%s: removing the staging areas of upgrade %s failed: %s", slot.name, op, exc)
+
+    def _preparation_error(self, slot: PluginSlot, doing: str, exc: Exception) -> IochostError:
         if isinstance(exc, IochostError):
             return exc
+        if isinstance(exc, OSError) and exc.errno in OUT_OF_SPACE:
+            return storage_error(exc.filename or self.settings.data_dir, exc, f"{doing} {slot.name!r}")
+        if host_fault(exc) is not None:  # the validation probe could not be started: the host's fault
+            log.error("%s %s: cannot start the validation probe: %s", doing, slot.name, exc)
+            return IochostError(ErrorCode.LAUNCHER_UNAVAILABLE, f"{doing} {slot.name!r}: the daemon cannot "
+                                f"start its validation probe now ({exc}); retry later")
         log.error("%s %s failed", doing, slot.name, exc_info=exc)
         return IochostError(ErrorCode.INTERNAL_ERROR, f"{doing} {slot.name!r} failed unexpectedly")
 
-    async def _swap(self, slot: PluginSlot, back: bool) -> None:
+    async def _swap(self, slot: PluginSlot, back: bool, op: str | None) -> None:
         """Checkout and environment together: the new revision in, or the previous one back."""
         svc = self.services
+        assert op is not None, "a SwapRevision without an upgrade"
         steps = (svc.store.swap_back, svc.envs.swap_back) if back else (svc.store.swap_in, svc.envs.swap_in)
         try:
             for step in steps:
-                await self._in_order(slot, step, slot.name)
+                await self._in_order(slot, step, slot.name, op)
             plugin_dir = await asyncio.to_thread(svc.store.plugin_dir, slot.name, slot.lc.entry.source.path)
         except (OSError, IochostError) as exc:
             log.error("%s: swapping revisions failed: %s", slot.name, exc)
@@ -260,16 +369,14 @@ class Shell:
         else:
             self.feed(slot, t.Swapped(True, plugin_dir))
 
-    async def _drop(self, slot: PluginSlot) -> None:
-        try:
-            await self._in_order(slot, self._drop_staged, slot.name)
-        except OSError as exc:  # leftovers under tmp go with the next start
-            log.error("%s: dropping an upgrade's revision failed: %s", slot.name, exc)
+    async def _drop(self, slot: PluginSlot, op: str | None) -> None:
+        if op is not None:  # leftovers under tmp go with the next start
+            await self._drop_own(slot, op)
         self.feed(slot, t.Dropped())
 
-    def _drop_staged(self, name: str) -> None:
-        self.services.store.drop_staged(name)
-        self.services.envs.drop_staged(name)
+    def _drop_staged(self, name: str, op: str) -> None:
+        self.services.store.drop_staged(name, op)
+        self.services.envs.drop_staged(name, op)
 
     async def _restore(self, slot: PluginSlot) -> None:
         entry, svc = slot.lc.entry, self.services
@@ -291,6 +398,8 @@ class Shell:
                     await asyncio.to_thread(step, name)
                 except (OSError, IochostError) as exc:  # logged; the delete still ends
                     log.error("%s: teardown step %s failed: %s", name, step.__qualname__, exc)
+                    if isinstance(exc, IochostError):
+                        self.storage_refused(exc)
             await asyncio.to_thread(logfiles.remove, self.log_path(name))
             await asyncio.to_thread(autosave.remove, autosave.path_for(self.settings.autosave_dir, name))
             await asyncio.to_thread(spec_path(self.settings.run_dir, name).unlink, missing_ok=True)
@@ -307,7 +416,10 @@ class Shell:
                 output_rate=self.settings.log_throttle_mb * 1024**2,
             )
         except Exception as exc:  # noqa: BLE001 - any failure to start is the plugin's FAILED state
-            self.feed(slot, t.SpawnFailed(gen, str(exc) or type(exc).__name__))
+            fault = host_fault(exc)  # the host's: retried with backoff, /health names it
+            if fault is not None:
+                log.error("%s: cannot start its worker: %s; retried with backoff", slot.name, exc)
+            self.feed(slot, t.SpawnFailed(gen, str(exc) or type(exc).__name__, fault, time.monotonic()))
             return
         slot.worker, slot.worker_gen = worker, gen
         self.feed(slot, t.Spawned(gen, worker.pid, limits))

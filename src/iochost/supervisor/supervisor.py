@@ -8,18 +8,21 @@ answers it. It runs on the daemon's asyncio loop and never imports softioc.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from iochost import __version__
 from iochost.budget import LineBudget
 from iochost.config.pvnames import plugin_pv_prefix
 from iochost.contract import messages
+from iochost.durable import OUT_OF_SPACE, StorageProblem
 from iochost.errors import ErrorCode, IochostError
 from iochost.kinds import Kind
 from iochost.launch.launcher import Launcher
@@ -29,15 +32,20 @@ from iochost.store.envs import PluginEnvs
 from iochost.store.policy import check_source_allowed
 from iochost.supervisor import lifecycle_types as t
 from iochost.supervisor import logfiles
-from iochost.supervisor.adding import IN_PLACE, AddRequest, UpgradeChange, declared_change
+from iochost.store.declared import DeclaredNames
+from iochost.supervisor.adding import AddRequest, UpgradeChange, declared_change
 from iochost.supervisor.containment import Containment
-from iochost.supervisor.daemon_ioc import (CONTROL_MSG, CONTROL_VERBS, SYSTEM_NAME, RowTable, daemon_pv_values,
-                                           row_values, short_text, system_entry, write_system_plugin)
+from iochost.supervisor.daemon_ioc import (CONTROL_MSG, CONTROL_VERBS, SYSTEM_NAME, RowTable, control_target,
+                                           daemon_pv_values, row_values, short_text, system_entry,
+                                           write_system_plugin)
 from iochost.supervisor.epics import EpicsNetwork
 from iochost.supervisor.lifecycle import UP, PluginLifecycle
 from iochost.supervisor.models import Event, Health, PluginProblem, PluginRecord, Readiness, RunRecord
 from iochost.supervisor.shell import PluginSlot, Services, Shell
 from iochost.supervisor.states import LIVE, UNSETTLED, State
+
+if TYPE_CHECKING:  # plugins_file imports the API's models
+    from iochost.plugins_file import PluginsFile
 
 log = logging.getLogger("iochost.supervisor")
 
@@ -47,17 +55,19 @@ MAX_FORWARDED_CHARS = 4000  # of one plugin log record in the daemon's log
 EVENT_QUEUE_SIZE = 1000
 RUN_ANSWER_TIMEOUT = 10.0  # the worker answers a run request at once; silence means it is wedged
 SETTLED = frozenset({State.RUNNING, State.PAUSED, State.STOPPED, State.CRASHED, State.FAILED, State.DELETED})
+SYSTEM_RETRY_MAX = 30.0  # seconds between tries to write the daemon IOC's files on a full disk
+STORAGE_RECHECK_EVERY = 4  # watch periods between retries of the registry while the data dir refused a write
 
 
 class Supervisor:
     def __init__(self, settings: Settings, launcher: Launcher | None = None,
-                 declared: Sequence[AddRequest] = ()) -> None:
+                 declared: PluginsFile | None = None) -> None:
         """``launcher``: the started fork server (``iochost serve`` starts it before the web
         stack loads), closed with the supervisor; None: every worker and probe is spawned.
-        ``declared``: the plugins file's entries, applied once the registry is restored."""
+        ``declared``: the plugins file, applied once the registry is restored."""
         self.settings = settings
         self.launcher = launcher
-        self.declared = list(declared)
+        self.declared = declared
         self.plugins: dict[str, PluginSlot] = {}
         self.system: PluginSlot | None = None  # the daemon's own status IOC
         self.started_at = datetime.now(timezone.utc)
@@ -82,6 +92,7 @@ class Supervisor:
         self._pushed: dict[str, Any] = {}  # the values the status IOC has, to send only changes
         self._pushed_to: object | None = None  # ... of that worker process
         self._log_budgets: dict[str, LineBudget] = {}  # plugin log lines forwarded into the daemon's log
+        self._rechecking_storage = False
 
     # -- daemon lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -90,6 +101,7 @@ class Supervisor:
         for folder in (s.data_dir, s.logs_dir, s.run_dir):
             folder.mkdir(parents=True, exist_ok=True)
         s.autosave_dir.mkdir(mode=0o700, exist_ok=True)  # saved PV values: the daemon's user only
+        s.run_dir.chmod(0o700)  # worker specs hold parameters (made 0755 by earlier versions)
         store = await asyncio.to_thread(GitStore, s.data_dir)
         registry = Registry(s.registry_path)
         await asyncio.to_thread(registry.load)
@@ -102,7 +114,8 @@ class Supervisor:
             self.launcher.on_warm_member = containment.place_member
         services = Services(store=store, registry=registry, envs=envs, containment=containment,
                             epics=self.epics, launcher=self.launcher,
-                            forward_log=self._forward_log, on_control=self._on_control)
+                            forward_log=self._forward_log, on_control=self._on_control,
+                            on_storage=self._schedule_status_push)
         self.shell = Shell(s, services, self._on_effect, self._forget)
         await self.shell.start()
         await self.epics.start()
@@ -134,7 +147,7 @@ class Supervisor:
         await asyncio.gather(*(restore(slot) for slot in slots))
         if self.settings.examples is not None:
             await self._add_examples(self.settings.examples)
-        if self.declared:
+        if self.declared is not None:
             await self._apply_declared(self.declared)
         self.ready = True
         self._ready_event.set()
@@ -196,16 +209,22 @@ class Supervisor:
             if trouble is not None:
                 problems.append(PluginProblem(name=lc.name, kind=lc.entry.kind, reason=trouble, state=lc.state,
                                               status=lc.status, restarts=lc.restarts, last_error=lc.last_error))
-        return Health(status="degraded" if problems else "ok", version=__version__,
+        storage = self.storage_problem()
+        launcher = self.launcher.problem if self.launcher is not None else None
+        return Health(status="degraded" if problems or storage or launcher else "ok", version=__version__,
                       uptime=round(time.monotonic() - self._started, 1), ready=self.ready, plugins=counts,
-                      problems=problems if named else None)
+                      problems=problems if named else None, storage=storage, launcher=launcher)
+
+    def storage_problem(self) -> StorageProblem | None:
+        """The write the data dir refused last, while no write since succeeded (full disk)."""
+        return self.shell.storage if self.shell is not None else None
 
     def readiness(self) -> Readiness:
         restoring = sum(slot.lc.state in UNSETTLED for slot in self.plugins.values())
         return Readiness(ready=self.ready, restoring=restoring)
 
     def _degraded(self) -> bool:
-        return any(slot.lc.degraded for slot in self.plugins.values())
+        return self.storage_problem() is not None or any(slot.lc.degraded for slot in self.plugins.values())
 
     async def logs(self, name: str, lines: int) -> list[str]:
         self._slot(name)
@@ -239,6 +258,13 @@ class Supervisor:
         slot.request = None
         if lc.add_error is not None:
             raise lc.add_error
+        try:  # the lifecycle's Persist may have been refused: the add answers only once it is saved
+            await self._shell().save(slot, lc.entry)
+        except IochostError as exc:
+            if lc.state != State.DELETED:  # nothing of the add is left: no worker, checkout or entry
+                self._shell().feed(slot, t.DeleteRequested())
+                await slot.until(lambda lc: lc.state == State.DELETED)
+            raise exc from None
         log.info("added %s %s (%s) at %s", lc.entry.kind, lc.name, lc.entry.class_name, lc.entry.commit or "local")
         return lc.record()
 
@@ -247,7 +273,7 @@ class Supervisor:
 
         A plugin still being added is deleted as soon as its current step ends."""
         slot = self._slot(name, kind)
-        self._shell().feed(slot, t.DeleteRequested())
+        await self._saved_then_fed(slot, t.DeleteRequested(), None)
         await slot.until(lambda lc: lc.state == State.DELETED)
         log.info("removed %s", name)
 
@@ -259,14 +285,19 @@ class Supervisor:
         the new revision fails validation (nothing changed); 409 UPGRADE_FAILED after a
         rollback."""
         slot = self._slot(name)
-        lc = slot.lc
-        entry = lc.entry
+        entry = slot.lc.entry
         request = AddRequest(
             name=name, source=change.source_for(entry.source),
             class_name=entry.class_name or None,
             parameters=entry.parameters if change.parameters is None else change.parameters,
             pat=change.pat, grace_period=entry.options.get("grace_period"), kind=entry.kind,
         )
+        return await self._upgrade(slot, request)
+
+    async def _upgrade(self, slot: PluginSlot, request: AddRequest) -> PluginRecord:
+        """Upgrade in place to what ``request`` asks for: source, revision, class, parameters
+        and grace period (the REST API's upgrade changes the revision and parameters only)."""
+        name = slot.name
         slot.upgrade_request = request
         try:
             self._shell().feed(slot, t.UpgradeRequested())  # INVALID_STATE from the lifecycle
@@ -275,25 +306,56 @@ class Supervisor:
             slot.upgrade_request = None
         if lc.upgrade_outcome is not None:
             raise lc.upgrade_outcome
+        try:  # the commit point's Persist may have been refused: say so, it is retried
+            await self._shell().save(slot, lc.entry)
+        except IochostError as exc:
+            if exc.code is not ErrorCode.STORAGE_FULL:
+                raise
+            slot.unsaved = lc.entry
+            raise IochostError(ErrorCode.STORAGE_FULL, f"{name!r} runs its new revision "
+                               f"{lc.entry.commit or 'local'}, but the registry cannot record it: cannot write "
+                               f"{exc.details['path']}: {exc.details['error']}; it is saved once space is freed "
+                               "(until then the registry names the previous revision)",
+                               **exc.details) from None
         log.info("upgraded %s to %s", name, lc.entry.commit or "local")
         return lc.record()
 
     # -- start / stop / restart --------------------------------------------------------
     async def start_plugin(self, name: str) -> PluginRecord:
         slot = self._slot(name)
-        self._shell().feed(slot, t.StartRequested())  # INVALID_STATE from the lifecycle if it runs
+        await self._saved_then_fed(slot, t.StartRequested(), slot.lc.with_desired("running"))
         return await self._until_started(slot)
 
     async def stop_plugin(self, name: str) -> PluginRecord:
         slot = self._slot(name)
-        self._shell().feed(slot, t.StopRequested())
+        await self._saved_then_fed(slot, t.StopRequested(), slot.lc.with_desired("stopped"))
         lc = await slot.until(lambda lc: lc.state not in LIVE)
         return lc.record()
 
     async def restart_plugin(self, name: str) -> PluginRecord:
         slot = self._slot(name)
-        self._shell().feed(slot, t.RestartRequested())
+        await self._saved_then_fed(slot, t.RestartRequested(), slot.lc.with_desired("running"))
         return await self._until_started(slot)
+
+    async def _saved_then_fed(self, slot: PluginSlot, request: t.Event, entry: RegistryEntry | None) -> None:
+        """Save what an operator's request changes (``entry``; None: a delete), then hand the
+        request to the lifecycle. Saved first: a crash in between leaves the operator's intent,
+        which the restore carries out; acting first would let a crash undo an answer not yet
+        given, or a full disk leave a change acted on that the next start forgets. A save the
+        disk refuses raises STORAGE_FULL before anything happened: the plugin is as it was."""
+        shell, lc = self._shell(), slot.lc
+        refused = lc.refusal(request)  # INVALID_STATE: refused before anything is saved
+        if refused is not None:
+            raise refused
+        if lc.registered:  # an add in progress saves its entry when it ends
+            await shell.save(slot, entry, probe=isinstance(request, (t.StartRequested, t.RestartRequested)))
+        try:
+            shell.feed(slot, request)
+        except IochostError:  # the plugin moved on while we saved (an upgrade began): the registry follows it
+            if entry is not None and lc.registered:
+                with contextlib.suppress(IochostError):
+                    await shell.save(slot, lc.entry)
+            raise
 
     async def _until_started(self, slot: PluginSlot) -> PluginRecord:
         lc = await slot.until(lambda lc: lc.state in SETTLED and not lc.restart_requested)
@@ -403,9 +465,28 @@ class Supervisor:
             self._report_dropped_logs(now)
             if ticks % SWEEP_EVERY == 0:
                 await asyncio.to_thread(shell.services.containment.sweep)
+            if ticks % STORAGE_RECHECK_EVERY == 0 and not self._rechecking_storage and (
+                    shell.storage is not None or any(slot.unsaved for slot in self.plugins.values())):
+                self._rechecking_storage = True
+                shell.spawn_task(self._recheck_storage(), "iochost-storage-recheck")
             for slot in self._supervised():
                 if slot.lc.state in UP:
                     shell.feed(slot, t.Tick(now))
+
+    async def _recheck_storage(self) -> None:
+        """While the data dir refused a write: save the refused Persists again, and write
+        the registry, so the daemon sees by itself that space is back (no restart, no request)."""
+        shell = self._shell()
+        try:
+            for slot in list(self.plugins.values()):
+                await shell.save_again(slot)
+            if shell.storage is not None:
+                await asyncio.to_thread(shell.services.registry.flush)
+                shell.storage_accepted()
+        except IochostError as exc:
+            shell.storage_refused(exc)
+        finally:
+            self._rechecking_storage = False
 
     # -- helpers ---------------------------------------------------------------------------------
     async def _add_examples(self, folder: Path) -> None:
@@ -420,41 +501,94 @@ class Supervisor:
         await asyncio.gather(*(add(plugin_dir) for plugin_dir in sorted(folder.iterdir())
                                if (plugin_dir / "config.yaml").is_file() and plugin_dir.name not in self.plugins))
 
-    async def _apply_declared(self, requests: list[AddRequest]) -> None:
-        """The plugins file: add what the registry lacks; upgrade in place an entry whose
-        revision or parameters changed, and replace (delete, then add) one whose source,
-        class or grace period changed; leave everything else (plugins added over REST, an
-        operator's stop). Each entry on its own: one failing stops no other."""
+    async def _apply_declared(self, declared: PluginsFile) -> None:
+        """The plugins file: add what the registry lacks; upgrade in place every plugin whose
+        entry changed, or whose name an operator's plugin has (its autosaved values, keyed by
+        name, stay); leave the rest (plugins added over REST, an operator's stop). A plugin
+        whose entry left the file since it was last applied is kept or deleted as
+        ``plugins_file_removed`` says. Each entry on its own: one failing stops no other."""
+        names = DeclaredNames(self.settings.declared_path)
+        before = await asyncio.to_thread(names.load)
 
         async def apply(request: AddRequest) -> None:
             slot = self.plugins.get(request.name)
-            change = declared_change(slot.lc.entry, request) if slot is not None else "new"
+            change = "new" if slot is None else declared_change(slot.lc.entry, request)
+            taken_over = slot is not None and request.name not in before  # added over REST (or released)
             if change is None:
+                if taken_over:
+                    log.info("plugins file: %s taken over as it is", request.name)
                 return
-            in_place = slot is not None and set(change.split(", ")) <= IN_PLACE
+            if taken_over:
+                change = f"taken over: {change}"
             try:
-                if in_place:
-                    await self.upgrade(request.name, UpgradeChange(parameters=request.parameters, pat=request.pat,
-                                                                   source=request.source))
-                    log.info("plugins file: %s upgraded in place (%s)", request.name, change)
+                if slot is None:
+                    await self.add(request)
+                    log.info("plugins file: %s added", request.name)
                     return
-                if slot is not None:
+                try:
+                    await self._upgrade(slot, replace(request, kind=slot.lc.entry.kind))
+                except IochostError as exc:
+                    if exc.code is not ErrorCode.WRONG_KIND:
+                        raise
+                    log.warning("plugins file: %s: %s; replacing it (delete, then add)", request.name, exc.message)
                     await self.remove(request.name)
-                await self.add(request)
+                    await self.add(request)
+                    log.info("plugins file: %s replaced (%s)", request.name, change)
+                    return
+                log.info("plugins file: %s upgraded in place (%s)", request.name, change)
             except IochostError as exc:
                 errors = "".join(f"; {e.get('file') or ''}:{e.get('line') or ''} {e.get('message')}"
                                  for e in exc.details.get("errors") or [])
                 log.error("plugins file: %s (%s) not applied: %s %s%s", request.name, change, exc.code.value,
                           exc.message, errors)
-                return
-            log.info("plugins file: %s %s", request.name, "added" if slot is None else f"replaced ({change})")
 
-        await asyncio.gather(*(apply(request) for request in requests))
+        await asyncio.gather(*(apply(request) for request in declared.requests))
+        declared_now = declared.names
+        if declared_now is None:
+            log.warning("plugins file: an entry without a readable name was left out; no plugin counts as "
+                        "having left the file this time")
+            await self._save_declared(names, before | {request.name for request in declared.requests})
+            return
+        kept = set(declared_now)
+        for name in sorted(before - declared_now):
+            if name not in self.plugins:
+                continue
+            if self.settings.plugins_file_removed == "keep":
+                log.info("plugins file: %s left the file; kept (plugins_file_removed keep): managed over REST "
+                         "from now on", name)
+                continue
+            try:
+                await self.remove(name)
+            except IochostError as exc:
+                kept.add(name)  # still the file's: tried again at the next start
+                log.error("plugins file: %s left the file; not deleted: %s %s", name, exc.code.value, exc.message)
+            else:
+                log.info("plugins file: %s left the file; deleted (plugins_file_removed delete)", name)
+        await self._save_declared(names, kept)
+
+    @staticmethod
+    async def _save_declared(names: DeclaredNames, declared: set[str]) -> None:
+        try:
+            await asyncio.to_thread(names.save, declared)
+        except OSError as exc:  # the plugins applied stay; which ones left the file is known at the next start
+            log.error("plugins file: cannot save the declared names to %s: %s", names.path, exc)
 
     async def _start_system(self) -> None:
         """Start {PREFIX}:IOCHOST:*, its records generated from the settings; a failure is
-        logged, never fatal to the daemon."""
-        plugin_dir = await asyncio.to_thread(write_system_plugin, self.settings)
+        logged, never fatal to the daemon. A data dir with no room for its files (a full
+        disk) is retried with backoff until it has: the daemon recovers by itself."""
+        delay = 1.0
+        while True:
+            try:
+                plugin_dir = await asyncio.to_thread(write_system_plugin, self.settings)
+                break
+            except OSError as exc:
+                if exc.errno not in OUT_OF_SPACE:
+                    raise
+                log.error("the daemon's own IOC cannot be written to %s: %s; retried in %g s",
+                          self.settings.data_dir / "system", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, SYSTEM_RETRY_MAX)
         lc = PluginLifecycle(system_entry(self.started_at, plugin_dir),
                              plugin_pv_prefix(self.settings.prefix, SYSTEM_NAME), self.timings, self.settings.runs_kept)
         self.system = PluginSlot(lc)
@@ -533,7 +667,13 @@ class Supervisor:
     async def _control(self, request: messages.ControlRequest) -> None:
         """Carry out an operator's START / STOP / RESTART with the REST API's own operations;
         the outcome goes to CONTROL_MSG, the log and the event stream (origin ``epics``)."""
-        action, name = request.action, request.plugin
+        action = request.action
+        try:
+            name = control_target(request.plugin)
+        except IochostError as exc:  # the whole name or nothing: never a cut or forged one
+            log.warning("epics: %s refused: %s %s", action, exc.code.value, exc.message)
+            self._report_control(action, request.plugin, "failed", exc.message, exc.code.value)
+            return
         operation = {"start": self.start_plugin, "stop": self.stop_plugin, "restart": self.restart_plugin}[action]
         doing, done = CONTROL_VERBS[action]
         log.info("epics: %s %s requested", action, name)

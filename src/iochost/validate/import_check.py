@@ -68,7 +68,9 @@ def _tail(stderr: str, lines: int = 3) -> str:
 
 def _start_probe(request: str, out: int, err: int, python: str | None,
                  launcher: Launcher | None) -> subprocess.Popen[bytes] | Child:
-    """A running probe, Popen-like; output to files, so a plugin printing gigabytes costs us nothing."""
+    """A running probe, Popen-like; output to files, so a plugin printing gigabytes costs us
+    nothing. ``request``: the path of its request file (it holds the plugin's parameters,
+    which must not show on a command line that every local user can read)."""
     env = _probe_env()
     if launcher is not None and python is None:
         try:
@@ -104,10 +106,11 @@ def probe_plugin(
     check = {"check_config": True, **asdict(records)} if records is not None else {}
     request = json.dumps({"plugin_dir": str(root), "class_name": class_name, "memory_limit_mb": memory_limit_mb,
                           **check})
-    with tempfile.TemporaryDirectory(prefix="iochost-probe-") as scratch:
-        out_path, err_path = Path(scratch, "out"), Path(scratch, "err")
+    with tempfile.TemporaryDirectory(prefix="iochost-probe-") as scratch:  # 0700: the daemon's user only
+        out_path, err_path, request_path = Path(scratch, "out"), Path(scratch, "err"), Path(scratch, "request.json")
+        request_path.write_text(request)
         with open(out_path, "wb") as out_file, open(err_path, "wb") as err_file:
-            proc = _start_probe(request, out_file.fileno(), err_file.fileno(), python, launcher)
+            proc = _start_probe(str(request_path), out_file.fileno(), err_file.fileno(), python, launcher)
         timed_out = False
         try:
             wait_exit(proc, timeout)

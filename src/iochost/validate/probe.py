@@ -3,7 +3,7 @@ inspect it, then check what only the imported plugin shows: expressions calling 
 functions it registered, and its records, built as its worker builds them (without
 iocInit). Everything that reads the plugin's code happens here, not in the daemon.
 
-``python -m iochost.validate.probe REQUEST_JSON`` prints one JSON object
+``python -m iochost.validate.probe REQUEST_FILE`` (a JSON file: it holds parameters) prints one JSON object
 ``{"kind", "class_name", "module_file", "issues": [...]}`` on its stdout and nothing
 else: the plugin's own prints go to stderr. It limits its own memory (RLIMIT_DATA) first
 and imports exactly as the worker does (iocmng alias + ``iochost.loader``); softioc is
@@ -147,8 +147,8 @@ def check_config(root: Path, kind: Kind, request: dict[str, Any]) -> list[dict[s
 
 def main(argv: list[str]) -> None:
     if len(argv) != 1:
-        sys.exit("usage: python -m iochost.validate.probe REQUEST_JSON")
-    request = json.loads(argv[0])
+        sys.exit("usage: python -m iochost.validate.probe REQUEST_FILE")
+    request = json.loads(Path(argv[0]).read_text())  # a file: the parameters stay off the command line
     from iochost.worker.limits import apply_limits
 
     apply_limits(request.get("memory_limit_mb"), None)  # before any plugin file is parsed

@@ -9,8 +9,15 @@ an upgrade all find it, and a delete removes it.
 At start, before the records exist, each saved value is checked against the PV as declared
 *now* by the config schema itself (``PVDef`` with that value): a PV whose limits, type or
 choices changed so that the value no longer fits starts at its config value, with a
-warning naming PV and reason. A file that cannot be read is a warning, moved aside to
-``NAME.json.bad`` for the operator; the plugin starts at its config values.
+warning naming PV, value and reason, and the others are restored. A file that cannot be
+read or decoded (whatever the exception: a number of 5000 digits, JSON nested 100 000 deep,
+a wrong shape) is a warning, moved aside to ``NAME.json.bad`` for the operator; the plugin
+starts at its config values.
+
+Strings are saved as the bytes their record holds (``iochost.record_text``): UTF-8 text as a
+JSON string; a value whose bytes are not all UTF-8 (a CA client's Latin-1) as
+``{"latin1": TEXT}``, each byte the Latin-1 character of that code, so it comes back byte for
+byte.
 
 Writes are atomic (temp file in the same directory, fsync, rename, fsync of the directory)
 and debounced: a burst of puts is coalesced into one write per ``delay``, all from one
@@ -38,10 +45,12 @@ from pydantic import ValidationError
 from iochost.config import PVDef, PVGroup
 from iochost.config.errors import issues_from_pydantic
 from iochost.durable import remove_stale_temps, temp_pattern, write_atomically
+from iochost.record_text import held_text, is_utf8, text_bytes
 
 log = logging.getLogger("iochost.worker")
 
 FORMAT_VERSION = 1
+BYTES_KEY = "latin1"  # {"latin1": text}: a string's bytes that are not all UTF-8, one char per byte
 DEBOUNCE = 0.3  # seconds writes are coalesced over; a put is on disk this long after it
 BAD_SUFFIX = ".bad"
 FLUSH_TIMEOUT = 5.0  # longest the stop waits for the final write
@@ -80,8 +89,8 @@ def parse(data: bytes) -> Saved:
     """The content of an autosave file; AutosaveFileError says what is wrong with it."""
     try:
         document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AutosaveFileError(f"not JSON ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - JSONDecodeError, ValueError (int digits), RecursionError, ...
+        raise AutosaveFileError(f"not JSON ({type(exc).__name__}: {_first_line(exc)})") from None
     if not isinstance(document, dict):
         raise AutosaveFileError(f"a JSON object was expected, found {type(document).__name__}")
     version = document.get("version")
@@ -96,29 +105,33 @@ def parse(data: bytes) -> Saved:
     return Saved(values=values, state=state)
 
 
+def _first_line(exc: BaseException, limit: int = 500) -> str:
+    """An exception's message for a log line: its first line, bounded."""
+    lines = str(exc).splitlines()
+    line = lines[0] if lines else ""
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
 def load(path: Path) -> Saved:
-    """Read ``path``; nothing saved yet is an empty Saved. An unreadable or corrupt file is
-    a warning, never an error: it is moved aside to NAME.json.bad and nothing is restored.
-    Temp files beside it are left alone: a writer may be between its write and its rename
-    (the ``Autosaver`` removes stale ones when it starts)."""
+    """Read ``path``; nothing saved yet is an empty Saved. A file that cannot be read or
+    parsed, whatever the exception, is a warning, never an error: it is moved aside to
+    NAME.json.bad (the next write would replace it) and nothing is restored. Temp files
+    beside it are left alone: a writer may be between its write and its rename (the
+    ``Autosaver`` removes stale ones when it starts)."""
     try:
         data = path.read_bytes()
+        return parse(data)
     except FileNotFoundError:
         return Saved()
-    except OSError as exc:
-        log.warning("autosave file %s cannot be read (%s); starting from config.yaml values",
-                    path, exc.strerror or exc)
-        return Saved()
-    try:
-        return parse(data)
-    except AutosaveFileError as exc:
+    except Exception as exc:  # noqa: BLE001 - any unusable file is set aside, never a crash
+        reason = str(exc) if isinstance(exc, AutosaveFileError) else f"{type(exc).__name__}: {_first_line(exc)}"
         aside = bad_path(path)
         try:
             os.replace(path, aside)
             kept = f"moved to {aside}"
         except OSError as move_error:
             kept = f"could not be moved aside: {move_error.strerror or move_error}"
-        log.warning("autosave file %s is unusable: %s; %s; starting from config.yaml values", path, exc, kept)
+        log.warning("autosave file %s is unusable: %s; %s; starting from config.yaml values", path, reason, kept)
         return Saved()
 
 
@@ -151,11 +164,11 @@ def apply(values: dict[str, Any], pvs: PVGroup) -> tuple[PVGroup, dict[str, Any]
             log.info("autosave: %s is no longer an autosaved input; its saved value is dropped", name)
             continue
         try:
-            converted = convert.to_pv(pv, value)
+            converted = convert.to_pv(pv, from_saved(pv, value))
             inputs[name] = fit(pv, converted)
-        except ValueError as exc:  # ConversionError is one
+        except Exception as exc:  # noqa: BLE001 - ConversionError, ValueError, anything: this value only
             log.warning("autosave: saved value %s of %s no longer fits it (%s); it starts at its "
-                        "config.yaml value", reprlib.repr(value), name, exc)
+                        "config.yaml value", reprlib.repr(value), name, _first_line(exc))
             continue
         restored = to_saved(pv, converted)
         if _numbers_alike(restored) != _numbers_alike(value):
@@ -176,11 +189,28 @@ def _numbers_alike(value: Any) -> Any:
     return value
 
 
+def from_saved(pv: PVDef, value: Any) -> Any:
+    """A saved value as the record's: ``{"latin1": text}`` of a string PV is the text of
+    those bytes (``record_text.held_text``); anything else is as saved."""
+    if pv.type != "string" or not isinstance(value, dict):
+        return value
+    text = value.get(BYTES_KEY)
+    if set(value) != {BYTES_KEY} or not isinstance(text, str):
+        raise ValueError(f"a string's bytes are saved as {{{BYTES_KEY!r}: text}}, found {reprlib.repr(value)}")
+    try:
+        return held_text(text.encode("latin-1"))
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{BYTES_KEY!r} text holds {text[exc.start]!r}, which is not one byte") from None
+
+
 def to_saved(pv: PVDef, value: Any) -> Any:
     """A record's value in the form saved: plain JSON, an enum by its choice name (so a
-    reordered choice list keeps the meaning, and a removed choice is a clear misfit)."""
+    reordered choice list keeps the meaning, and a removed choice is a clear misfit), a
+    string whose bytes are not all UTF-8 as ``{"latin1": text}``."""
     if hasattr(value, "tolist"):  # a numpy array or scalar
         value = value.tolist()
+    if pv.type == "string" and isinstance(value, str) and not is_utf8(value):
+        return {BYTES_KEY: text_bytes(value).decode("latin-1")}
     if pv.type == "enum" and isinstance(value, int) and pv.choices and 0 <= value < len(pv.choices):
         return pv.choices[value]
     return value
@@ -320,7 +350,7 @@ class Autosaver:
                 log.error("autosave: cannot read %s: %s", name, exc)
         try:
             write_atomically(self.path, encode(self.values, state))
-        except (OSError, TypeError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - ENOSPC, EIO, ...: retried; the thread never ends on it
             self.failed_writes += 1
             self._streak += 1
             if self._streak == 1:  # once per streak: a retry every few seconds is not news

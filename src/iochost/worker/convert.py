@@ -26,6 +26,7 @@ import numpy
 
 from iochost.config import PVDef
 from iochost.config.schema import INT32  # longin/longout VAL and int waveform elements
+from iochost.record_text import held_text
 CHAR_DTYPES = (numpy.dtype(numpy.uint8), numpy.dtype(numpy.int8))  # how CA and PVA carry a long string
 
 _short = reprlib.Repr()
@@ -77,7 +78,8 @@ def describe_value(value: Any) -> str:
 def to_pv(pv: PVDef, value: Any) -> Any:
     """``value`` as a value of ``pv``'s type, in the form its record takes: float, int (an
     int, a bool's 0/1, an enum's index), str, or a list for a waveform. A string is returned
-    whole: cutting it to the record is the record's business. ConversionError otherwise."""
+    whole (bytes as ``record_text`` keeps them): cutting it to the record is the record's
+    business. ConversionError otherwise."""
     try:
         if value is None:
             raise _Refused("there is no value")
@@ -115,8 +117,10 @@ def base_value(value: Any) -> Any:
 
 
 def _c_string(data: bytes) -> str:
-    """A char array's text: up to its first NUL, UTF-8 (a byte that is not, replaced)."""
-    return data.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+    """A char array's text: up to its first NUL, its bytes kept (``record_text.held_text``:
+    UTF-8, a byte that is not as its surrogate escape), so a record written with it holds
+    the same bytes."""
+    return held_text(data)
 
 
 def _is_array(value: Any) -> bool:

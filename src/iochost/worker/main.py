@@ -163,7 +163,7 @@ def run_worker(spec: WorkerSpec) -> int:
     if hasattr(plugin, "_attach_channel"):  # the daemon's own IOC sends control requests
         plugin._attach_channel(channel)
     if saver is not None:
-        saver.start(table.get_pv)
+        saver.start(table.held_value)  # strings as the bytes their records hold
 
     last_status: list[tuple[str, str]] = []
 

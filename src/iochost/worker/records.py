@@ -21,6 +21,7 @@ from iochost.config.schema import LIMITS, LimitAlarm, StateAlarm
 from iochost.config.pvnames import default_pv_names, wired_ports
 from iochost.kinds import Kind
 from iochost.record_sizes import STRING_LENGTH
+from iochost.record_text import fit_text, held_text, readable, text_bytes
 from iochost.worker.convert import ConversionError, to_pv
 from iochost.worker.limit_alarm import LimitState, limit_alarm
 
@@ -54,6 +55,24 @@ def _post_with_alarm(record: Any, severity: int, status: int) -> None:
         _db_post_events(raw.record, None, mask | DBE_VALUE | DBE_LOG)
     finally:
         _db_scan_unlock(raw.record)
+
+
+class RecordText(str):
+    """Text that pythonSoftIOC stores as the exact bytes ``record_text`` gives it: softioc
+    calls ``value.encode()``, strict UTF-8, which would refuse the surrogate escapes of bytes
+    that are not UTF-8 (a CA client's Latin-1), so they could never be written back."""
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return text_bytes(self)
+
+
+def held_bytes(record: Any) -> bytes:
+    """The bytes a string record holds now, to the first NUL. softioc keeps the value in its
+    EPICS form (``c_char * 40``, or a long string's uint8 array) and decodes it with
+    ``errors="replace"`` in ``get()``, which loses bytes that are not UTF-8."""
+    held = record._value[0]
+    data = held.tobytes() if isinstance(held, numpy.ndarray) else bytes(held.value)
+    return data.split(b"\0", 1)[0]
 
 
 class PVTable:
@@ -136,9 +155,14 @@ class PVTable:
         given = plugin_alarm(severity, alarm)
         with self._lock:
             if name in self.writable:
-                self._set_input(name, record, record.get(), given)
+                self._set_input(name, record, self._unchanged(name, record), given)
             else:
                 record.set_alarm(*given)
+
+    def _unchanged(self, name: str, record: Any) -> Any:
+        """A record's value to write back as it is (softioc's get() of a string replaces
+        bytes that are not UTF-8, and 39 of them become 117 bytes, too long to write)."""
+        return RecordText(self.held_value(name)) if self._is_string(name) else record.get()
 
     def _set_input(self, name: str, record: Any, value: Any, given: tuple[int, int]) -> None:
         record.set(value, process=False, severity=given[0], alarm=given[1])
@@ -174,15 +198,44 @@ class PVTable:
             if converted != value or name in self._refused:
                 self.set_pv(name, converted)  # stored as converted, the alarm its own again
             return True, converted
+        if pv.type == "string":
+            return True, self._operator_text(name, pv)
         if name in self._refused:
             self.set_pv(name, value)
         return True, value
+
+    def _operator_text(self, name: str, pv: PVDef) -> str:
+        """An operator's string put as the record is to keep it: its bytes as written (CA
+        clients write any bytes), within the record's size, cut between characters (EPICS
+        keeps the first 39 bytes of a stringout put, which can end inside a character: a PVA
+        put of 20 ``é``), rewritten when that changed them; what the plugin is shown."""
+        held = held_text(held_bytes(self._record(name)))
+        fitted = fit_text(held, pv.length if pv.is_long_string else STRING_LENGTH)
+        if fitted != held or name in self._refused:
+            if fitted != held:
+                log.warning("%s:%s: an operator's write of %d bytes is kept as its first %d bytes, "
+                            "cut between characters", self.pv_prefix, name, len(text_bytes(held)),
+                            len(text_bytes(fitted)))
+            self.set_pv(name, fitted)
+        return readable(fitted)
 
     def get_pv(self, name: str) -> Any:
         value = self._record(name).get()
         if isinstance(value, numpy.ndarray):
             return value.tolist()
         return value
+
+    def held_value(self, name: str) -> Any:
+        """``get_pv``, but a string as the exact bytes its record holds (``record_text``):
+        what autosave keeps and what a rewrite of the record's own value must write."""
+        if self._is_string(name):
+            return held_text(held_bytes(self._record(name)))
+        return self.get_pv(name)
+
+    def _is_string(self, name: str) -> bool:
+        """A stringin/stringout or a long string record."""
+        pv = self.defs.get(name)
+        return name in self.short_strings or pv is not None and pv.is_long_string
 
     def status_name(self) -> str:
         return self.status_enum(int(self.records["STATUS"].get())).name
@@ -203,15 +256,13 @@ class PVTable:
         return value
 
 
-def _cut(name: str, text: str, size: int) -> str:
-    """``text`` in at most ``size`` bytes of UTF-8, cut between characters (softioc stores
-    UTF-8 in a char array and refuses what does not fit)."""
-    data = text.encode("utf-8", "surrogatepass")
-    if len(data) <= size:
-        return text
-    if name != "MESSAGE":  # MESSAGE is cut by design; others deserve a warning
+def _cut(name: str, text: str, size: int) -> RecordText:
+    """``text`` in at most ``size`` bytes, cut between characters (``record_text.fit_text``;
+    softioc refuses what does not fit its char array), written as its exact bytes."""
+    fitted = fit_text(text, size)
+    if name != "MESSAGE" and len(text_bytes(fitted)) < len(text_bytes(text)):  # MESSAGE is cut by design
         log.warning("%s: value cut to %d bytes", name, size)
-    return data[:size].decode("utf-8", "ignore")
+    return RecordText(fitted)
 
 
 def _limits(pv: PVDef, writable: bool) -> dict[str, Any]:
@@ -265,6 +316,7 @@ def _declared_record(name: str, pv: PVDef, writable: bool, on_write: OnWrite) ->
             make = builder.longOut if writable else builder.longIn
         return make(name, initial_value=value, **fields)
     if pv.type == "string":
+        value = RecordText(value)  # an autosaved value's bytes, as they were
         if pv.is_long_string:
             make = builder.longStringOut if writable else builder.longStringIn
             return make(name, initial_value=value, length=pv.length + 1, **fields)
@@ -315,7 +367,8 @@ def _default_record(name: str, status_enum: type[TaskStatus] | type[JobStatus], 
     if name == "CYCLE_COUNT":
         return builder.longIn("CYCLE_COUNT", initial_value=0, DESC="Completed executions")
     if name == "VERSION":
-        return builder.stringIn("VERSION", initial_value=version[:STRING_LENGTH], DESC="Plugin version")
+        return builder.stringIn("VERSION", initial_value=fit_text(version, STRING_LENGTH),
+                                DESC="Plugin version")  # bytes: a tag may be UTF-8
     if name == "RUN":
         return builder.boolOut("RUN", "Idle", "Run", initial_value=0, on_update=control,
                                always_update=True, DESC="Write 1 to run once", ASG=INPUTS_ASG)

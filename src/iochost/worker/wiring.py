@@ -145,7 +145,7 @@ class Wiring:
         for name in untrusted:
             self.table.set_alarm(name, *LINK_DOWN)
         for name in self._untrusted - untrusted:
-            self.table.set_pv(name, self.table.get_pv(name))
+            self.table.set_pv(name, self.table.held_value(name))  # a string's bytes as they are
         self._untrusted = untrusted
 
     # -- the cycle ----------------------------------------------------------------------

@@ -27,11 +27,18 @@ class DaemonStatus(TaskBase):
         self.set_pv("UPTIME", round(time.time() - self.started, 1))
 
     def on_input(self, name, value):
+        """The text as written, untrimmed: the supervisor takes it only if it is a whole
+        plugin name (an empty write, a panel clearing the field, asks for nothing).
+
+        The PV is then emptied: a put EPICS refuses still processes the record (a DBR_STRING
+        into the char array, as ``caput`` without ``-S`` sends it), which would otherwise
+        hand the previous name over again."""
         action = self.control_pvs.get(name)
-        plugin = str(value).strip()
-        if action is None or not plugin or self._channel is None:
+        text = str(value)
+        if action is None or not text.strip() or self._channel is None:
             return
-        self._channel.send(ControlRequest(action=action, plugin=plugin))
+        self._channel.send(ControlRequest(action=action, plugin=text))
+        self.set_pv(name, "")
 
     def cleanup(self):
         pass

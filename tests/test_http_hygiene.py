@@ -1,0 +1,266 @@
+"""The API's sockets and what the daemon needs to start processes, under hostile or broken
+conditions (issue 29, items 9 and 11): idle and slow-header connections are closed, a
+connection cap keeps files for the workers, a spawn that fails for want of files is
+retried, every error answer (uvicorn's own, a request cut by SIGTERM) is the JSON body,
+a stopped fork server never fails a valid plugin, and worker specs are private.
+Real daemon, real sockets, real workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from daemon_harness import Daemon, add, wait_until, worker_pids
+from gitrepos import plugin_repo
+from sample_plugins import TICKER, TICKER_CONFIG
+from iochost.errors import ErrorCode
+from iochost.settings import FD_RESERVE_MIN, connection_cap_for
+
+CLOSE_WAIT = 30.0  # generous: the daemon closes after --http-timeout 2 s; the machine is shared
+
+
+def closed_by_server(sock: socket.socket, timeout: float = CLOSE_WAIT) -> bool:
+    """Read until the daemon closes (end-of-file or reset): True; still open at ``timeout``: False."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def connect(daemon: Daemon, count: int) -> list[socket.socket]:
+    return [socket.create_connection(("127.0.0.1", daemon.port), timeout=10) for _ in range(count)]
+
+
+def close_all(socks: list[socket.socket]) -> None:
+    for sock in socks:
+        sock.close()
+
+
+def raw_response(daemon: Daemon, request: bytes) -> tuple[int, bytes]:
+    """Send ``request`` as is; the status and body of the answer, read to the close."""
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=CLOSE_WAIT) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+@pytest.fixture
+def short_timeout_daemon(tmp_path: Path) -> Iterator[Daemon]:
+    with Daemon(tmp_path / "data", "--http-timeout", "2").serving() as daemon:
+        yield daemon
+
+
+def test_idle_and_slow_header_connections_are_closed_and_a_request_in_progress_is_not(
+        short_timeout_daemon: Daemon) -> None:
+    daemon = short_timeout_daemon
+    silent = connect(daemon, 5)
+    partial = connect(daemon, 5)
+    for sock in partial:
+        sock.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+    kept_alive = connect(daemon, 5)
+    for sock in kept_alive:  # one whole request, then an unfinished second one
+        sock.sendall(b"GET /api/v1/health/live HTTP/1.1\r\nHost: x\r\n\r\nGET /api/v1/health HTTP/1.1\r\nHost")
+    streaming = connect(daemon, 1)[0]  # a response in progress (the event stream) outlives the timeout
+    streaming.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        for kind, socks in (("silent", silent), ("unfinished headers", partial), ("keep-alive", kept_alive)):
+            still_open = [sock.getsockname() for sock in socks if not closed_by_server(sock)]
+            assert still_open == [], f"{kind} connections still open after {CLOSE_WAIT} s: {still_open}"
+        streaming.setblocking(False)
+        try:
+            assert streaming.recv(65536) != b"", "the event stream was closed with the idle connections"
+        except BlockingIOError:
+            pass  # open, nothing to read right now
+        assert httpx.get(daemon.url + "/api/v1/health", timeout=10).status_code == 200
+    finally:
+        close_all(silent + partial + kept_alive + [streaming])
+
+
+def test_an_unparsable_request_is_answered_in_the_json_error_shape(short_timeout_daemon: Daemon) -> None:
+    status, body = raw_response(short_timeout_daemon, b"NOT HTTP AT ALL\r\n\r\n")
+    assert status == ErrorCode.INVALID_REQUEST.http_status
+    error = json.loads(body)
+    assert error["code"] == "INVALID_REQUEST" and "invalid HTTP request" in error["message"], error
+
+
+def test_the_derived_connection_cap_leaves_room_for_the_workers() -> None:
+    assert connection_cap_for(1024) == 1024 - FD_RESERVE_MIN
+    assert connection_cap_for(1 << 20) == (1 << 20) - (1 << 18)  # a quarter of a large limit
+    assert connection_cap_for(100) == 16  # never none at all
+
+
+NOFILE = 400  # the daemon's open-file limit in the tests below; they hold more connections than that
+FLOOD = 600
+
+
+def _one_worker(daemon: Daemon) -> int:
+    pids = worker_pids(daemon.data_dir, "tick")
+    assert len(pids) == 1, pids
+    return pids[0]
+
+
+def test_a_connection_flood_cannot_keep_a_crashed_worker_down(tmp_path: Path) -> None:
+    """Derived cap (NOFILE - 256): the connections over it are closed at once, so the daemon
+    keeps the files a respawn needs while the flood lasts."""
+    daemon = Daemon(tmp_path / "data", "--http-timeout", "120", "--backoff-initial", "0.5", nofile=NOFILE)
+    repo = plugin_repo(tmp_path, "tick", TICKER, TICKER_CONFIG)
+    with daemon.serving(), daemon.client() as api:
+        add(api, "tick", repo)
+        first = _one_worker(daemon)
+        flood = connect(daemon, FLOOD)
+        try:
+            refused = wait_until(lambda: sum(closed_by_server(sock, 0.05) for sock in flood) >= FLOOD - NOFILE,
+                                 timeout=60, what="the connections over the cap to be closed")
+            assert refused
+            os.killpg(first, signal.SIGKILL)
+            second = wait_until(lambda: [pid for pid in worker_pids(daemon.data_dir, "tick") if pid != first],
+                                timeout=60, what="the crashed worker to be respawned during the flood")
+        finally:
+            close_all(flood)
+        record = wait_until(lambda: (r := api.get("/plugins/tick").json())["state"] == "running" and r,
+                            timeout=60, what="tick running again")
+        assert record["pid"] == second[0]
+
+
+def test_a_spawn_that_fails_for_want_of_files_is_retried_until_it_starts(tmp_path: Path) -> None:
+    """No cap (above the limit): the flood takes every file; the respawn fails with EMFILE,
+    is retried with backoff, and the plugin runs again by itself once the files are back."""
+    daemon = Daemon(tmp_path / "data", "--http-timeout", "120", "--http-max-connections", "100000",
+                    "--backoff-initial", "0.5", "--backoff-max", "2", nofile=NOFILE)
+    repo = plugin_repo(tmp_path, "tick", TICKER, TICKER_CONFIG)
+    with daemon.serving(), daemon.client() as api:
+        add(api, "tick", repo)
+        first = _one_worker(daemon)
+        flood = connect(daemon, FLOOD)
+        try:
+            os.killpg(first, signal.SIGKILL)
+            # the kill is restart #1; a respawn that fails for want of files is a crash too: #2
+            wait_until(lambda: "restart #2" in daemon.log(), timeout=60,
+                       what="the respawn that failed for want of files to be retried")
+        finally:
+            close_all(flood)
+        record = wait_until(lambda: (r := api.get("/plugins/tick").json())["state"] == "running" and r,
+                            timeout=90, what="tick to come back by itself")
+        assert record["pid"] != first
+        crashed = [t for t in record["transitions"] if t["to_state"] == "crashed"]
+        assert any("Too many open files" in t["reason"] for t in crashed), record["transitions"]
+        assert not [t for t in record["transitions"] if t["to_state"] == "failed"], record["transitions"]
+
+
+SLOW_IMPORT = """
+    import os, pathlib, time
+    from iochost import TaskBase
+
+    pathlib.Path({marker!r}).write_text("importing")
+    time.sleep(20)  # past uvicorn's 5 s of graceful shutdown, which then cuts the request
+
+    class Ticker(TaskBase):
+        def execute(self):
+            pass
+"""
+
+
+def test_sigterm_during_an_upgrades_validation_answers_the_json_error_body(tmp_path: Path) -> None:
+    marker = tmp_path / "validating"
+    daemon = Daemon(tmp_path / "data", "--import-timeout", "60")
+    repo = plugin_repo(tmp_path, "tick", TICKER, TICKER_CONFIG)
+    answers: list[httpx.Response | BaseException] = []
+    try:
+        daemon.start()
+        with daemon.client() as api:
+            add(api, "tick", repo)
+            repo.write({"tick.py": SLOW_IMPORT.format(marker=str(marker))})
+            commit = repo.commit("imports for ever")
+
+            def upgrade() -> None:
+                try:
+                    answers.append(api.post("/plugins/tick/upgrade", json={"commit": commit}))
+                except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                    answers.append(exc)
+
+            caller = threading.Thread(target=upgrade, name="upgrade-caller")
+            caller.start()
+            wait_until(marker.exists, timeout=60, what="the new revision's import to start")
+            assert daemon.terminate() == 0, daemon.log()[-2000:]
+            caller.join(60)
+        assert len(answers) == 1 and isinstance(answers[0], httpx.Response), answers
+        response = answers[0]
+        assert response.headers["content-type"] == "application/json", response.text
+        assert response.status_code == 503 and response.json()["code"] == "SHUTTING_DOWN", response.text
+    finally:
+        daemon.cleanup()
+
+
+def launch_processes(daemon: Daemon) -> list[int]:
+    """The daemon's fork server: its template and idle members (children of the daemon)."""
+    assert daemon.proc is not None
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if b"iochost.launch" in cmdline and fields[0] != "Z" and int(fields[1]) == daemon.proc.pid:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_stopped_fork_server_never_fails_a_valid_plugin(tmp_path: Path) -> None:
+    """SIGSTOP the template and every idle member: the add still works (or, if nothing can
+    start a process, answers the daemon's LAUNCHER_UNAVAILABLE), never VALIDATION_FAILED."""
+    daemon = Daemon(tmp_path / "data")
+    repo = plugin_repo(tmp_path, "tick", TICKER, TICKER_CONFIG)
+    stopped: list[int] = []
+    with daemon.serving(), daemon.client() as api:
+        try:
+            stopped = wait_until(lambda: len(pids := launch_processes(daemon)) >= 4 and pids, timeout=60,
+                                 what="the template and its pool (2 warm, 1 cold)")
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)
+            response = api.post("/plugins", json={"name": "tick", "git_url": repo.url})
+            if response.status_code != 201:
+                assert response.status_code == 503, response.text
+                assert response.json()["code"] == "LAUNCHER_UNAVAILABLE", response.text
+            else:
+                assert api.get("/plugins/tick").json()["state"] == "running"
+            assert "is stopped" in daemon.log(), "the stopped fork server was not reported"
+        finally:
+            for pid in stopped:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def test_worker_specs_holding_parameters_are_private(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path / "data")
+    repo = plugin_repo(tmp_path, "tick", TICKER, TICKER_CONFIG)
+    with daemon.serving(), daemon.client() as api:
+        add(api, "tick", repo, parameters={"interval": 0.3, "secret": "s3cr3t"})
+        run_dir = daemon.data_dir / "run"
+        spec = run_dir / "tick.json"
+        assert "s3cr3t" in spec.read_text()
+        assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in run_dir.iterdir()}
+        assert modes and set(modes.values()) == {0o600}, modes
+        assert stat.S_IMODE((daemon.data_dir / "registry.json").stat().st_mode) == 0o600
