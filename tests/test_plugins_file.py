@@ -81,10 +81,10 @@ def test_entries_become_add_requests_and_bad_ones_are_named(tmp_path: Path) -> N
     # the left-out entries' names count as declared; the nameless string makes every name unsure
     assert declared.named == {"temp-monitor", "private-one", "iocmng-style", "bad.name", "two-sources", "typo",
                               "no-token"}
-    assert declared.names is None
+    assert declared.declared().names is None
     named = load_plugins_file(write(tmp_path / "named.yaml", "plugins:\n  - {name: a, git_url: x}\n"
                                                              "  - {name: b, colour: blue}\n"))
-    assert [r.name for r in named.requests] == ["a"] and named.names == {"a", "b"}
+    assert [r.name for r in named.requests] == ["a"] and named.declared().names == {"a", "b"}
 
 
 @pytest.mark.parametrize("text, gist", [

@@ -23,7 +23,7 @@ import yaml
 from pydantic import SecretStr, ValidationError
 
 from iochost.api.models import PluginRequest
-from iochost.supervisor.adding import AddRequest
+from iochost.supervisor.adding import AddRequest, Declared
 
 MAX_FILE_BYTES = 1024 * 1024
 
@@ -41,11 +41,11 @@ class PluginsFile:
     named: set[str] = field(default_factory=set)  # every entry's name, the left-out ones' too
     unnamed: int = 0  # entries left out without a name one can read
 
-    @property
-    def names(self) -> frozenset[str] | None:
-        """The names the file declares, or None when an entry left out had no readable name
-        (then the daemon cannot tell which plugins left the file, and none does)."""
-        return None if self.unnamed else frozenset(self.named)
+    def declared(self) -> Declared:
+        """What the supervisor applies: the entries that passed, and the names the file
+        declares, or None when an entry left out had no readable name (then the daemon
+        cannot tell which plugins left the file, and none does)."""
+        return Declared(list(self.requests), None if self.unnamed else frozenset(self.named))
 
 
 def _entry_problem(where: str, exc: ValidationError) -> str:

@@ -75,7 +75,7 @@ def serve(settings: Settings, launcher: Launcher | None = None, declared: Plugin
         for line in declared.problems:
             log.error("%s; entry left out", line)
         log.info("plugins file %s: %d plugin(s) declared", declared.path, len(declared.requests))
-    app = create_app(settings, launcher=launcher, declared=declared)
+    app = create_app(settings, launcher=launcher, declared=declared.declared() if declared is not None else None)
     listening = app.state.supervisor.hold_restore()  # the API answers first, however large the registry
     config = uvicorn.Config(AnswerCutRequests(FastLane(app)),  # the list polls skip FastAPI's request machinery
                             host=settings.host, port=settings.port, log_config=None,

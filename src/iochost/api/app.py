@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import AsyncIterator
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -22,9 +22,7 @@ from iochost.errors import ErrorCode
 from iochost.launch.launcher import Launcher
 from iochost.settings import Settings
 from iochost.supervisor import Supervisor
-
-if TYPE_CHECKING:  # plugins_file imports the API's models
-    from iochost.plugins_file import PluginsFile
+from iochost.supervisor.adding import Declared
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("iochost.api")
@@ -75,7 +73,7 @@ class _TooLarge(StarletteHTTPException):
 
 
 def create_app(settings: Settings, supervisor: Supervisor | None = None,
-               launcher: Launcher | None = None, declared: PluginsFile | None = None) -> FastAPI:
+               launcher: Launcher | None = None, declared: Declared | None = None) -> FastAPI:
     """Build the app; the supervisor starts with the app and stops every worker with it
     (``launcher``: the started fork server it uses; ``declared``: the plugins file, read and
     checked; see ``Supervisor``)."""

@@ -50,6 +50,15 @@ class AddRequest:
 
 
 @dataclass(frozen=True)
+class Declared:
+    """What the plugins file declares, as the supervisor applies it (``plugins_file`` reads
+    and checks the file and makes this)."""
+
+    requests: list[AddRequest] = field(default_factory=list)
+    names: frozenset[str] | None = frozenset()  # every entry's name; None: one had no readable name
+
+
+@dataclass(frozen=True)
 class UpgradeChange:
     """What an upgrade over REST changes: the branch or commit pin (same repository and
     path), the parameters (None: kept), and the token for fetching."""

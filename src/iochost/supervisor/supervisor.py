@@ -16,7 +16,7 @@ import uuid
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 
 from iochost import __version__
 from iochost.budget import LineBudget
@@ -33,7 +33,7 @@ from iochost.store.policy import check_source_allowed
 from iochost.supervisor import lifecycle_types as t
 from iochost.supervisor import logfiles
 from iochost.store.declared import DeclaredNames
-from iochost.supervisor.adding import AddRequest, UpgradeChange, declared_change
+from iochost.supervisor.adding import AddRequest, Declared, UpgradeChange, declared_change
 from iochost.supervisor.containment import Containment
 from iochost.supervisor.daemon_ioc import (CONTROL_MSG, CONTROL_VERBS, SYSTEM_NAME, RowTable, control_target,
                                            daemon_pv_values, row_values, short_text, system_entry,
@@ -43,9 +43,6 @@ from iochost.supervisor.lifecycle import UP, PluginLifecycle
 from iochost.supervisor.models import Event, Health, PluginProblem, PluginRecord, Readiness, RunRecord
 from iochost.supervisor.shell import PluginSlot, Services, Shell
 from iochost.supervisor.states import LIVE, UNSETTLED, State
-
-if TYPE_CHECKING:  # plugins_file imports the API's models
-    from iochost.plugins_file import PluginsFile
 
 log = logging.getLogger("iochost.supervisor")
 
@@ -61,7 +58,7 @@ STORAGE_RECHECK_EVERY = 4  # watch periods between retries of the registry while
 
 class Supervisor:
     def __init__(self, settings: Settings, launcher: Launcher | None = None,
-                 declared: PluginsFile | None = None) -> None:
+                 declared: Declared | None = None) -> None:
         """``launcher``: the started fork server (``iochost serve`` starts it before the web
         stack loads), closed with the supervisor; None: every worker and probe is spawned.
         ``declared``: the plugins file, applied once the registry is restored."""
@@ -501,7 +498,7 @@ class Supervisor:
         await asyncio.gather(*(add(plugin_dir) for plugin_dir in sorted(folder.iterdir())
                                if (plugin_dir / "config.yaml").is_file() and plugin_dir.name not in self.plugins))
 
-    async def _apply_declared(self, declared: PluginsFile) -> None:
+    async def _apply_declared(self, declared: Declared) -> None:
         """The plugins file: add what the registry lacks; upgrade in place every plugin whose
         entry changed, or whose name an operator's plugin has (its autosaved values, keyed by
         name, stay); leave the rest (plugins added over REST, an operator's stop). A plugin
