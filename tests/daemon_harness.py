@@ -23,22 +23,29 @@ from iochost.discovery.holders import port_taken
 from iochost.discovery.ports import free_port_block
 
 
-def worker_pids(data_dir: Path, name: str | None = None) -> list[int]:
-    """Live worker processes of the daemon using ``data_dir`` (their spec file lives there);
-    with ``name``, only that plugin's (its spec, ``run/NAME.json``, is on the command line)."""
-    marker = str(data_dir / "run" / (f"{name}.json" if name else "")).encode()
-    pids = []
+def live_processes() -> dict[int, tuple[int, bytes]]:
+    """Every live (not zombie) process of the machine: pid -> (parent pid, command line with
+    NUL-separated arguments). Tests filter it down to the processes they started."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
             continue
-        if b"iochost.worker" in cmdline and marker in cmdline and state != "Z":
-            pids.append(int(entry.name))
-    return pids
+        if fields[0] != "Z":
+            found[int(entry.name)] = (int(fields[1]), cmdline)
+    return found
+
+
+def worker_pids(data_dir: Path, name: str | None = None) -> list[int]:
+    """Live worker processes of the daemon using ``data_dir`` (their spec file lives there);
+    with ``name``, only that plugin's (its spec, ``run/NAME.json``, is on the command line)."""
+    marker = str(data_dir / "run" / (f"{name}.json" if name else "")).encode()
+    return [pid for pid, (_, cmdline) in live_processes().items()
+            if b"iochost.worker" in cmdline and marker in cmdline]
 
 
 # Written on their own schedule by their own writers (the daemon's log and display files,

@@ -19,7 +19,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from daemon_harness import Daemon, add, wait_until, worker_pids
+from daemon_harness import Daemon, add, live_processes, wait_until, worker_pids
 from gitrepos import plugin_repo
 from sample_plugins import TICKER, TICKER_CONFIG
 from iochost.errors import ErrorCode
@@ -211,18 +211,8 @@ def test_sigterm_during_an_upgrades_validation_answers_the_json_error_body(tmp_p
 def launch_processes(daemon: Daemon) -> list[int]:
     """The daemon's fork server: its template and idle members (children of the daemon)."""
     assert daemon.proc is not None
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if b"iochost.launch" in cmdline and fields[0] != "Z" and int(fields[1]) == daemon.proc.pid:
-            found.append(int(entry.name))
-    return found
+    return [pid for pid, (parent, cmdline) in live_processes().items()
+            if b"iochost.launch" in cmdline and parent == daemon.proc.pid]
 
 
 def test_a_stopped_fork_server_never_fails_a_valid_plugin(tmp_path: Path) -> None:
@@ -264,3 +254,93 @@ def test_worker_specs_holding_parameters_are_private(tmp_path: Path) -> None:
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in run_dir.iterdir()}
         assert modes and set(modes.values()) == {0o600}, modes
         assert stat.S_IMODE((daemon.data_dir / "registry.json").stat().st_mode) == 0o600
+
+
+# -- request bodies that never arrive, and the cap against the health probes -------------------
+POST_HEAD = (b"POST /api/v1/plugins HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+
+
+def answer_or_close(sock: socket.socket, trickle: bytes = b"", timeout: float = CLOSE_WAIT) -> bytes | None:
+    """Wait for the daemon to answer and close, sending one byte of ``trickle`` each time
+    0.5 s pass without it doing so (a body sent at 2 bytes a second); what it sent, or None
+    if the connection is still open at ``timeout``."""
+    sock.settimeout(0.5)
+    data, sent, deadline = b"", 0, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            if sent < len(trickle):
+                try:
+                    sock.sendall(trickle[sent:sent + 1])
+                except OSError:  # closed meanwhile: read what it sent
+                    continue
+                sent += 1
+            continue
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+    return None
+
+
+@pytest.mark.parametrize("request_start, trickle", [
+    (POST_HEAD + b"Content-Length: 100\r\n\r\n{", b""),  # a body that stops
+    (POST_HEAD + b"Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n", b""),  # a chunked body that stops
+    (POST_HEAD + b"Content-Length: 1000\r\n\r\n", b" " * 1000),  # a body that trickles for ever
+], ids=["content-length-stalls", "chunked-stalls", "trickles"])
+def test_a_request_whose_body_does_not_arrive_in_time_is_answered_in_json_and_closed(
+        short_timeout_daemon: Daemon, request_start: bytes, trickle: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", short_timeout_daemon.port), timeout=10) as sock:
+        sock.sendall(request_start)
+        data = answer_or_close(sock, trickle)
+    assert data is not None, f"the connection was still open after {CLOSE_WAIT} s"
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert int(head.split()[1]) == ErrorCode.INVALID_REQUEST.http_status, data
+    error = json.loads(body)
+    assert error["code"] == "INVALID_REQUEST" and "did not arrive in full within 2 s" in error["message"], error
+    assert httpx.get(short_timeout_daemon.url + "/api/v1/plugins", timeout=10).json() == []  # nothing added
+
+
+def test_at_the_connection_cap_idle_connections_make_room_for_the_health_probes(tmp_path: Path) -> None:
+    """Silent and slow-header connections fill the cap (and would stay for the long timeout):
+    a probe's new connection closes the oldest idle one and is answered; connections serving
+    a request (event streams) are never closed for it, and when every one is, a new one is."""
+    cap = 12
+    daemon = Daemon(tmp_path / "data", "--http-timeout", "300", "--http-max-connections", str(cap))
+    with daemon.serving():
+        streams = connect(daemon, 2)
+        for sock in streams:
+            sock.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        for sock in streams:  # the stream's first comment: its request is in progress
+            sock.settimeout(10)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        idle = connect(daemon, cap - 2)
+        for sock in idle[::2]:
+            sock.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        try:
+            for probe in ("/api/v1/health/live", "/api/v1/health/ready", "/api/v1/health/live"):
+                assert httpx.get(daemon.url + probe, timeout=10).status_code == 200, probe
+            assert [sock for sock in idle[:3] if closed_by_server(sock)] == idle[:3]  # the oldest made room
+            for sock in streams:  # still streaming
+                sock.setblocking(False)
+                try:
+                    assert sock.recv(65536) != b"", "an event stream was closed to make room"
+                except BlockingIOError:
+                    pass
+        finally:
+            close_all(idle)
+        busy = connect(daemon, cap - 2)
+        try:
+            for sock in busy:
+                sock.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+            for sock in busy:
+                sock.settimeout(CLOSE_WAIT)
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            with pytest.raises(httpx.TransportError):  # every connection serves a request: none to close
+                httpx.get(daemon.url + "/api/v1/health/live", timeout=10)
+        finally:
+            close_all(busy + streams)
+        wait_until(lambda: httpx.get(daemon.url + "/api/v1/health/live", timeout=10).status_code == 200,
+                   what="the probe answered once the streams ended")

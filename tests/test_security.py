@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from conftest import daemon_environ, free_port, wait_for
-from daemon_harness import Daemon, bearer, snapshot
+from daemon_harness import Daemon, bearer, live_processes, snapshot
 from githttp import GitServer, publish
 from gitrepos import Repo
 from sample_plugins import TICKER as SAMPLE_TICKER
@@ -606,22 +606,15 @@ GATED_TICKER = """\
 
 def _cmdlines_below(pid: int) -> dict[int, str]:
     """The command line of every process below ``pid`` (this test's daemon), by pid."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat_fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents.setdefault(int(stat_fields[1]), []).append(int(entry.name))
+    table = live_processes()
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in table.items():
+        children.setdefault(parent, []).append(child)
     found, todo = {}, [pid]
     while todo:
-        for child in parents.get(todo.pop(), []):
+        for child in children.get(todo.pop(), []):
             todo.append(child)
-            try:
-                found[child] = (Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                pass
+            found[child] = table[child][1].replace(b"\0", b" ").decode(errors="replace")
     return found
 
 
