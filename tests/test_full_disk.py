@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from conftest import wait_for
-from daemon_harness import Daemon, add, snapshot, wait_until, worker_pids
+from daemon_harness import Daemon, add, delete, snapshot, wait_until, worker_pids
 from small_disk import fill, small_disk  # noqa: F401 - small_disk: a fixture
-from gitrepos import plugin_repo
+from gitrepos import git, plugin_repo
 from sample_plugins import TICKER, TICKER_CONFIG
 
 # A prefix of this module's own: the session's CA channels to an earlier module's daemon PVs
@@ -253,3 +253,71 @@ def test_the_supervisor_asks_the_lifecycle_before_saving() -> None:
     upgrading = reach(State.RUNNING)
     upgrading.handle(t.UpgradeRequested())
     assert upgrading.refusal(t.StopRequested()) is not None and upgrading.refusal(t.DeleteRequested()) is None
+
+
+def leave_free(folder: Path, free: int) -> Path:
+    """Fill the file system, then give back ``free`` bytes (tmpfs frees whole pages)."""
+    filler = fill(folder)
+    with open(filler, "r+b") as handle:
+        handle.truncate(max(0, filler.stat().st_size - free))
+    return filler
+
+
+def test_an_add_and_an_upgrade_pinned_to_a_commit_answer_507_at_every_amount_of_room_left(
+        small_disk: Path, tmp_path: Path) -> None:
+    """A pinned commit is cloned, then checked out: with room for the clone but not for the
+    work tree, git's checkout fails too (its stderr often empty, its own file unwritable).
+    With 0, 4 KiB, 8 KiB ... left, until the operation fits: every answer is 507
+    STORAGE_FULL that changed nothing, or success; never FETCH_FAILED (the source is fine)."""
+    data = small_disk
+    repo = plugin_repo(tmp_path, "tick", TICKER, TICKER_CONFIG)
+    v1 = git(repo.path, "rev-parse", "HEAD")
+    repo.write({"tick.py": TICKER + "    # v2\n"})
+    v2 = repo.commit("v2")
+    daemon = Daemon(data, "--prefix", PREFIX, "--add-rate", "off")  # one add per 4 KiB of room
+    try:
+        daemon.start()
+        with daemon.client() as api:
+            add(api, "pinned", repo, commit=v1)  # a registry file: the daemon's recheck rewrites it, same text
+            delete(api, "pinned")
+            for operation in ("add", "upgrade"):
+                answers = []
+                for free in range(0, 4 << 20, 4096):
+                    filler = leave_free(data, free)
+                    before = snapshot(daemon)
+                    response = (api.post("/plugins", json={"name": "pinned", "git_url": repo.url, "commit": v1})
+                                if operation == "add" else api.post("/plugins/pinned/upgrade", json={"commit": v2}))
+                    answers.append(response.status_code)
+                    if response.status_code in (200, 201):
+                        filler.unlink()
+                        break
+                    assert response.status_code == 507, (operation, free, response.text)
+                    body = response.json()  # the OS's reason, or git's words for the file it could not write
+                    assert body["code"] == "STORAGE_FULL" and f"cannot write {data / 'tmp'}: " in body["message"], body
+                    assert snapshot(daemon) == before, (operation, free)
+                    filler.unlink()
+                assert answers[0] == 507 and answers[-1] in (200, 201), (operation, answers)
+            assert plugin(api, "pinned")["source"]["commit"] == v2
+            assert registered(data) == {"pinned": "running"}
+            assert list((data / "tmp").iterdir()) == []
+        assert daemon.terminate() == 0, daemon.log()[-3000:]
+        daemon.start()
+        with daemon.client() as api:
+            wait_until(lambda: states(api) == {"pinned": "running"}, timeout=120, what="pinned restored")
+            assert plugin(api, "pinned")["source"]["commit"] == v2
+            assert git(data / "plugins" / "pinned", "rev-parse", "HEAD") == v2
+        assert daemon.terminate() == 0, daemon.log()[-3000:]
+    finally:
+        daemon.cleanup()
+
+
+def test_git_words_for_a_file_it_could_not_write_are_a_storage_problem_not_the_sources() -> None:
+    """git often leaves the OS's reason out; a line the server sent ("remote:") is not ours."""
+    from iochost.store.gitcmd import local_write_failure
+
+    line = "error: failed to write new configuration file /data/tmp/p-1/checkout/.git/config.lock"
+    failure = local_write_failure(f"Cloning into '/data/tmp/p-1/checkout'...\n{line}\n")
+    assert failure is not None and str(failure) == f"git: {line}"
+    assert local_write_failure("fatal: unable to write new index file\n") is not None
+    assert local_write_failure("remote: error: unable to write sha1 filename\nfatal: early EOF\n") is None
+    assert local_write_failure("fatal: repository 'file:///nowhere' does not exist\n") is None

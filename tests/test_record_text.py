@@ -101,6 +101,18 @@ def test_parse_of_any_bytes_is_a_file_or_a_reason(data: bytes) -> None:
     assert isinstance(saved.values, dict)
 
 
+def test_a_number_beyond_a_floats_range_is_refused_not_made_infinity(caplog: Any) -> None:
+    saved = autosave.parse(b'{"version": 1, "values": {"F": 1e400, "G": -Infinity, "S": -1e999}}')
+    pvs = PVGroup.model_validate({"inputs": {"F": {"type": "float", "value": 1.5},
+                                             "G": {"type": "float", "value": 1.5},
+                                             "S": {"type": "string", "value": "s"}}})
+    applied, kept = autosave.apply(saved.values, pvs)
+    assert kept == {"G": float("-inf"), "S": "-1e999"}  # what the writer saves as -Infinity is that
+    assert applied.inputs["F"].value == 1.5
+    assert ("saved value '1e400' of F no longer fits it (cannot convert '1e400' (str) to float: out of the "
+            "range of a float)") in caplog.text
+
+
 def test_a_file_that_cannot_be_read_is_set_aside_with_the_reason(tmp_path: Path, caplog: Any) -> None:
     path = tmp_path / "p.json"
     path.mkdir()  # IsADirectoryError: an OSError of reading, not of parsing
@@ -261,6 +273,10 @@ CORRUPT = {
     "values a list": (b'{"version": 1, "values": [1]}', True, "'values' should be an object"),
     "state a number": (b'{"version": 1, "values": {"A": 5}, "state": 3}', True, "'state' should be an object"),
     "no version": (b'{"values": {"A": 5}}', True, "format version None"),
+    "version true": (b'{"version": true, "values": {"A": 5}}', True, "format version True"),  # True == 1
+    # beyond a float's range: json made it infinity, restored as such; now its text, refused
+    "1e400": (_file('"F": 2.5, "A": 1e400'), False, "saved value '1e400' of A no longer fits it (cannot convert "
+              "'1e400' (str) to int: out of the range of a float)"),
     # one value the record refuses: dropped with its reason, the others (F) restored
     "too long": (_file('"F": 2.5, "S": "' + "x" * 40 + '"'), False, "saved value 'xxxxxxxxxxxx...xxxxxxxxxxxxx' "
                  "of S no longer fits it (value: 40 bytes in UTF-8 (40 characters); the field holds 39 bytes"),
@@ -354,3 +370,66 @@ def test_a_write_on_a_full_disk_is_retried_until_it_lands_and_survives_kill_9(sm
     start(1)
     assert _held("IOCHTFULL1:FULL:NOTE") == b"newest"
     assert _held("IOCHTFULL1:FULL:BIG") == b"b" * 10000
+
+
+# -- a string with a short `length`: a stringout of 39 bytes, its values kept to `length` --------
+
+SHORT = """
+    from iochost import TaskBase
+
+    class Short(TaskBase):
+        def initialize(self):
+            pass
+
+        def execute(self):
+            self.set_pv("MINE", "ü" * 30)  # 60 bytes into a 10-byte string
+
+        def cleanup(self):
+            pass
+"""
+
+SHORT_CONFIG = """
+    parameters: {mode: triggered}
+    pvs:
+      inputs:
+        CA: {type: string, length: 10, value: ca0}
+        PVA: {type: string, length: 10, value: pva0}
+        MINE: {type: string, length: 10, value: mine0}
+"""
+SHORT_HELD = {"CA": b"\xe9" * 10, "PVA": "é".encode() * 5, "MINE": "ü".encode() * 5}
+
+
+def test_a_string_of_a_short_length_holds_no_more_and_keeps_it_across_kill_9(processes: Processes, tmp_path: Path,
+                                                                             ca: Any, pva: Any) -> None:
+    """``length: 10`` is a stringout of 39 bytes: every write (CA, PVA, set_pv) was kept to
+    39, saved, and at the next start refused by the schema (10 bytes) and lost."""
+    from caproto.sync.client import write
+
+    plugin_dir = make_plugin(tmp_path, "short", SHORT, SHORT_CONFIG)
+    save = tmp_path / "autosave" / "short.json"
+    save.parent.mkdir(mode=0o700)
+
+    def start(number: int) -> WorkerProcess:
+        (tmp_path / f"run{number}").mkdir()
+        worker = WorkerProcess(processes, tmp_path / f"run{number}", name="short", plugin_dir=str(plugin_dir),
+                               module_file="short.py", class_name="Short", prefix=f"IOCHTSHORT{number}",
+                               autosave_file=str(save))
+        worker.wait_event(messages.Initialized, timeout=30)
+        return worker
+
+    first = start(0)
+    pv = "IOCHTSHORT0:SHORT:"
+    write(pv + "CA", [b"\xe9" * 20], notify=True, timeout=5, repeater=False)
+    pva.put(pv + "PVA", "é" * 8, timeout=5)  # 16 bytes
+    ca.caput(pv + "RUN", 1, wait=True, timeout=5)
+    held = {name: _held(pv + name) for name in SHORT_HELD}
+    wait_for(lambda: len(autosave.load(save).values) == len(SHORT_HELD), timeout=20, what="every write saved")
+    assert {name: _held(pv + name) for name in SHORT_HELD} == SHORT_HELD, (held, first.log())
+    assert "SHORT:CA: an operator's write of 20 bytes is kept as its first 10 bytes" in first.log()
+    os.killpg(first.proc.pid, signal.SIGKILL)
+    first.proc.wait(timeout=10)
+
+    second = start(1)
+    assert {name: _held(f"IOCHTSHORT1:SHORT:{name}") for name in SHORT_HELD} == SHORT_HELD, second.log()
+    assert "no longer fits" not in second.log()
+    assert second.terminate(timeout=30) == 0

@@ -432,3 +432,106 @@ def test_link_values_of_every_type_reach_inputs_of_every_type(tmp_path: Path, pr
     _put_device(ca, dev, 0)  # the first values again: every refusal is over
     settle(0, 15, "the alarms cleared")
     assert "its values convert again" in (plugin / "run.log").read_text()
+
+
+def _text_read(name: str) -> tuple[bytes, int, int]:
+    """(bytes, severity, status) of a string PV, read by a new caproto connection: the bytes
+    the record holds (``_read`` decodes them, cothread would replace those not UTF-8)."""
+    from caproto.sync.client import read
+
+    reading = read(name, data_type="time", timeout=5, repeater=False)
+    data = reading.data
+    raw = data.tobytes() if isinstance(data, numpy.ndarray) else data[0]  # a char array, or DBR_STRING
+    return raw.split(b"\0", 1)[0], int(reading.metadata.severity), int(reading.metadata.status)
+
+
+LATIN1 = [b"caf\xe9", b"\xe9" * 39]  # a CA client's Latin-1 (39 bytes: a whole stringout)
+CHANGES_PY = """\
+from iocmng import DeclarativeTask
+
+class Changes(DeclarativeTask):
+    def on_input_changed(self, key, value, old_value):
+        self.logger.info("changed %s %r from %r", key, value, old_value)
+"""
+TEXT_INPUTS = ("monitored", "polled", "long")
+
+
+@pytest.mark.parametrize("protocol", ["ca", "pva"])
+def test_a_strings_bytes_cross_a_link_as_they_are(tmp_path: Path, processes: Processes,
+                                                 link_env: dict[str, Any], protocol: str) -> None:
+    """Issue 29: a device's string written over CA in Latin-1 reaches a wired input, a
+    transform's output and, through its link, the device again, byte for byte over CA
+    (cothread decoded it as UTF-8, U+FFFD for each byte that is not). PVA carries text as
+    UTF-8 and p4p decodes it strictly: that value is refused (INVALID/LINK, the input keeps
+    its value, one line), never a traceback per update nor a monitor p4p closes for good."""
+    from caproto.sync.client import write
+
+    env, ports = link_env["env"], link_env["ports"]
+    dev = f"TXDEV{protocol.upper()}{ports['dev']}"
+    device_env, plugin_env = dict(env), dict(env)
+    if protocol == "pva":  # as in the matrix test above: the device's PVA only the plugin searches
+        pva_server, pva_udp = free_port(), free_port(socket.SOCK_DGRAM)
+        own_server, own_udp = free_port(), free_port(socket.SOCK_DGRAM)
+        device_env.update({"EPICS_PVAS_SERVER_PORT": str(pva_server), "EPICS_PVA_SERVER_PORT": str(pva_server),
+                           "EPICS_PVAS_BROADCAST_PORT": str(pva_udp), "EPICS_PVA_BROADCAST_PORT": str(pva_udp)})
+        plugin_env.update({"EPICS_CA_ADDR_LIST": f"127.0.0.1:{ports['plugin']}",
+                           "EPICS_PVA_ADDR_LIST": f"127.0.0.1:{pva_udp}",
+                           "EPICS_PVAS_SERVER_PORT": str(own_server), "EPICS_PVA_SERVER_PORT": str(own_server),
+                           "EPICS_PVAS_BROADCAST_PORT": str(own_udp), "EPICS_PVA_BROADCAST_PORT": str(own_udp)})
+    _ioc(processes, device_env, ports["dev"], dev, "TEXT=string", "ECHO=string")
+    pv = "DT:TX:"
+    # over CA, a long string too (the plugin's own, which PVA here cannot reach): the text
+    # written to its char array, and from it, 50 bytes, into a 39-byte input
+    long_inputs = (f'    kept: {{type: string, length: 60, value: k}}\n'
+                   f'    fromlong: {{type: string, link: "{pv}kept", link_mode: monitor}}\n') if protocol == "ca" else ""
+    long_output = f'    copy: {{type: string, value: none, link: "{pv}kept"}}\n' if protocol == "ca" else ""
+    long_transform = '  - output: copy\n    expression: "monitored"\n' if protocol == "ca" else ""
+    config = (f"parameters: {{mode: continuous, interval: 0.2, pva: {str(protocol == 'pva').lower()}, timeout: 1.0}}\n"
+              f"arguments:\n  inputs:\n"
+              f'    monitored: {{type: string, link: "{dev}:TEXT", link_mode: monitor, trigger: true}}\n'
+              f'    polled: {{type: string, link: "{dev}:TEXT", link_mode: poll}}\n'
+              f'    long: {{type: string, length: 60, link: "{dev}:TEXT", link_mode: monitor}}\n'
+              f"{long_inputs}  outputs:\n"
+              f'    echo: {{type: string, value: none, link: "{dev}:ECHO"}}\n{long_output}'
+              f'transforms:\n  - output: echo\n    expression: "monitored"\n{long_transform}')
+    plugin = _plugin(tmp_path / "texts", config, CHANGES_PY, "changes.py")
+    _run_plugin(processes, plugin_env, ports["plugin"], plugin, "tx")
+    worker = processes.procs[-1]
+    copies = ("kept", "fromlong") if protocol == "ca" else ()
+
+    def settle(sent: bytes, held: bytes, alarm: tuple[int, int], what: str) -> None:
+        write(f"{dev}:TEXT", [sent], notify=True, timeout=5, repeater=False)
+        wanted = {**{name: (held, *alarm) for name in TEXT_INPUTS}, "echo": (held, *alarm), "device": (held, 0, 0),
+                  **{name: (held, 0, 0) for name in copies}}
+        seen: dict[str, Any] = {}
+
+        def done() -> bool:
+            seen.update({name: _text_read(pv + name) for name in (*TEXT_INPUTS, "echo", *copies)})
+            seen["device"] = _text_read(f"{dev}:ECHO")
+            return seen == wanted
+
+        try:
+            wait_for(done, timeout=30, what=what, sleep=time.sleep)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; held {seen}\n{(plugin / 'run.log').read_text()}") from None
+
+    settle(b"first", b"first", (NO_ALARM, NO_ALARM), "the first text everywhere")
+    for latin1 in LATIN1:
+        if protocol == "ca":
+            settle(latin1, latin1, (NO_ALARM, NO_ALARM), f"{latin1!r} everywhere, byte for byte")
+        else:  # the inputs keep their value, INVALID/LINK (and the output computed from them)
+            settle(latin1, b"first", (INVALID, LINK), f"{latin1!r} refused")
+    utf8 = "é".encode() * 19 + b"!"  # 39 bytes of UTF-8: PVA carries it too
+    settle(utf8, utf8, (NO_ALARM, NO_ALARM), "UTF-8 text everywhere")
+    if protocol == "ca":  # 50 bytes of UTF-8 through a link into 39 bytes: cut between characters
+        write(pv + "kept", "é".encode() * 25 + b"\0", notify=True, timeout=5, repeater=False)
+        wait_for(lambda: _text_read(pv + "fromlong") == ("é".encode() * 19, NO_ALARM, NO_ALARM), timeout=30,
+                 what="19 whole é of 25", sleep=time.sleep)
+    assert worker.poll() is None, "the plugin is still running"
+    log = (plugin / "run.log").read_text()
+    assert "Traceback" not in log, log
+    if protocol == "ca":  # the plugin is shown text as UTF-8, U+FFFD for a byte that is not: old and new
+        assert "changed monitored '" + "\ufffd" * 39 + "' from 'caf\ufffd'" in log, log
+        assert "\\udc" not in log, log  # no surrogate escape reached plugin code
+    if protocol == "pva":
+        assert "link monitored (" + dev + ":TEXT): " in log and "PVA carries text as UTF-8" in log, log

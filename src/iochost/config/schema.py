@@ -287,6 +287,13 @@ class PVDef(BaseModel):
     def is_long_string(self) -> bool:
         return self.type == "string" and self.length is not None and self.length > STRING_LENGTH
 
+    @property
+    def text_size(self) -> int:
+        """The bytes a string PV's value may hold: its ``length`` (a short one is a stringout
+        of 39 whose values are kept to it, so what it holds always fits at the next start),
+        else a stringin/stringout's 39."""
+        return self.length or STRING_LENGTH
+
     @model_validator(mode="after")
     def _consistent(self) -> "PVDef":
         problems: Problems = []
@@ -406,7 +413,7 @@ class PVDef(BaseModel):
         if self.type == "string":
             if not isinstance(value, str):
                 return [(where, f"should be a string, got {value!r} (quote it)")]
-            limit = self.length or STRING_LENGTH
+            limit = self.text_size
             problem = record_text_problem(value, limit)
             if problem is not None:
                 hint = "" if self.length or "\x00" in value else "; set length: N for a longer string"

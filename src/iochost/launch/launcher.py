@@ -39,6 +39,7 @@ RESTART_BACKOFF = 1.0  # between attempts to start a template that keeps dying
 # the replacement's fork and imports (~0.2 s of CPU) do not slow that start down.
 REFILL_DELAY = 0.2
 START_TIMEOUT = 5.0  # a member's answer to its launch: it only has to read a datagram
+STOPPED_CHECK = 0.25  # while waiting on the template or a member: how often to see whether it is stopped
 
 
 class LaunchError(RuntimeError):
@@ -170,6 +171,24 @@ class Member:
         self.child.wait()
 
 
+def receive_unless_stopped(sock: socket.socket, timeout: float, pid: int,
+                           what: str) -> tuple[dict[str, object], list[int]] | None:
+    """``protocol.receive`` within ``timeout``, given up at once (``LaunchError``) when
+    ``pid``, the process that must answer, is stopped: a SIGSTOPped template or member
+    answers nothing, and an add must not wait the whole timeout for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise LaunchError(f"{what} did not answer within {timeout:g} s")
+        sock.settimeout(min(remaining, STOPPED_CHECK))
+        try:
+            return protocol.receive(sock)
+        except socket.timeout:
+            if process_stopped(pid):
+                raise LaunchError(f"{what} stopped before it answered") from None
+
+
 def process_stopped(pid: int) -> bool:
     """Whether ``pid`` is stopped (state T or t in /proc): it is alive to ``poll()`` and
     answers nothing."""
@@ -261,13 +280,14 @@ class Launcher:
             with OWN_CHILDREN.spawning():  # it re-parents to us: the orphan sweep must wait
                 with self._lock:
                     control = self._ensure_template()
+                    template_pid = self.template_pid or 0
                     try:
                         protocol.send(control, {"warm": warm}, [theirs.fileno()])
                     except OSError as exc:
                         raise LaunchError(f"the launch template is gone: {exc}") from exc
                 theirs.close()
-                ours.settimeout(HELLO_TIMEOUT)
-                hello = protocol.receive(ours)
+                hello = receive_unless_stopped(ours, HELLO_TIMEOUT, template_pid,
+                                               f"the launch template (pid {template_pid})")
                 if hello is None:
                     raise LaunchError("the launch template ended before the member started")
                 child = Child(int(hello[0]["pid"]))
@@ -281,8 +301,7 @@ class Launcher:
             theirs.close()
             raise
         try:
-            ours.settimeout(READY_TIMEOUT)
-            ready = protocol.receive(ours)
+            ready = receive_unless_stopped(ours, READY_TIMEOUT, child.pid, f"member {child.pid}")
             if ready is None or not ready[0].get("ready"):
                 raise LaunchError(f"member {child.pid} ended before it was ready (see the daemon's stderr)")
             ours.settimeout(None)

@@ -174,3 +174,19 @@ def git_error_line(stderr: str) -> str:
         if not line.lower().startswith(_NOISE):
             return line[:300]
     return lines[-1][:300] if lines else ""
+
+
+# git's own words for a file it could not write (the OS's reason is often left out: "failed to
+# write new configuration file .../config.lock"); "remote:" lines are the server's, not ours.
+_LOCAL_WRITE_FAILURES = ("failed to write", "unable to write", "could not write", "write error", "short write")
+
+
+def local_write_failure(stderr: str) -> OSError | None:
+    """An OSError naming the file git says it could not write in its local clone: a clone or
+    checkout into the daemon's own scratch folder fails this way when the data dir has no room
+    (git removes what it wrote before it exits, so the folder may look roomy afterwards)."""
+    for line in stderr.splitlines():
+        low = line.strip().lower()
+        if not low.startswith("remote:") and any(phrase in low for phrase in _LOCAL_WRITE_FAILURES):
+            return OSError(f"git: {line.strip()[:300]}")
+    return None

@@ -29,6 +29,7 @@ from iochost.store.gitcmd import (
     describe_clone_failure,
     git_env,
     git_error_line,
+    local_write_failure,
     run_git,
     scrub,
     write_askpass,
@@ -282,7 +283,7 @@ class GitStore:
             run = run_git(args, env=env, deadline=deadline, stderr_path=stderr_path,
                           watch=checkout, max_bytes=max_bytes)
             if run.returncode != 0:
-                full = no_room(work, run.stderr)
+                full = no_room(work, run.stderr) or local_write_failure(scrub(run.stderr, secrets))
                 if full is not None:
                     raise storage_error(self.tmp_dir, full, f"cloning {url}")
                 raise _fail(describe_clone_failure(scrub(run.stderr, secrets), url, source.branch))
@@ -291,6 +292,9 @@ class GitStore:
                 run = run_git(["-C", str(checkout), "checkout", "--quiet", "--detach", commit], env=env,
                               deadline=deadline, stderr_path=stderr_path, watch=checkout, max_bytes=max_bytes)
                 if run.returncode != 0:
+                    full = no_room(work, run.stderr) or local_write_failure(scrub(run.stderr, secrets))
+                    if full is not None:
+                        raise storage_error(self.tmp_dir, full, f"checking out commit {commit} of {url}")
                     detail = git_error_line(scrub(run.stderr, secrets))
                     raise _fail(f"checking out commit {commit} of {url} failed (git: {detail})")
             return commit

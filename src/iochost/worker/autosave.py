@@ -88,13 +88,13 @@ def bad_path(path: Path) -> Path:
 def parse(data: bytes) -> Saved:
     """The content of an autosave file; AutosaveFileError says what is wrong with it."""
     try:
-        document = json.loads(data)
+        document = json.loads(data, parse_float=_json_float)
     except Exception as exc:  # noqa: BLE001 - JSONDecodeError, ValueError (int digits), RecursionError, ...
         raise AutosaveFileError(f"not JSON ({type(exc).__name__}: {_first_line(exc)})") from None
     if not isinstance(document, dict):
         raise AutosaveFileError(f"a JSON object was expected, found {type(document).__name__}")
     version = document.get("version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:  # true == 1 and 1.0 == 1 in Python, not here
         raise AutosaveFileError(f"format version {version!r}, this iochost reads {FORMAT_VERSION}")
     values = document.get("values", {})
     if not isinstance(values, dict):
@@ -103,6 +103,14 @@ def parse(data: bytes) -> Saved:
     if state is not None and not isinstance(state, dict):
         raise AutosaveFileError(f"'state' should be an object, found {type(state).__name__}")
     return Saved(values=values, state=state)
+
+
+def _json_float(text: str) -> float | str:
+    """A JSON number with a fraction or exponent: a float, or, when it is beyond a float's
+    range (``1e400``, which json makes infinity), its text, which the PV's conversion refuses
+    as ``convert`` refuses that text from anyone (the writer saves infinity as ``Infinity``)."""
+    number = float(text)
+    return number if number not in (float("inf"), float("-inf")) else text
 
 
 def _first_line(exc: BaseException, limit: int = 500) -> str:

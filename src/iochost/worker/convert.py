@@ -94,12 +94,26 @@ class _Refused(Exception):
     """Why a conversion failed; ``to_pv`` adds what was converted to what."""
 
 
+class UnreadableText:
+    """A link's text its client could not decode (p4p reads a PVA string as strict UTF-8, and
+    a CA client may have written any bytes): not a value; ``to_pv`` refuses it with ``reason``,
+    so the input keeps its value, in INVALID/LINK alarm, and the link lives on."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return "text that is not UTF-8"
+
+
 # -- what a value is ----------------------------------------------------------------------
 def _plain(value: Any) -> Any:
     """numpy scalars as Python's, subclasses (p4p's ntfloat, cothread's ca_str) as their base
     type, bytes as text; arrays, lists and Choice as they are."""
     if isinstance(value, Choice):
         return value
+    if isinstance(value, UnreadableText):
+        raise _Refused(value.reason)
     if isinstance(value, (bytes, bytearray, numpy.bytes_)):
         return _c_string(bytes(value))
     if isinstance(value, numpy.generic):

@@ -23,16 +23,20 @@ from typing import Any
 import numpy
 
 from iochost.config import PVDef
-from iochost.worker.convert import Choice, base_value
+from iochost.record_sizes import STRING_LENGTH
+from iochost.record_text import fit_bytes, readable, text_bytes
+from iochost.worker.convert import Choice, UnreadableText, base_value
 
 log = logging.getLogger("iochost.worker.links")
 
 Post = Callable[[tuple[Any, ...]], None]
 DBE_VALUE, DBE_ALARM, DBE_PROPERTY = 1, 4, 8
+DBR_STRING, DBR_CHAR = 0, 4  # CA field types: a stringin/stringout VAL (40 bytes); a long string's chars
 
 
 def plain(value: Any) -> Any:
-    """A CA/PVA value as plain Python for ``convert.to_pv``: float, int, str, a numpy array
+    """A CA/PVA value as plain Python for ``convert.to_pv``: float, int, str, bytes (a CA
+    string's, read as bytes), ``UnreadableText`` (a PVA string p4p could not decode), a numpy array
     (its dtype kept: a char array is a long string's text), an enum as a ``Choice`` (index
     and name, from cothread's FORMAT_CTRL ``enums`` or the choices of p4p's NTEnum)."""
     enums = getattr(value, "enums", None)
@@ -48,6 +52,24 @@ def plain(value: Any) -> Any:
     if isinstance(value, numpy.ndarray):
         return numpy.array(value)  # a plain copy: not cothread's or p4p's subclass
     return base_value(value)
+
+
+def _pva_unwrappers() -> dict[str, Any]:
+    """p4p's NT unwrappers, but an NTScalar whose text is not UTF-8 (a CA client wrote Latin-1
+    to the record; PVA carries the bytes, p4p decodes them strictly) is ``UnreadableText``,
+    which the input refuses: p4p would log a traceback per update and, in a monitor, close
+    the subscription for good."""
+    from p4p.nt import NTScalar
+
+    class TextSafeNTScalar(NTScalar):
+        @classmethod
+        def unwrap(cls, value: Any) -> Any:
+            try:
+                return super().unwrap(value)
+            except UnicodeDecodeError as exc:
+                return UnreadableText(f"PVA carries text as UTF-8, and the link's is not ({exc})")
+
+    return {"epics:nt/NTScalar:1.0": TextSafeNTScalar}
 
 
 class _Writes:
@@ -92,6 +114,9 @@ class Links:
         self._read_lock = threading.Lock()
         self._writes = _Writes(self._start_put)
         self._subscriptions: list[Any] = []
+        self._ca_monitors: dict[str, Any] = {}  # CA: each link's subscription, by short name
+        self._ca_strings: set[str] = set()  # CA links to a DBF_STRING channel: read as bytes
+        self._ca_chars: dict[str, int] = {}  # CA links to a char array (a long string): its length
         self._context: Any = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -106,7 +131,7 @@ class Links:
         if self.pva:
             from p4p.client.thread import Context
 
-            self._context = Context("pva")  # NT types unwrapped: ntfloat, ntstr, numpy arrays
+            self._context = Context("pva", nt=_pva_unwrappers())  # NT types unwrapped: ntfloat, ntstr, numpy arrays
             self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="iochost-pva-link")
             for name, pv in self.ports.items():
                 self._subscriptions.append(self._context.monitor(
@@ -127,11 +152,12 @@ class Links:
                 self._pool.shutdown(wait=False, cancel_futures=True)
             if self._context is not None:
                 self._context.close()
-        elif self._subscriptions:
+        elif self._ca_monitors:
             import cothread
 
-            cothread.CallbackResult(lambda: [s.close() for s in self._subscriptions])
+            cothread.CallbackResult(lambda: [s.close() for s in self._ca_monitors.values()])
         self._subscriptions = []
+        self._ca_monitors = {}
 
     # -- requests from the plugin thread ------------------------------------------------
     def poll(self, names: list[str]) -> None:
@@ -171,32 +197,53 @@ class Links:
 
     # -- Channel Access (cothread, on the worker's main thread) -------------------------
     def _ca_subscribe(self) -> None:
+        for name in self.ports:
+            self._ca_monitor(name, as_bytes=False)
+
+    def _ca_monitor(self, name: str, *, as_bytes: bool) -> None:
+        """Subscribe to ``name``'s link in its own type (FORMAT_CTRL: an enum's choices); a
+        string channel's as bytes (``datatype=bytes``): cothread decodes text as UTF-8 with
+        U+FFFD for a byte that is not, and the bytes are what the link carries (``record_text``)."""
         from cothread.catools import FORMAT_CTRL, camonitor
 
-        for name, pv in self.ports.items():
-            values = name in self.monitored
-            events = DBE_VALUE | DBE_ALARM if values else DBE_PROPERTY  # the others: connection only
-            self._subscriptions.append(camonitor(
-                pv.link, lambda value, _n=name, _v=values: self._ca_update(_n, _v, value),
-                events=events, format=FORMAT_CTRL, notify_disconnect=True))  # CTRL: an enum's choices
+        values = name in self.monitored
+        events = DBE_VALUE | DBE_ALARM if values else DBE_PROPERTY  # the others: connection only
+        self._ca_monitors[name] = camonitor(
+            self.ports[name].link, lambda value: self._ca_update(name, values, as_bytes, value),
+            events=events, format=FORMAT_CTRL, notify_disconnect=True, datatype=bytes if as_bytes else None)
 
-    def _ca_update(self, name: str, values: bool, value: Any) -> None:
+    def _ca_update(self, name: str, values: bool, as_bytes: bool, value: Any) -> None:
+        if not as_bytes and name in self._ca_strings:
+            return  # the subscription a bytes one replaced: what it still delivered is not news
         if not value.ok:
             self.post(("conn", name, False))
             return
         self.post(("conn", name, True))
+        if getattr(value, "datatype", None) == DBR_CHAR and getattr(value, "element_count", 1) > 1:
+            self._ca_chars[name] = value.element_count  # a text written to it goes as its bytes
+        if not as_bytes and getattr(value, "datatype", None) == DBR_STRING:
+            self._ca_strings.add(name)  # its text again as bytes, from the new subscription's first value
+            self._ca_monitors.pop(name).close()
+            self._ca_monitor(name, as_bytes=True)
+            return
         if values:
             self.post(("link", name, plain(value)))
 
     def _ca_get(self, name: str) -> None:
         from cothread.catools import FORMAT_CTRL, caget
 
-        value = caget(self.ports[name].link, timeout=self.timeout, throw=False, format=FORMAT_CTRL)
+        value = caget(self.ports[name].link, timeout=self.timeout, throw=False, format=FORMAT_CTRL,
+                      datatype=bytes if name in self._ca_strings else None)
         self._read_done(name, plain(value) if value.ok else None, bool(value.ok))
 
     def _ca_put(self, name: str, value: Any) -> None:
         from cothread.catools import caput
 
+        if isinstance(value, str) and name in self._ca_strings:  # its bytes, as a record holds them
+            value = fit_bytes(text_bytes(value), STRING_LENGTH)
+        elif isinstance(value, str) and name in self._ca_chars:  # cothread would send a DBR_STRING, refused
+            data = fit_bytes(text_bytes(value), self._ca_chars[name] - 1) + b"\0"  # NUL-ended, as a record holds it
+            value = numpy.frombuffer(data, dtype=numpy.uint8)
         try:
             result = caput(self.ports[name].link, value, timeout=self.timeout, throw=False)
             if not result.ok:
@@ -224,6 +271,8 @@ class Links:
         self._read_done(name, plain(value), True)
 
     def _pva_put(self, name: str, value: Any) -> None:
+        if isinstance(value, str):
+            value = readable(value)  # PVA carries UTF-8 text: a byte that is not goes as U+FFFD
         try:
             self._context.put(self.ports[name].link, value, timeout=self.timeout)
             self.post(("conn", name, True))

@@ -210,7 +210,7 @@ class PVTable:
         keeps the first 39 bytes of a stringout put, which can end inside a character: a PVA
         put of 20 ``é``), rewritten when that changed them; what the plugin is shown."""
         held = held_text(held_bytes(self._record(name)))
-        fitted = fit_text(held, pv.length if pv.is_long_string else STRING_LENGTH)
+        fitted = fit_text(held, pv.text_size)  # a short ``length`` too: its stringout holds 39
         if fitted != held or name in self._refused:
             if fitted != held:
                 log.warning("%s:%s: an operator's write of %d bytes is kept as its first %d bytes, "
@@ -246,9 +246,8 @@ class PVTable:
         pv = self.defs.get(name)
         if pv is not None:
             value = to_pv(pv, value)
-            if pv.is_long_string:
-                assert pv.length is not None
-                return _cut(name, value, pv.length)
+            if pv.type == "string":
+                return _cut(name, value, pv.text_size)  # its ``length``, even one its stringout exceeds
         if name in self.short_strings:
             return _cut(name, str(value), STRING_LENGTH)
         if isinstance(value, bool):

@@ -20,6 +20,7 @@ from iochost.config.pvnames import wired_ports
 from iochost.worker.convert import ConversionError
 from iochost.worker.engine import Decision, Engine
 from iochost.record_sizes import STRING_LENGTH
+from iochost.record_text import readable
 from iochost.worker.links import Links, Post
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class Wiring:
         monitored = {name for name in self.inputs if pvs.inputs[name].link_mode == "monitor"}
         parameters = config.parameters
         self.links = Links(ports, monitored, pva=parameters.pva, timeout=parameters.timeout, post=post)
-        self.engine = Engine(config, {name: table.get_pv(name) for name in [*pvs.inputs, *pvs.outputs]})
+        self.engine = Engine(config, {name: table.held_value(name) for name in [*pvs.inputs, *pvs.outputs]})
         self.connected: dict[str, bool] = {name: False for name in ports}
         self._polled_at: dict[str, float] = {}
         self._errors: set[str] = set()
@@ -71,7 +72,7 @@ class Wiring:
         convert to the PV's type raises ConversionError (``PVTable.set_pv``)."""
         self.table.set_pv(name, value, severity, alarm, refused=refused)
         if name in self.engine.values or name in self.outputs:
-            stored = self.table.get_pv(name)  # as the record holds it (clamped, converted)
+            stored = self.table.held_value(name)  # as the record holds it (clamped, converted; a string's bytes)
             if name in self.engine.values:
                 self.engine.update(name, stored)
             if name in self.outputs:
@@ -112,12 +113,12 @@ class Wiring:
                 log.error("link %s (%s): %s", name, self.links.ports[name].link, exc)
             self._refused[name] = str(exc)
             self._mark_untrusted()
-            return self.engine.values.get(name), False
+            return _shown(self.engine.values.get(name)), False
         if self._refused.pop(name, None) is not None:
             log.info("link %s (%s): its values convert again", name, self.links.ports[name].link)
             self._mark_untrusted()
-        old = self.engine.update(name, self.table.get_pv(name))
-        return old, self.engine.values[name] != old
+        old = self.engine.update(name, self.table.held_value(name))  # a string's bytes, not softioc's U+FFFD
+        return _shown(old), self.engine.values[name] != old
 
     def on_operator_write(self, name: str, value: Any) -> None:
         if name in self.engine.values:
@@ -134,7 +135,7 @@ class Wiring:
         if name in self.inputs and not connected:
             self.table.set_alarm(name, *LINK_DOWN)
         if name in self.outputs and connected and name in self._forwarded:
-            self._forward(name, self.table.get_pv(name), again=True)  # what it missed while down
+            self._forward(name, self.table.held_value(name), again=True)  # what it missed while down
         self._mark_untrusted()
 
     def _mark_untrusted(self) -> None:
@@ -217,3 +218,9 @@ class Wiring:
         if self.rule_message:
             self.table.set_pv("MESSAGE", "Cleared")
             self.rule_message = False
+
+
+def _shown(value: Any) -> Any:
+    """An engine value as plugin code is shown it: a string's bytes that are not UTF-8 as
+    U+FFFD (``record_text.readable``), as ``get_pv`` shows the new one."""
+    return readable(value) if isinstance(value, str) else value
