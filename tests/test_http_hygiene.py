@@ -180,7 +180,7 @@ SLOW_IMPORT = """
 
 def test_sigterm_during_an_upgrades_validation_answers_the_json_error_body(tmp_path: Path) -> None:
     marker = tmp_path / "validating"
-    daemon = Daemon(tmp_path / "data", "--import-timeout", "60")
+    daemon = Daemon(tmp_path / "data", "--import-timeout", "600")  # the probe is ended, not waited out
     repo = plugin_repo(tmp_path, "tick", TICKER, TICKER_CONFIG)
     answers: list[httpx.Response | BaseException] = []
     try:
@@ -199,7 +199,7 @@ def test_sigterm_during_an_upgrades_validation_answers_the_json_error_body(tmp_p
             caller = threading.Thread(target=upgrade, name="upgrade-caller")
             caller.start()
             wait_until(marker.exists, timeout=60, what="the new revision's import to start")
-            assert daemon.terminate() == 0, daemon.log()[-2000:]
+            assert daemon.terminate(timeout=120) == 0, daemon.log()[-2000:]
             caller.join(60)
         assert len(answers) == 1 and isinstance(answers[0], httpx.Response), answers
         response = answers[0]
@@ -471,7 +471,7 @@ def test_sigterm_during_a_job_run_answers_the_json_error_body_and_logs_no_error(
             caller.start()
             wait_until(lambda: [r for r in api.get("/jobs/slow/runs").json()["runs"] if r["state"] == "running"],
                        timeout=60, what="the run to start")
-            assert daemon.terminate() == 0, daemon.log()[-2000:]
+            assert daemon.terminate(timeout=120) == 0, daemon.log()[-2000:]
             caller.join(60)
         assert len(answers) == 1 and isinstance(answers[0], httpx.Response), answers
         response = answers[0]
@@ -480,3 +480,44 @@ def test_sigterm_during_a_job_run_answers_the_json_error_body_and_logs_no_error(
         assert not [e for e in errors if "Exception in ASGI application" in e["message"]], errors
     finally:
         daemon.cleanup()
+
+
+def test_sigterm_during_an_adds_clone_ends_git_and_the_daemon_at_once(tmp_path: Path) -> None:
+    """A git server that accepts and never answers holds the clone until --git-timeout
+    (here 600 s). SIGTERM answers the caller SHUTTING_DOWN and kills the clone's git: the
+    daemon exits without waiting out the time limit (Kubernetes sends SIGKILL after its
+    grace period, and a rollout waits on it)."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    accepting = threading.Thread(target=lambda: held.append(silent.accept()[0]), daemon=True)
+    accepting.start()
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/never.git"
+    daemon = Daemon(tmp_path / "data", "--git-timeout", "600")
+    answers: list[httpx.Response | BaseException] = []
+    try:
+        daemon.start()
+        with daemon.client() as api:
+            def post() -> None:
+                try:
+                    answers.append(api.post("/plugins", json={"name": "stuck", "git_url": url}))
+                except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                    answers.append(exc)
+
+            caller = threading.Thread(target=post, name="add-caller")
+            caller.start()
+            accepting.join(60)
+            assert held, "git never connected"
+            gits = [pid for pid, (_, cmdline) in live_processes().items()
+                    if cmdline.startswith(b"git\0") and url.encode() in cmdline]
+            assert gits, "no git clone running"
+            assert daemon.terminate(timeout=120) == 0, daemon.log()[-2000:]  # not the 600 s of --git-timeout
+            caller.join(60)
+        assert len(answers) == 1 and isinstance(answers[0], httpx.Response), answers
+        assert answers[0].status_code == 503 and answers[0].json()["code"] == "SHUTTING_DOWN", answers[0].text
+        assert not [pid for pid in gits if pid in live_processes()], "git outlived the daemon"
+        assert "ended 1 git, pip or validation process(es)" in daemon.log()
+    finally:
+        daemon.cleanup()
+        for conn in held:
+            conn.close()
+        silent.close()

@@ -197,11 +197,57 @@ class _OwnChildren:
 OWN_CHILDREN = _OwnChildren()
 
 
-def popen_session(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    """``subprocess.Popen`` in a new session, known to the orphan sweep; end it with kill_group."""
+class _Errands:
+    """The child sessions a request waits on (git, pip, the validation probe). Each has a
+    time limit of minutes; at the daemon's shutdown they are killed at once (``end_all``),
+    so a SIGTERM during an add never waits out a clone's ``--git-timeout``: the thread
+    waiting on one sees it end, and its request fails (its caller has been answered
+    SHUTTING_DOWN by then). One started after ``end_all`` is killed as it starts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._groups: set[int] = set()
+        self._ended = False
+
+    def started(self, pid: int) -> None:
+        with self._lock:
+            self._groups.add(pid)
+            ended = self._ended
+        if ended:
+            _kill_group_of(pid)
+
+    def finished(self, pid: int) -> None:
+        with self._lock:
+            self._groups.discard(pid)
+
+    def end_all(self) -> int:
+        """Kill every errand's process group, and any started from now on; how many."""
+        with self._lock:
+            self._ended = True
+            groups = list(self._groups)
+        for pid in groups:
+            _kill_group_of(pid)
+        return len(groups)
+
+
+def _kill_group_of(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+ERRANDS = _Errands()
+
+
+def popen_session(argv: list[str], *, errand: bool = False, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen`` in a new session, known to the orphan sweep; end it with kill_group.
+    ``errand``: a request waits on it (git, pip, a probe): ended at once at shutdown (ERRANDS)."""
     with OWN_CHILDREN.spawning():
         proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
         OWN_CHILDREN.track(proc.pid)
+    if errand:
+        ERRANDS.started(proc.pid)
     return proc
 
 
@@ -230,6 +276,7 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
         pass
     proc.wait()
     OWN_CHILDREN.untrack(proc.pid)
+    ERRANDS.finished(proc.pid)
     try:
         os.killpg(proc.pid, 0)
     except ProcessLookupError:  # the group is empty: no need to look through /proc

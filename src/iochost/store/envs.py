@@ -424,7 +424,7 @@ class PluginEnvs:
             env["VIRTUAL_ENV"] = str(env_dir)
             env["PATH"] = os.pathsep.join([str(env_dir / "bin"), env.get("PATH", os.defpath)])
         with open(output, "wb") as out:
-            proc = popen_session(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+            proc = popen_session(argv, errand=True, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                  stderr=subprocess.STDOUT)
         try:
             return wait_exit(proc, max(0.0, deadline - time.monotonic()))

@@ -104,7 +104,7 @@ def run_git(
     """Run git in its own session; kill the whole group at `deadline` or when `watch` > max_bytes."""
     with open(stderr_path, "wb") as err:
         proc = popen_session(
-            ["git", *BASE_OPTIONS, *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+            ["git", *BASE_OPTIONS, *args], errand=True, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=err,
         )
     try:

@@ -26,13 +26,14 @@ from iochost.durable import OUT_OF_SPACE, StorageProblem
 from iochost.errors import ErrorCode, IochostError
 from iochost.kinds import Kind
 from iochost.launch.launcher import Launcher
+from iochost.proctree import ERRANDS
 from iochost.settings import Settings
 from iochost.store import GitStore, PluginSource, Registry, RegistryEntry
 from iochost.store.envs import PluginEnvs
+from iochost.store.declared import DeclaredNames
 from iochost.store.policy import check_source_allowed
 from iochost.supervisor import lifecycle_types as t
 from iochost.supervisor import logfiles
-from iochost.store.declared import DeclaredNames
 from iochost.supervisor.adding import AddRequest, Declared, UpgradeChange, declared_change
 from iochost.supervisor.containment import Containment
 from iochost.supervisor.daemon_ioc import (CONTROL_MSG, CONTROL_VERBS, SYSTEM_NAME, RowTable, control_target,
@@ -166,6 +167,9 @@ class Supervisor:
         for slot in slots:
             shell.feed(slot, t.Closing())
             shell.feed(slot, t.StopRequested(keep_desired=True))
+        ended = ERRANDS.end_all()  # git, pip, probes of adds and upgrades: over, not waited out
+        if ended:
+            log.info("shutdown: ended %d git, pip or validation process(es) of unfinished requests", ended)
         await asyncio.gather(*(slot.until(lambda lc: lc.state not in LIVE) for slot in slots))
         await shell.close()
         if shell.services.launcher is not None:  # first: its idle members sit in cgroups of the tree

@@ -24,7 +24,7 @@ from typing import Any
 
 from iochost.environ import python_child_environ
 from iochost.launch.launcher import Child, LaunchError, Launcher
-from iochost.proctree import kill_group, popen_session, wait_exit
+from iochost.proctree import ERRANDS, kill_group, popen_session, wait_exit
 from iochost.untrusted import read_tail
 from iochost.validate.code import CodeFindings
 from iochost.report import Stage, ValidationIssue
@@ -74,11 +74,13 @@ def _start_probe(request: str, out: int, err: int, python: str | None,
     env = _probe_env()
     if launcher is not None and python is None:
         try:
-            return launcher.acquire(warm=False).start("iochost.validate.probe:main", [request], env,
-                                                      (None, out, err), title="iochost.validate.probe (forked)")
+            child = launcher.acquire(warm=False).start("iochost.validate.probe:main", [request], env,
+                                                       (None, out, err), title="iochost.validate.probe (forked)")
+            ERRANDS.started(child.pid)
+            return child
         except LaunchError as exc:
             log.warning("validation probe: %s; spawning it instead", exc)
-    return popen_session([python or sys.executable, "-m", "iochost.validate.probe", request],
+    return popen_session([python or sys.executable, "-m", "iochost.validate.probe", request], errand=True,
                          stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
 
 
