@@ -413,3 +413,20 @@ def test_unknown_key_in_alarm_has_its_own_line_and_key_path(tmp_path):
 def test_bad_alarm_config(tmp_path, pv, path, words):
     issue = only(errors(tmp_path, f"pvs:\n  outputs:\n    X: {pv}\n"), path)
     assert words in issue.message and issue.line == 3, issue.message
+
+
+def test_a_name_with_a_trailing_newline_is_refused():
+    """``$`` in a pattern also matches before a final newline: every name check matches the
+    whole text, so a YAML key ``"X\\n"``, a plugin ``demo\\n`` or a prefix ``IOC\\n`` never
+    validates (they would name records no client can reach)."""
+    from iochost.config.pvnames import pv_prefix_problem
+    from iochost.scaffold.names import ScaffoldError, plugin_names
+
+    pvs = PluginConfig.model_validate({"pvs": {"outputs": {"X\n": {"type": "int"}}}}).pvs
+    (issue,) = check_pv_names("IOCHOST", "demo", "task", "continuous", pvs)
+    assert "pvs.outputs.'X\\n'" in issue.message and "not a legal PV name" in issue.message
+    assert "\n" not in issue.message
+    assert "plugin name" in check_pv_names("IOCHOST", "demo\n", "job", None, PluginConfig().pvs)[0].message
+    assert pv_prefix_problem("IOC\n") is not None
+    with pytest.raises(ScaffoldError):
+        plugin_names("demo\n")

@@ -436,3 +436,13 @@ def test_requirements_problems_become_requirements_issues():
     assert error.details["errors"] == [{"stage": "requirements", "file": "requirements.txt", "line": 3,
                                         "message": problems[0].message}]
     assert "softioc 4.5.0" in problems[0].message
+
+
+def test_cli_refuses_a_pv_name_ending_in_a_newline(tmp_path):
+    """``"X\\n"`` is a valid YAML key; the PV name check matched it up to ``$`` (which also
+    matches before a final newline), so `validate` said OK for a record name no client can
+    reach. Now it names the key, escaped, at its line."""
+    plugin = make(tmp_path, config='pvs:\n  outputs:\n    "X\\n": {type: int}\n')
+    result = iochost(str(plugin))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "config.yaml:3: pvs.outputs.'X\\n': 'X\\n' is not a legal PV name" in result.stdout, result.stdout

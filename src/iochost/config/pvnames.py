@@ -63,7 +63,7 @@ def wired_ports(pvs: PVGroup | None, group: str) -> list[str]:
 def pv_prefix_problem(prefix: str) -> str | None:
     """Why ``prefix`` cannot start EPICS record names, or None when it can: the daemon's
     ``--prefix`` setting and the PV name checks both ask this."""
-    if not prefix or not RECORD_NAME_RE.match(prefix) or prefix.endswith(":"):
+    if not prefix or not RECORD_NAME_RE.fullmatch(prefix) or prefix.endswith(":"):
         return (f"PV prefix {prefix!r} must be non-empty, use only A-Z a-z 0-9 _ - + : [ ] < > ; "
                 "and not end with ':'")
     return None
@@ -87,7 +87,7 @@ def check_pv_names(
     only the collision check with default PVs; ``lines`` maps ``("pvs", group, PV)`` to
     config.yaml lines."""
     issues: list[ValidationIssue] = []
-    if not re.match(PLUGIN_NAME_PATTERN, name):
+    if not re.fullmatch(PLUGIN_NAME_PATTERN, name):
         issues.append(_issue(f"plugin name {name!r} must be 1-{PLUGIN_NAME_LENGTH} letters, digits, '_' or '-'"))
     prefix_problem = pv_prefix_problem(prefix)
     if prefix_problem is not None:
@@ -104,10 +104,10 @@ def check_pv_names(
     owner = f"{mode} {kind}" if kind == "task" and mode else f"{kind}"
     for group, declared in (("inputs", pvs.inputs), ("outputs", pvs.outputs)):
         for pv in declared:
-            where = f"{section}.{group}.{pv}"
+            where = f"{section}.{group}.{pv if pv.isprintable() else repr(pv)}"
             line = (lines or {}).get(("pvs", group, pv))
             full = full_pv_name(prefix, name, pv)
-            if not PV_SHORT_NAME_RE.match(pv):
+            if not PV_SHORT_NAME_RE.fullmatch(pv):
                 issues.append(_issue(f"{where}: {pv!r} is not a legal PV name; use letters, digits and '_' "
                                      "(':' or '-' between parts; no spaces, no '.')", line, file))
             elif len(full) > MAX_PV_NAME:

@@ -259,7 +259,7 @@ class PVDef(BaseModel):
     @field_validator("link")
     @classmethod
     def _link_name(cls, value: str | None) -> str | None:
-        if value is not None and not LINK_NAME_RE.match(value):
+        if value is not None and not LINK_NAME_RE.fullmatch(value):
             raise ValueError(f"{value!r} is not a PV name (record name, optionally .FIELD)")
         return value
 

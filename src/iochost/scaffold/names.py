@@ -38,7 +38,7 @@ class PluginNames:
 
 def plugin_names(name: str) -> PluginNames:
     """The names for plugin ``name``; ScaffoldError if the daemon would refuse the name."""
-    if not re.match(PLUGIN_NAME_PATTERN, name):
+    if not re.fullmatch(PLUGIN_NAME_PATTERN, name):
         raise ScaffoldError(
             f"invalid plugin name {name!r}: use 1 to {PLUGIN_NAME_LENGTH} characters of "
             "A-Z a-z 0-9 _ - (it names the directory and the middle of every PV name)")
