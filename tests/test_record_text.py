@@ -331,6 +331,20 @@ FULL_CONFIG = """
 """
 
 
+def _autosaving_worker(processes: Processes, tmp_path: Path, plugin_dir: Path, class_name: str, save: Path,
+                       number: int) -> WorkerProcess:
+    """The ``number``-th worker of plugin ``plugin_dir`` (its name is the directory's) with
+    autosave file ``save``: a later one restores what an earlier one saved; prefix
+    ``IOCHT<NAME><number>``, run directory ``tmp_path/run<number>``; initialized."""
+    name = plugin_dir.name
+    (tmp_path / f"run{number}").mkdir()
+    worker = WorkerProcess(processes, tmp_path / f"run{number}", name=name, plugin_dir=str(plugin_dir),
+                           module_file=f"{name}.py", class_name=class_name,
+                           prefix=f"IOCHT{name.upper()}{number}", autosave_file=str(save))
+    worker.wait_event(messages.Initialized, timeout=30)
+    return worker
+
+
 def test_a_write_on_a_full_disk_is_retried_until_it_lands_and_survives_kill_9(small_disk: Path, processes: Processes,
                                                                               tmp_path: Path, ca: Any) -> None:
     from caproto.sync.client import write
@@ -339,12 +353,7 @@ def test_a_write_on_a_full_disk_is_retried_until_it_lands_and_survives_kill_9(sm
     save = small_disk / "autosave" / "full.json"
 
     def start(number: int) -> WorkerProcess:
-        (tmp_path / f"run{number}").mkdir()
-        worker = WorkerProcess(processes, tmp_path / f"run{number}", name="full", plugin_dir=str(plugin_dir),
-                               module_file="full.py", class_name="Full", prefix=f"IOCHTFULL{number}",
-                               autosave_file=str(save))
-        worker.wait_event(messages.Initialized, timeout=30)
-        return worker
+        return _autosaving_worker(processes, tmp_path, plugin_dir, "Full", save, number)
 
     first = start(0)
     pv = "IOCHTFULL0:FULL:"
@@ -410,12 +419,7 @@ def test_a_string_of_a_short_length_holds_no_more_and_keeps_it_across_kill_9(pro
     save.parent.mkdir(mode=0o700)
 
     def start(number: int) -> WorkerProcess:
-        (tmp_path / f"run{number}").mkdir()
-        worker = WorkerProcess(processes, tmp_path / f"run{number}", name="short", plugin_dir=str(plugin_dir),
-                               module_file="short.py", class_name="Short", prefix=f"IOCHTSHORT{number}",
-                               autosave_file=str(save))
-        worker.wait_event(messages.Initialized, timeout=30)
-        return worker
+        return _autosaving_worker(processes, tmp_path, plugin_dir, "Short", save, number)
 
     first = start(0)
     pv = "IOCHTSHORT0:SHORT:"

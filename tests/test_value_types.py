@@ -352,13 +352,13 @@ def _put_device(ca: Any, dev: str, phase: int) -> None:
                                                  timeout=5)
 
 
-@pytest.mark.parametrize("protocol", ["ca", "pva"])
-def test_link_values_of_every_type_reach_inputs_of_every_type(tmp_path: Path, processes: Processes,
-                                                             link_env: dict[str, Any], protocol: str) -> None:
-    env, ports, ca = link_env["env"], link_env["ports"], link_env["ca"]
-    dev = f"TYDEV{protocol.upper()}{ports['dev']}"
+def _device_and_plugin_env(env: dict[str, str], ports: dict[str, int],
+                           protocol: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The device IOC's and the plugin's environments. Over PVA the device's PVA server
+    is searched by the plugin only, and the plugin's CA cannot see the device: a link that
+    arrives came over PVA."""
     device_env, plugin_env = dict(env), dict(env)
-    if protocol == "pva":  # the device's PVA only the plugin searches, and the plugin's CA cannot see it
+    if protocol == "pva":
         pva_server, pva_udp = free_port(), free_port(socket.SOCK_DGRAM)
         own_server, own_udp = free_port(), free_port(socket.SOCK_DGRAM)
         device_env.update({"EPICS_PVAS_SERVER_PORT": str(pva_server), "EPICS_PVA_SERVER_PORT": str(pva_server),
@@ -367,6 +367,15 @@ def test_link_values_of_every_type_reach_inputs_of_every_type(tmp_path: Path, pr
                            "EPICS_PVA_ADDR_LIST": f"127.0.0.1:{pva_udp}",
                            "EPICS_PVAS_SERVER_PORT": str(own_server), "EPICS_PVA_SERVER_PORT": str(own_server),
                            "EPICS_PVAS_BROADCAST_PORT": str(own_udp), "EPICS_PVA_BROADCAST_PORT": str(own_udp)})
+    return device_env, plugin_env
+
+
+@pytest.mark.parametrize("protocol", ["ca", "pva"])
+def test_link_values_of_every_type_reach_inputs_of_every_type(tmp_path: Path, processes: Processes,
+                                                             link_env: dict[str, Any], protocol: str) -> None:
+    env, ports, ca = link_env["env"], link_env["ports"], link_env["ca"]
+    dev = f"TYDEV{protocol.upper()}{ports['dev']}"
+    device_env, plugin_env = _device_and_plugin_env(env, ports, protocol)
     _ioc(processes, device_env, ports["dev"], dev, *(f"{s.upper()}={kind}" for s, (kind, *_) in SOURCES.items()))
     _put_device(ca, dev, 0)
     plugin = _plugin(tmp_path / "types", _matrix_config(dev, protocol == "pva"))
@@ -468,16 +477,7 @@ def test_a_strings_bytes_cross_a_link_as_they_are(tmp_path: Path, processes: Pro
 
     env, ports = link_env["env"], link_env["ports"]
     dev = f"TXDEV{protocol.upper()}{ports['dev']}"
-    device_env, plugin_env = dict(env), dict(env)
-    if protocol == "pva":  # as in the matrix test above: the device's PVA only the plugin searches
-        pva_server, pva_udp = free_port(), free_port(socket.SOCK_DGRAM)
-        own_server, own_udp = free_port(), free_port(socket.SOCK_DGRAM)
-        device_env.update({"EPICS_PVAS_SERVER_PORT": str(pva_server), "EPICS_PVA_SERVER_PORT": str(pva_server),
-                           "EPICS_PVAS_BROADCAST_PORT": str(pva_udp), "EPICS_PVA_BROADCAST_PORT": str(pva_udp)})
-        plugin_env.update({"EPICS_CA_ADDR_LIST": f"127.0.0.1:{ports['plugin']}",
-                           "EPICS_PVA_ADDR_LIST": f"127.0.0.1:{pva_udp}",
-                           "EPICS_PVAS_SERVER_PORT": str(own_server), "EPICS_PVA_SERVER_PORT": str(own_server),
-                           "EPICS_PVAS_BROADCAST_PORT": str(own_udp), "EPICS_PVA_BROADCAST_PORT": str(own_udp)})
+    device_env, plugin_env = _device_and_plugin_env(env, ports, protocol)
     _ioc(processes, device_env, ports["dev"], dev, "TEXT=string", "ECHO=string")
     pv = "DT:TX:"
     # over CA, a long string too (the plugin's own, which PVA here cannot reach): the text
