@@ -47,20 +47,28 @@ class ProcInfo:
     def zombie(self) -> bool:
         return self.state in ("Z", "X")
 
+    @property
+    def stopped(self) -> bool:
+        """SIGSTOPped or traced: alive, and answering nothing."""
+        return self.state in ("T", "t")
+
+
+def process_info(pid: int) -> ProcInfo | None:
+    """``pid``'s entry of /proc (one read of its ``stat``); None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return ProcInfo(pid, int(fields[1]), int(fields[2]), int(fields[3]), fields[0].decode())
+    except (OSError, IndexError):
+        return None
+
 
 def process_table() -> dict[int, ProcInfo]:
-    """Every process visible in /proc, by pid (one read of each ``stat``)."""
+    """Every process visible in /proc, by pid."""
     table: dict[int, ProcInfo] = {}
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        pid = int(entry.name)
-        table[pid] = ProcInfo(pid, int(fields[1]), int(fields[2]), int(fields[3]), fields[0].decode())
+        if entry.name.isdigit() and (info := process_info(int(entry.name))) is not None:
+            table[info.pid] = info
     return table
 
 
@@ -90,6 +98,13 @@ def set_child_subreaper() -> bool:
 def _kill(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_group_of(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
 
@@ -230,13 +245,6 @@ class _Errands:
         return len(groups)
 
 
-def _kill_group_of(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 ERRANDS = _Errands()
 
 
@@ -270,10 +278,7 @@ def wait_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> int:
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL ``proc`` and every process it started, then wait until none of them runs."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    _kill_group_of(proc.pid)
     proc.wait()
     OWN_CHILDREN.untrack(proc.pid)
     ERRANDS.finished(proc.pid)

@@ -22,11 +22,10 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Callable, Sequence
 
 from iochost.launch import protocol
-from iochost.proctree import OWN_CHILDREN, kill_group, popen_session, set_child_subreaper
+from iochost.proctree import OWN_CHILDREN, kill_group, popen_session, process_info, set_child_subreaper
 
 log = logging.getLogger("iochost.launch")
 
@@ -190,13 +189,9 @@ def receive_unless_stopped(sock: socket.socket, timeout: float, pid: int,
 
 
 def process_stopped(pid: int) -> bool:
-    """Whether ``pid`` is stopped (state T or t in /proc): it is alive to ``poll()`` and
-    answers nothing."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state in ("T", "t")
+    """Whether ``pid`` is stopped: it is alive to ``poll()`` and answers nothing."""
+    info = process_info(pid)
+    return info is not None and info.stopped
 
 
 class Launcher:

@@ -140,20 +140,27 @@ class _OutputProtocol(_ThrottledReader):
 EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
 
 
-def host_fault(exc: BaseException) -> ErrorCode | None:
-    """The code of the host's shortage behind ``exc`` (or an exception it was raised from or
-    during): STORAGE_FULL for a full disk, LAUNCHER_UNAVAILABLE for EXHAUSTED; None when
-    it is not the host's. A spawn that failed so is retried with backoff like a crash."""
+def host_shortage(exc: BaseException) -> OSError | None:
+    """The OSError of the host's shortage (OUT_OF_SPACE or EXHAUSTED) that is ``exc`` or an
+    exception it was raised from or during; None when the failure is not the host's."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in OUT_OF_SPACE:
-            return ErrorCode.STORAGE_FULL
-        if isinstance(current, OSError) and current.errno in EXHAUSTED:
-            return ErrorCode.LAUNCHER_UNAVAILABLE
+        if isinstance(current, OSError) and current.errno in OUT_OF_SPACE | EXHAUSTED:
+            return current
         current = current.__cause__ or current.__context__
     return None
+
+
+def host_fault(exc: BaseException) -> ErrorCode | None:
+    """The code of the host's shortage behind ``exc``: STORAGE_FULL for a full disk,
+    LAUNCHER_UNAVAILABLE for EXHAUSTED; None when it is not the host's. A spawn that
+    failed so is retried with backoff like a crash."""
+    shortage = host_shortage(exc)
+    if shortage is None:
+        return None
+    return ErrorCode.STORAGE_FULL if shortage.errno in OUT_OF_SPACE else ErrorCode.LAUNCHER_UNAVAILABLE
 
 
 def spec_path(run_dir: Path, name: str) -> Path:

@@ -37,7 +37,7 @@ from iochost.supervisor.epics import EpicsNetwork
 from iochost.supervisor.adding import AddRequest, prepare
 from iochost.supervisor.lifecycle import PluginLifecycle
 from iochost.supervisor.models import RunRecord
-from iochost.supervisor.process import WorkerProcess, host_fault, spec_path
+from iochost.supervisor.process import WorkerProcess, host_fault, host_shortage, spec_path
 from iochost.worker import autosave
 
 log = logging.getLogger("iochost.supervisor")
@@ -345,9 +345,10 @@ class Shell:
     def _preparation_error(self, slot: PluginSlot, doing: str, exc: Exception) -> IochostError:
         if isinstance(exc, IochostError):
             return exc
-        if isinstance(exc, OSError) and exc.errno in OUT_OF_SPACE:
-            return storage_error(exc.filename or self.settings.data_dir, exc, f"{doing} {slot.name!r}")
-        if host_fault(exc) is not None:  # the validation probe could not be started: the host's fault
+        shortage = host_shortage(exc)
+        if shortage is not None and shortage.errno in OUT_OF_SPACE:
+            return storage_error(shortage.filename or self.settings.data_dir, shortage, f"{doing} {slot.name!r}")
+        if shortage is not None:  # the validation probe could not be started: the host's fault
             log.error("%s %s: cannot start the validation probe: %s", doing, slot.name, exc)
             return IochostError(ErrorCode.LAUNCHER_UNAVAILABLE, f"{doing} {slot.name!r}: the daemon cannot "
                                 f"start its validation probe now ({exc}); retry later")
