@@ -200,11 +200,14 @@ def delete(api: httpx.Client, name: str) -> None:
 
 
 class EventStream:
-    """Every event of ``GET /api/v1/events`` from entering the block until leaving it."""
+    """Every event of ``GET /api/v1/events`` (or another SSE ``path``) from entering the block
+    until leaving it: ``events`` the data of each, ``named`` each with its ``event:`` name."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.url = daemon.url + "/api/v1/events"
+    def __init__(self, daemon: Daemon, path: str = "/api/v1/events", headers: dict[str, str] | None = None) -> None:
+        self.url = daemon.url + path
+        self.headers = headers
         self.events: list[dict[str, Any]] = []
+        self.named: list[tuple[str, dict[str, Any]]] = []
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._response: httpx.Response | None = None
@@ -231,12 +234,17 @@ class EventStream:
 
     def _listen(self) -> None:
         try:
-            with httpx.stream("GET", self.url, timeout=httpx.Timeout(10, read=60)) as response:
+            with httpx.stream("GET", self.url, headers=self.headers, timeout=httpx.Timeout(10, read=60)) as response:
                 self._response = response
+                name = "message"  # SSE's name of an event that gives none
                 for line in response.iter_lines():
                     self._ready.set()
+                    if line.startswith("event: "):
+                        name = line[7:]
                     if line.startswith("data: "):
                         self.events.append(json.loads(line[6:]))
+                        self.named.append((name, self.events[-1]))
+                        name = "message"
                     if self._stop.is_set():
                         return
         except Exception:  # noqa: BLE001 - closing the stream from __exit__ ends it this way

@@ -198,12 +198,12 @@ def test_a_broken_beamline_file_stops_serve_and_run_naming_file_and_line(tmp_pat
 def test_without_ophyd_get_device_is_none_and_said_once(monkeypatch, caplog) -> None:
     import yaml
 
-    from iochost.worker.devices import Devices
+    from iochost.sdk.devices import Devices
 
     monkeypatch.setitem(sys.modules, "ophyd", None)  # import ophyd raises ImportError
     devices = Devices(yaml.safe_load(BEAMLINE))
     assert devices.names() == DEVICE_NAMES.split(",")  # the index needs no ophyd
-    with caplog.at_level("INFO", logger="iochost.worker.devices"):
+    with caplog.at_level("INFO", logger="iochost.sdk.devices"):
         assert devices.get("AI1") is None and devices.get("other_AI1") is None
     said = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
     assert len(said) == 1 and "ophyd is not installed" in said[0] and "iochost[ophyd]" in said[0], said

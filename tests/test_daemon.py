@@ -7,6 +7,7 @@ import concurrent.futures
 import json
 import re
 import time
+from datetime import datetime
 
 import numpy
 import pytest
@@ -155,7 +156,9 @@ def test_job_run_lock_and_cancel(api, repos, ca):
     assert done.status_code == 200, done.text
     body = done.json()
     assert body["state"] == "succeeded"
+    stamped = body["result"].pop("timestamp")  # iocmng's JobResult field: when the result was made
     assert body["result"] == {"success": True, "data": {"steps": 2}, "message": "2 steps"}
+    assert datetime.fromisoformat(stamped).tzinfo is None, stamped  # iocmng's format: local time, no zone
     assert ca.caget(record["pv_prefix"] + ":STATUS", datatype=ca.DBR_STRING, timeout=3) == "SUCCESS"
 
     started = api.post("/jobs/slowjob/run?wait=false", json={"parameters": {"steps": 200}})

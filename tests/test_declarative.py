@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from conftest import Processes, free_port, wait_for
 from iochost.config import load_config
 from iochost.config.errors import ConfigError
 from iochost.declarative import functions
+from iocmng_material import PluginExample, example_named, readme_examples_for_tests
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -333,27 +333,32 @@ def test_reactive_mode_calls_on_input_changed_once_per_change(tmp_path: Path, pr
 
 
 # -- iocmng 2.7's README examples, unchanged ----------------------------------------------------
-README = FIXTURES / "iocmng27-readme"  # byte for byte from the README; bench/iocmng_compat.py runs
-# them under iocmng 2.7.9 beside iochost and records the PV names iocmng serves (iocmng-2.7.9.pvs)
+# Downloaded from the package index at test time (tests/iocmng_material.py); bench/iocmng_compat.py
+# runs them under iocmng 2.7.9 beside iochost and records the PV names iocmng serves.
+@pytest.fixture(scope="module")
+def readme(request: pytest.FixtureRequest) -> list[PluginExample]:
+    return readme_examples_for_tests(request.config)
 
 
-@pytest.mark.parametrize("example", ["monitor", "interlock"])
-def test_readme_example_validates_with_iocmngs_pv_names(example: str) -> None:
+@pytest.mark.parametrize("example", ["my_monitor", "my_interlock"])
+def test_readme_example_validates_with_iocmngs_pv_names(example: str, readme: list[PluginExample],
+                                                         tmp_path: Path) -> None:
+    plugin = example_named(readme, example).write(tmp_path / example)
     report = subprocess.run([sys.executable, "-m", "iochost", "validate", "--json", "--prefix", "MY",
-                             "--name", "ioc", str(README / example)], capture_output=True, text=True)
+                             "--name", "ioc", str(plugin)], capture_output=True, text=True)
     assert report.returncode == 0, report.stdout + report.stderr
     plugin = json.loads(report.stdout)["plugin"]
     assert plugin["kind"] == "task" and plugin["mode"] == "continuous"
     served = sorted(pv.removeprefix("MY:IOC:") for pv in plugin["pvs"])
-    assert served == (README / example / "iocmng-2.7.9.pvs").read_text().split()
+    assert served == example_named(readme, example).recorded_pvs()
 
 
 def test_readme_monitor_runs_as_under_iocmng(tmp_path: Path, processes: Processes,
-                                            link_env: dict[str, Any]) -> None:
+                                            link_env: dict[str, Any], readme: list[PluginExample]) -> None:
     """The README's Python monitor as it is: it cycles each second, SETPOINT takes operator
     writes, and ALARM stays OK while READING (which nothing in it sets) stays 0, as in iocmng."""
     env, ports, ca = link_env["env"], link_env["ports"], link_env["ca"]
-    plugin = Path(shutil.copytree(README / "monitor", tmp_path / "monitor"))
+    plugin = example_named(readme, "my_monitor").write(tmp_path / "monitor")
     _run_plugin(processes, env, ports["plugin"], plugin, "mon")
     first = wait_for(lambda: ca.caget("DT:MON:CYCLE_COUNT"), timeout=20, what="the monitor serving")
     assert ca.caget("DT:MON:SETPOINT") == 50.0 and ca.caget("DT:MON:STATUS") == 1  # RUN
@@ -364,12 +369,12 @@ def test_readme_monitor_runs_as_under_iocmng(tmp_path: Path, processes: Processe
 
 
 def test_readme_interlock_behaves_as_under_iocmng(tmp_path: Path, processes: Processes,
-                                                  link_env: dict[str, Any]) -> None:
+                                                  link_env: dict[str, Any], readme: list[PluginExample]) -> None:
     """The README's interlock as it is (DEVICE:TEMP, DEVICE:PRESSURE, a 1 s interval); each
     expected value is what iocmng 2.7.9 shows for the same step (bench/iocmng_compat.py)."""
     env, ports, ca = link_env["env"], link_env["ports"], link_env["ca"]
     device = _ioc(processes, env, ports["dev"], "DEVICE", "TEMP", "PRESSURE")
-    plugin = Path(shutil.copytree(README / "interlock", tmp_path / "interlock"))
+    plugin = example_named(readme, "my_interlock").write(tmp_path / "interlock")
     _run_plugin(processes, env, ports["plugin"], plugin, "readme")
 
     def get(name: str) -> Any:

@@ -19,10 +19,11 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import positive_data_acceptance
+from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
 from daemon_harness import Daemon, worker_pids
 from iochost.api import create_app
+from iochost.pvgateway.protocol import MAX_TIMEOUT
 from iochost.settings import Settings
 
 READ_TOKEN = "rd-" + secrets.token_hex(16)
@@ -60,8 +61,24 @@ def test_schema_is_the_daemons(daemon: Daemon) -> None:
 
 def check(case: Any, daemon: Daemon, token: str | None) -> None:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    case.call_and_validate(base_url=daemon.url, headers=headers, timeout=30,
-                           excluded_checks=[positive_data_acceptance])
+    timeout = case.body.get("timeout") if isinstance(case.body, dict) else None
+    if isinstance(timeout, (int, float)) and 1 < timeout <= MAX_TIMEOUT:
+        # a PV gateway get or put waits its whole valid timeout for a PV nobody serves:
+        # kept at 1 s, within this call's time limit (an invalid one is left to be refused)
+        case.body["timeout"] = 1
+    excluded = [positive_data_acceptance]
+    if case.query:
+        # Unknown query parameters are ignored, as FastAPI and iocmng ignore them (an iocmng
+        # script's extra `?type=` must keep working); the schema cannot say so. They are left
+        # out, and a case that was negative for them alone is no longer a negative one.
+        operation = APP_SCHEMA["paths"][case.path].get(case.method.lower(), {})
+        declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+        unknown = [name for name in case.query if name not in declared]
+        for name in unknown:
+            del case.query[name]
+        if unknown:
+            excluded.append(negative_data_rejection)
+    case.call_and_validate(base_url=daemon.url, headers=headers, timeout=30, excluded_checks=excluded)
 
 
 @schema.parametrize()

@@ -160,6 +160,8 @@ def test_read_token_may_look_not_touch(daemon: Daemon, reader: httpx.Client) -> 
         status = call(reader, method, path)
         if method == "GET":
             assert status in (200, 404), (method, path, status)
+        elif (method, path) == ("POST", "/api/v1/pvs/get"):  # a read on iocmng's POST path: past the token, {} is 422
+            assert status == 422, (method, path, status)
         else:
             assert status == 403, (method, path, status)
     refused = reader.post("/plugins", json={"name": "x", "git_url": ALLOWED + "x.git"})

@@ -418,7 +418,7 @@ def test_cli_json(tmp_path):
     assert body["name"] == "demo" and body["plugin"] is None
     assert body["issues"] == [{"stage": "pvs", "file": "config.yaml", "line": 3,
                                "message": "pvs.outputs.STATUS: STATUS collides with the default PV STATUS "
-                                          "of a continuous task"}]
+                                          "of a continuous task", "severity": "error"}]
     ok = json.loads(iochost(str(EXAMPLES / "beam-shutter"), "--json").stdout)
     assert ok["plugin"]["mode"] == "triggered" and ok["plugin"]["pvs"][0] == "IOCHOST:BEAM-SHUTTER:ENABLE"
 
@@ -434,7 +434,7 @@ def test_requirements_problems_become_requirements_issues():
     error = requirements_failure(RequirementsError("plugin 'demo': requirements.txt asks for ...", problems))
     assert error.code == ErrorCode.VALIDATION_FAILED and error.message == "plugin 'demo': requirements.txt asks for ..."
     assert error.details["errors"] == [{"stage": "requirements", "file": "requirements.txt", "line": 3,
-                                        "message": problems[0].message}]
+                                        "message": problems[0].message, "severity": "error"}]
     assert "softioc 4.5.0" in problems[0].message
 
 

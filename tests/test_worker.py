@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import signal
 import subprocess
@@ -128,6 +129,44 @@ def test_enable_pauses_and_resumes(echo, ca):
     assert ca.caget(pv + "STATUS", datatype=ca.DBR_STRING, timeout=5) == "RUN"
 
 
+SLOW_CYCLE_TASK = """
+    import time
+    from iochost import TaskBase
+
+    class Slow(TaskBase):
+        def initialize(self):
+            pass
+
+        def execute(self):
+            time.sleep(0.5)  # longer than its interval: every cycle overruns
+
+        def on_input(self, name, value):
+            self.set_pv("SEEN", value)
+
+        def cleanup(self):
+            pass
+"""
+
+
+def test_operator_writes_reach_a_task_whose_cycle_overruns_its_interval(processes, tmp_path, ca):
+    """A cycle longer than ``interval`` skips the missed periods; it must not run back to
+    back for ever, leaving operator writes, ENABLE and RUN queued and never handled."""
+    plugin_dir = make_plugin(tmp_path, "slow", SLOW_CYCLE_TASK, """
+        parameters: {interval: 0.2}
+        pvs:
+          inputs: {SETPOINT: {type: int, value: 0}}
+          outputs: {SEEN: {type: int, value: 0}}
+    """)
+    start(processes, tmp_path, plugin_dir, "slow", "Slow")
+    pv = f"{PREFIX}:SLOW:"
+    wait_for(lambda: ca.caget(pv + "CYCLE_COUNT", timeout=5) >= 2, what="overrunning cycles")
+    ca.caput(pv + "SETPOINT", 7, wait=True, timeout=5)
+    wait_for(lambda: ca.caget(pv + "SEEN", timeout=5) == 7, timeout=30, what="on_input called between cycles")
+    ca.caput(pv + "ENABLE", 0, wait=True, timeout=5)
+    wait_for(lambda: ca.caget(pv + "STATUS", datatype=ca.DBR_STRING, timeout=5) == "PAUSED", timeout=30,
+             what="ENABLE=0 handled between cycles")
+
+
 def test_sigterm_calls_cleanup_and_exits_zero(echo):
     assert not echo.marker.exists()
     assert echo.terminate() == 0
@@ -216,6 +255,8 @@ def test_job_run_from_supervisor_reports_result(slow_job, ca):
     assert seen[-2:] == ["RUNNING", "SUCCESS"]
     finished = slow_job.wait_event(messages.RunFinished, lambda m: m.run_id == "r1")
     assert finished.outcome == "succeeded"
+    stamp = finished.result.pop("timestamp")  # iocmng's: when the JobResult was made, local ISO 8601
+    assert datetime.datetime.fromisoformat(stamp).tzinfo is None
     assert finished.result == {"success": True, "data": {"steps": 3}, "message": "done"}
     assert ca.caget(pv + "COUNT", timeout=5) == 1
 

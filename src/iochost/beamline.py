@@ -8,6 +8,8 @@ Only the shape the device index relies on is checked; every other key is the bea
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +94,58 @@ def load_beamline_config(path: Path) -> dict[str, Any]:
             raise BeamlineConfigError(f"{_where(Path(path), key_node)}: top-level key "
                                       f"{getattr(key_node, 'value', '?')!r} is not a string")
     return data
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """What DeviceFactory.create_device needs for one device of the beamline file."""
+
+    devgroup: str
+    devtype: str | None
+    prefix: str
+    name: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``, nested mappings merged (iocmng's ``deep_merge_dicts``)."""
+    result = dict(base)
+    for key, value in override.items():
+        if isinstance(result.get(key), Mapping) and isinstance(value, Mapping):
+            result[key] = _deep_merge(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def build_index(beamline: Mapping[str, Any]) -> dict[str, DeviceSpec]:
+    """Device key -> how to create it, from ``epicsConfiguration.iocs`` (no connections)."""
+    defaults = beamline.get("iocDefaults") or {}
+    iocs = (beamline.get("epicsConfiguration") or {}).get("iocs") or []
+    index: dict[str, DeviceSpec] = {}
+    for raw in iocs:
+        if not isinstance(raw, Mapping) or not raw.get("name"):
+            continue
+        ioc_name = str(raw["name"])
+        template = defaults.get(raw.get("template", "")) if isinstance(defaults, Mapping) else None
+        ioc = _deep_merge(template, raw) if isinstance(template, Mapping) else dict(raw)
+        if ioc.get("disable", False) or not ioc.get("devgroup"):
+            continue
+        devgroup, devtype = str(ioc["devgroup"]), ioc.get("devtype")
+        ioc_prefix = str(ioc.get("iocprefix", ""))
+        devices = ioc.get("devices") or []
+        if not devices:
+            index[ioc_name] = DeviceSpec(devgroup, devtype, ioc_prefix, ioc_name, ioc)
+            continue
+        for device in devices:
+            if not isinstance(device, Mapping) or not device.get("name"):
+                continue
+            device_name = str(device["name"])
+            if "iocroot" in ioc:
+                prefix = f"{ioc_prefix}:{ioc['iocroot']}:{device_name}"
+            else:
+                prefix = f"{ioc_prefix}:{device_name}"
+            config = {**ioc, "iocname": ioc_name, **device}
+            key = device_name if device_name not in index else f"{ioc_name}_{device_name}"
+            index[key] = DeviceSpec(devgroup, devtype, prefix, device_name, config)
+    return index

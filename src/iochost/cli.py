@@ -83,25 +83,17 @@ def cmd_display(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``iochost run DIR``, or iocmng-run's form ``iochost run --module MODULE [--config FILE]``:
+    the same worker, in this process, until SIGINT/SIGTERM."""
     from iochost.config import load_config
     from iochost.config.limits import DaemonLimits, resolve_limits
+    from iochost.config.pvnames import DEFAULT_PREFIX
     from iochost.contract.worker_spec import WorkerSpec
-    from iochost.proctree import kill_descendants
     from iochost.report import render_text
+    from iochost.runner import RunError, import_plugin_module, plugin_class_in, run_plugin_class, run_spec
     from iochost.validate.pipeline import validate_plugin
-    from iochost.worker.main import run_worker
 
-    plugin_dir = Path(args.dir).resolve()
     parameters = dict(args.param or [])
-    name = args.name or plugin_dir.name
-    report = validate_plugin(
-        plugin_dir, name=name, prefix=args.prefix, class_name=args.class_name,
-        parameters=parameters, run_import=False,
-    )
-    if not report.ok:
-        print(render_text(report), file=sys.stderr)
-        return 1
-    assert report.plugin is not None
     beamline: dict[str, Any] = {}
     if args.beamline_config:
         from iochost.beamline import BeamlineConfigError, load_beamline_config
@@ -111,20 +103,47 @@ def cmd_run(args: argparse.Namespace) -> int:
         except BeamlineConfigError as exc:
             print(f"iochost run: beamline_config {exc}", file=sys.stderr)
             return 2
+    if args.module is not None:  # iocmng-run's form: a module importable from here
+        try:
+            cls = plugin_class_in(import_plugin_module(args.module, Path.cwd()), args.class_name)
+            # --pva, else a -p pva=... (not silently replaced by iocmng-run's default), else PVA
+            pva = parameters.get("pva", True) if args.pva is None else args.pva == "true"
+            return run_plugin_class(
+                cls, config=args.config, parameters=parameters, prefix=args.prefix, pva=pva,
+                name=args.name, pvout=args.pvout, log_level=args.log_level, version=args.version,
+                grace=args.grace, autosave=args.autosave, beamline_config=beamline,
+            )
+        except RunError as exc:
+            print(f"iochost run: {exc}", file=sys.stderr)
+            return exc.code
+    if args.pva is not None:
+        parameters["pva"] = args.pva == "true"
+    plugin_dir = Path(args.dir).resolve()
+    name = args.name or plugin_dir.name
+    prefix = args.prefix or DEFAULT_PREFIX
+    report = validate_plugin(
+        plugin_dir, name=name, prefix=prefix, class_name=args.class_name,
+        parameters=parameters, run_import=False,
+    )
+    if not report.ok:
+        print(render_text(report), file=sys.stderr)
+        return 1
+    assert report.plugin is not None
     config = load_config(plugin_dir).with_parameters(parameters)
     limits = resolve_limits(config.parameters, DaemonLimits(), args.grace)  # as the daemon does
     spec = WorkerSpec(
         name=name, plugin_dir=str(plugin_dir), module_file=report.plugin.module_file,
-        class_name=report.plugin.class_name, prefix=args.prefix, parameters=parameters,
+        class_name=report.plugin.class_name, prefix=prefix, parameters=parameters,
         version=args.version, grace_period=limits.grace_period, memory_limit_mb=limits.memory_limit_mb,
         max_open_files=limits.max_open_files,
         autosave_file=str(Path(args.autosave).resolve()) if args.autosave else None,
-        beamline_config=beamline,
+        beamline_config=beamline, log_level=args.log_level,
     )
     try:
-        return run_worker(spec)
-    finally:
-        kill_descendants()  # what the plugin started ends with it, as under the daemon
+        return run_spec(spec, pvout=args.pvout)
+    except RunError as exc:
+        print(f"iochost run: {exc}", file=sys.stderr)
+        return exc.code
 
 
 # Tokens are never flags: a command line is readable by every user in /proc.
@@ -147,8 +166,8 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
                                 help=help_text)
         elif field.annotation is bool:
             parser.add_argument(flag, dest=name, action="store_true", default=None, help=help_text)
-        elif name == "allow_source":
-            parser.add_argument(flag, dest=name, action="append", metavar="PREFIX", help=help_text)
+        elif field.annotation == list[str]:  # repeatable: --allow-source, --cors-origin, --pv-gateway-allow
+            parser.add_argument(flag, dest=name, action="append", metavar=name.upper(), help=help_text)
         else:
             parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=help_text)
 
@@ -293,13 +312,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=30.0, help="import time limit in seconds")
     p.set_defaults(func=cmd_display)
 
-    p = sub.add_parser("run", help="run one plugin directory as a soft IOC in the foreground")
-    p.add_argument("dir")
-    p.add_argument("--name", help="plugin name (default: directory name)")
-    p.add_argument("--prefix", default=DEFAULT_PREFIX, help="PV prefix (default %(default)s)")
-    p.add_argument("--class", dest="class_name")
-    p.add_argument("--param", action="append", type=_parse_param, metavar="KEY=VALUE",
+    p = sub.add_parser("run", help="run one plugin directory (or, as iocmng-run, --module) as a soft IOC in the "
+                                   "foreground")
+    p.add_argument("dir", nargs="?", help="the plugin directory (or give --module)")
+    p.add_argument("-m", "--module", help="iocmng-run's form: a module importable from the current directory "
+                   "(my_task, pkg.my_task) instead of DIR; PV names as iocmng-run gives them")
+    p.add_argument("--config", metavar="FILE", help="with --module: the config.yaml to use (default: none, "
+                   "as iocmng-run: no declared PVs)")
+    p.add_argument("--name", help="plugin name (default: directory name; with --module the class name "
+                   "in lower case)")
+    p.add_argument("--prefix", default=None, help=f"PV prefix (default {DEFAULT_PREFIX}); with --module the "
+                   "whole PV prefix, config.yaml's prefix: not appended (default: BEAMLINE:DEFAULT:SEGMENT)")
+    p.add_argument("-c", "--class-name", "--class", dest="class_name",
+                   help="plugin class when the directory or module has several")
+    p.add_argument("-p", "--param", action="append", type=_parse_param, metavar="KEY=VALUE",
                    help="override a config.yaml parameter (repeatable)")
+    p.add_argument("--pva", choices=("true", "false"), default=None, help="pv_client and links over PV Access "
+                   "(true) or Channel Access (false): the pva parameter (default: config.yaml's; with --module "
+                   "true, as iocmng-run)")
+    p.add_argument("--pvout", metavar="FILE", help="write the PV names to FILE, sorted, one a line, once the "
+                   "records exist")
+    p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO",
+                   help="logging level (default %(default)s)")
     p.add_argument("--grace", type=float, default=None, help="seconds cleanup() may take on stop")
     p.add_argument("--version-label", dest="version", default="local", help="value of the VERSION PV")
     p.add_argument("--autosave", metavar="FILE", help="keep written input values (and the plugin's "
@@ -330,4 +364,9 @@ def main(argv: list[str] | None = None) -> None:
         args.dir, extra = extra[0], []
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.func is cmd_run and (args.dir is None) == (args.module is None):
+        parser.error("run: give a plugin directory or --module MODULE, not both" if args.dir
+                     else "run: give a plugin directory or --module MODULE")
+    if args.func is cmd_run and args.config is not None and args.module is None:
+        parser.error("run: --config goes with --module; a plugin directory's config is DIR/config.yaml")
     sys.exit(args.func(args))

@@ -36,6 +36,9 @@ class ErrorCode(str, Enum):
     STORAGE_FULL = "STORAGE_FULL"
     LAUNCHER_UNAVAILABLE = "LAUNCHER_UNAVAILABLE"
     SHUTTING_DOWN = "SHUTTING_DOWN"
+    PV_NOT_ALLOWED = "PV_NOT_ALLOWED"
+    PV_MONITOR_NOT_FOUND = "PV_MONITOR_NOT_FOUND"
+    PV_GATEWAY_LIMIT = "PV_GATEWAY_LIMIT"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
     @property
@@ -71,6 +74,9 @@ _HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.STORAGE_FULL: 507,
     ErrorCode.LAUNCHER_UNAVAILABLE: 503,
     ErrorCode.SHUTTING_DOWN: 503,
+    ErrorCode.PV_NOT_ALLOWED: 403,
+    ErrorCode.PV_MONITOR_NOT_FOUND: 404,
+    ErrorCode.PV_GATEWAY_LIMIT: 429,
     ErrorCode.INTERNAL_ERROR: 500,
 }
 
@@ -98,6 +104,9 @@ _SUMMARY: dict[ErrorCode, str] = {
     ErrorCode.STORAGE_FULL: "The daemon's data directory is full (or out of inodes); nothing was changed. Free space and retry.",
     ErrorCode.LAUNCHER_UNAVAILABLE: "The daemon cannot start worker processes right now (its fork server is down or the host is out of processes or files); the plugin is not at fault. Retry later.",
     ErrorCode.SHUTTING_DOWN: "The daemon stopped while the request was in progress; it was not completed. Retry once the daemon is back.",
+    ErrorCode.PV_NOT_ALLOWED: "The PV gateway writes only to PVs matching a --pv-gateway-allow pattern (default: this daemon's PREFIX:*); `patterns` lists them.",
+    ErrorCode.PV_MONITOR_NOT_FOUND: "No PV gateway monitor with this key (GET /pvs/monitors lists them).",
+    ErrorCode.PV_GATEWAY_LIMIT: "The PV gateway is at its cap of monitors (--pv-gateway-max-monitors) or of requests in progress (--pv-gateway-max-pending); stop a monitor or retry later.",
     ErrorCode.INTERNAL_ERROR: "An unexpected error inside iochost; the daemon log has the traceback.",
 }
 

@@ -42,7 +42,7 @@ CAP_LOG_INTERVAL = 60.0  # seconds between warnings about refused connections
 def json_error_bytes(code: ErrorCode, message: str) -> bytes:
     """A complete ``Connection: close`` HTTP/1.1 response in the API's error shape, for the
     places below the ASGI app (uvicorn's protocol) that answer on their own."""
-    body = json.dumps({"code": code.value, "message": message}).encode()
+    body = json.dumps({"ok": False, "code": code.value, "message": message}).encode()  # as api.errors answers
     reason = HTTPStatus(code.http_status).phrase
     head = (f"HTTP/1.1 {code.http_status} {reason}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
@@ -188,7 +188,7 @@ class AnswerCutRequests:
         except asyncio.CancelledError:
             if started:
                 raise
-            body = json.dumps({"code": ErrorCode.SHUTTING_DOWN.value,
+            body = json.dumps({"ok": False, "code": ErrorCode.SHUTTING_DOWN.value,
                                "message": "the daemon is stopping; this request was not completed"}).encode()
             await send({"type": "http.response.start", "status": ErrorCode.SHUTTING_DOWN.http_status,
                         "headers": [(b"content-type", b"application/json"),

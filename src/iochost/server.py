@@ -7,7 +7,7 @@ import importlib.util
 import logging
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import uvicorn
 from uvicorn.config import HTTP_PROTOCOLS
@@ -45,16 +45,26 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
 
 
 class _Server(uvicorn.Server):
-    """Calls ``on_listening`` once the socket accepts connections."""
+    """Calls ``on_listening`` once the socket accepts connections, and ``on_stopping`` when
+    shutdown begins, before uvicorn waits for the open responses (event streams) to end."""
 
-    def __init__(self, config: uvicorn.Config, on_listening: Callable[[], None]) -> None:
+    def __init__(self, config: uvicorn.Config, on_listening: Callable[[], None],
+                 on_stopping: Callable[[], Awaitable[None]]) -> None:
         super().__init__(config)
         self._on_listening = on_listening
+        self._on_stopping = on_stopping
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
             self._on_listening()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await self._on_stopping()
+        except Exception:  # a bug: the shutdown goes on
+            log.exception("ending the open event streams at shutdown")
+        await super().shutdown(sockets)
 
 
 def serve(settings: Settings, launcher: Launcher | None = None, declared: PluginsFile | None = None) -> int:
@@ -80,7 +90,7 @@ def serve(settings: Settings, launcher: Launcher | None = None, declared: Plugin
     config = uvicorn.Config(AnswerCutRequests(FastLane(app)),  # the list polls skip FastAPI's request machinery
                             host=settings.host, port=settings.port, log_config=None,
                             lifespan="on", timeout_graceful_shutdown=5, **uvicorn_options(settings))
-    server = _Server(config, on_listening=listening)
+    server = _Server(config, on_listening=listening, on_stopping=app.state.begin_stop)
     # uvicorn re-raises the SIGTERM/SIGINT it handled once shutdown is done, so the
     # process would die by the signal; a stop we completed cleanly should exit 0.
     stop_signals: list[int] = []

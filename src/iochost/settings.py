@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import resource
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +29,11 @@ ENV_ALIASES = {
     "allow_source": ENV_PREFIX + "ALLOWED_SOURCES",
     "plugins_file": "IOCMNG_PLUGINS_CONFIG",  # iocmng's startup plugins.yaml
     "beamline_config": "IOCMNG_BEAMLINE_CONFIG",  # iocmng's beamline values.yaml
+    "pv_gateway_pva": "IOCMNG_PVA",  # iocmng's provider of its /pvs/* client: true (PVA) or false (CA)
+    "prefix": "IOCMNG_PREFIX",  # iocmng's controller prefix: PREFIX:PLUGIN:PV in both
+    "host": "IOCMNG_HOST",  # iocmng's bind address (its default is every interface, iochost's loopback)
+    "port": "IOCMNG_PORT",
+    "log_level": "IOCMNG_LOG_LEVEL",  # iocmng writes it in either case
 }
 
 
@@ -153,6 +159,19 @@ class Settings(BaseModel):
     add_rate: str = Field(default="30/60", description="expensive operations (add, start, restart) allowed "
                                                       "per token, or per client address without tokens: "
                                                       "COUNT/SECONDS, or off")
+    cors_origin: list[str] = Field(default_factory=list, description="browser origin allowed to call the API "
+                                   "across origins (CORS), e.g. https://dash.example.org (repeatable; none: "
+                                   "no CORS headers at all)")
+
+    # -- the REST PV gateway (/pvs/*) --------------------------------------------------------
+    pv_gateway_pva: bool = Field(default=True, description="the PV gateway's client speaks PV Access (off: "
+                                 "Channel Access); also IOCMNG_PVA")
+    pv_gateway_allow: list[str] = Field(default_factory=list, description="glob pattern of PV names the "
+                                        "gateway may write (put), e.g. 'BL1:MOT*' (repeatable; none: "
+                                        "this daemon's PREFIX:*)")
+    pv_gateway_max_monitors: int = Field(default=100, ge=0, description="PV gateway monitors at once")
+    pv_gateway_max_pending: int = Field(default=32, ge=1, le=1024, description="PV gateway gets, puts and "
+                                        "monitor starts in progress at once")
 
     # -- plugin environments and limits ------------------------------------------------------
     requirements_timeout: float = Field(default=300.0, gt=0,
@@ -181,7 +200,12 @@ class Settings(BaseModel):
             raise ValueError(problem)
         return value
 
-    @field_validator("allow_source", mode="before")
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("allow_source", "cors_origin", "pv_gateway_allow", mode="before")
     @classmethod
     def _split_sources(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -192,6 +216,26 @@ class Settings(BaseModel):
     @classmethod
     def _check_sources(cls, value: list[str]) -> list[str]:
         validate_prefixes(value)  # a prefix that cannot be parsed would silently match nothing
+        return value
+
+    @field_validator("cors_origin")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        """Each as a browser sends it in ``Origin``: anything else would silently match nothing,
+        and ``*`` is refused: naming the origins is the point of the setting."""
+        for origin in value:
+            if not re.fullmatch(r"https?://[^/\s:?#]+(:\d{1,5})?", origin):
+                raise ValueError(f"cors_origin {origin!r} is not an origin as browsers send it: "
+                                 "scheme://host[:port], no path, no '*' (e.g. https://dash.example.org)")
+        return value
+
+    @field_validator("pv_gateway_allow")
+    @classmethod
+    def _check_pv_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not pattern or any(c.isspace() or not c.isprintable() for c in pattern):
+                raise ValueError(f"pv_gateway_allow {pattern!r}: a PV name pattern has no spaces or "
+                                 "control characters and is not empty")
         return value
 
     @field_validator("epics_access_security")
@@ -265,6 +309,12 @@ class Settings(BaseModel):
     def add_rate_limit(self) -> tuple[int, float] | None:
         """``(count, seconds)`` of ``add_rate``; None when rate limiting is off."""
         return parse_rate(self.add_rate)
+
+    @property
+    def pv_gateway_write_patterns(self) -> list[str]:
+        """The glob patterns of PVs the gateway may put to: ``pv_gateway_allow``, else this
+        daemon's own PVs."""
+        return self.pv_gateway_allow or [f"{self.prefix}:*"]
 
     @property
     def plugin_log_limit(self) -> tuple[int, float] | None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iochost import __version__
@@ -16,10 +20,12 @@ from iochost.api.listing import RecordCache
 from iochost.api.models import ERROR_RESPONSES
 from iochost.api.prometheus import Metrics, RequestMetrics, RouteTemplates, route_templates
 from iochost.api.ratelimit import create_limiter
-from iochost.api.routes import compat, displays, events, health, jobs, metrics, plugins
+from iochost.api.routes import compat, displays, events, health, jobs, metrics, plugins, pvs
 from iochost.display.writer import DisplaySync
 from iochost.errors import ErrorCode
 from iochost.launch.launcher import Launcher
+from iochost.pvgateway.client import PVGateway
+from iochost.pvgateway.metrics import GatewayCollector
 from iochost.settings import Settings
 from iochost.supervisor import Supervisor
 from iochost.supervisor.adding import Declared
@@ -72,6 +78,34 @@ class _TooLarge(StarletteHTTPException):
         super().__init__(status_code=413, detail=f"request body exceeds {limit} bytes")
 
 
+class ApiCORS(CORSMiddleware):
+    """Starlette's CORS, whose refused preflight (a plain-text 400) is answered in the API's
+    error shape instead: FORBIDDEN, naming each origin, method or header it does not allow."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        problems = []
+        origin, method = request_headers["origin"], request_headers["access-control-request-method"]
+        if not self.is_allowed_origin(origin=origin):
+            problems.append(f"origin {origin!r} is not one of --cors-origin")
+        if method not in self.allow_methods:
+            problems.append(f"method {method!r} is not one of {', '.join(self.allow_methods)}")
+        requested = [h.strip() for h in request_headers.get("access-control-request-headers", "").lower().split(",")]
+        refused = [header for header in requested if header and header not in self.allow_headers]
+        if refused:
+            problems.append(f"header(s) {', '.join(refused)} not allowed (only {', '.join(self.allow_headers)})")
+        if request_headers.get("access-control-request-private-network") is not None:
+            problems.append("private network access is not allowed")
+        error = error_response(ErrorCode.FORBIDDEN, "cross-origin request refused: " + "; ".join(problems),
+                               problems=problems)
+        for name, value in response.headers.items():  # Vary and the allowed lists, as Starlette gave them
+            if name not in ("content-length", "content-type"):
+                error.headers[name] = value
+        return error
+
+
 def create_app(settings: Settings, supervisor: Supervisor | None = None,
                launcher: Launcher | None = None, declared: Declared | None = None) -> FastAPI:
     """Build the app; the supervisor starts with the app and stops every worker with it
@@ -87,6 +121,7 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None,
             await display_files.start()
             yield
         finally:
+            await pv_gateway.close()  # its child's process group ends here
             await display_files.stop()
             await sup.shutdown()
 
@@ -101,13 +136,28 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None,
     app.state.supervisor = sup
     app.state.rate_limiter = create_limiter(settings.add_rate_limit)
     app.state.record_cache = RecordCache()
+    app.state.pv_gateway = pv_gateway = PVGateway(settings)  # its process starts on the first /pvs request
+    app.state.stopping = asyncio.Event()  # set by begin_stop: the event streams end
+
+    async def begin_stop() -> None:
+        """The server begins to stop (``iochost.server`` calls this before uvicorn waits for
+        open responses): event streams end and PV gateway requests are answered now, instead
+        of being cancelled once uvicorn's graceful wait runs out."""
+        app.state.stopping.set()
+        await pv_gateway.close()
+
+    app.state.begin_stop = begin_stop
     install_error_handlers(app)
     # /metrics at the root, where Prometheus looks by default; everything else under /api/v1.
-    routers = [(API_PREFIX, module.router) for module in (plugins, jobs, compat, health, events, displays)]
+    routers = [(API_PREFIX, module.router) for module in (plugins, jobs, compat, health, events, displays, pvs)]
     routers.append(("", metrics.router))
     for prefix, router in routers:
         app.include_router(router, prefix=prefix)
     app.state.metrics = Metrics(sup, RouteTemplates(route_templates(app, routers)))
+    app.state.metrics.registry.register(GatewayCollector(pv_gateway))
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # outermost: it sees the 413s too
+    if settings.cors_origin:  # around everything, so refusals (401, 413, ...) carry its headers too
+        app.add_middleware(ApiCORS, allow_origins=settings.cors_origin, allow_credentials=False,
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
     return app

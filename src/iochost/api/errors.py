@@ -32,7 +32,8 @@ def error_response(code: ErrorCode, message: str, **details: Any) -> JSONRespons
     headers = {"WWW-Authenticate": "Bearer"} if code is ErrorCode.UNAUTHORIZED else {}
     if "retry_after" in details:
         headers["Retry-After"] = str(details["retry_after"])
-    return JSONResponse({"code": code.value, "message": message, **details},
+    # ``ok`` false: iocmng's scripts test ``resp.json()["ok"]`` whatever the status
+    return JSONResponse({"ok": False, "code": code.value, "message": message, **details},
                         status_code=code.http_status, headers=headers)
 
 

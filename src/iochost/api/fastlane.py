@@ -58,6 +58,8 @@ class FastLane:
     def _admitted(self, scope: Scope) -> bool:
         """Whether the route would serve this caller; parsed as FastAPI's HTTPBearer does."""
         settings = self.app.state.settings
+        if settings.cors_origin and any(key == b"origin" for key, _ in scope["headers"]):
+            return False  # a browser's cross-origin request: the app's CORS middleware answers it
         if not settings.auth_enabled:
             return True
         authorization = next((value for key, value in scope["headers"] if key == b"authorization"), None)

@@ -23,6 +23,7 @@ from typing import Any
 from fastapi import Response
 from pydantic import TypeAdapter
 
+from iochost.kinds import Kind
 from iochost.supervisor.models import PluginRecord
 
 _RECORD = TypeAdapter(PluginRecord)
@@ -80,9 +81,10 @@ class RecordCache:
         return json_response(self.encode(record))
 
 
-def plugin_list_response(state: Any) -> Response:
-    """``GET /plugins``: every plugin, live. One function for the route and its fast lane."""
-    return state.record_cache.plugin_list(state.supervisor.list(), complete=True)
+def plugin_list_response(state: Any, kind: Kind | None = None) -> Response:
+    """``GET /plugins``: every plugin (or every one of ``kind``), live. One function for the
+    route, its fast lane and iocmng's ``/tasks`` and ``/jobs``."""
+    return state.record_cache.plugin_list(state.supervisor.list(kind), complete=kind is None)
 
 
 def json_response(body: bytes, status_code: int = 200) -> Response:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from iochost.config.yaml_lines import KeyPath
-from iochost.report import Stage, ValidationIssue
+from iochost.report import Severity, Stage, ValidationIssue
 
 CONFIG_FILE = "config.yaml"
 LineMap = Mapping[KeyPath, int]
@@ -56,11 +56,12 @@ def line_of(path: Sequence[Any], lines: LineMap | None) -> int | None:
 
 
 def config_issue(path: Sequence[Any], message: str, lines: LineMap | None = None, *,
-                 display: Sequence[Any] | None = None, file: str | None = CONFIG_FILE) -> ValidationIssue:
+                 display: Sequence[Any] | None = None, file: str | None = CONFIG_FILE,
+                 severity: Severity = Severity.ERROR) -> ValidationIssue:
     """One config-stage issue; ``display`` is the path as the user wrote it (e.g. ``arguments``)."""
     return ValidationIssue(
         stage=Stage.CONFIG, file=file, line=line_of(path, lines),
-        message=f"{dotted(display if display is not None else path)}: {message}",
+        message=f"{dotted(display if display is not None else path)}: {message}", severity=severity,
     )
 
 

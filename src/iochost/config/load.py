@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -30,24 +31,45 @@ def _canonical(lines: dict[KeyPath, int], section: str) -> dict[KeyPath, int]:
     return {(("pvs",) + path[1:] if path[:1] == (section,) else path): line for path, line in lines.items()}
 
 
-def load_config(plugin_dir: Path, *, check_functions: bool = False) -> PluginConfig:
+def _listed_lines(lines: dict[KeyPath, int], pvs: Any) -> dict[KeyPath, int]:
+    """Key lines of PVs given as a list of named mappings (iocmng MANUAL section 11) under
+    the PV's name too, the path the schema reports them at."""
+    named: dict[KeyPath, int] = {}
+    for group, listed in (pvs.items() if isinstance(pvs, dict) else ()):
+        for index, item in enumerate(listed if isinstance(listed, list) else ()):
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                at = ("pvs", str(group), str(index))
+                named.update({("pvs", str(group), item["name"]) + path[3:]: line
+                              for path, line in lines.items() if path[:3] == at})
+    return named
+
+
+def load_config(plugin_dir: Path, *, check_functions: bool = False, file: Path | None = None) -> PluginConfig:
     """Read and validate ``plugin_dir/config.yaml``; an empty file declares no PVs.
 
     ``check_functions``: check the functions expressions call against the library as this
     process has it. Only where the plugin's module has been imported (the validation probe,
     the worker) does the library hold the functions the plugin registers; the daemon, which
-    never imports plugin code, leaves that check to the probe."""
-    path = Path(plugin_dir) / CONFIG_FILE
+    never imports plugin code, leaves that check to the probe. ``file``: read this file
+    instead (``iochost run --config``, as iocmng-run's config need not sit beside the code)."""
+    if file is not None:
+        plugin_dir = Path(os.path.abspath(file)).parent
+        name = Path(file).name
+        if not os.path.lexists(file):
+            raise ConfigError([_issue(f"config file {file} not found")])
+    else:
+        name = CONFIG_FILE
+    path = Path(plugin_dir) / name
     if not os.path.lexists(path):
         other = [p.name for p in (path.with_suffix(".yml"),) if p.is_file()]
         hint = f"; found {other[0]}, rename it to {CONFIG_FILE}" if other else ""
         raise ConfigError([_issue(f"{CONFIG_FILE} not found in the plugin directory{hint}")])
     try:
-        text = read_text_bounded(plugin_dir, CONFIG_FILE, MAX_CONFIG_BYTES)
+        text = read_text_bounded(plugin_dir, name, MAX_CONFIG_BYTES)
     except UntrustedFileError as exc:
         raise ConfigError([_issue(str(exc))]) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([_issue(f"cannot read {CONFIG_FILE}: {exc}")]) from None
+        raise ConfigError([_issue(f"cannot read {path if file is not None else CONFIG_FILE}: {exc}")]) from None
     try:
         doc = parse_yaml(text)
     except YamlSyntaxError as exc:
@@ -68,7 +90,8 @@ def load_config(plugin_dir: Path, *, check_functions: bool = False) -> PluginCon
         issues.append(config_issue(("arguments",), "give PVs under pvs: (iocmng 2.0) or arguments: "
                                    "(iocmng 2.7), not both", doc.lines))
         del data["arguments"]  # still validate pvs: so its own problems are reported too
-    lines = _canonical(doc.lines, section)
+    lines = {**_canonical(doc.lines, section)}
+    lines.update(_listed_lines(lines, data.get(section)))
     try:
         config = PluginConfig.model_validate(data, context={"check_functions": check_functions})
     except ValidationError as exc:

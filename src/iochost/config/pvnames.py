@@ -1,17 +1,22 @@
-"""PV naming: ``{PREFIX}:{PLUGIN_NAME_UPPER}:{PV}``, the default PVs, and the legality rules.
+"""PV naming: ``{PREFIX}:{SEGMENT}:{PV}``, the default PVs, and the legality rules.
 
-The daemon, the worker and the validator all name PVs through this module, so a name the
-validator accepts is exactly the record the worker creates.
+SEGMENT is config.yaml's ``prefix:`` when it has one, else the plugin name upper-cased
+(iocmng's PLUGIN_PREFIX; what a legal one is, ``schema.segment_problem``, is checked with
+its field). The daemon, the worker and the validator all name PVs through this module, so a
+name the validator accepts is exactly the record the worker creates.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from iochost.config.schema import PVGroup
 from iochost.kinds import Kind
 from iochost.report import Stage, ValidationIssue
+
+if TYPE_CHECKING:
+    from iochost.config.schema import PVGroup
 
 DEFAULT_PREFIX = "IOCHOST"
 # A plugin name is a directory name (the store) and the middle of every PV name (here);
@@ -27,13 +32,33 @@ RECORD_NAME_RE = re.compile(r"^[A-Za-z0-9_\-+:\[\]<>;]+$")
 PV_SHORT_NAME_RE = re.compile(r"^[A-Za-z0-9_]+(?:[:-][A-Za-z0-9_]+)*$")
 
 
-def plugin_pv_prefix(prefix: str, name: str) -> str:
+
+def plugin_segment(name: str, segment: str | None = None) -> str:
+    """The plugin's part of its PV names: config.yaml's ``prefix:``, else the name upper-cased."""
+    return segment or name.upper()
+
+
+def plugin_pv_prefix(prefix: str, name: str, segment: str | None = None) -> str:
     """``IOCHOST:MY-PLUGIN``: the device name every PV of a plugin starts with."""
-    return f"{prefix}:{name.upper()}"
+    return f"{prefix}:{plugin_segment(name, segment)}"
 
 
-def full_pv_name(prefix: str, name: str, pv: str) -> str:
-    return f"{plugin_pv_prefix(prefix, name)}:{pv}"
+def full_pv_name(prefix: str, name: str, pv: str, segment: str | None = None) -> str:
+    return f"{plugin_pv_prefix(prefix, name, segment)}:{pv}"
+
+
+def same_segment(one: str, other: str) -> bool:
+    """Whether two segments (or whole PV prefixes) name the same PVs for an operator: PV
+    names are case-sensitive, but two that differ only in case cannot be told apart."""
+    return one.upper() == other.upper()
+
+
+def nested_segment(one: str, other: str) -> bool:
+    """Whether one PV prefix lies inside the other (``BL:X`` and ``BL:X:Y``, case aside): a
+    PV of the outer one (``Y:STATUS``) can then be named like one of the inner one's, and a
+    CA search reaches only one of the two servers."""
+    a, b = one.upper() + ":", other.upper() + ":"
+    return a != b and (a.startswith(b) or b.startswith(a))
 
 
 def default_pv_names(kind: Kind, mode: str | None = None, pvs: PVGroup | None = None) -> list[str]:
@@ -82,22 +107,28 @@ def check_pv_names(
     *,
     lines: Mapping[tuple[str, ...], int] | None = None,
     section: str = "pvs",
+    segment: str | None = None,
+    device: str | None = None,
 ) -> list[ValidationIssue]:
     """Every problem with the plugin's full PV names. ``kind=None`` (unknown yet) skips
     only the collision check with default PVs; ``lines`` maps ``("pvs", group, PV)`` to
-    config.yaml lines."""
+    config.yaml lines. ``segment`` is config.yaml's ``prefix:``; ``device``, when given, is
+    the whole PV prefix (``iochost run --module ... --prefix``: iocmng-run's is complete)."""
     issues: list[ValidationIssue] = []
     if not re.fullmatch(PLUGIN_NAME_PATTERN, name):
         issues.append(_issue(f"plugin name {name!r} must be 1-{PLUGIN_NAME_LENGTH} letters, digits, '_' or '-'"))
     prefix_problem = pv_prefix_problem(prefix)
     if prefix_problem is not None:
         issues.append(_issue(prefix_problem))
+    base = device or plugin_pv_prefix(prefix, name, segment)
+    shorten = "the prefix" if device else "the prefix or config.yaml's prefix:" if segment else \
+        "the prefix or the plugin name"
     defaults = default_pv_names(kind, mode, pvs) if kind is not None else []
     for pv in defaults:
-        full = full_pv_name(prefix, name, pv)
+        full = f"{base}:{pv}"
         if len(full) > MAX_PV_NAME:
             issues.append(_issue(f"default PV {full} is {len(full)} characters, more than {MAX_PV_NAME}; "
-                                 "shorten the prefix or the plugin name"))
+                                 f"shorten {shorten}"))
     reserved = {pv.upper(): pv for pv in defaults}
     seen: dict[str, str] = {}
     file = "config.yaml"  # declared PVs always come from it
@@ -106,7 +137,7 @@ def check_pv_names(
         for pv in declared:
             where = f"{section}.{group}.{pv if pv.isprintable() else repr(pv)}"
             line = (lines or {}).get(("pvs", group, pv))
-            full = full_pv_name(prefix, name, pv)
+            full = f"{base}:{pv}"
             if not PV_SHORT_NAME_RE.fullmatch(pv):
                 issues.append(_issue(f"{where}: {pv!r} is not a legal PV name; use letters, digits and '_' "
                                      "(':' or '-' between parts; no spaces, no '.')", line, file))

@@ -30,11 +30,19 @@ from pydantic import (
 )
 
 from iochost.alarms import severity_name
-from iochost.config.errors import ConfigError, SchemaProblems, issues_from_pydantic, problems_from_pydantic
+from iochost.config.errors import (
+    ConfigError,
+    SchemaProblems,
+    config_issue,
+    issues_from_pydantic,
+    problems_from_pydantic,
+)
 from iochost.declarative.expressions import ExpressionError, compile_expression
 from iochost.kinds import Kind, Mode
 from iochost.record_sizes import STRING_LENGTH
 from iochost.record_text import text_bytes
+from iochost.sdk.pv_client import DEFAULT_PVA
+from iochost.report import Severity as IssueSeverity, ValidationIssue
 
 PVType = Literal["float", "int", "string", "bool", "enum"]
 PV_TYPES: tuple[str, ...] = ("float", "int", "string", "bool", "enum")
@@ -49,6 +57,7 @@ EGU_LENGTH = 15  # EGU is char[16]
 INT32 = (-(2**31), 2**31 - 1)  # longin/longout VAL is an epicsInt32
 DEFAULT_PREC = 3
 DEFAULT_ZNAM, DEFAULT_ONAM = "Off", "On"
+ALARM_ON_HIGH = 100  # iocmng's default high:, the limit alarm_on raises at on a float/int PV without one
 
 Problems = list[tuple[tuple[str, ...], str]]
 # A link target: a record name, optionally with a field (``DEV:TEMP.HIGH``).
@@ -195,7 +204,7 @@ class PVDef(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    type: PVType
+    type: PVType = Field(default="float", description="iocmng's default: float (with a warning)")
     value: Any = None
     unit: Annotated[str, _fits(EGU_LENGTH)] | None = None
     prec: int | None = Field(default=None, ge=0, le=17)
@@ -208,17 +217,22 @@ class PVDef(BaseModel):
     length: int | None = Field(default=None, ge=1)
     alarm: LimitAlarm | StateAlarm | dict[str, str] | None = None
     alarm_on: Severity | None = Field(default=None, description="iocmng 2.7: osv of a bool PV, hsv of a "
-                                      "float/int PV (with high: as the limit)")
+                                      "float/int PV (with high: as the limit, 100 if not set)")
     link: str | None = Field(default=None, description="iocmng 2.7: the external PV this one is wired to")
     link_mode: Literal["monitor", "poll"] = "poll"
-    poll_rate: float | None = Field(default=None, gt=0, description="seconds between polls; default: interval")
+    mode: Literal["monitor", "poll"] | None = Field(default=None, exclude=True, description="iocmng: link_mode's "
+                                                    "other name (link_mode wins when both are given)")
+    poll_rate: float | None = Field(default=None, ge=0, description="seconds between polls; default (or 0): "
+                                    "every cycle")
     trigger: bool = Field(default=False, description="a change calls on_input_changed() (always in reactive mode)")
-    buffer_size: int | None = Field(default=None, ge=1, le=100_000, description="ring buffer <name>_buf")
+    buffer_size: int | None = Field(default=None, le=100_000, description="ring buffer <name>_buf; 0: none")
     latch: bool = False
     latch_dir: Literal["rise", "fall", "any"] = "rise"
     mdel: FieldNumber | None = Field(default=None, ge=0, description="monitor deadband (MDEL)")
     adel: FieldNumber | None = Field(default=None, ge=0, description="archive deadband (ADEL)")
     autosave: bool = Field(default=True, description="inputs: restore the last value on restart")
+
+    _warnings: Problems = PrivateAttr(default_factory=list)  # keys accepted but ignored, as iocmng ignores them
 
     @field_validator("alarm", mode="before")
     @classmethod
@@ -247,7 +261,13 @@ class PVDef(BaseModel):
                 raise SchemaProblems(wrong)
         return _nested(StateAlarm if kind == "bool" else LimitAlarm, value)
 
-    @field_validator("latch_dir", "link_mode", mode="before")
+    @field_validator("alarm_on", mode="before")
+    @classmethod
+    def _no_alarm_on(cls, value: Any) -> Any:
+        """``alarm_on: ""`` is iocmng's documented default: no alarm."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("latch_dir", "link_mode", "mode", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         """iocmng accepts any case and ``0->1`` / ``1->0`` for rise / fall."""
@@ -259,7 +279,7 @@ class PVDef(BaseModel):
     @field_validator("link")
     @classmethod
     def _link_name(cls, value: str | None) -> str | None:
-        if value is not None and not LINK_NAME_RE.fullmatch(value):
+        if value and not LINK_NAME_RE.fullmatch(value):  # "": no link, as iocmng reads it (see _as_iocmng)
             raise ValueError(f"{value!r} is not a PV name (record name, optionally .FIELD)")
         return value
 
@@ -294,10 +314,57 @@ class PVDef(BaseModel):
         else a stringin/stringout's 39."""
         return self.length or STRING_LENGTH
 
+    def _ignore(self, key: str, why: str, default: Any = None, *, spelt: str | None = None) -> None:
+        """Accept ``key`` (written as ``spelt``) where iocmng ignores it: a warning, and the
+        key back to its default."""
+        self._warnings.append(((spelt or key,), f"ignored: {why}"))
+        setattr(self, key, default)
+
+    def _as_iocmng(self, given: set[str]) -> None:
+        """Forms iocmng 2.7.9 accepts, held as what they mean there (see PvArgumentSpec in
+        iocmng's plugin_spec.py); what iocmng silently ignores is dropped with a warning."""
+        if "type" not in given:
+            self._warnings.append((("type",), "not given: a float PV, as iocmng makes it; give type: to say so"))
+        if self.link == "":
+            self._ignore("link", "an empty link wires nothing (iocmng reads it as no link)")
+        spelt = "link_mode"
+        if self.mode is not None:
+            if "link_mode" not in given:
+                self.link_mode, spelt = self.mode, "mode"
+                given.add("link_mode")
+            elif self.mode != self.link_mode:
+                self._warnings.append((("mode",), f"ignored: link_mode: {self.link_mode} is given too and wins"))
+            self.mode = None
+        if self.link is None:
+            for key, default in (("link_mode", "poll"), ("poll_rate", None), ("trigger", False)):
+                if key in given and getattr(self, key) != default:
+                    self._ignore(key, "only a wired PV (one with link:) has a link to read", default,
+                                 spelt=spelt if key == "link_mode" else key)
+        elif self.poll_rate is not None and self.link_mode != "poll":
+            self._ignore("poll_rate", "a link_mode: monitor link is updated on every change, not polled")
+        if self.poll_rate == 0:  # iocmng: no wait between polls, i.e. every cycle, as without it
+            self.poll_rate = None
+        if self.buffer_size is not None and self.buffer_size <= 0:  # iocmng: no buffer
+            if self.buffer_size < 0:
+                self._warnings.append((("buffer_size",), f"{self.buffer_size} keeps no buffer, as 0 does"))
+            self.buffer_size = None
+        if "latch_dir" in given and not self.latch:
+            self._ignore("latch_dir", "only a latch: true output latches", "rise")
+        if self.alarm_on is not None and self.type == "string":
+            self._ignore("alarm_on", "a string PV has no state to raise an alarm on")
+        # keys of iocmng's PV types that its string, bool and int records do not use
+        unused = {"string": ("unit", "prec", "low", "high", "znam", "onam"),
+                  "bool": ("unit", "prec", "low", "high"), "int": ("prec", "znam", "onam"),
+                  "float": ("znam", "onam")}.get(self.type, ())
+        for key in unused:
+            if key in given and getattr(self, key) is not None and self.length is None:
+                self._ignore(key, f"{'an' if self.type == 'int' else 'a'} {self.type} PV has no use for it")
+
     @model_validator(mode="after")
     def _consistent(self) -> "PVDef":
         problems: Problems = []
-        given = self.model_fields_set
+        given = set(self.model_fields_set)
+        self._as_iocmng(given)
         numeric = self.type in ("float", "int")
         for key in ("unit", "low", "high"):
             if key in given and getattr(self, key) is not None and not numeric:
@@ -319,22 +386,10 @@ class PVDef(BaseModel):
                 problems.append((("alarm_on",), f"only for bool, float and int PVs, not {self.type}; use alarm:"))
             elif self.type == "bool" and isinstance(self.alarm, StateAlarm) and self.alarm.osv is not None:
                 problems.append((("alarm_on",), "give alarm_on: or alarm.osv, not both"))
-            elif self.type != "bool" and self.high is None:
-                problems.append((("alarm_on",), "on a float or int PV it alarms above high:, which is not set"))
             elif self.type != "bool" and isinstance(self.alarm, LimitAlarm) and self.alarm.high is not None:
                 problems.append((("alarm_on",), "give alarm_on: or alarm.high, not both"))
-        if self.buffer_size is not None and self.type not in ("float", "int", "bool") or \
-                self.buffer_size is not None and self.is_waveform:
-            problems.append((("buffer_size",), f"only for scalar float, int and bool PVs, not {self.type}"))
-        for key in ("link_mode", "poll_rate", "trigger"):
-            if key in given and self.link is None:
-                problems.append(((key,), "only for a wired PV (one with link:)"))
-        if "poll_rate" in given and self.link_mode != "poll":
-            problems.append((("poll_rate",), "only with link_mode: poll"))
-        if "latch_dir" in given and not self.latch:
-            problems.append((("latch_dir",), "only with latch: true"))
-        if self.latch and self.type not in ("bool", "int", "enum"):
-            problems.append((("latch",), f"only for bool, int and enum PVs, not {self.type}"))
+        if self.buffer_size is not None and self.is_waveform:  # iocmng buffers any scalar, a number if it is one
+            problems.append((("buffer_size",), "only for scalar PVs, not waveforms"))
         # longin/longout's LOPR HOPR DRVL DRVH MDEL ADEL are epicsInt32; so are the limits a CA
         # client reads of an int waveform (DBR_CTRL_LONG), although its record holds doubles
         for key in ("low", "high", "mdel", "adel"):
@@ -359,8 +414,26 @@ class PVDef(BaseModel):
                 zsv = self.alarm.zsv if isinstance(self.alarm, StateAlarm) else None
                 self.alarm, self.alarm_on = StateAlarm(zsv=zsv, osv=self.alarm_on), None
         elif self.alarm_on is not None:  # iocmng: HIGH=high, HSV=alarm_on
+            high = self.high
+            if high is None:
+                high = ALARM_ON_HIGH
+                self._warnings.append((("alarm_on",), f"without high: it alarms at {high} and above (iocmng's "
+                                       "default high); give high: to choose the limit"))
             limits = self.alarm.model_dump(exclude_none=True) if isinstance(self.alarm, LimitAlarm) else {}
-            self.alarm = LimitAlarm(**limits, high=self.high, hsv=self.alarm_on)
+            try:
+                self.alarm = LimitAlarm(**limits, high=high, hsv=self.alarm_on)
+            except ValidationError as exc:  # each problem at the key written: high: (alarm_on:
+                problems = []              # when it is iocmng's default) or alarm.<limit>
+                for path, message in problems_from_pydantic(exc, LimitAlarm):
+                    if path != ("high",):
+                        path = ("alarm",) + path
+                    elif self.high is None:
+                        path = ("alarm_on",)
+                    if self.high is None:
+                        message = message.replace(f"high ({high:g})", f"alarm_on's high ({high:g}, iocmng's "
+                                                  "default without high:)")
+                    problems.append((path, message))
+                raise SchemaProblems(problems) from None
             self.alarm_on = None
         return self
 
@@ -480,6 +553,26 @@ def _empty_to_dict(value: Any) -> Any:
     return {} if value is None else value
 
 
+def _named_list(value: Any) -> Any:
+    """PVs as a list of mappings each with its ``name:`` (the form iocmng's MANUAL section 11
+    shows) as the mapping by name the schema takes."""
+    if not isinstance(value, list):
+        return value
+    named: dict[Any, Any] = {}
+    problems: Problems = []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
+            problems.append(((str(index),), f"a PV in a list is a mapping with its name: (e.g. {{name: X, "
+                                              f"type: float}}), got {item!r}"))
+        elif item["name"] in named:
+            problems.append(((str(index), "name"), f"{item['name']!r} appears twice"))
+        else:
+            named[item["name"]] = {key: spec for key, spec in item.items() if key != "name"}
+    if problems:
+        raise SchemaProblems(problems)
+    return named
+
+
 class PVGroup(BaseModel):
     """``inputs`` are writable by operators, ``outputs`` are published by the plugin."""
 
@@ -491,7 +584,7 @@ class PVGroup(BaseModel):
     @field_validator("inputs", "outputs", mode="before")
     @classmethod
     def _none_is_empty(cls, value: Any) -> Any:
-        return _empty_to_dict(value)
+        return _named_list(_empty_to_dict(value))
 
     @model_validator(mode="after")
     def _disjoint(self) -> "PVGroup":
@@ -499,10 +592,11 @@ class PVGroup(BaseModel):
                               for name in self.outputs if name in self.inputs]
         problems += [(("outputs", name, "autosave"), "only for inputs (the plugin sets its outputs)")
                      for name, pv in self.outputs.items() if "autosave" in pv.model_fields_set]
-        problems += [(("inputs", name, "latch"), "only for outputs (a rule latches the outputs it sets)")
-                     for name, pv in self.inputs.items() if pv.latch]
         if problems:
             raise SchemaProblems(problems)
+        for pv in self.inputs.values():
+            if pv.latch:
+                pv._ignore("latch", "only outputs latch (a rule latches the outputs it sets)", False)
         return self
 
 
@@ -521,7 +615,8 @@ class Parameters(BaseModel):
                                         description="the worker's memory limit; default: the daemon's")
     max_open_files: int | None = Field(default=None, ge=32, le=1024 * 1024,
                                        description="the worker's open-file limit; default: the daemon's")
-    pva: bool = Field(default=True, description="links use PV Access (p4p); false: Channel Access")
+    pva: bool = Field(default=DEFAULT_PVA,
+                      description="links and pv_client use PV Access (p4p); false: Channel Access")
     timeout: float = Field(default=5.0, gt=0, description="seconds a link read or write may take")
 
     @model_validator(mode="before")
@@ -572,6 +667,18 @@ def plugin_mode(kind: Kind | None, parameters: Parameters) -> Mode | None:
     return parameters.mode if kind == "task" else None
 
 
+# config.yaml's ``prefix:``: one or more parts of letters, digits, '_' and '-', joined by ':'.
+SEGMENT_RE = re.compile(r"[A-Za-z0-9_-]+(?::[A-Za-z0-9_-]+)*")
+
+
+def segment_problem(segment: str) -> str | None:
+    """Why config.yaml's ``prefix:`` cannot be the plugin's part of its PV names, or None."""
+    if not SEGMENT_RE.fullmatch(segment):
+        return (f"{segment!r} is not a legal PV name segment; use letters, digits, '_' and '-' "
+                "(':' between parts; no spaces, no '.', no leading or trailing ':')")
+    return None
+
+
 class PluginConfig(BaseModel):
     """A whole config.yaml. ``arguments:`` (iocmng 2.7) is read as ``pvs:`` (iocmng 2.0)."""
 
@@ -582,8 +689,21 @@ class PluginConfig(BaseModel):
     transforms: list[Transform] = Field(default_factory=list)
     rules: list[Rule] = Field(default_factory=list)
     rule_defaults: dict[str, Any] = Field(default_factory=dict)
+    # iocmng's PLUGIN_PREFIX: the plugin's part of its PV names, instead of its name upper-cased
+    prefix: str | None = None
+
+    @field_validator("prefix", mode="before")
+    @classmethod
+    def _segment(cls, value: Any) -> Any:
+        """A legal PV name part; empty means none, as iocmng reads it (``prefix or name``)."""
+        if value is None or value == "":
+            return None
+        if isinstance(value, str) and (problem := segment_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
 
     _pv_section: str = PrivateAttr(default="pvs")
+    _warnings: Problems = PrivateAttr(default_factory=list)  # as PVDef's, at paths from the top
     _key_lines: dict[tuple[str, ...], int] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
@@ -635,10 +755,15 @@ class PluginConfig(BaseModel):
             expression(where + ("condition",), rule.condition)
             for name, value in rule.outputs.items():
                 settable(where + ("outputs", name), name, value)
-            for name in rule.actuators:
+            for name in list(rule.actuators):
                 pv = inputs.get(name) or outputs.get(name)
-                if pv is None or not pv.wired:
-                    problems.append((where + ("actuators", name), f"{name!r} is not a wired PV (one with link:)"))
+                if pv is None:
+                    problems.append((where + ("actuators", name), f"{name!r} is not a declared PV; actuators "
+                                     "write the link of a wired PV (one with link:)"))
+                elif not pv.wired:  # iocmng: its link_put raises, logged each time the rule fires
+                    del rule.actuators[name]
+                    self._warnings.append((where + ("actuators", name), f"ignored: {name!r} has no link: "
+                                           "to write to"))
             if rule.message_pv is not None and (rule.message_pv not in outputs
                                                 or outputs[rule.message_pv].type != "string"):
                 problems.append((where + ("message_pv",), f"{rule.message_pv!r} is not a declared string output"))
@@ -654,6 +779,17 @@ class PluginConfig(BaseModel):
         pvs = {**self.pvs.inputs, **self.pvs.outputs}
         names = set(pvs) | {f"{name}_buf" for name, pv in pvs.items() if pv.buffer_size}
         return names | set(self.parameters.model_dump())
+
+    @property
+    def warnings(self) -> list[ValidationIssue]:
+        """What iocmng would silently ignore here: accepted, left out of the model, and
+        reported at its line (``iochost validate``, the REST record, the worker's log)."""
+        found = [(("pvs", group, name) + path, message)
+                 for group, pvs in (("inputs", self.pvs.inputs), ("outputs", self.pvs.outputs))
+                 for name, pv in pvs.items() for path, message in pv._warnings] + self._warnings
+        return [config_issue(path, message, self.key_lines, severity=IssueSeverity.WARNING,
+                             display=(self.pv_section,) + path[1:] if path[0] == "pvs" else path)
+                for path, message in found]
 
     @property
     def wired(self) -> bool:

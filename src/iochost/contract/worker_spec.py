@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -33,12 +33,18 @@ class WorkerSpec(BaseModel):
     module_file: str = Field(description="relative to plugin_dir")
     class_name: str
     prefix: str = DEFAULT_PREFIX
+    pv_prefix: str | None = Field(default=None, description="the whole PV prefix of every record "
+                                  "(iocmng-run's --prefix); None: prefix:SEGMENT (config.pvnames)")
+    config_file: str | None = Field(default=None, description="the config.yaml to read (iocmng-run's "
+                                    "--config); None: plugin_dir/config.yaml")
     parameters: dict[str, Any] = Field(default_factory=dict, description="overrides of config.yaml")
     version: str = "unversioned"
     grace_period: float = Field(gt=0, description="cleanup() time on stop, resolved by config.limits")
     heartbeat_interval: float = Field(default=1.0, gt=0)
     memory_limit_mb: int | None = Field(default=None, gt=0, description="RLIMIT_DATA; None: no limit")
     max_open_files: int | None = Field(default=None, gt=0, description="RLIMIT_NOFILE; None: inherited")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="the "
+                                                                  "worker's logging level (iocmng-run's --log-level)")
     realtime: bool = Field(default=False, description="keep real-time scheduling (and EPICS's mlockall)")
     cgroup: str | None = Field(default=None, description="cgroup v2 directory the worker joins first thing")
     forward_log_rate: tuple[int, float] | None = Field(

@@ -39,11 +39,13 @@ class ExpressionError(ValueError):
 
 @dataclass(frozen=True)
 class Expression:
-    """A checked expression: its text, compiled code and the names it reads."""
+    """A checked expression: its text, compiled code, the names it reads and the functions
+    it calls (``calls``: a plugin may register those after the check, in ``initialize()``)."""
 
     text: str
     code: CodeType
     names: frozenset[str]
+    calls: frozenset[str]
 
     def evaluate(self, variables: Mapping[str, Any], functions: Mapping[str, Any] | None = None) -> Any:
         scope = dict(get_registry() if functions is None else functions)
@@ -74,6 +76,7 @@ def compile_expression(text: Any, known_names: Collection[str],
     except SyntaxError as exc:
         raise ExpressionError(f"syntax error in {text!r}: {exc.msg}", exc.offset) from None
     names: set[str] = set()
+    calls: set[str] = set()
     for node in ast.walk(tree):
         column = getattr(node, "col_offset", None)
         column = None if column is None else column + 1
@@ -82,6 +85,7 @@ def compile_expression(text: Any, known_names: Collection[str],
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name):
                 raise ExpressionError(f"only library functions may be called in {text!r}", column)
+            calls.add(node.func.id)
             if check_functions and node.func.id not in library:
                 raise ExpressionError(f"unknown function {node.func.id!r} in {text!r}; the library has: "
                                       f"{', '.join(sorted(library))}", column)
@@ -92,4 +96,4 @@ def compile_expression(text: Any, known_names: Collection[str],
                     raise ExpressionError(f"unknown name {node.id!r} in {text!r}; known: "
                                           f"{', '.join(sorted(known_names)) or '(none)'}", column)
                 names.add(node.id)
-    return Expression(text.strip(), compile(tree, "<expression>", "eval"), frozenset(names))
+    return Expression(text.strip(), compile(tree, "<expression>", "eval"), frozenset(names), frozenset(calls))

@@ -59,7 +59,7 @@ def _daemon_group(prefix: str, control: bool, labels: Mapping[str, str]) -> Grou
 
 
 def _row(prefix: str, index: int, row: IndexRow, control: bool, header: bool) -> Group:
-    plugin = plugin_pv_prefix(prefix, row.name)
+    plugin = row.pv_prefix or plugin_pv_prefix(prefix, row.name)
     columns: list[Component] = []
     titles: list[str] = []
     if row.row is not None:

@@ -17,8 +17,10 @@ def display_file(name: str) -> str:
 
 @dataclass(frozen=True)
 class IndexRow:
-    """One plugin of the index: its name, kind and table row (1-based; None: table full)."""
+    """One plugin of the index: its name, kind and table row (1-based; None: table full), and
+    the PV prefix its PVs have (None: ``PREFIX:NAME``, its name's)."""
 
     name: str
     kind: Kind
     row: int | None
+    pv_prefix: str | None = None

@@ -97,7 +97,7 @@ def _read_widget(pv: PVDef) -> Any:
 def plugin_device(name: str, prefix: str, kind: Kind, mode: str | None,
                   config: PluginConfig) -> tuple[Device, list[Plot]]:
     """The pvi ``Device`` of one plugin, and the waveform outputs to plot under it."""
-    base = plugin_pv_prefix(prefix, name)
+    base = plugin_pv_prefix(prefix, name, config.prefix)
     names = _Names()
     labels = _default_labels(kind)
     defaults: list[Component] = []
@@ -146,7 +146,7 @@ def plugin_device(name: str, prefix: str, kind: Kind, mode: str | None,
 def plugin_display(name: str, prefix: str, kind: Kind, mode: str | None, config: PluginConfig) -> bytes:
     """The .bob XML of one plugin's display; STATUS also sits in its title bar."""
     device, plots = plugin_device(name, prefix, kind, mode, config)
-    return render(device, plots, title_pv=f"{plugin_pv_prefix(prefix, name)}:STATUS")
+    return render(device, plots, title_pv=f"{plugin_pv_prefix(prefix, name, config.prefix)}:STATUS")
 
 
 def plugin_display_from_dir(plugin_dir: Path, name: str, prefix: str, kind: Kind,

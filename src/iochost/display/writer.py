@@ -49,7 +49,8 @@ def listed(lc: "PluginLifecycle") -> bool:
 def index_rows(sup: "Supervisor") -> list[IndexRow]:
     """The listed plugins with their row in the daemon's table PVs (on the event loop)."""
     table = sup.table_rows()
-    return [IndexRow(lc.name, lc.entry.kind, table.get(lc.name)) for lc in sup.lifecycles() if listed(lc)]
+    return [IndexRow(lc.name, lc.entry.kind, table.get(lc.name), lc.pv_prefix) for lc in sup.lifecycles()
+            if listed(lc)]
 
 
 async def plugin_bob(sup: "Supervisor", name: str) -> bytes:

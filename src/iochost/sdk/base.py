@@ -6,10 +6,31 @@ import datetime
 import logging
 import time
 from abc import ABC
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from iochost.record_sizes import STRING_LENGTH
+from iochost.sdk.channelfinder import DEFAULT_TIMEOUT as CF_DEFAULT_TIMEOUT
+from iochost.sdk.channelfinder import ChannelFinderClient
 from iochost.sdk.runtime import MemoryRuntime, PluginRuntime
+
+
+# The PV prefix the worker names a plugin's records with, while it constructs the plugin:
+# an ``__init__`` of the plugin's own reads the real ``pv_prefix`` (config.yaml's ``prefix:``
+# segment, ``iochost run --module --prefix``'s whole prefix), not one the worker corrects later.
+_HOSTED_PV_PREFIX: ContextVar[str | None] = ContextVar("iochost_hosted_pv_prefix", default=None)
+
+
+@contextmanager
+def hosted_pv_prefix(pv_prefix: str) -> Iterator[None]:
+    """Plugins constructed within get ``pv_prefix`` from their first line of ``__init__`` on."""
+    token = _HOSTED_PV_PREFIX.set(pv_prefix)
+    try:
+        yield
+    finally:
+        _HOSTED_PV_PREFIX.reset(token)
 
 
 class PluginBase(ABC):
@@ -35,7 +56,7 @@ class PluginBase(ABC):
         self.pv_definitions: dict[str, Any] = dict(pv_definitions or {})
         self.beamline_config: dict[str, Any] = dict(beamline_config or {})
         self.ophyd_devices: dict[str, object] = dict(ophyd_devices or {})
-        self.pv_prefix = f"{prefix}:{name.upper()}" if prefix else name.upper()
+        self.pv_prefix = _HOSTED_PV_PREFIX.get() or (f"{prefix}:{name.upper()}" if prefix else name.upper())
         self.logger = logging.getLogger(f"iochost.plugin.{name or type(self).__name__}")
         self._runtime: PluginRuntime = MemoryRuntime()
 
@@ -129,8 +150,81 @@ class PluginBase(ABC):
         names = list(self.ophyd_devices)
         return names + [n for n in (devices.names() if devices is not None else []) if n not in names]
 
+    def create_device(self, prefix: str, devgroup: str, devtype: str, name: str | None = None,
+                      cache: bool = True) -> object | None:
+        """An ophyd device of infn_ophyd_hal's DeviceFactory for a PV prefix that need not be in
+        the beamline config (iocmng's ``create_device``): ``devgroup``/``devtype`` pick its class
+        (``mot``/``asyn``, ``io``/``ai``, ...), ``name`` defaults to the prefix's last segment.
+        With ``cache`` the device is kept under ``name``: the same object on the next call, and
+        ``get_device(name)`` / ``list_devices()`` know it. Creation waits for the device's PVs.
+        None, with the reason logged, if it cannot be created or ophyd / infn_ophyd_hal are not
+        installed (``iochost[ophyd]``)."""
+        for argument, value in (("prefix", prefix), ("devgroup", devgroup), ("devtype", devtype)):
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"create_device: {argument} must be a non-empty string, got {value!r}")
+        device_name = name or prefix.rsplit(":", 1)[-1]
+        if cache and device_name in self.ophyd_devices:
+            return self.ophyd_devices[device_name]
+        from iochost.beamline import DeviceSpec
+
+        devices = getattr(self, "_devices", None)
+        if devices is None:  # not hosted by a worker: devices of no beamline config
+            from iochost.sdk.devices import Devices
+
+            devices = self._devices = Devices({})
+        device = devices.create(DeviceSpec(devgroup, devtype, prefix, device_name))
+        if device is not None and cache:
+            self.ophyd_devices[device_name] = device
+        return device
+
+    # -- ChannelFinder (iocmng 2.4+), on with the ``channelfinder_url`` parameter -------------
+    @property
+    def channelfinder(self) -> ChannelFinderClient | None:
+        """The client of the ``channelfinder_url`` parameter's service (``channelfinder_timeout``
+        seconds per request); None when the parameter is not set."""
+        if not hasattr(self, "_cf_client"):
+            url = self.parameters.get("channelfinder_url")
+            timeout = self.parameters.get("channelfinder_timeout", CF_DEFAULT_TIMEOUT)
+            self._cf_client = ChannelFinderClient(url, timeout) if url else None
+        return self._cf_client
+
+    def _cf(self, helper: str) -> ChannelFinderClient | None:
+        client = self.channelfinder
+        if client is None and not getattr(self, "_cf_said_off", False):
+            self._cf_said_off = True
+            self.logger.warning("%s: ChannelFinder is off (no channelfinder_url parameter); "
+                                "the cf_* helpers find nothing", helper)
+        return client
+
+    def cf_search(self, **filters: Any) -> list[dict[str, Any]]:
+        """ChannelFinder's channels matching ``filters`` (``name``, ``iocName``, ``devgroup``,
+        ``devtype``, ``zone``, ``tag``, ``size``, any other property; globs allowed), each
+        ``{name, owner, properties: [{name, value, owner}], tags}``. [] when ChannelFinder is
+        off; ChannelFinderError (naming the URL) when the service fails."""
+        client = self._cf("cf_search")
+        return [] if client is None else client.search(**filters)
+
+    def cf_discover_devices(self, **filters: Any) -> list[dict[str, Any]]:
+        """The devices of the channels matching ``filters`` (those of ``cf_search`` but ``tag``
+        and ``size``), each a descriptor ``{name, devgroup, devtype, prefix, iocname, template,
+        properties, pvs}`` for ``cf_create_device``. [] when ChannelFinder is off."""
+        client = self._cf("cf_discover_devices")
+        return [] if client is None else client.discover_devices(**filters)
+
+    def cf_create_device(self, device_descriptor: dict[str, Any], cache: bool = True) -> object | None:
+        """``create_device`` for a descriptor of ``cf_discover_devices`` (its ``name``,
+        ``devgroup``, ``devtype``, ``prefix``); None, logged, if one of those is empty."""
+        fields = {key: device_descriptor.get(key) or "" for key in ("name", "devgroup", "devtype", "prefix")}
+        missing = [key for key, value in fields.items() if not value]
+        if missing:
+            self.logger.warning("cf_create_device: the descriptor has no %s: %r", ", ".join(missing),
+                                device_descriptor)
+            return None
+        return self.create_device(prefix=fields["prefix"], devgroup=fields["devgroup"],
+                                  devtype=fields["devtype"], name=fields["name"], cache=cache)
+
     def _attach_devices(self, devices: Any) -> None:
-        """Called by the worker with its iochost.worker.devices.Devices; not part of the plugin API."""
+        """Called by the worker with its iochost.sdk.devices.Devices; not part of the plugin API."""
         self._devices = devices
 
     def _attach_runtime(self, runtime: PluginRuntime) -> None:

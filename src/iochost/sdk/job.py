@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import threading
 from abc import abstractmethod
 from dataclasses import dataclass, field
@@ -13,14 +14,18 @@ from iochost.sdk.status import JobStatus, coerce_status
 
 @dataclass
 class JobResult:
-    """What a job run produced; ``data`` must be JSON-serialisable to reach REST clients."""
+    """What a job run produced; ``data`` must be JSON-serialisable to reach REST clients.
+    ``timestamp``: when the result was made, local time in ISO 8601 without a zone
+    (``2026-01-31T14:05:09.123456``), as iocmng's JobResult stamps it."""
 
     success: bool
     data: dict[str, Any] = field(default_factory=dict)
     message: str = ""
+    timestamp: str = field(default_factory=lambda: datetime.datetime.now().isoformat())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"success": self.success, "data": self.data, "message": self.message}
+        """iocmng's keys: success, data, message, timestamp."""
+        return {"success": self.success, "data": self.data, "message": self.message, "timestamp": self.timestamp}
 
 
 class JobCancelled(Exception):

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections import deque
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from iochost.sdk.base import PluginBase
 from iochost.sdk.status import TaskStatus, coerce_status
+
+_NOTHING: Mapping[str, Any] = MappingProxyType({})  # a task without links
 
 
 class TaskBase(PluginBase):
@@ -51,6 +56,27 @@ class TaskBase(PluginBase):
     def on_input_changed(self, key: str, value: Any, old_value: Any) -> None:
         """Called on the plugin thread when a wired input's value changes: for every wired
         input in ``reactive`` mode, for inputs with ``trigger: true`` in the others."""
+
+    # -- iocmng 2.7.9's link state: views of the worker's link engine, for the plugin thread --------
+    @property
+    def link_values(self) -> Mapping[str, Any]:
+        """The latest value of each wired input and output, by name (iocmng's ``link_values``):
+        what the rules and transforms see, read live from the worker's engine (empty without
+        links). Read-only: ``set_pv`` and ``link_put`` change values."""
+        return getattr(self._runtime, "link_values", _NOTHING)
+
+    @property
+    def _link_buffers(self) -> Mapping[str, deque[Any]]:
+        """The ring buffer (a deque, oldest first) of each PV with ``buffer_size``, by name, as
+        iocmng's ``_link_buffers``: the ones ``<name>_buf`` is read from."""
+        return getattr(self._runtime, "link_buffers", _NOTHING)
+
+    @property
+    def _latched_outputs(self) -> set[str]:
+        """The outputs a rule has latched (iocmng's ``_latched_outputs``): the engine's own set,
+        emptied by CLEAR and RESET; discarding a name releases that latch at the next evaluation."""
+        latched = getattr(self._runtime, "latched_outputs", None)
+        return latched if latched is not None else set()
 
     def step_cycle(self) -> None:
         """Count one cycle on CYCLE_COUNT (the host counts each ``execute()`` itself; call this

@@ -14,12 +14,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from iochost.kinds import Kind
+from iochost.report import ValidationIssue
 
 SHA_PATTERN = r"^[0-9a-f]{40}$"
 # A commit a client pins: a hex SHA or a prefix of one that git resolves. The API's
 # PluginRequest.commit and the store's fetch check both use this.
 MIN_COMMIT_DIGITS = 7  # git's own shortest abbreviation
 COMMIT_PATTERN = rf"^[0-9a-fA-F]{{{MIN_COMMIT_DIGITS},40}}$"
+ORDER_LIMIT = 2**31 - 1  # bound of autostart_order (iocmng: any int); keeps it a plain 32-bit number
 
 
 class PluginSource(BaseModel):
@@ -50,9 +52,15 @@ class RegistryEntry(BaseModel):
     module_file: str | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     desired_state: Literal["running", "stopped"] = "running"
+    auto_start_on_boot: bool | None = Field(default=None, description="false: a daemon restart leaves it "
+                                            "stopped (unless the plugins file declares it); None/true: as it was")
+    autostart_order: int | None = Field(default=None, ge=-ORDER_LIMIT, le=ORDER_LIMIT,
+                                        description="start-up order at daemon start; None: after the ordered ones")
     created_at: datetime
     updated_at: datetime
     options: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[ValidationIssue] = Field(default_factory=list, description="what validating this revision "
+                                            "warned of (config.yaml keys iocmng would ignore)")
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ class AddRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
     pat: str | None = None  # token for a private repository: used for the fetch, never stored
     auto_start: bool = True
+    auto_start_on_boot: bool | None = None  # iocmng: False leaves it stopped after a daemon restart
+    autostart_order: int | None = None  # iocmng: start-up order at daemon start (``boot_order``)
     grace_period: float | None = None
     kind: Kind | None = None  # the iocmng /tasks and /jobs paths require one
     trusted: bool = False  # skip the source policy: only the examples the operator named at start
@@ -44,9 +46,16 @@ class AddRequest:
         return RegistryEntry(
             name=self.name, kind=self.kind or "task", class_name=self.class_name or "", source=self.source,
             commit=None, parameters=self.parameters, desired_state="running" if self.auto_start else "stopped",
-            created_at=now, updated_at=now,
+            created_at=now, updated_at=now, auto_start_on_boot=self.auto_start_on_boot,
+            autostart_order=self.autostart_order,
             options={"grace_period": self.grace_period} if self.grace_period else {},
         )
+
+
+def boot_order(order: int | None, name: str) -> tuple[int, int, str]:
+    """Where a plugin starts when the daemon starts: iocmng's order (ascending
+    ``autostart_order``, the plugins without one after all that have one, then by name)."""
+    return (1, 0, name) if order is None else (0, order, name)
 
 
 @dataclass(frozen=True)
@@ -145,8 +154,8 @@ def prepare(request: AddRequest, entry: RegistryEntry, store: GitStore, envs: Pl
     if request.kind is not None and info.kind != request.kind:
         raise IochostError(ErrorCode.WRONG_KIND, f"{name!r} is a {info.kind}, not a {request.kind}")
     entry = entry.model_copy(update={"kind": info.kind, "class_name": info.class_name, "commit": result.commit,
-                                     "module_file": info.module_file})
-    return Prepared(entry=entry, plugin_dir=result.plugin_dir, pvs=info.pvs)
+                                     "module_file": info.module_file, "warnings": report.warnings})
+    return Prepared(entry=entry, plugin_dir=result.plugin_dir, pvs=info.pvs, pv_prefix=info.pv_prefix)
 
 
 def _stop_if(cancelled: Callable[[], bool], name: str) -> None:

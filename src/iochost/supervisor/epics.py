@@ -37,6 +37,19 @@ def beacon_destinations(settings: Settings) -> list[str]:
     return listed + [a for a in automatic if a not in listed]
 
 
+def client_address_lists(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """The CA and PVA address lists of the daemon's EPICS clients (workers' links, the PV
+    gateway): the daemon's own endpoint first, so they find every plugin, then wherever the
+    operator's client lists point."""
+    host = settings.epics_host
+    local = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    return {
+        "EPICS_CA_ADDR_LIST": " ".join([f"{local}:{settings.ca_port}", environ.get("EPICS_CA_ADDR_LIST", "")]).strip(),
+        "EPICS_PVA_ADDR_LIST": " ".join(
+            [f"{local}:{settings.pva_port}", environ.get("EPICS_PVA_ADDR_LIST", "")]).strip(),
+    }
+
+
 class EpicsNetwork:
     def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
         self.settings = settings
@@ -88,13 +101,7 @@ class EpicsNetwork:
             "EPICS_PVAS_SERVER_PORT": str(pva_port),
             "EPICS_PVAS_INTF_ADDR_LIST": "" if host in ("0.0.0.0", "") else host,
         })
-        # Link clients (wired PVs of declarative plugins) find the other plugins through
-        # this endpoint first, then wherever the operator's client lists point.
-        local = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        env["EPICS_CA_ADDR_LIST"] = " ".join(
-            [f"{local}:{self.settings.ca_port}", self.environ.get("EPICS_CA_ADDR_LIST", "")]).strip()
-        env["EPICS_PVA_ADDR_LIST"] = " ".join(
-            [f"{local}:{self.settings.pva_port}", self.environ.get("EPICS_PVA_ADDR_LIST", "")]).strip()
+        env.update(client_address_lists(self.settings, self.environ))
         if is_loopback(host) and "EPICS_PVAS_BEACON_ADDR_LIST" not in self.environ:
             env.update({"EPICS_PVAS_BEACON_ADDR_LIST": LOOPBACK_BROADCAST,
                         "EPICS_PVAS_AUTO_BEACON_ADDR_LIST": "NO"})

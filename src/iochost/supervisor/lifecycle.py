@@ -63,6 +63,7 @@ class Upgrade:
 
     old_entry: RegistryEntry
     old_pvs: list[str]
+    old_pv_prefix: str = ""
     phase: str = "preparing"
     new: t.Prepared | None = None
     resume: bool = True  # start the new revision (the plugin is meant to run)
@@ -76,6 +77,7 @@ class PluginLifecycle:
                  plugin_dir: Path | None = None) -> None:
         self.entry = entry
         self.pv_prefix = pv_prefix
+        self.pv_prefix_known = False  # read from its config.yaml (add, upgrade, restore): PV clashes compare these
         self.timings = timings
         self.plugin_dir = plugin_dir
         self.state = S.PENDING
@@ -111,6 +113,7 @@ class PluginLifecycle:
         self.last_heartbeat = 0.0
         self.busy_in: str | None = None
         self.busy_for: float | None = None
+        self.cycles = 0  # a task's cycles as its worker's last heartbeat said; a new worker starts from 0
         self._out: list[t.Effect] = []
         self._record(None, S.PENDING, "added")
 
@@ -196,6 +199,7 @@ class PluginLifecycle:
         desired = self.entry.desired_state  # a stop during the add has set it
         self.entry = event.entry.model_copy(update={"desired_state": desired})
         self.plugin_dir, self.pvs, self.registered = event.plugin_dir, event.pvs, True
+        self._learn_pv_prefix(event.pv_prefix)
         self._emit(t.Persist(self.entry))
         if desired == "running":
             self._spawn("")
@@ -212,8 +216,13 @@ class PluginLifecycle:
         self.registered = True
         self._emit(t.Restore())
 
+    def _learn_pv_prefix(self, pv_prefix: str | None) -> None:
+        if pv_prefix:
+            self.pv_prefix, self.pv_prefix_known = pv_prefix, True
+
     def _restored(self, event: t.Restored) -> None:
         self.plugin_dir = event.plugin_dir
+        self._learn_pv_prefix(event.pv_prefix)
         if self.delete_requested:
             self._emit(t.Teardown())
         elif self.entry.desired_state == "stopped":
@@ -259,6 +268,7 @@ class PluginLifecycle:
         self.gen += 1
         self.pid = self.limits = self.fatal = self.kill_reason = None  # all of the previous worker
         self.busy_in = self.busy_for = self.init_failure = None
+        self.cycles = 0
         self._move(S.STARTING, reason)
         self._emit(t.Spawn(self.gen))
 
@@ -371,6 +381,7 @@ class PluginLifecycle:
         message = event.message
         if isinstance(message, m.Heartbeat):
             self.last_heartbeat, self.busy_in, self.busy_for = event.now, message.busy_in, message.busy_for
+            self.cycles = message.cycles
         elif isinstance(message, m.Fatal):
             self.fatal = message.message
             log.error("%s: %s", self.name, message.message)
@@ -461,7 +472,7 @@ class PluginLifecycle:
 
     # -- upgrading in place ----------------------------------------------------------------------
     def _upgrade(self, event: t.UpgradeRequested) -> None:
-        self.upgrade = Upgrade(old_entry=self.entry, old_pvs=self.pvs)
+        self.upgrade = Upgrade(old_entry=self.entry, old_pvs=self.pvs, old_pv_prefix=self.pv_prefix)
         self.upgrade_outcome = None
         self._emit(t.UpgradeUpdate("started", self.entry.commit, None), t.PrepareUpgrade())
 
@@ -508,6 +519,7 @@ class PluginLifecycle:
             self.entry = up.new.entry.model_copy(update={
                 "desired_state": desired, "previous_commit": up.old_entry.commit, "updated_at": _now()})
             self.plugin_dir, self.pvs = event.plugin_dir, up.new.pvs
+            self._learn_pv_prefix(up.new.pv_prefix)
             if up.resume:
                 up.phase = "starting"
                 self.restarts, self.backoff = 0, None
@@ -517,6 +529,7 @@ class PluginLifecycle:
         elif up.phase == "rolling_back":
             self.entry = up.old_entry.model_copy(update={"desired_state": desired})
             self.plugin_dir, self.pvs = event.plugin_dir, up.old_pvs
+            self._learn_pv_prefix(up.old_pv_prefix)
             up.phase = "restarting_old"
             self.restarts, self.backoff = 0, None
             self._spawn(f"rolled back to {_short(self.entry.commit)}")
@@ -610,7 +623,9 @@ class PluginLifecycle:
             previous_commit=entry.previous_commit, state=self.state, desired_state=entry.desired_state,
             status=self.status, message=self.message, pid=self.pid, restarts=self.restarts,
             pv_prefix=self.pv_prefix, pvs=self.pvs, parameters=entry.parameters, created_at=entry.created_at, started_at=self.started_at,
-            last_error=self.last_error, transitions=list(self.transitions),
+            last_error=self.last_error, transitions=list(self.transitions), warnings=entry.warnings,
+            running=self.state in UP if entry.kind == "task" else None,
+            cycle_count=self.cycles if entry.kind == "task" else None,
         )
         return self._shown
 

@@ -100,6 +100,7 @@ class Prepared:
     entry: RegistryEntry
     plugin_dir: Path
     pvs: list[str]
+    pv_prefix: str | None = None  # PREFIX:SEGMENT, the segment from its config.yaml's prefix: or its name
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ class Dropped:
 @dataclass(frozen=True)
 class Restored:
     plugin_dir: Path
+    pv_prefix: str | None = None  # from the checkout's config.yaml; None: it does not load (the worker says why)
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from iochost.durable import StorageProblem
 from iochost.kinds import Kind
+from iochost.report import ValidationIssue
 from iochost.supervisor.states import State
 
 
@@ -35,6 +36,9 @@ class RunResult(BaseModel):
     success: bool
     data: dict[str, Any] = Field(default_factory=dict)
     message: str = ""
+    timestamp: str | None = Field(default=None, description="iocmng's field: when the result was made, ISO 8601 "
+                                  "as the job's JobResult wrote it; for a result the daemon made (the worker "
+                                  "went away, a result not kept) when the run ended")
 
 
 # A job run's state: "running", then one final outcome (``runs.RUN_OUTCOMES``).
@@ -73,6 +77,29 @@ class PluginRecord(BaseModel):
     last_error: str | None = Field(default=None, description="why it last failed, crashed or showed STATUS "
                                                            "ERROR/FAILED: the whole text")
     transitions: list[Transition] = Field(default_factory=list)
+    warnings: list[ValidationIssue] = Field(default_factory=list, description="validation warnings of the "
+                                            "revision it runs: accepted config.yaml keys iocmng would ignore")
+    running: bool | None = Field(default=None, description="iocmng's field: a task's loop runs (state running "
+                                 "or paused: ENABLE=0 pauses the loop, it does not end it); null for a job")
+    cycle_count: int | None = Field(default=None, description="iocmng's field: a task's cycles (its CYCLE_COUNT PV), "
+                                    "as its worker's last heartbeat reported it (every --heartbeat-interval); "
+                                    "kept once the worker ends, 0 again when a new one starts; null for a job")
+
+    @computed_field(description="iocmng's name of `kind`")  # type: ignore[prop-decorator]
+    @property
+    def plugin_type(self) -> Kind:
+        return self.kind
+
+    @computed_field(description="iocmng's field: `source.git_url`")  # type: ignore[prop-decorator]
+    @property
+    def git_url(self) -> str | None:
+        return self.source.git_url
+
+    @computed_field(description="iocmng's field: `source.path`, the plugin's folder in its repository; "
+                                "\"\" for the top")  # type: ignore[prop-decorator]
+    @property
+    def path(self) -> str:
+        return self.source.path or ""
 
 
 class PluginList(BaseModel):
@@ -111,6 +138,8 @@ class Health(BaseModel):
     ready: bool = Field(description="the registry's plugins are restored (each running or settled); "
                                     "the API answers from the start, while they are brought back")
     plugins: dict[str, int] = Field(description="total and a count per state")
+    tasks_count: int = Field(description="iocmng's field: the tasks there are, in any state")
+    jobs_count: int = Field(description="iocmng's field: the jobs there are, in any state")
     problems: list[PluginProblem] | None = Field(
         default=None, description="every plugin that makes the status degraded, with its last error; "
                                   "null for a caller without a valid token when tokens are configured")

@@ -118,6 +118,8 @@ class RunLedger:
         if run is None or run.state != "running":
             return None
         run.result = bounded_result(result)
+        if run.result.timestamp is None:  # a result the daemon made: stamped as JobResult stamps (local, no zone)
+            run.result.timestamp = at.astimezone().replace(tzinfo=None).isoformat()
         run.state = run_state(run.result, cancelled or run_id in self._cancel_requested)  # type: ignore[assignment]
         run.finished_at = at
         self.finished_total[run.state] += 1

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Coroutine
 
-from iochost.config import load_config
+from iochost.config import ConfigError, load_config
+from iochost.config.pvnames import plugin_pv_prefix
 from iochost.config.limits import DaemonLimits, WorkerLimits, resolve_limits
 from iochost.contract import messages
 from iochost.contract.worker_spec import WorkerSpec
@@ -59,6 +60,8 @@ class Services:
     forward_log: Callable[[str, messages.Log], None]
     on_control: Callable[[PluginSlot, messages.ControlRequest], None] | None = None  # whose worker sent it
     on_storage: Callable[[], None] | None = None  # the data dir began or stopped refusing writes
+    # PLUGIN_EXISTS naming the other plugin whose PVs a plugin's PV prefix would share, or None
+    pv_clash: Callable[[str, str], IochostError | None] | None = None
 
 
 class PluginSlot:
@@ -75,6 +78,10 @@ class PluginSlot:
         self.run_done: dict[str, asyncio.Future[RunRecord]] = {}
         self.io: asyncio.Lock = asyncio.Lock()  # registry and file work of this plugin, in order
         self.unsaved: RegistryEntry | None = None  # a Persist the disk refused: saved again once it has room
+        # the daemon's start: its restore claims its PV names once the plugin before it in boot
+        # order has (``claim_after``), then says it has (``claimed``); the checkouts run side by side
+        self.claim_after: asyncio.Future[None] | None = None
+        self.claimed: asyncio.Future[None] | None = None
         self._changed = asyncio.Event()
 
     @property
@@ -84,6 +91,11 @@ class PluginSlot:
     def pulse(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+
+    def claim_done(self) -> None:
+        """Its restore has claimed its PV names, or never will: the next in boot order's turn."""
+        if self.claimed is not None and not self.claimed.done():
+            self.claimed.set_result(None)
 
     async def until(self, done: Callable[[PluginLifecycle], bool]) -> PluginLifecycle:
         """Wait until the lifecycle satisfies ``done`` (checked after every event)."""
@@ -288,7 +300,11 @@ class Shell:
         else:
             assert prepared is not None  # None only answers an upgrade
             await asyncio.sleep(0)  # Fetched, posted from the thread, is handled first
-            self.feed(slot, t.Prepared(prepared.entry, prepared.plugin_dir, prepared.pvs))
+            clash = self._pv_clash(slot, prepared.pv_prefix)
+            if clash is not None:  # the add's Teardown removes what it fetched
+                self.feed(slot, t.PrepareFailed(clash))
+                return
+            self.feed(slot, t.Prepared(prepared.entry, prepared.plugin_dir, prepared.pvs, prepared.pv_prefix))
 
     async def _prepare_upgrade(self, slot: PluginSlot, op: str) -> None:
         """Stage and validate the new revision in a thread while the old worker serves.
@@ -327,9 +343,12 @@ class Shell:
                 self.storage_refused(error)
                 self.feed(slot, t.UpgradePrepareFailed(error))
         else:
-            if prepared is None or ended():  # a no-op, or the upgrade is over
+            clash = None if prepared is None or ended() else self._pv_clash(slot, prepared.pv_prefix)
+            if prepared is None or ended() or clash is not None:  # a no-op, the upgrade is over, or refused
                 await self._drop_own(slot, op)
-            if not ended():  # the same revision from another source (a mirror): the entry says so
+            if clash is not None and not ended():
+                self.feed(slot, t.UpgradePrepareFailed(clash))
+            elif not ended():  # the same revision from another source (a mirror): the entry says so
                 relabeled = base if prepared is None and base.source != lc.entry.source else None
                 self.feed(slot, t.UpgradePrepared(prepared, relabeled))
         if ended():
@@ -385,10 +404,36 @@ class Shell:
             result = await asyncio.to_thread(svc.store.restore, entry.name, entry.source, entry.commit)
             await asyncio.to_thread(svc.envs.ensure, entry.name, result.checkout_dir, result.plugin_dir,
                                     timeout=self.settings.requirements_timeout)
+            pv_prefix = await asyncio.to_thread(self.configured_pv_prefix, entry.name, result.plugin_dir)
         except IochostError as exc:
+            slot.claim_done()
             self.feed(slot, t.RestoreFailed(exc.message))
-        else:
-            self.feed(slot, t.Restored(result.plugin_dir))
+            return
+        try:
+            if slot.claim_after is not None:  # of two that clash, the first in boot order keeps the names
+                await slot.claim_after
+            clash = self._pv_clash(slot, pv_prefix)
+            if clash is not None:
+                self.feed(slot, t.RestoreFailed(clash.message))
+            else:
+                self.feed(slot, t.Restored(result.plugin_dir, pv_prefix))
+        finally:
+            slot.claim_done()
+
+    def configured_pv_prefix(self, name: str, plugin_dir: Path) -> str | None:
+        """The PV prefix a restored checkout's config.yaml gives; None when it does not load
+        (its worker then reports why)."""
+        try:
+            config = load_config(plugin_dir)
+        except ConfigError:
+            return None
+        return plugin_pv_prefix(self.settings.prefix, name, config.prefix)
+
+    def _pv_clash(self, slot: PluginSlot, pv_prefix: str | None) -> IochostError | None:
+        """Checked on the event loop right before the lifecycle learns ``pv_prefix``, so two
+        adds with the same PV prefix cannot both pass."""
+        clash = self.services.pv_clash
+        return None if clash is None or pv_prefix is None else clash(slot.name, pv_prefix)
 
     async def _teardown(self, slot: PluginSlot) -> None:
         """The one teardown: after a failed add and for every delete."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -16,11 +17,11 @@ import uuid
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from iochost import __version__
 from iochost.budget import LineBudget
-from iochost.config.pvnames import plugin_pv_prefix
+from iochost.config.pvnames import nested_segment, plugin_pv_prefix, same_segment
 from iochost.contract import messages
 from iochost.durable import OUT_OF_SPACE, StorageProblem
 from iochost.errors import ErrorCode, IochostError
@@ -34,7 +35,7 @@ from iochost.store.declared import DeclaredNames
 from iochost.store.policy import check_source_allowed
 from iochost.supervisor import lifecycle_types as t
 from iochost.supervisor import logfiles
-from iochost.supervisor.adding import AddRequest, Declared, UpgradeChange, declared_change
+from iochost.supervisor.adding import AddRequest, Declared, UpgradeChange, boot_order, declared_change
 from iochost.supervisor.containment import Containment
 from iochost.supervisor.daemon_ioc import (CONTROL_MSG, CONTROL_VERBS, SYSTEM_NAME, RowTable, control_target,
                                            daemon_pv_values, row_values, short_text, system_entry,
@@ -55,6 +56,12 @@ RUN_ANSWER_TIMEOUT = 10.0  # the worker answers a run request at once; silence m
 SETTLED = frozenset({State.RUNNING, State.PAUSED, State.STOPPED, State.CRASHED, State.FAILED, State.DELETED})
 SYSTEM_RETRY_MAX = 30.0  # seconds between tries to write the daemon IOC's files on a full disk
 STORAGE_RECHECK_EVERY = 4  # watch periods between retries of the registry while the data dir refused a write
+
+
+def _error_lines(exc: IochostError) -> str:
+    """A failed add's validation errors, one ``; file:line message`` each, for the daemon's log."""
+    return "".join(f"; {e.get('file') or ''}:{e.get('line') or ''} {e.get('message')}"
+                   for e in exc.details.get("errors") or [])
 
 
 class Supervisor:
@@ -90,6 +97,9 @@ class Supervisor:
         self._pushed: dict[str, Any] = {}  # the values the status IOC has, to send only changes
         self._pushed_to: object | None = None  # ... of that worker process
         self._log_budgets: dict[str, LineBudget] = {}  # plugin log lines forwarded into the daemon's log
+        # registered plugins' PV prefixes as their checkouts say at start: an add or upgrade during
+        # the restore is checked against them until each restore claims its own (or fails)
+        self._boot_claims: dict[str, str] = {}
         self._rechecking_storage = False
 
     # -- daemon lifecycle ----------------------------------------------------------------
@@ -113,13 +123,53 @@ class Supervisor:
         services = Services(store=store, registry=registry, envs=envs, containment=containment,
                             epics=self.epics, launcher=self.launcher,
                             forward_log=self._forward_log, on_control=self._on_control,
-                            on_storage=self._schedule_status_push)
+                            on_storage=self._schedule_status_push, pv_clash=self._pv_clash)
         self.shell = Shell(s, services, self._on_effect, self._forget)
         await self.shell.start()
         await self.epics.start()
         self._watch_task = asyncio.create_task(self._watch(), name="iochost-watchdog")
-        slots = [self._new_slot(entry) for entry in registry.entries()]  # visible at once, pending
+        entries = await asyncio.to_thread(self._boot_entries, registry)
+        self._boot_claims = await asyncio.to_thread(self._checkout_pv_prefixes, entries)
+        slots = [self._new_slot(entry) for entry in entries]  # visible at once, pending
         self._bring_back = asyncio.create_task(self._bring_back_all(slots), name="iochost-restore")
+
+    def _boot_entries(self, registry: Registry) -> list[RegistryEntry]:
+        """The registry's entries as this start brings them back: a plugin the plugins file
+        declares takes the file's ``auto_start_on_boot`` and ``autostart_order`` (the file is
+        read at every start, as iocmng reads it; saved so the record shows them), and one
+        added with ``auto_start_on_boot: false`` that the file does not declare comes back
+        stopped (iocmng reloads only the plugins persisted for boot)."""
+        requests = {request.name: request for request in self.declared.requests} if self.declared else {}
+        entries = []
+        for entry in registry.entries():
+            request = requests.get(entry.name)
+            if request is not None:
+                boot = {"auto_start_on_boot": request.auto_start_on_boot, "autostart_order": request.autostart_order}
+                if (entry.auto_start_on_boot, entry.autostart_order) != tuple(boot.values()):
+                    entry = entry.model_copy(update=boot)
+                    try:
+                        registry.put(entry)
+                    except IochostError as exc:  # the file says it again at the next start
+                        log.error("plugins file: %s: its start-up fields are not saved: %s", entry.name, exc.message)
+            elif entry.auto_start_on_boot is False and entry.desired_state == "running":
+                log.info("%s: not started (auto_start_on_boot false); start it over REST", entry.name)
+                entry = entry.model_copy(update={"desired_state": "stopped"})
+            entries.append(entry)
+        return entries
+
+    def _checkout_pv_prefixes(self, entries: list[RegistryEntry]) -> dict[str, str]:
+        """Each entry's PV prefix by the config.yaml of its checkout as it is on disk (its restore
+        reads it again at the registered commit); none for one without a readable checkout."""
+        shell, prefixes = self._shell(), {}
+        for entry in entries:
+            try:
+                pv_prefix = shell.configured_pv_prefix(
+                    entry.name, shell.services.store.plugin_dir(entry.name, entry.source.path))
+            except (OSError, IochostError):
+                continue
+            if pv_prefix is not None:
+                prefixes[entry.name] = pv_prefix
+        return prefixes
 
     def hold_restore(self) -> Callable[[], None]:
         """Keep the restore (and the daemon's status IOC) waiting until the returned function
@@ -138,15 +188,49 @@ class Supervisor:
         gate = asyncio.Semaphore(2 * (os.cpu_count() or 2))
 
         async def restore(slot: PluginSlot) -> None:
-            async with gate:
-                self._shell().feed(slot, t.RestoreRequested())
-                await slot.until(lambda lc: lc.state not in UNSETTLED)
+            try:
+                async with gate:
+                    self._shell().feed(slot, t.RestoreRequested())
+                    await slot.until(lambda lc: lc.state not in UNSETTLED)
+            finally:  # deleted before its restore ran: the next in boot order does not wait for it
+                slot.claim_done()
 
-        await asyncio.gather(*(restore(slot) for slot in slots))
+        async def add_new(request: AddRequest) -> None:
+            async with gate:
+                try:
+                    await self.add(request)
+                except IochostError as exc:
+                    log.error("plugins file: %s (new) not applied: %s %s%s", request.name, exc.code.value,
+                              exc.message, _error_lines(exc))
+                else:
+                    log.info("plugins file: %s added", request.name)
+
+        # iocmng's start-up order: each autostart_order starts once the lower ones settled
+        # (running, stopped or failed), the plugins without one last; within one order the
+        # starts run side by side, launched by name. The file's new entries take their place.
+        new = [request for request in self.declared.requests if request.name not in self.plugins] \
+            if self.declared is not None else []
+        # The restores claim their PV names one after the other in that order (``PluginSlot.claim_after``):
+        # of two registered plugins whose names clash, the first keeps them, whichever checkout is ready first.
+        groups: dict[int | None, list[tuple[tuple[int, int, str], Callable[[], Awaitable[None]]]]] = {}
+        previous: PluginSlot | None = None
+        for slot in sorted(slots, key=lambda slot: boot_order(slot.lc.entry.autostart_order, slot.name)):
+            entry = slot.lc.entry
+            slot.claimed = asyncio.get_running_loop().create_future()
+            slot.claim_after = previous.claimed if previous is not None else None
+            groups.setdefault(entry.autostart_order, []).append(
+                (boot_order(entry.autostart_order, entry.name), functools.partial(restore, slot)))
+            previous = slot
+        for request in new:
+            groups.setdefault(request.autostart_order, []).append(
+                (boot_order(request.autostart_order, request.name), functools.partial(add_new, request)))
+        for order in sorted(groups, key=lambda order: boot_order(order, "")):
+            starts = sorted(groups[order], key=lambda item: item[0])
+            await asyncio.gather(*(start() for _, start in starts))
         if self.settings.examples is not None:
             await self._add_examples(self.settings.examples)
         if self.declared is not None:
-            await self._apply_declared(self.declared)
+            await self._apply_declared(self.declared, applied={request.name for request in new})
         self.ready = True
         self._ready_event.set()
         log.info("restore finished: %d plugin(s) from the registry", len(slots))
@@ -181,9 +265,10 @@ class Supervisor:
     def get(self, name: str) -> PluginRecord:
         return self._slot(name).lc.record()
 
-    def lifecycle(self, name: str) -> PluginLifecycle:
-        """One plugin's lifecycle, for readers of more than its record (displays): PLUGIN_NOT_FOUND."""
-        return self._slot(name).lc
+    def lifecycle(self, name: str, kind: Kind | None = None) -> PluginLifecycle:
+        """One plugin's lifecycle, for readers of more than its record (displays): PLUGIN_NOT_FOUND;
+        with ``kind``, WRONG_KIND for a plugin of the other kind (iocmng's /tasks, /jobs paths)."""
+        return self._slot(name, kind).lc
 
     def list(self, kind: Kind | None = None) -> list[PluginRecord]:
         return [slot.lc.record() for slot in self.plugins.values() if kind is None or slot.lc.entry.kind == kind]
@@ -203,9 +288,11 @@ class Supervisor:
         counts: dict[str, int] = {"total": len(self.plugins)}
         counts.update({state.value: 0 for state in State if state != State.DELETED})
         problems = []
+        kinds: dict[str, int] = {"task": 0, "job": 0}
         for slot in self.plugins.values():
             lc = slot.lc
             counts[lc.state.value] += 1
+            kinds[lc.entry.kind] += 1
             trouble = lc.trouble
             if trouble is not None:
                 problems.append(PluginProblem(name=lc.name, kind=lc.entry.kind, reason=trouble, state=lc.state,
@@ -214,6 +301,7 @@ class Supervisor:
         launcher = self.launcher.problem if self.launcher is not None else None
         return Health(status="degraded" if problems or storage or launcher else "ok", version=__version__,
                       uptime=round(time.monotonic() - self._started, 1), ready=self.ready, plugins=counts,
+                      tasks_count=kinds["task"], jobs_count=kinds["job"],
                       problems=problems if named else None, storage=storage, launcher=launcher)
 
     def storage_problem(self) -> StorageProblem | None:
@@ -502,16 +590,19 @@ class Supervisor:
         await asyncio.gather(*(add(plugin_dir) for plugin_dir in sorted(folder.iterdir())
                                if (plugin_dir / "config.yaml").is_file() and plugin_dir.name not in self.plugins))
 
-    async def _apply_declared(self, declared: Declared) -> None:
+    async def _apply_declared(self, declared: Declared, applied: frozenset[str] | set[str] = frozenset()) -> None:
         """The plugins file: add what the registry lacks; upgrade in place every plugin whose
         entry changed, or whose name an operator's plugin has (its autosaved values, keyed by
         name, stay); leave the rest (plugins added over REST, an operator's stop). A plugin
         whose entry left the file since it was last applied is kept or deleted as
-        ``plugins_file_removed`` says. Each entry on its own: one failing stops no other."""
+        ``plugins_file_removed`` says. Each entry on its own: one failing stops no other.
+        ``applied``: the new entries the start-up order added (or tried to) already."""
         names = DeclaredNames(self.settings.declared_path)
         before = await asyncio.to_thread(names.load)
 
         async def apply(request: AddRequest) -> None:
+            if request.name in applied:
+                return
             slot = self.plugins.get(request.name)
             change = "new" if slot is None else declared_change(slot.lc.entry, request)
             taken_over = slot is not None and request.name not in before  # added over REST (or released)
@@ -538,10 +629,8 @@ class Supervisor:
                     return
                 log.info("plugins file: %s upgraded in place (%s)", request.name, change)
             except IochostError as exc:
-                errors = "".join(f"; {e.get('file') or ''}:{e.get('line') or ''} {e.get('message')}"
-                                 for e in exc.details.get("errors") or [])
                 log.error("plugins file: %s (%s) not applied: %s %s%s", request.name, change, exc.code.value,
-                          exc.message, errors)
+                          exc.message, _error_lines(exc))
 
         await asyncio.gather(*(apply(request) for request in declared.requests))
         declared_now = declared.names
@@ -624,6 +713,41 @@ class Supervisor:
             if other.upper() == upper:
                 detail = "" if other == name else f" (same PV names as {other!r})"
                 raise IochostError(ErrorCode.PLUGIN_EXISTS, f"plugin {name!r} already exists{detail}")
+
+    def _pv_clash(self, name: str, pv_prefix: str) -> IochostError | None:
+        """PLUGIN_EXISTS when plugin ``name``'s PVs, all under ``pv_prefix`` (its config.yaml's
+        ``prefix:`` or its name), would be named like another plugin's or the daemon's own
+        (case aside: operators cannot tell those apart), or lie inside theirs or around them
+        (``X`` with a PV ``Y:STATUS`` and ``X:Y``'s STATUS are one name). A plugin whose prefix
+        is not read yet (still fetching, not restored) is checked when it is."""
+        what = f"plugin {name!r}: its PVs would be named {pv_prefix}:..."
+
+        def overlap(owner: str, taken: str) -> str | None:
+            if same_segment(pv_prefix, taken):
+                return f"as {owner} ({taken}:...)"
+            if nested_segment(pv_prefix, taken):
+                return f"inside or around {owner} ({taken}:...: a PV of one could be named as one of the other's)"
+            return None
+
+        system = plugin_pv_prefix(self.settings.prefix, SYSTEM_NAME)
+        clash = overlap("the daemon's own PVs", system)
+        if clash is not None:
+            return IochostError(ErrorCode.PLUGIN_EXISTS, f"{what}, {clash}; choose another prefix: in config.yaml",
+                                plugin=name)
+        checked = self.plugins.get(name)
+        newcomer = checked is not None and (checked.lc.adding or checked.lc.upgrade is not None)
+        for other, slot in self.plugins.items():
+            lc = slot.lc
+            claimed = [lc.pv_prefix] if lc.pv_prefix_known else []
+            if newcomer and not claimed and lc.state is State.PENDING and not lc.adding and other in self._boot_claims:
+                claimed.append(self._boot_claims[other])  # registered, its restore not done: it comes first
+            if lc.upgrade is not None and lc.upgrade.new is not None and lc.upgrade.new.pv_prefix:
+                claimed.append(lc.upgrade.new.pv_prefix)  # an upgrade about to take it
+            clash = next((found for taken in claimed if (found := overlap(f"plugin {other!r}'s", taken))), None)
+            if other != name and clash is not None:
+                return IochostError(ErrorCode.PLUGIN_EXISTS, f"{what}, {clash}; choose another prefix: in "
+                                    "config.yaml or another name", plugin=name, other=other)
+        return None
 
     def _schedule_status_push(self) -> None:
         """Coalesce bursts of transitions into one set_pvs per loop turn."""

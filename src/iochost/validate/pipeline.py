@@ -9,7 +9,8 @@ The config is read here, with bounded parsing (``config.yaml_lines``), its calle
 left unchecked (the plugin may register them). Every stage that reads the plugin's code
 (syntax, discovery, import, inheritance) runs in the probe subprocess, so a hostile file
 costs the caller neither memory nor time, and so does what needs the imported plugin:
-the functions check and the records, built as the worker builds them. Only
+the functions check (a function its import does not register is a warning: initialize() may
+register it, and the worker checks after it) and the records, built as the worker builds them. Only
 ``run_import=False`` (``iochost run``, about to import the plugin itself) parses here; its
 worker checks the functions and builds the records right after.
 """
@@ -24,12 +25,12 @@ from iochost.config.pvnames import (
     DEFAULT_PREFIX,
     check_pv_names,
     default_pv_names,
-    full_pv_name,
+    plugin_pv_prefix,
 )
 from iochost.validate.code import read_code
 from iochost.launch.launcher import Launcher
 from iochost.validate.import_check import RecordCheck, probe_plugin
-from iochost.report import PluginInfo, Stage, ValidationIssue, ValidationReport
+from iochost.report import PluginInfo, Severity, Stage, ValidationIssue, ValidationReport
 
 
 def _config(plugin_dir: Path, parameters: dict[str, Any] | None) -> tuple[PluginConfig | None, list[ValidationIssue]]:
@@ -77,20 +78,23 @@ def validate_plugin(
                             launcher=launcher, records=records)
     else:
         code = read_code(root, class_name)
-    issues += code.issues
+    issues += [issue for issue in code.issues if issue.severity == Severity.ERROR]
+    probed = [issue for issue in code.issues if issue.severity == Severity.WARNING]
     kind = code.kind
 
     mode = None
     if config is not None:
         mode = plugin_mode(kind, config.parameters)
         issues += check_pv_names(prefix, name, kind, mode, config.pvs,
-                                 lines=config.key_lines, section=config.pv_section)
+                                 lines=config.key_lines, section=config.pv_section, segment=config.prefix)
 
     report.issues = issues
+    report.warnings = (config.warnings if config is not None else []) + probed
     if not issues and code.class_name and code.module_file and kind is not None and config is not None:
         declared = [*config.pvs.inputs, *config.pvs.outputs]
+        device = plugin_pv_prefix(prefix, name, config.prefix)
         report.plugin = PluginInfo(
-            kind=kind, class_name=code.class_name, module_file=code.module_file, mode=mode,
-            pvs=[full_pv_name(prefix, name, pv) for pv in default_pv_names(kind, mode, config.pvs) + declared],
+            kind=kind, class_name=code.class_name, module_file=code.module_file, mode=mode, pv_prefix=device,
+            pvs=[f"{device}:{pv}" for pv in default_pv_names(kind, mode, config.pvs) + declared],
         )
     return report

@@ -119,30 +119,36 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_config(root: Path, kind: Kind, request: dict[str, Any]) -> list[dict[str, Any]]:
-    """What only the imported plugin can show: expressions calling the functions it registered,
+    """What only the imported plugin can show: expressions calling functions its import did not
+    register (warnings: its initialize() may still register them, the worker checks after it),
     and the records, built exactly as its worker builds them (all but iocInit) so that a config
     that validates also starts. Softioc's builder is imported here, in this throw-away process
     (a cold member of the fork server has it imported already)."""
     from iochost.config import ConfigError, load_config, plugin_mode
     from iochost.config.errors import config_issue
     from iochost.config.pvnames import check_pv_names, plugin_pv_prefix
+    from iochost.declarative.functions import get_registry
+    from iochost.config.calls import registration_warnings
     from iochost.worker.records import RecordError, build_records
 
     try:
-        config = load_config(root, check_functions=True).with_parameters(request.get("parameters") or {})
+        # a task's worker checks the functions again after initialize(), which may register some
+        config = load_config(root, check_functions=kind != "task").with_parameters(request.get("parameters") or {})
     except ConfigError as exc:
         return [issue.model_dump(mode="json") for issue in exc.issues]
+    warned = registration_warnings(config, get_registry()) if kind == "task" else []
+    warnings = [issue.model_dump(mode="json") for issue in warned]
     mode = plugin_mode(kind, config.parameters)
-    if check_pv_names(request["prefix"], request["name"], kind, mode, config.pvs):
-        return []  # records need their names; the caller's own name check reports these
+    if check_pv_names(request["prefix"], request["name"], kind, mode, config.pvs, segment=config.prefix):
+        return warnings  # records need their names; the caller's own name check reports these
     try:
-        build_records(plugin_pv_prefix(request["prefix"], request["name"]), kind, mode, config.pvs, "",
-                      lambda name, value: None)
+        build_records(plugin_pv_prefix(request["prefix"], request["name"], config.prefix), kind, mode, config.pvs,
+                      "", lambda name, value: None)
     except RecordError as exc:
         path = ("pvs", *exc.path)
         issue = config_issue(path, exc.reason, config.key_lines, display=(config.pv_section, *exc.path))
-        return [issue.model_dump(mode="json")]
-    return []
+        return [issue.model_dump(mode="json"), *warnings]
+    return warnings
 
 
 def main(argv: list[str]) -> None:

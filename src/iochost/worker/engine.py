@@ -36,10 +36,11 @@ class Engine:
     def __init__(self, config: PluginConfig, initial: dict[str, Any]) -> None:
         self.config = config
         names = config.expression_names()
+        # functions are looked up at each evaluation: initialize() may register some (PluginHost checks it did)
         self.transforms: list[tuple[str, Expression]] = [
-            (t.output, compile_expression(t.expression, names)) for t in config.transforms]
+            (t.output, compile_expression(t.expression, names, check_functions=False)) for t in config.transforms]
         self.rules: list[tuple[Rule, Expression]] = [
-            (rule, compile_expression(rule.condition, names)) for rule in config.rules]
+            (rule, compile_expression(rule.condition, names, check_functions=False)) for rule in config.rules]
         self.values: dict[str, Any] = dict(initial)
         pvs = {**config.pvs.inputs, **config.pvs.outputs}
         self.buffers: dict[str, deque[Any]] = {
@@ -130,8 +131,9 @@ class Engine:
         return released
 
     def depends_on(self, inputs: set[str]) -> set[str]:
-        """Outputs computed from any of ``inputs`` (or their buffers): they cannot be trusted
-        while one of those links is down."""
+        """Outputs computed from any of ``inputs`` (or their buffers), a rule's ``message_pv``
+        among them (as iocmng 2.7.9 counts it): they cannot be trusted while one of those links
+        is down."""
         if not inputs:
             return set()
         reads = inputs | {f"{name}_buf" for name in inputs}
@@ -139,4 +141,6 @@ class Engine:
         for rule, condition in self.rules:
             if condition.names & reads:
                 affected |= set(rule.outputs)
+                if rule.message_pv:
+                    affected.add(rule.message_pv)
         return affected

@@ -23,6 +23,8 @@ from iochost.sdk.base import PluginBase
 from iochost.sdk.status import JobStatus, TaskStatus
 from iochost.config import Parameters
 from iochost.contract import messages
+from iochost.declarative.functions import get_registry
+from iochost.config.calls import still_unregistered
 from iochost.worker.autosave import state_problem
 from iochost.worker.channel import Channel
 from iochost.worker.limits import exit_out_of_memory
@@ -140,13 +142,18 @@ class PluginHost:
             self._restore()
             initialized, outcome = self._guarded("initialize", self.plugin.initialize,
                                                  "; the worker runs cleanup() and exits")
+            if initialized and self.wiring is not None:  # iocmng lets initialize() register functions
+                outcome = still_unregistered(self.wiring.config, get_registry())
+                initialized = outcome is None
+                if outcome is not None:
+                    log.error("%s; the worker runs cleanup() and exits", outcome)
             if not initialized:
                 self._initialize_failed(outcome)
                 self._call("cleanup", self.plugin.cleanup)
                 return
             self._ready_status()
             if self.wiring is not None:
-                self.wiring.start()
+                self.wiring.start(enabled=getattr(self.plugin, "enabled", True))
             self.channel.send(messages.Initialized(ok=True))
             if isinstance(self.plugin, TaskBase):
                 self._task_loop(self.plugin)
@@ -261,8 +268,9 @@ class PluginHost:
                 if task.enabled and not self.halted:
                     self._cycle(task)
                 next_due += interval
-                if next_due < now:  # fell behind: skip missed cycles, keep the period
-                    next_due = now + interval
+                now = time.monotonic()  # after the cycle, or an overrun is never seen
+                if next_due < now:  # fell behind: skip the missed cycles; the wait until
+                    next_due = now + interval  # the next one serves the queued events
                 continue
             try:
                 event = self.events.get(timeout=(next_due - now) if periodic else None)
@@ -298,6 +306,8 @@ class PluginHost:
                     self._call("rules", wiring.evaluate)
         elif name == "ENABLE":
             task.enabled = bool(value)
+            if wiring is not None:
+                wiring.set_enabled(task.enabled)  # paused before PAUSED shows
             if not self.halted:
                 self._ready_status()
         elif name == "RUN":

@@ -10,6 +10,12 @@ stalls its cycle on one dead PV.
 What happens arrives as events on the plugin thread's queue (``post``):
 ``("link", name, value)``, ``("conn", name, connected)``. CA runs on cothread (the
 worker's main thread, already serving the IOC), PVA on p4p's own threads.
+
+``pause()`` (ENABLE=0) stops the monitors' values, as iocmng 2.7.9 closes its monitors: a
+paused link reports its connection only (CA: a DBE_PROPERTY subscription; PVA, which has no
+such thing, drops the values it is sent). ``resume()`` opens each monitor again, so its first
+update is the PV's value now, once, as iocmng's new monitor gives it. A read (a poll, RESET's,
+CLEAR's) is answered paused or not, as iocmng's reads are.
 """
 
 from __future__ import annotations
@@ -101,7 +107,8 @@ class _Writes:
 
 class Links:
     """The links of one plugin. ``ports`` maps each wired PV's short name to its definition;
-    ``monitored`` are the inputs whose every change comes to us (the others: connection only)."""
+    ``monitored`` are the ports (inputs, and outputs read back) whose every change comes to us
+    while not paused (the others: connection only)."""
 
     def __init__(self, ports: dict[str, PVDef], monitored: set[str], *, pva: bool, timeout: float,
                  post: Post) -> None:
@@ -113,7 +120,13 @@ class Links:
         self._reading: set[str] = set()
         self._read_lock = threading.Lock()
         self._writes = _Writes(self._start_put)
-        self._subscriptions: list[Any] = []
+        self.paused = False  # ENABLE=0: the monitors report connection only
+        self._pva_monitors: dict[str, Any] = {}  # PVA: each link's subscription, by short name
+        # PVA: each link's current subscription's token. p4p's close() does not stop a callback
+        # already running on its threads: a replaced subscription's late update is dropped here
+        self._pva_current: dict[str, object] = {}
+        self._pva_reopened: set[object] = set()  # tokens of monitors opened again, before their first update
+        self._pva_lock = threading.Lock()
         self._ca_monitors: dict[str, Any] = {}  # CA: each link's subscription, by short name
         self._ca_strings: set[str] = set()  # CA links to a DBF_STRING channel: read as bytes
         self._ca_chars: dict[str, int] = {}  # CA links to a char array (a long string): its length
@@ -133,10 +146,8 @@ class Links:
 
             self._context = Context("pva", nt=_pva_unwrappers())  # NT types unwrapped: ntfloat, ntstr, numpy arrays
             self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="iochost-pva-link")
-            for name, pv in self.ports.items():
-                self._subscriptions.append(self._context.monitor(
-                    pv.link, lambda value, _n=name: self._pva_update(_n, value),
-                    notify_disconnect=True))
+            for name in self.ports:
+                self._pva_monitor(name)
         else:
             import cothread
 
@@ -144,9 +155,42 @@ class Links:
         log.info("%d link(s) over %s: %s", len(self.ports), self.protocol.upper(),
                  ", ".join(f"{n} -> {pv.link} ({pv.link_mode})" for n, pv in self.ports.items()))
 
+    def pause(self) -> None:
+        """ENABLE=0: the monitors stop bringing values (their connection is still followed)."""
+        self._resubscribe(paused=True)
+
+    def resume(self) -> None:
+        """ENABLE=1: each monitor opened again; its first update is the PV's value now."""
+        self._resubscribe(paused=False)
+
+    def _resubscribe(self, paused: bool) -> None:
+        if paused == self.paused:
+            return
+        self.paused = paused
+        names = [name for name in self.ports if name in self.monitored]
+        if not names or not (self._pva_monitors or self._ca_monitors):
+            return  # not started (or no monitor): start() subscribes as ``paused`` says
+        if self.pva:
+            for name in names:
+                old = self._pva_monitors.pop(name)
+                self._pva_monitor(name)  # from here on, ``old``'s updates are not passed on
+                old.close()
+        else:
+            import cothread
+
+            def again() -> None:
+                for name in names:
+                    self._ca_monitors.pop(name).close()
+                    self._ca_monitor(name, as_bytes=name in self._ca_strings)
+
+            cothread.CallbackResult(again)
+
     def close(self) -> None:
         if self.pva:
-            for subscription in self._subscriptions:
+            with self._pva_lock:
+                self._pva_current = {}
+                self._pva_reopened = set()
+            for subscription in self._pva_monitors.values():
                 subscription.close()
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
@@ -156,7 +200,7 @@ class Links:
             import cothread
 
             cothread.CallbackResult(lambda: [s.close() for s in self._ca_monitors.values()])
-        self._subscriptions = []
+        self._pva_monitors = {}
         self._ca_monitors = {}
 
     # -- requests from the plugin thread ------------------------------------------------
@@ -206,7 +250,7 @@ class Links:
         U+FFFD for a byte that is not, and the bytes are what the link carries (``record_text``)."""
         from cothread.catools import FORMAT_CTRL, camonitor
 
-        values = name in self.monitored
+        values = name in self.monitored and not self.paused
         events = DBE_VALUE | DBE_ALARM if values else DBE_PROPERTY  # the others: connection only
         self._ca_monitors[name] = camonitor(
             self.ports[name].link, lambda value: self._ca_update(name, values, as_bytes, value),
@@ -253,13 +297,37 @@ class Links:
             self._writes.done(name)
 
     # -- PV Access (p4p, on its threads and a small pool) --------------------------------
-    def _pva_update(self, name: str, value: Any) -> None:
-        if isinstance(value, Exception):
-            self.post(("conn", name, False))
-            return
-        self.post(("conn", name, True))
-        if name in self.monitored:
-            self.post(("link", name, plain(value)))
+    def _pva_monitor(self, name: str) -> None:
+        """Subscribe to ``name``'s link; its values are passed on if it is monitored and not
+        paused (PVA has no subscription to the connection alone: the others are dropped)."""
+        values = name in self.monitored and not self.paused
+        token = object()
+        with self._pva_lock:
+            if name in self._pva_current:
+                self._pva_reopened.discard(self._pva_current[name])
+                self._pva_reopened.add(token)
+            self._pva_current[name] = token
+        self._pva_monitors[name] = self._context.monitor(
+            self.ports[name].link, lambda value: self._pva_update(name, token, values, value), notify_disconnect=True)
+
+    def _pva_update(self, name: str, token: object, values: bool, value: Any) -> None:
+        """One update of the subscription ``token`` (posted under the lock: once ``_pva_monitor``
+        has replaced it, nothing of it reaches the queue). p4p opens every monitor with a
+        Disconnected: of a monitor opened again (ENABLE), it is no news, the link being as it was."""
+        update = value if isinstance(value, Exception) or not values else plain(value)
+        with self._pva_lock:
+            if self._pva_current.get(name) is not token:
+                return
+            if token in self._pva_reopened:
+                self._pva_reopened.discard(token)
+                if isinstance(value, Exception):
+                    return
+            if isinstance(value, Exception):
+                self.post(("conn", name, False))
+                return
+            self.post(("conn", name, True))
+            if values:
+                self.post(("link", name, update))
 
     def _pva_get(self, name: str) -> None:
         try:

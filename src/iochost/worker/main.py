@@ -18,6 +18,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import Callable
 
 from iochost.memlock import forbid_memory_locking
 from iochost.proctree import kill_descendants, set_child_subreaper
@@ -62,7 +63,7 @@ def _join_cgroup(path: str | None) -> None:
 
 def _setup_logging(channel: Channel, spec: WorkerSpec) -> None:
     root = logging.getLogger()
-    root.setLevel(logging.INFO)
+    root.setLevel(spec.log_level)
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [{spec.name}] %(name)s: %(message)s"))
     root.addHandler(stderr)
@@ -91,8 +92,13 @@ def _ca_port_free(wait: float = 5.0) -> bool:
         time.sleep(0.1)
 
 
-def run_worker(spec: WorkerSpec) -> int:
-    """Run one plugin as a soft IOC until told to stop; returns the exit code."""
+def run_worker(spec: WorkerSpec, plugin_class: type | None = None,
+               on_ready: Callable[[list[str]], None] | None = None) -> int:
+    """Run one plugin as a soft IOC until told to stop; returns the exit code.
+
+    ``plugin_class``: the class, already imported by the caller (``run_ioc``: a class may live
+    in a script's ``__main__``, which importing by file would run a second time);
+    ``on_ready``: called with the full PV names once iocInit is done (``--pvout``)."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy (via softioc) loads
     if not spec.realtime:
         forbid_memory_locking()  # before softioc loads (a fork server's warm member has done it)
@@ -105,7 +111,7 @@ def run_worker(spec: WorkerSpec) -> int:
     if channel.supervised:
         _die_with_parent()
     try:
-        plugin, config = _load_plugin(spec)
+        plugin, config = _load_plugin(spec, plugin_class)
     except Exception as exc:  # noqa: BLE001 - any failure to load is reported, not raised
         message = f"cannot load plugin: {type(exc).__name__}: {exc}"
         log.error("%s\n%s", message, traceback.format_exc())
@@ -116,7 +122,6 @@ def run_worker(spec: WorkerSpec) -> int:
     from softioc import builder, softioc
 
     from iochost.config import plugin_mode
-    from iochost.config.pvnames import plugin_pv_prefix
     from iochost.sdk import TaskBase
     from iochost.worker.host import PluginHost
     from iochost.worker.records import build_records
@@ -135,9 +140,8 @@ def run_worker(spec: WorkerSpec) -> int:
         if host is not None:
             host.on_pv_write(name, value)
 
-    table = build_records(
-        plugin_pv_prefix(spec.prefix, spec.name), kind, mode, pvs, spec.version, on_write
-    )
+    table = build_records(worker_pv_prefix(spec, config.prefix), kind, mode, pvs, spec.version, on_write)
+    plugin.pv_prefix = table.pv_prefix  # what the plugin reads is what its records are named
     if saver is not None:
         table.on_input_set = saver.mark
     if channel.supervised and not _ca_port_free():
@@ -180,6 +184,8 @@ def run_worker(spec: WorkerSpec) -> int:
         signal.signal(signum, lambda *_: threading.Thread(target=host.request_stop, name="iochost-signal",
                                                           daemon=True).start())
     channel.send(messages.Ready(pid=os.getpid(), pvs=table.full_names()))
+    if on_ready is not None:
+        on_ready(table.full_names())
     log.info("serving %d PVs under %s", len(table.records), table.pv_prefix)
 
     orphaned = []
@@ -237,24 +243,46 @@ def _autosave(spec: WorkerSpec, plugin: object, pvs: PVGroup) -> tuple[PVGroup, 
     return pvs, saver
 
 
-def _load_plugin(spec: WorkerSpec) -> tuple[object, object]:
+def worker_pv_prefix(spec: WorkerSpec, segment: str | None) -> str:
+    """What the plugin's records are named with: the spec's whole prefix (``iochost run
+    --module --prefix``), else ``PREFIX:SEGMENT`` (``segment``: config.yaml's ``prefix:``)."""
+    from iochost.config.pvnames import plugin_pv_prefix
+
+    return spec.pv_prefix or plugin_pv_prefix(spec.prefix, spec.name, segment)
+
+
+def _load_plugin(spec: WorkerSpec, plugin_class: type | None = None) -> tuple[object, object]:
     from iochost.loader import load_plugin_class
     from iochost.sdk import JobBase, TaskBase
     from iochost.config import load_config
-    from iochost.worker.devices import Devices
+    from iochost.declarative.functions import get_registry
+    from iochost.sdk import pv_client
+    from iochost.config.calls import registration_warnings
+    from iochost.sdk.base import hosted_pv_prefix
+    from iochost.sdk.devices import Devices
+
+    import cothread  # noqa: F401 - on this thread, which serves it: pv_client's CA calls are handed to it
 
     plugin_dir = Path(spec.plugin_dir)
-    cls = load_plugin_class(plugin_dir, spec.module_file, spec.class_name)  # first: it may register functions
-    config = load_config(plugin_dir, check_functions=True).with_parameters(spec.parameters)
+    # first: importing it may register functions
+    cls = plugin_class or load_plugin_class(plugin_dir, spec.module_file, spec.class_name)
+    config_file = Path(spec.config_file) if spec.config_file else None
+    task = isinstance(cls, type) and issubclass(cls, TaskBase)  # its functions are checked after initialize() too
+    config = load_config(plugin_dir, check_functions=not task, file=config_file).with_parameters(spec.parameters)
+    warnings = config.warnings + (registration_warnings(config, get_registry()) if task else [])
+    for warning in warnings:  # accepted as iocmng accepts it; the same lines `iochost validate` prints
+        log.warning("%s", warning)
+    pv_client.init(pva=config.parameters.pva)  # the plugin's `pva` parameter chooses pv_client's provider
     if not (isinstance(cls, type) and issubclass(cls, (TaskBase, JobBase))):
         raise TypeError(f"{spec.class_name} does not derive from TaskBase or JobBase")
-    plugin = cls(
-        name=spec.name,
-        parameters=config.parameters.model_dump(),
-        pv_definitions=config.pvs.model_dump(),
-        beamline_config=spec.beamline_config,
-        prefix=spec.prefix,
-    )
+    with hosted_pv_prefix(worker_pv_prefix(spec, config.prefix)):  # right in the plugin's own __init__ too
+        plugin = cls(
+            name=spec.name,
+            parameters=config.parameters.model_dump(),
+            pv_definitions=config.pvs.model_dump(),
+            beamline_config=spec.beamline_config,
+            prefix=spec.prefix,
+        )
     plugin._attach_devices(Devices(spec.beamline_config))  # an index only: devices come on first use
     return plugin, config
 

@@ -7,28 +7,32 @@ from fastapi.responses import JSONResponse
 
 from iochost.api.auth import require_admin, require_read
 from iochost.api.deps import get_supervisor
-from iochost.api.models import RunAccepted, RunRequest
+from iochost.api.models import RunAccepted, RunOutcome, RunRequest
 from iochost.supervisor import Supervisor
 from iochost.supervisor.models import RunList, RunRecord
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-@router.post("/{name}/run", response_model=RunRecord, dependencies=[Depends(require_admin)],
+async def run_outcome(sup: Supervisor, name: str, body: RunRequest | None) -> RunOutcome:
+    """Run the job and wait for its result, with iocmng's ``ok`` (``POST /plugins/{name}/run`` too)."""
+    return RunOutcome.of(await sup.run_job(name, body.parameters if body is not None else {}, wait=True))
+
+
+@router.post("/{name}/run", response_model=RunOutcome, dependencies=[Depends(require_admin)],
              responses={202: {"model": RunAccepted, "description": "run started (wait=false)"}})
 async def run_job(
     name: str,
     body: RunRequest | None = Body(default=None),
     wait: bool = Query(default=True, description="wait for the result (default) or answer 202 at once"),
     sup: Supervisor = Depends(get_supervisor),
-) -> RunRecord | JSONResponse:
+) -> RunOutcome | JSONResponse:
     """Run the job once. A second run while one is active gets 409 EXECUTION_LOCKED."""
-    parameters = body.parameters if body is not None else {}
-    run = await sup.run_job(name, parameters, wait=wait)
-    if not wait:
-        accepted = RunAccepted(run_id=run.run_id, state=run.state)
-        return JSONResponse(accepted.model_dump(), status_code=status.HTTP_202_ACCEPTED)
-    return run
+    if wait:
+        return await run_outcome(sup, name, body)
+    run = await sup.run_job(name, body.parameters if body is not None else {}, wait=False)
+    accepted = RunAccepted(run_id=run.run_id, state=run.state)
+    return JSONResponse(accepted.model_dump(), status_code=status.HTTP_202_ACCEPTED)
 
 
 @router.get("/{name}/runs", response_model=RunList, dependencies=[Depends(require_read)])

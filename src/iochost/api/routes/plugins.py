@@ -1,33 +1,38 @@
-"""``/plugins``: add, list, inspect, start, stop, restart, delete, logs."""
+"""``/plugins``: add, list, inspect, start, stop, restart, delete, logs; iocmng's ``run``."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 
 from iochost.api.auth import require_admin, require_read
 from iochost.api.deps import get_supervisor
 from iochost.api.listing import plugin_list_response
-from iochost.api.models import Deleted, LogTail
+from iochost.api.models import Deleted, LogTail, PluginOutcome, RunOutcome, RunRequest
+from iochost.api.routes.compat import added
+from iochost.api.routes.jobs import run_outcome
 from iochost.api.ratelimit import limit_expensive
 from iochost.supervisor import Supervisor
 from iochost.api.models import PluginRequest, UpgradeRequest
+from iochost.kinds import Kind
 from iochost.supervisor.models import PluginList, PluginRecord
 
 router = APIRouter(prefix="/plugins", tags=["plugins"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=PluginRecord,
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=PluginOutcome,
              dependencies=[Depends(require_admin), Depends(limit_expensive)])
-async def add_plugin(request: PluginRequest, sup: Supervisor = Depends(get_supervisor)) -> PluginRecord:
+async def add_plugin(request: PluginRequest, sup: Supervisor = Depends(get_supervisor)) -> PluginOutcome:
     """Fetch, validate and start a plugin; answers once its IOC is READY (or stored, if not started)."""
-    return await sup.add(request.to_add())
+    return await added(sup, request.to_add())
 
 
 @router.get("", response_model=PluginList, dependencies=[Depends(require_read)])
-async def list_plugins(request: Request) -> Response:
+async def list_plugins(request: Request,
+                       type: Kind | None = Query(default=None, description="only tasks or only jobs "
+                                                 "(iocmng's filter)")) -> Response:
     # Live records; the JSON of one that did not change since the last request is reused.
     # Most polls never get here: ``api.fastlane`` answers them with this same function.
-    return plugin_list_response(request.app.state)
+    return plugin_list_response(request.app.state, type)
 
 
 @router.get("/{name}", response_model=PluginRecord, dependencies=[Depends(require_read)])
@@ -40,7 +45,7 @@ async def get_plugin(name: str, request: Request) -> Response:
 async def delete_plugin(name: str, sup: Supervisor = Depends(get_supervisor)) -> Deleted:
     """Answers after the worker has exited: its PVs are off the network, its checkout gone."""
     await sup.remove(name)
-    return Deleted(name=name)
+    return Deleted.of(name)
 
 
 @router.post("/{name}/start", response_model=PluginRecord,
@@ -54,10 +59,19 @@ async def stop_plugin(name: str, sup: Supervisor = Depends(get_supervisor)) -> P
     return await sup.stop_plugin(name)
 
 
-@router.post("/{name}/restart", response_model=PluginRecord,
+@router.post("/{name}/restart", response_model=PluginOutcome,
              dependencies=[Depends(require_admin), Depends(limit_expensive)])
-async def restart_plugin(name: str, sup: Supervisor = Depends(get_supervisor)) -> PluginRecord:
-    return await sup.restart_plugin(name)
+async def restart_plugin(name: str, sup: Supervisor = Depends(get_supervisor)) -> PluginOutcome:
+    """A new worker for the same checkout (iocmng re-fetched the repository here: use ``upgrade``)."""
+    return PluginOutcome.of(await sup.restart_plugin(name), f"plugin {name!r} restarted")
+
+
+@router.post("/{name}/run", response_model=RunOutcome,
+             dependencies=[Depends(require_admin)])
+async def run_plugin(name: str, body: RunRequest | None = Body(default=None),
+                     sup: Supervisor = Depends(get_supervisor)) -> RunOutcome:
+    """iocmng's path for running a job once and answering its result (a task: 422 WRONG_KIND)."""
+    return await run_outcome(sup, name, body)
 
 
 @router.post("/{name}/upgrade", response_model=PluginRecord,

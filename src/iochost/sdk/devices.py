@@ -20,67 +20,13 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-log = logging.getLogger("iochost.worker.devices")
+from iochost.beamline import DeviceSpec, build_index
+
+log = logging.getLogger(__name__)
 
 RETRY_AFTER = 30.0  # seconds before a device whose creation failed is tried again
-
-
-@dataclass(frozen=True)
-class DeviceSpec:
-    """What DeviceFactory.create_device needs for one device of the beamline file."""
-
-    devgroup: str
-    devtype: str | None
-    prefix: str
-    name: str
-    config: dict[str, Any] = field(default_factory=dict)
-
-
-def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``override`` over ``base``, nested mappings merged (iocmng's ``deep_merge_dicts``)."""
-    result = dict(base)
-    for key, value in override.items():
-        if isinstance(result.get(key), Mapping) and isinstance(value, Mapping):
-            result[key] = _deep_merge(result[key], value)
-        else:
-            result[key] = value
-    return result
-
-
-def build_index(beamline: Mapping[str, Any]) -> dict[str, DeviceSpec]:
-    """Device key -> how to create it, from ``epicsConfiguration.iocs`` (no connections)."""
-    defaults = beamline.get("iocDefaults") or {}
-    iocs = (beamline.get("epicsConfiguration") or {}).get("iocs") or []
-    index: dict[str, DeviceSpec] = {}
-    for raw in iocs:
-        if not isinstance(raw, Mapping) or not raw.get("name"):
-            continue
-        ioc_name = str(raw["name"])
-        template = defaults.get(raw.get("template", "")) if isinstance(defaults, Mapping) else None
-        ioc = _deep_merge(template, raw) if isinstance(template, Mapping) else dict(raw)
-        if ioc.get("disable", False) or not ioc.get("devgroup"):
-            continue
-        devgroup, devtype = str(ioc["devgroup"]), ioc.get("devtype")
-        ioc_prefix = str(ioc.get("iocprefix", ""))
-        devices = ioc.get("devices") or []
-        if not devices:
-            index[ioc_name] = DeviceSpec(devgroup, devtype, ioc_prefix, ioc_name, ioc)
-            continue
-        for device in devices:
-            if not isinstance(device, Mapping) or not device.get("name"):
-                continue
-            device_name = str(device["name"])
-            if "iocroot" in ioc:
-                prefix = f"{ioc_prefix}:{ioc['iocroot']}:{device_name}"
-            else:
-                prefix = f"{ioc_prefix}:{device_name}"
-            config = {**ioc, "iocname": ioc_name, **device}
-            key = device_name if device_name not in index else f"{ioc_name}_{device_name}"
-            index[key] = DeviceSpec(devgroup, devtype, prefix, device_name, config)
-    return index
 
 
 def _use_softioc_libca() -> None:
@@ -139,6 +85,13 @@ class Devices:
                 self._created[name] = device
             return device
 
+    def create(self, spec: DeviceSpec) -> object | None:
+        """A device outside the index (the plugin's ``create_device``), created now and not
+        kept here (the plugin keeps it); None, logged, if it cannot be."""
+        with self._lock:
+            factory = self._load_factory()
+            return None if factory is None else self._create(factory, spec.name, spec)
+
     def _load_factory(self) -> Any:
         """infn_ophyd_hal's DeviceFactory, imported on first use; None (logged once) without it."""
         if self._factory is not None or self._unavailable is not None:
@@ -158,7 +111,8 @@ class Devices:
             except Exception as exc:  # noqa: BLE001 - a broken HAL must not stop the plugin
                 self._unavailable = f"infn_ophyd_hal's DeviceFactory failed: {type(exc).__name__}: {exc}"
         if self._unavailable is not None:
-            log.error("ophyd devices unavailable, get_device() returns None: %s", self._unavailable)
+            log.error("ophyd devices unavailable, get_device() and create_device() return None: %s",
+                      self._unavailable)
         return self._factory
 
     def _create(self, factory: Any, key: str, spec: DeviceSpec) -> object | None:
