@@ -4,7 +4,8 @@
 
 Not a benchmark: a behaviour comparison, kept beside the benchmarks because it shares their
 iocmng venv (see iocmngserver.ensure_venv). The README's two plugins (the Python monitor and
-the declarative interlock) are kept byte for byte in tests/fixtures/iocmng27-readme; a standalone
+the declarative interlock) are read from iocmng 2.7.9's sdist, downloaded from the package index
+(tests/iocmng_material.py, cached beside the iocmng venv); a standalone
 soft IOC serves the interlock's DEVICE:TEMP and DEVICE:PRESSURE. Each plugin runs twice, as
 ``iocmng-run`` (prefix A:IOC) and as ``iochost run`` (prefix B:IOC), each with its own CA
 server port on loopback. The script prints the PV names each one serves, then takes the same
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,11 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import iocmngserver  # noqa: E402
 from benchdaemon import ROOT, _die_with_parent, free_port  # noqa: E402
 
-# The README's plugins, byte for byte, and the PV names iocmng 2.7.9 serves for them
+# The README's plugins come from the downloaded sdist; the PV names iocmng 2.7.9 serves for them
 # (``iocmng-run --pvout``, prefix removed; rewritten by --record): tests/test_declarative.py
 # checks iochost against the same files.
-README_EXAMPLES = ROOT / "tests" / "fixtures" / "iocmng27-readme"
-PVS_FILE = "iocmng-2.7.9.pvs"
+sys.path.insert(0, str(ROOT / "tests"))
+import iocmng_material  # noqa: E402
+
+SDIST_CACHE = iocmngserver.VENV.with_name(iocmngserver.VENV.name + "-sdist")
 
 SETTLE = 3.0  # seconds after a step: three cycles of the README's 1 s interval
 
@@ -81,10 +83,56 @@ INTERLOCK_STEPS = [
     Step("device IOC back (at 0)", "START-DEVICE", None, INTERLOCK_READS),
 ]
 
+# Not a README example: a plugin written for this comparison, on the interlock's device, for
+# three behaviours iochost takes from iocmng 2.7.9 (tests/test_declarative_iocmng_sync.py):
+# ENABLE=0 pauses the link monitors, ENABLE=1 opens them again (the device's value then joins
+# the ring buffer once), RESET reads every input even paused; wired outputs show their device
+# PV (sp by monitor, spp by poll); the rule's message_pv (note) is INVALID while temp's link
+# is down.
+SYNC_PLUGIN = iocmng_material.PluginExample(
+    module_file="sync_check.py", class_name="SyncCheck", base="DeclarativeTask",
+    code="from iocmng import DeclarativeTask\n\n\nclass SyncCheck(DeclarativeTask):\n    pass\n",
+    config="""\
+parameters: {mode: continuous, interval: 0.5, pva: false, timeout: 1.0}
+arguments:
+  inputs:
+    temp: {type: float, value: 0.0, link: "DEVICE:TEMP", link_mode: monitor, buffer_size: 8}
+    pressure: {type: float, value: 0.0, link: "DEVICE:PRESSURE"}
+  outputs:
+    recent: {type: float, value: 0.0}
+    sp: {type: float, value: 0.0, link: "DEVICE:PRESSURE", link_mode: monitor}
+    spp: {type: float, value: 0.0, link: "DEVICE:PRESSURE"}
+    note: {type: string, value: ""}
+    hot: {type: bool, value: 0}
+transforms:
+  - {output: recent, expression: "sum_of(last(temp_buf, 2))"}
+rule_defaults: {hot: 0}
+rules:
+  - {id: HOT, condition: "temp > 50", message: "Hot", message_pv: note, outputs: {hot: 1}}
+""", section="(written for this comparison)", code_line=0, config_line=0)
+# recent: the sum of the buffer's last two (iocmng's buffer starts with one or two reads of 0,
+# as pyepics delivers the new monitor's first update or not: the sum is 0 either way)
+SYNC_READS = ("temp", "recent", "sp", "spp", "hot", "note.SEVR", "CONN_INP")
+SYNC_STEPS = [
+    Step("started, device at 0", None, None, SYNC_READS),
+    Step("DEVICE:PRESSURE 4 (read back by sp and spp)", "DEVICE:PRESSURE", 4.0, ("pressure", "sp", "spp")),
+    Step("operator writes ENABLE 0", "{p}:ENABLE", 0, ("ENABLE",)),
+    Step("  paused: DEVICE:TEMP 10", "DEVICE:TEMP", 10.0, ()),
+    Step("  paused: DEVICE:TEMP 30", "DEVICE:TEMP", 30.0, ("temp", "recent")),
+    Step("operator writes ENABLE 1", "{p}:ENABLE", 1, ("temp", "recent")),
+    Step("DEVICE:TEMP 60 (HOT writes note)", "DEVICE:TEMP", 60.0, ("temp", "recent", "hot", "note.SEVR")),
+    Step("operator writes ENABLE 0 again", "{p}:ENABLE", 0, ("ENABLE",)),
+    Step("  paused: DEVICE:PRESSURE 6", "DEVICE:PRESSURE", 6.0, ("pressure",)),
+    Step("  paused: operator writes RESET 1 (reads every input)", "{p}:RESET", 1, ("temp", "pressure")),
+    Step("operator writes ENABLE 1 again", "{p}:ENABLE", 1, ("pressure",)),
+    Step("device IOC stopped", "STOP-DEVICE", None, ("hot", "note.SEVR")),
+    Step("device IOC back (at 0)", "START-DEVICE", None, ("temp", "pressure", "sp", "spp", "hot", "note.SEVR")),
+]
 
-def copy_plugin(name: str, scratch: Path) -> Path:
-    """The README plugin, without the recorded PV list (a plugin directory holds no such file)."""
-    return Path(shutil.copytree(README_EXAMPLES / name, scratch / name, ignore=shutil.ignore_patterns(PVS_FILE)))
+
+def readme_example(name: str) -> iocmng_material.PluginExample:
+    """The README plugin whose module is ``name``, from the sdist (downloaded once into SDIST_CACHE)."""
+    return iocmng_material.example_named(iocmng_material.readme_examples(SDIST_CACHE), name)
 
 
 def loopback_env(server_port: int, search_ports: list[int]) -> dict[str, str]:
@@ -190,12 +238,13 @@ def device_ioc(processes: Processes, env: dict[str, str], scratch: Path) -> subp
                             "DEVICE", "TEMP", "PRESSURE"], env, scratch, scratch / "device.log")
 
 
-def compare(name: str, steps: list[Step], iocmng_bin: Path, scratch: Path, pva_flag: str) -> dict[str, Any]:
+def compare(example: iocmng_material.PluginExample, steps: list[Step], iocmng_bin: Path, scratch: Path,
+            pva_flag: str) -> dict[str, Any]:
     """One README plugin under both: PV names, then every step's reads as (iocmng, iochost)."""
     ports = {"device": free_port(), "iocmng": free_port(), "iochost": free_port()}
     search = list(ports.values())
-    plugin = copy_plugin(name, scratch)
-    module = next(plugin.glob("*.py")).stem
+    name = module = example.name
+    plugin = example.write(scratch / name)
     pvout = scratch / f"{name}-iocmng.pvs"
     result: dict[str, Any] = {"plugin": name, "steps": []}
     client = Client(search)
@@ -264,20 +313,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--record", action="store_true",
-                        help=f"rewrite {README_EXAMPLES.relative_to(ROOT)}/*/{PVS_FILE} from this iocmng run")
+                        help=f"rewrite {iocmng_material.RECORDED_PVS.relative_to(ROOT)}/*.pvs from this iocmng run")
     args = parser.parse_args()
     iocmng_bin = iocmngserver.ensure_venv().parent
     results = []
     with tempfile.TemporaryDirectory(prefix="iochost-compat-") as tmp:
         scratch = Path(tmp)
-        results.append(compare("monitor", MONITOR_STEPS, iocmng_bin, scratch, "true"))
-        results.append(compare("interlock", INTERLOCK_STEPS, iocmng_bin, scratch, "false"))
+        results.append(compare(readme_example("my_monitor"), MONITOR_STEPS, iocmng_bin, scratch, "true"))
+        results.append(compare(readme_example("my_interlock"), INTERLOCK_STEPS, iocmng_bin, scratch, "false"))
+        sync = compare(SYNC_PLUGIN, SYNC_STEPS, iocmng_bin, scratch, "false")  # no recorded PV list
     for result in results:
-        recorded = README_EXAMPLES / result["plugin"] / PVS_FILE
+        recorded = iocmng_material.RECORDED_PVS / f"{result['plugin']}.pvs"
         if args.record:
             recorded.write_text("\n".join(result["pvs"]["iocmng"]) + "\n")
         elif not recorded.exists() or recorded.read_text().split() != result["pvs"]["iocmng"]:
             print(f"warning: {recorded} differs from this run's iocmng PVs (--record rewrites it)", file=sys.stderr)
+    results.append(sync)
     for result in results:
         print("\n".join(table(result)))
     differing = sum(row["iocmng"] != row["iochost"] for r in results for s in r["steps"] for row in s["rows"])
