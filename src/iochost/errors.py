@@ -111,6 +111,13 @@ _SUMMARY: dict[ErrorCode, str] = {
 }
 
 
+def error_body(code: ErrorCode, message: str, **details: Any) -> dict[str, Any]:
+    """Every error answer's JSON, whichever layer answers (the app, or uvicorn's protocol
+    below it): ``ok`` false, as iocmng's scripts test ``resp.json()["ok"]`` whatever the
+    status, the stable ``code``, the ``message``, and the details of this error."""
+    return {"ok": False, "code": code.value, "message": message, **details}
+
+
 class IochostError(Exception):
     """An error with a stable code, raised anywhere and rendered by the API as its body."""
 
@@ -120,5 +127,3 @@ class IochostError(Exception):
         self.message = message
         self.details = details
 
-    def to_body(self) -> dict[str, Any]:
-        return {"code": self.code.value, "message": self.message, **self.details}

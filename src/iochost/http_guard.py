@@ -32,7 +32,7 @@ import time
 from http import HTTPStatus
 from typing import Any
 
-from iochost.errors import ErrorCode
+from iochost.errors import ErrorCode, error_body
 
 log = logging.getLogger("iochost.api")
 
@@ -42,7 +42,7 @@ CAP_LOG_INTERVAL = 60.0  # seconds between warnings about refused connections
 def json_error_bytes(code: ErrorCode, message: str) -> bytes:
     """A complete ``Connection: close`` HTTP/1.1 response in the API's error shape, for the
     places below the ASGI app (uvicorn's protocol) that answer on their own."""
-    body = json.dumps({"ok": False, "code": code.value, "message": message}).encode()  # as api.errors answers
+    body = json.dumps(error_body(code, message)).encode()
     reason = HTTPStatus(code.http_status).phrase
     head = (f"HTTP/1.1 {code.http_status} {reason}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
@@ -188,8 +188,8 @@ class AnswerCutRequests:
         except asyncio.CancelledError:
             if started:
                 raise
-            body = json.dumps({"ok": False, "code": ErrorCode.SHUTTING_DOWN.value,
-                               "message": "the daemon is stopping; this request was not completed"}).encode()
+            body = json.dumps(error_body(ErrorCode.SHUTTING_DOWN,
+                                         "the daemon is stopping; this request was not completed")).encode()
             await send({"type": "http.response.start", "status": ErrorCode.SHUTTING_DOWN.http_status,
                         "headers": [(b"content-type", b"application/json"),
                                     (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})

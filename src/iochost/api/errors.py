@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from iochost.errors import ErrorCode, IochostError
+from iochost.errors import ErrorCode, IochostError, error_body
 
 log = logging.getLogger("iochost.api")
 
@@ -32,9 +32,7 @@ def error_response(code: ErrorCode, message: str, **details: Any) -> JSONRespons
     headers = {"WWW-Authenticate": "Bearer"} if code is ErrorCode.UNAUTHORIZED else {}
     if "retry_after" in details:
         headers["Retry-After"] = str(details["retry_after"])
-    # ``ok`` false: iocmng's scripts test ``resp.json()["ok"]`` whatever the status
-    return JSONResponse({"ok": False, "code": code.value, "message": message, **details},
-                        status_code=code.http_status, headers=headers)
+    return JSONResponse(error_body(code, message, **details), status_code=code.http_status, headers=headers)
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
