@@ -172,7 +172,12 @@ def configs(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     # iocmng MANUAL section 11 lists a group's PVs, each with its name:
     listed = {group: [{"name": name, **pv} for name, pv in pvs.items()] if pvs and draw(st.booleans()) else pvs
               for group, pvs in groups.items()}
-    return kind, {"parameters": parameters, "pvs": listed}
+    config: dict[str, Any] = {"parameters": parameters, "pvs": listed}
+    if draw(st.booleans()):  # iocmng's prefix: segment (MANUAL section 21), instead of the name upper-cased;
+        # "SEG" first: never the daemon's own IOCHOST nor another plugin's; short enough for every PV name
+        part = st.from_regex(r"[A-Za-z0-9_-]{1,8}", fullmatch=True)
+        config["prefix"] = "SEG" + ":".join(draw(st.lists(part, min_size=1, max_size=3)))
+    return kind, config
 
 
 # -- what a CA client must read back -------------------------------------------------------------
@@ -278,6 +283,8 @@ def generated_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _write_plugin(root: Path, kind: str, config: dict[str, Any]) -> Path:
     plugin = root / f"p{next(_counter)}"
     plugin.mkdir()
+    if "prefix" in config:  # PV names no earlier example served: CA clients cache channels by name
+        config = {**config, "prefix": f"{config['prefix']}_{plugin.name}"}
     (plugin / "generated.py").write_text(PLUGIN_CODE[kind])
     (plugin / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=False, sort_keys=False))
     return plugin
@@ -296,7 +303,7 @@ def _starts(api: httpx.Client, ca: Any, plugin: Path, kind: str) -> None:
                                             f"{(plugin / 'config.yaml').read_text()}"
         record = response.json()
         assert record["state"] == "running" and record["kind"] == kind, record
-        prefix = f"IOCHT:{name.upper()}"
+        prefix = f"IOCHT:{config.prefix or name.upper()}"
         problems = []
         for group, pvs in (("inputs", config.pvs.inputs), ("outputs", config.pvs.outputs)):
             for short, pv in pvs.items():
