@@ -147,7 +147,7 @@ def start_daemon(root: Path, ports: DaemonPorts, *extra: str) -> subprocess.Pope
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
            "EPICS_CA_AUTO_ADDR_LIST": "NO", "EPICS_PVA_AUTO_ADDR_LIST": "NO",
            "EPICS_CA_ADDR_LIST": "127.0.0.1", "EPICS_PVA_ADDR_LIST": "127.0.0.1"}
-    log = open(root / "daemon.log", "ab")  # noqa: SIM115 - the child holds it; closed below
+    log = open(root / "daemon.log", "ab")  # the child holds it; closed below
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "iochost", "serve", "--port", str(ports.api), "--data-dir", str(root / "data"),

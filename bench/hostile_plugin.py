@@ -21,7 +21,7 @@ import httpx
 from benchdaemon import ROOT, BenchDaemon, bench_daemon, cpu_seconds, git_repo, rss_mb
 
 sys.path.insert(0, str(ROOT / "tests"))
-from sample_plugins import (  # noqa: E402 - the test suite's own hostile samples
+from sample_plugins import (  # the test suite's own hostile samples
     BILLION_LAUGHS,
     DEEP_FLOW,
     FLOOD,

@@ -33,14 +33,14 @@ from typing import Any, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import iocmngserver  # noqa: E402
-from benchdaemon import ROOT, _die_with_parent, free_port  # noqa: E402
+import iocmngserver
+from benchdaemon import ROOT, _die_with_parent, free_port
 
 # The README's plugins come from the downloaded sdist; the PV names iocmng 2.7.9 serves for them
-# (``iocmng-run --pvout``, prefix removed; rewritten by --record): tests/test_declarative.py
+# (``iocmng-run --pvout``, prefix removed; rewritten by --record): tests/test_declarative_readme.py
 # checks iochost against the same files.
 sys.path.insert(0, str(ROOT / "tests"))
-import iocmng_material  # noqa: E402
+import iocmng_material
 
 SDIST_CACHE = iocmngserver.VENV.with_name(iocmngserver.VENV.name + "-sdist")
 

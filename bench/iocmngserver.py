@@ -79,7 +79,7 @@ def loopback_env(ports: IocmngPorts, plugins_dir: Path, prefix: str) -> dict[str
 
 def start_server(server: Path, root: Path, ports: IocmngPorts, prefix: str) -> subprocess.Popen[bytes]:
     """``iocmng-server`` with plugins under root/plugins; returns at once. Main thread only (PDEATHSIG)."""
-    log = open(root / "iocmng.log", "ab")  # noqa: SIM115 - the child holds it
+    log = open(root / "iocmng.log", "ab")  # the child holds it
     try:
         return subprocess.Popen([str(server)], env=loopback_env(ports, root / "plugins", prefix), cwd=root,
                                 start_new_session=True, stdout=log, stderr=subprocess.STDOUT,

@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import caproto
@@ -96,7 +97,7 @@ class SearchProbe:
     def gap(self, start: float, end: float) -> float:
         """Longest unanswered stretch between ``start`` and ``end``."""
         times = [start] + [t for t in self.answered if start <= t <= end] + [end]
-        return max(b - a for a, b in zip(times, times[1:]))
+        return max(b - a for a, b in pairwise(times))
 
 
 def commit(repo: Path, version: str, requirements: bool) -> str:

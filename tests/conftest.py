@@ -7,11 +7,13 @@ on ports chosen free for this session.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -22,8 +24,37 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "plugins-example"
 
 
+# Ports are claimed, not just found free: every test process (each pytest-xdist worker, and
+# any other pytest session of this user on the machine) takes a POSIX record lock on the bytes
+# [port, port + count) of one shared file, held until the process exits. A port found free
+# and released by one process cannot be handed to a test of another before its server binds it.
+_CLAIMS = open(Path(tempfile.gettempdir()) / f"iochost-test-ports-{os.getuid()}.lock", "a+b")  # held for the session
+_claimed: set[int] = set()  # this process's claims: the lock does not stop a process from itself
+
+
+def claim_ports(first: int, count: int = 1) -> bool:
+    """Claim ``first .. first + count - 1`` for this test process; False if any of them is
+    claimed already (by this process or another)."""
+    wanted = set(range(first, first + count))
+    if wanted & _claimed:
+        return False
+    try:
+        fcntl.lockf(_CLAIMS, fcntl.LOCK_EX | fcntl.LOCK_NB, count, first, os.SEEK_SET)
+    except OSError:
+        return False
+    _claimed.update(wanted)
+    return True
+
+
+def release_ports(first: int, count: int = 1) -> None:
+    """Give back a claim of ``claim_ports`` once nothing uses those ports any more."""
+    fcntl.lockf(_CLAIMS, fcntl.LOCK_UN, count, first, os.SEEK_SET)
+    _claimed.difference_update(range(first, first + count))
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port free for both TCP and UDP right now (EPICS servers bind both)."""
+    """A port free for both TCP and UDP right now (EPICS servers bind both), claimed for this
+    test process (``claim_ports``) until it ends."""
     while True:
         with socket.socket(socket.AF_INET, kind) as s:
             s.bind(("127.0.0.1", 0))
@@ -32,9 +63,22 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         try:
             with socket.socket(socket.AF_INET, other) as s:
                 s.bind(("127.0.0.1", port))
-            return port
         except OSError:
             continue
+        if claim_ports(port):
+            return port
+
+
+def free_port_block(size: int) -> tuple[int, int]:
+    """``size`` consecutive free ports below the ephemeral range (a daemon's worker ranges),
+    claimed for this test process; ``release_ports(low, size)`` gives them back."""
+    from iochost.discovery.ports import free_port_block as find_block
+
+    for _ in range(100):
+        low, high = find_block(size)
+        if claim_ports(low, size):
+            return low, high
+    raise AssertionError(f"no block of {size} ports that no other test process has claimed")
 
 
 def free_ports(count: int) -> tuple[int, ...]:

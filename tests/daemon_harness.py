@@ -18,9 +18,17 @@ from typing import Any, Iterator
 
 import httpx
 
-from conftest import DAEMON_CA_PORTS, PVA_BROADCAST_PORT, daemon_environ, free_port, wait_for
+from conftest import (
+    DAEMON_CA_PORTS,
+    PVA_BROADCAST_PORT,
+    claim_ports,
+    daemon_environ,
+    free_port,
+    free_port_block,
+    release_ports,
+    wait_for,
+)
 from iochost.discovery.holders import port_taken
-from iochost.discovery.ports import free_port_block
 
 
 def live_processes() -> dict[int, tuple[int, bytes]]:
@@ -53,19 +61,31 @@ def worker_pids(data_dir: Path, name: str | None = None) -> list[int]:
 ASYNC_OUTPUTS = ("logs", "displays", "autosave")
 
 
+# The daemon's own status IOC (plugin "iochost"): its spec file and worker come and go on their
+# own schedule too (started after the restore, retried on a full disk).
+STATUS_IOC_SPEC = Path("run") / "iochost.json"
+
+
 def snapshot(daemon: "Daemon") -> tuple[list[str], str | None, list[int]]:
-    """Every path in the data dir (but the log and display files), the registry's text and
-    the worker processes: equal before and after a request that must leave nothing."""
+    """Every path in the data dir (but the log and display files and the status IOC's spec),
+    the registry's text and the plugins' worker processes: equal before and after a request
+    that must leave nothing."""
     data = daemon.data_dir
     files = sorted(str(p.relative_to(data)) for p in data.rglob("*")
-                   if p.relative_to(data).parts[0] not in ASYNC_OUTPUTS)
+                   if p.relative_to(data).parts[0] not in ASYNC_OUTPUTS and p.relative_to(data) != STATUS_IOC_SPEC)
     registry = data / "registry.json"
-    return files, registry.read_text() if registry.exists() else None, sorted(worker_pids(data))
+    marker, status_ioc = str(data / "run").encode(), str(data / STATUS_IOC_SPEC).encode()
+    workers = sorted(pid for pid, (_, cmdline) in live_processes().items()
+                     if b"iochost.worker" in cmdline and marker in cmdline and status_ioc not in cmdline)
+    return files, registry.read_text() if registry.exists() else None, workers
 
 
 def bearer(token: str) -> dict[str, str]:
     """The Authorization header of an API request made with ``token``."""
     return {"Authorization": f"Bearer {token}"}
+
+
+WORKER_PORTS = 120  # a daemon's --worker-ports and --worker-pva-ports, one block
 
 
 class Daemon:
@@ -80,7 +100,8 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-daemon.log"
         self.ca_port: int | None = None  # chosen at each start()
-        low, high = free_port_block(120)
+        low, high = self.worker_ports = free_port_block(WORKER_PORTS)
+        self._ports_claimed = True  # until cleanup(); start() claims them again after it
         middle = (low + high) // 2
         self.base_args = [
             "--port", str(self.port), "--data-dir", str(data_dir), "--prefix", "IOCHT",
@@ -109,6 +130,9 @@ class Daemon:
                              "once needs a --ca-port of its own (or conftest one more port)")
 
     def start(self, timeout: float = 60.0) -> "Daemon":
+        if not self._ports_claimed:
+            assert claim_ports(self.worker_ports[0], WORKER_PORTS), f"worker ports {self.worker_ports} taken meanwhile"
+            self._ports_claimed = True
         self.ca_port = self.choose_ca_port()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -180,6 +204,9 @@ class Daemon:
                 except ProcessLookupError:
                     pass
         wait_until(lambda: not worker_pids(self.data_dir), timeout=10, what="killed workers to go")
+        if self._ports_claimed:  # nothing serves on them any more: other test processes may take them
+            release_ports(self.worker_ports[0], WORKER_PORTS)
+            self._ports_claimed = False
 
 
 def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1, what: str = "") -> Any:
@@ -209,14 +236,18 @@ class EventStream:
         self.events: list[dict[str, Any]] = []
         self.named: list[tuple[str, dict[str, Any]]] = []
         self._ready = threading.Event()
+        self._arrived = threading.Condition()  # notified at each event
         self._stop = threading.Event()
         self._response: httpx.Response | None = None
+        self.content_type: str | None = None  # of the answer, once it came
         self._thread = threading.Thread(target=self._listen, name="sse-listener", daemon=True)
 
     def __enter__(self) -> "EventStream":
+        """Returns once the opening comment arrived. The server subscribes in the event-loop
+        turn right after writing it (no real await in between), before it reads anything
+        this client sends next: a request made from here on has its events on the stream."""
         self._thread.start()
         assert self._ready.wait(10), "GET /events sent nothing within 10 s"
-        time.sleep(0.3)  # the stream subscribes right after its opening comment
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -236,18 +267,21 @@ class EventStream:
         try:
             with httpx.stream("GET", self.url, headers=self.headers, timeout=httpx.Timeout(10, read=60)) as response:
                 self._response = response
+                self.content_type = response.headers.get("content-type")
                 name = "message"  # SSE's name of an event that gives none
                 for line in response.iter_lines():
                     self._ready.set()
                     if line.startswith("event: "):
                         name = line[7:]
                     if line.startswith("data: "):
-                        self.events.append(json.loads(line[6:]))
-                        self.named.append((name, self.events[-1]))
+                        with self._arrived:
+                            self.events.append(json.loads(line[6:]))
+                            self.named.append((name, self.events[-1]))
+                            self._arrived.notify_all()
                         name = "message"
                     if self._stop.is_set():
                         return
-        except Exception:  # noqa: BLE001 - closing the stream from __exit__ ends it this way
+        except Exception:  # closing the stream from __exit__ ends it this way
             if not self._stop.is_set():
                 raise
 
@@ -256,7 +290,6 @@ class EventStream:
 
     def states(self, name: str, until: str = "deleted", timeout: float = 5.0) -> list[str]:
         """The states published for ``name``, once ``until`` is among them or ``timeout`` passed."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and until not in [t["to_state"] for t in self.transitions(name)]:
-            time.sleep(0.05)
+        with self._arrived:
+            self._arrived.wait_for(lambda: until in [t["to_state"] for t in self.transitions(name)], timeout)
         return [t["to_state"] for t in self.transitions(name)]

@@ -142,7 +142,8 @@ def code_blocks(markdown: str) -> list[CodeBlock]:
         i += 1
         while i < len(lines) and not (lines[i].strip().startswith(closer[0] * len(closer))
                                       and not lines[i].strip().strip(closer[0])):
-            body.append(lines[i][len(fence.group("indent")):] if lines[i].startswith(fence.group("indent")) else lines[i])
+            indent = fence.group("indent")
+            body.append(lines[i][len(indent):] if lines[i].startswith(indent) else lines[i])
             i += 1
         if i == len(lines):
             raise ValueError(f"line {start + 1}: code block never closed")

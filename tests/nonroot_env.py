@@ -40,10 +40,8 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ioch
 # root, writes just those (~1 s more than the imports themselves). iochost's own files are
 # compiled by its install.
 WARM_IMPORTS = """
-import importlib, iochost.server, iochost.cli, iochost.launch.member
-from iochost.launch.template import PRELOAD
-for name in (*PRELOAD, "softioc", "softioc.builder", "softioc.softioc", "cothread"):
-    importlib.import_module(name)
+import iochost.server, iochost.cli, iochost.launch.member, iochost.launch.preload, iochost.launch.targets
+import softioc, softioc.builder, softioc.softioc, cothread
 """
 
 

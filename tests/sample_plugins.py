@@ -37,7 +37,10 @@ TICKER_CONFIG = """
         VALUE: {type: int, value: 0}
 """
 
+# A run of SLOW_JOB given a parameter `executing` (a path) touches that file first: the test's
+# sign that execute() runs.
 SLOW_JOB = """
+    import pathlib
     import time
     from iochost import JobBase, JobResult
 
@@ -46,6 +49,8 @@ SLOW_JOB = """
             pass
 
         def execute(self):
+            if "executing" in self.parameters:
+                pathlib.Path(self.parameters["executing"]).touch()
             steps = int(self.parameters["steps"])
             for _ in range(steps):
                 time.sleep(0.1)
@@ -55,13 +60,46 @@ SLOW_JOB = """
 
 SLOW_JOB_CONFIG = "parameters: {steps: 3}\npvs: {outputs: {DONE: {type: int}}}\n"
 
+# TICKER whose import holds until the test opens the gate: the validation probe (and so the
+# add) is caught in the middle for as long as the test needs, with no guess at how long.
+GATED_TICKER = """\
+    import pathlib
+    import time
+
+    from iochost import TaskBase
+
+    GATE = pathlib.Path({gate!r})
+    (GATE / "importing").touch()
+    while not (GATE / "go").exists():
+        time.sleep(0.05)
+
+
+    class Ticker(TaskBase):
+        def initialize(self):
+            pass
+
+        def execute(self):
+            pass
+
+        def cleanup(self):
+            pass
+"""
+
+
+def gated_ticker(gate: Path) -> str:
+    """GATED_TICKER held by the folder ``gate`` (made here): its import touches
+    ``gate/importing``, then waits until ``gate/go`` exists."""
+    gate.mkdir(parents=True, exist_ok=True)
+    return GATED_TICKER.format(gate=str(gate))
+
 # -- hostile plugins ------------------------------------------------------------------------------
 # Nine anchors of nine references each: 9^9 = 387 million nodes once expanded, 600 bytes.
 BILLION_LAUGHS = "lol0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"lol{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)
 ) + "parameters: {interval: 0.5, payload: *a9}\n"
 DEEP_FLOW = "parameters: {payload: " + "[" * 50_000 + "]" * 50_000 + "}\n"
-DEEP_BLOCK = "parameters:\n" + "".join("  " * (depth + 1) + f"k{depth}:\n" for depth in range(200)) + "    " * 201 + "x\n"
+DEEP_BLOCK = ("parameters:\n" + "".join("  " * (depth + 1) + f"k{depth}:\n" for depth in range(200))
+              + "    " * 201 + "x\n")
 OVERSIZE_CONFIG = "parameters:\n  interval: 0.5\n" + "".join(f"  pad{i}: {'x' * 60}\n" for i in range(5000))
 
 FLOOD = """

@@ -11,12 +11,12 @@ import pytest
 from client_harness import EpicsClient
 from conftest import Processes, free_port, wait_for
 from iochost.alarms import plugin_alarm, severity_number, status_number
-from iochost.worker.limit_alarm import LimitState, limit_alarm
 from iochost.config import PVDef
 from iochost.contract import messages
 from iochost.sdk.runtime import MemoryRuntime
+from iochost.worker.limit_alarm import LimitState, limit_alarm
 from sample_plugins import make_plugin
-from worker_harness import WorkerProcess
+from worker_harness import StandaloneWorker
 
 PREFIX = "IOCHALARM"
 NO_ALARM, MINOR, MAJOR, INVALID = range(4)
@@ -112,7 +112,8 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     job_port = str(free_port())
     try:
         started: dict[str, Any] = {
-            name: WorkerProcess(procs, root, env=env, name=name, plugin_dir=str(make_plugin(root, name, code, config)),
+            name: StandaloneWorker(procs, root, env=env, name=name,
+                                   plugin_dir=str(make_plugin(root, name, code, config)),
                                 module_file=f"{name}.py", class_name=cls, prefix=PREFIX)
             for name, code, config, cls, env in (
                 ("driven", DRIVEN_TASK, DRIVEN_CONFIG, "Driven", None),
@@ -158,7 +159,8 @@ def test_float_output_crosses_each_limit(workers, ca, pva):
 
 def test_limits_are_published_over_ca_and_pva(workers, ca, pva):
     ctrl = ca.caget(PV + "T", format=ca.FORMAT_CTRL, timeout=5)
-    assert (ctrl.lower_alarm_limit, ctrl.lower_warning_limit, ctrl.upper_warning_limit, ctrl.upper_alarm_limit) == (1, 2, 8, 10)
+    limits = (ctrl.lower_alarm_limit, ctrl.lower_warning_limit, ctrl.upper_warning_limit, ctrl.upper_alarm_limit)
+    assert limits == (1, 2, 8, 10)
     assert (ctrl.lower_disp_limit, ctrl.upper_disp_limit, ctrl.units) == (0, 100, "degC")
     sp = ca.caget(PV + "SP", format=ca.FORMAT_CTRL, timeout=5)
     assert (sp.lower_ctrl_limit, sp.upper_ctrl_limit, sp.upper_warning_limit, sp.upper_alarm_limit) == (0, 50, 5, 10)

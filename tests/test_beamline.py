@@ -17,8 +17,6 @@ from daemon_harness import Daemon, add
 from gitrepos import plugin_repo
 from sample_plugins import make_plugin
 
-pytest.importorskip("infn_ophyd_hal", reason="the ophyd extra (pip install -e '.[test]') is not installed")
-
 DEVICE_VALUE = 42.5
 
 # A lone pythonSoftIOC standing in for the beamline's IOC: BLT:IO:AI1:AI_RB, what an io/ai
@@ -152,6 +150,7 @@ def assert_reads_devices(ca, prefix: str, log: Callable[[], str]) -> None:
     assert text.count("device MISSING could not be created") == 1  # retried no sooner than RETRY_AFTER
 
 
+@pytest.mark.slow
 def test_the_daemon_gives_every_worker_the_beamline_devices(tmp_path, device_port, beamline_file, ca) -> None:
     repo = plugin_repo(tmp_path / "repos", "reader", READER, READER_CONFIG)
     daemon = Daemon(tmp_path / "data", "--prefix", "IOCHTBLD", "--beamline-config", str(beamline_file),
@@ -164,6 +163,7 @@ def test_the_daemon_gives_every_worker_the_beamline_devices(tmp_path, device_por
                              lambda: plugin_log.read_text(errors="replace") if plugin_log.exists() else "")
 
 
+@pytest.mark.slow
 def test_iochost_run_takes_the_beamline_config(tmp_path, processes, device_port, beamline_file, ca) -> None:
     plugin_dir = make_plugin(tmp_path, "reader", READER, READER_CONFIG)
     log_path = tmp_path / "run.log"

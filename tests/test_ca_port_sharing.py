@@ -54,6 +54,7 @@ def first(tmp_path_factory: pytest.TempPathFactory, shared_port: int) -> Iterato
         yield daemon
 
 
+@pytest.mark.slow
 def test_a_second_daemon_on_the_port_exits_2_naming_the_port_and_the_first(
         first: Daemon, shared_port: int, tmp_path: Path) -> None:
     second = Daemon(tmp_path / "data", "--prefix", "IOCHTSB", "--ca-port", str(shared_port))
@@ -66,6 +67,7 @@ def test_a_second_daemon_on_the_port_exits_2_naming_the_port_and_the_first(
     assert ca_search([version_pv(FIRST)], shared_port) == {version_pv(FIRST)}
 
 
+@pytest.mark.slow
 def test_allowed_sharing_starts_and_a_unicast_search_reaches_only_one(
         first: Daemon, shared_port: int, tmp_path: Path) -> None:
     second = Daemon(tmp_path / "data", "--prefix", "IOCHTSC", "--ca-port", str(shared_port),
@@ -111,6 +113,7 @@ def test_a_lone_ca_server_on_the_port_is_found_and_named(processes, tmp_path: Pa
     assert ca_search([pv], port) == {pv}  # the IOC keeps its unicast clients
 
 
+@pytest.mark.slow
 def test_a_free_port_starts_as_before_beside_an_ioc_on_another_port(processes, tmp_path: Path) -> None:
     ioc_port, port = free_port(), free_port()
     _, pv = _lone_softioc(processes, ioc_port)
@@ -152,8 +155,8 @@ def test_a_holder_is_found_with_this_process_as_its_owner(family: int, bound_on:
         holders = search_port_holders(searched_on, port)
     assert holders is not None and [h.pid for h in holders] == [os.getpid()], holders
     assert holders[0].socket.address == bound_on
-    argv0 = Path("/proc/self/cmdline").read_bytes().split(b"\0")[0].decode()
-    assert f"{holders[0].socket.endpoint} (pid {os.getpid()}: {argv0} " in holders[0].describe()
+    argv0 = Path("/proc/self/cmdline").read_bytes().split(b"\0")[0].decode()  # under xdist: its process title
+    assert f"{holders[0].socket.endpoint} (pid {os.getpid()}: {argv0}" in holders[0].describe()
 
 
 def test_a_holder_whose_process_is_out_of_sight_is_named_by_address_and_uid() -> None:

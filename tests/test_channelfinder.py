@@ -25,8 +25,6 @@ from conftest import Processes, free_port, wait_for
 from sample_plugins import make_plugin
 from test_declarative import _ioc, _run_plugin, link_env  # noqa: F401 - link_env: a fixture
 
-pytest.importorskip("infn_ophyd_hal", reason="the ophyd extra (pip install -e '.[test]') is not installed")
-
 
 def _channel(name: str, **props: str) -> dict[str, Any]:
     return {"name": name, "owner": "cfeeder",
@@ -143,6 +141,7 @@ DEVICE_USER_CONFIG = """
 """
 
 
+@pytest.mark.slow
 def test_a_plugin_creates_devices_directly_and_through_channelfinder(
         tmp_path: Path, processes: Processes, link_env: dict[str, Any], stand_in: ChannelFinderStandIn) -> None:
     env, ports, ca = link_env["env"], link_env["ports"], link_env["ca"]

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from iochost.config import ConfigError, Parameters, PluginConfig, PVDef, load_config
-from iochost.config.pvnames import check_pv_names, default_pv_names, full_pv_name, plugin_pv_prefix
 from iochost.report import Stage
 
 
@@ -281,48 +280,6 @@ def test_with_parameters_overrides_and_revalidates(tmp_path):
     assert messages[1].startswith("parameters.retry_on_error:")
 
 
-def test_limits_resolve_request_then_parameters_then_daemon():
-    from iochost.config.limits import DaemonLimits, resolve_limits
-
-    daemon = DaemonLimits(grace_period=5.0, memory_limit_mb=1024, max_open_files=256)
-    plain = resolve_limits(Parameters(), daemon)
-    assert (plain.grace_period, plain.memory_limit_mb, plain.max_open_files, plain.watchdog) == (5.0, 1024, 256, 30.0)
-    configured = resolve_limits(Parameters(grace_period=20, memory_limit_mb=128, max_open_files=64), daemon)
-    assert (configured.grace_period, configured.memory_limit_mb, configured.max_open_files) == (20, 128, 64)
-    assert resolve_limits(Parameters(grace_period=20), daemon, grace_period=40).grace_period == 40
-    assert resolve_limits(Parameters(interval=10.0), daemon).watchdog == 100.0
-    assert resolve_limits(Parameters(interval=10.0, watchdog=5), daemon).watchdog == 5.0
-    assert resolve_limits(Parameters(), DaemonLimits(memory_limit_mb=None)).memory_limit_mb is None
-
-
-def test_pv_names_and_defaults():
-    assert plugin_pv_prefix("BL", "my-plugin") == "BL:MY-PLUGIN"
-    assert full_pv_name("BL", "x", "SP") == "BL:X:SP"
-    assert default_pv_names("task", "continuous") == ["ENABLE", "STATUS", "MESSAGE", "CYCLE_COUNT", "VERSION",
-                                                      "CLEAR", "RESET"]
-    assert default_pv_names("task", "triggered")[-3:] == ["RUN", "CLEAR", "RESET"]
-    assert default_pv_names("job", None) == ["STATUS", "MESSAGE", "RUN"]
-
-
-def test_check_pv_names_reports_each_problem():
-    config = PluginConfig.model_validate({"pvs": {
-        "inputs": {"BAD NAME": {"type": "int"}, "gain": {"type": "float"}, "RUN": {"type": "int"}},
-        "outputs": {"GAIN": {"type": "float"}, "A.B": {"type": "int"}, "L" * 50: {"type": "int"}},
-    }})
-    lines = {("pvs", "inputs", "BAD NAME"): 7}
-    issues = check_pv_names("IOCHOST", "demo", "task", "triggered", config.pvs, lines=lines)
-    text = "\n".join(str(i) for i in issues)
-    assert all(i.stage is Stage.PVS for i in issues)
-    assert issues[0].line == 7 and "'BAD NAME' is not a legal PV name" in issues[0].message
-    assert "pvs.inputs.RUN: RUN collides with the default PV RUN" in text
-    assert "pvs.outputs.GAIN: GAIN differs only in case from gain" in text
-    assert "'A.B' is not a legal PV name" in text
-    assert "more than 60" in text
-    assert len(issues) == 5
-    assert check_pv_names("IOCHOST", "demo", "task", "continuous", PluginConfig().pvs) == []
-    assert "plugin name" in check_pv_names("IOCHOST", "bad name", "job", None, PluginConfig().pvs)[0].message
-
-
 def test_alarm_config_for_every_pv_type(tmp_path):
     config = load_config(write(tmp_path, """
         pvs:
@@ -351,7 +308,8 @@ def test_alarm_config_for_every_pv_type(tmp_path):
     assert (t.llsv, t.lsv, t.hsv, t.hhsv) == ("INVALID", "MINOR", "MAJOR", "MAJOR")  # defaults: MINOR, MAJOR
     assert (pvs["T"].mdel, pvs["T"].adel, pvs["T"].low) == (0.1, 1.0, None)  # PV-level low/high stay LOPR/HOPR
     sp = pvs["SP"]
-    assert (sp.low, sp.high, sp.alarm.high, sp.alarm.hsv, sp.alarm.hhsv, sp.alarm.hyst) == (0, 50, 40, "MINOR", "MAJOR", 0.5)
+    assert (sp.low, sp.high, sp.alarm.high, sp.alarm.hsv, sp.alarm.hhsv, sp.alarm.hyst) == (
+        0, 50, 40, "MINOR", "MAJOR", 0.5)
     assert sp.autosave is False and pvs["T"].autosave is True
     assert (pvs["N"].alarm.high, pvs["N"].alarm.hsv, pvs["N"].alarm.hihi) == (10, "MINOR", None)
     assert (pvs["F"].alarm.zsv, pvs["F"].alarm.osv) == ("MINOR", None)
@@ -384,7 +342,8 @@ def test_unknown_key_in_alarm_has_its_own_line_and_key_path(tmp_path):
 
 
 @pytest.mark.parametrize("pv, path, words", [
-    ("{type: float, alarm: {high: '5'}}", "pvs.outputs.X.alarm.high", "should be a valid number, got '5' (a quoted string)"),
+    ("{type: float, alarm: {high: '5'}}", "pvs.outputs.X.alarm.high",
+     "should be a valid number, got '5' (a quoted string)"),
     ("{type: float, alarm: {hsv: MINRO, high: 1}}", "pvs.outputs.X.alarm.hsv", "did you mean 'MINOR'"),
     ("{type: float, alarm: {hsv: 1, high: 1}}", "pvs.outputs.X.alarm.hsv", "NO_ALARM, MINOR, MAJOR, INVALID"),
     ("{type: float, alarm: {hsv: MAJOR}}", "pvs.outputs.X.alarm.hsv", "high, which is not set"),
@@ -413,20 +372,3 @@ def test_unknown_key_in_alarm_has_its_own_line_and_key_path(tmp_path):
 def test_bad_alarm_config(tmp_path, pv, path, words):
     issue = only(errors(tmp_path, f"pvs:\n  outputs:\n    X: {pv}\n"), path)
     assert words in issue.message and issue.line == 3, issue.message
-
-
-def test_a_name_with_a_trailing_newline_is_refused():
-    """``$`` in a pattern also matches before a final newline: every name check matches the
-    whole text, so a YAML key ``"X\\n"``, a plugin ``demo\\n`` or a prefix ``IOC\\n`` never
-    validates (they would name records no client can reach)."""
-    from iochost.config.pvnames import pv_prefix_problem
-    from iochost.scaffold.names import ScaffoldError, plugin_names
-
-    pvs = PluginConfig.model_validate({"pvs": {"outputs": {"X\n": {"type": "int"}}}}).pvs
-    (issue,) = check_pv_names("IOCHOST", "demo", "task", "continuous", pvs)
-    assert "pvs.outputs.'X\\n'" in issue.message and "not a legal PV name" in issue.message
-    assert "\n" not in issue.message
-    assert "plugin name" in check_pv_names("IOCHOST", "demo\n", "job", None, PluginConfig().pvs)[0].message
-    assert pv_prefix_problem("IOC\n") is not None
-    with pytest.raises(ScaffoldError):
-        plugin_names("demo\n")

@@ -1,7 +1,7 @@
 """The conversion rules alone (``iochost.worker.convert``): a value of every source type
 into a PV of every type, then properties that hold for any PV the schema accepts and any
 value. The same rules end to end, with real links, puts, set_pv and autosave files, are in
-test_value_types.py."""
+test_value_types.py and test_value_types_links.py."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iochost.config import PVDef
-from iochost.config.schema import MAX_CHOICES, PV_TYPES
-from iochost.worker.convert import INT32, Choice, ConversionError, describe_type, to_pv
+from iochost.config.pv_fields import PV_TYPES
+from iochost.record_sizes import INT32, MAX_CHOICES
+from iochost.worker.convert import Choice, ConversionError, describe_type, to_pv
 
 PVS = {
     "float": PVDef(type="float"),
@@ -152,7 +153,7 @@ VALUES = st.one_of(
 def _same(a: Any, b: Any) -> bool:
     """Equal, NaN equal to NaN (a float that is NaN converts to NaN)."""
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     return a == b and type(a) is type(b)

@@ -6,19 +6,16 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import re
-import time
 from datetime import datetime
 
 import numpy
 import pytest
-
 from cothread.cadef import Disconnected
 
 from conftest import EXAMPLES, ca_search, wait_for
-from daemon_harness import Daemon, add, delete, snapshot, wait_until, worker_pids
+from daemon_harness import Daemon, EventStream, add, delete, snapshot, wait_until, worker_pids
 from gitrepos import Repo, plugin_repo
-from sample_plugins import SLOW_JOB, SLOW_JOB_CONFIG, TICKER, TICKER_CONFIG
-
+from sample_plugins import SLOW_JOB, SLOW_JOB_CONFIG, TICKER, TICKER_CONFIG, gated_ticker
 
 CRASHER = """
     import os
@@ -54,6 +51,7 @@ STUCK = """
 """
 
 
+@pytest.mark.slow
 def test_three_plugins_added_at_runtime_all_pvs_on_ca_and_pva(api, daemon, repos, ca, pva):
     records = []
     for name in ("alpha", "beta", "gamma"):
@@ -81,6 +79,7 @@ def test_three_plugins_added_at_runtime_all_pvs_on_ca_and_pva(api, daemon, repos
         delete(api, name)
 
 
+@pytest.mark.slow
 def test_delete_takes_pvs_off_the_network_and_name_can_be_reused(api, daemon, repos, ca):
     repo = plugin_repo(repos, "ephemeral", TICKER, TICKER_CONFIG, module="ticker")
     record = add(api, "ephemeral", repo)
@@ -102,6 +101,7 @@ def test_delete_takes_pvs_off_the_network_and_name_can_be_reused(api, daemon, re
     delete(api, "ephemeral")
 
 
+@pytest.mark.slow
 def test_crashing_worker_is_restarted_with_backoff(api, repos):
     repo = plugin_repo(repos, "crasher", CRASHER, "parameters: {interval: 0.1}\n")
     add(api, "crasher", repo)
@@ -123,6 +123,7 @@ def test_crashing_worker_is_restarted_with_backoff(api, repos):
     delete(api, "crasher")
 
 
+@pytest.mark.slow
 def test_stuck_plugin_is_killed_by_watchdog_and_restarted(api, repos, ca):
     repo = plugin_repo(repos, "stuck", STUCK, "parameters: {interval: 0.1, watchdog: 2}\n")
     first = add(api, "stuck", repo)
@@ -184,7 +185,8 @@ def test_job_run_lock_and_cancel(api, repos, ca):
 def test_failed_validation_returns_every_error_and_leaves_nothing(api, daemon, repos):
     repo = Repo(repos / "broken")
     repo.write({
-        "plugin.py": "from iochost import TaskBase\n\nclass Broken(TaskBase):\n    def initialize(self):\n        pass\n",
+        "plugin.py": "from iochost import TaskBase\n\n"
+                     "class Broken(TaskBase):\n    def initialize(self):\n        pass\n",
         "helpers.py": "def oops(:\n    pass\n",
         "config.yaml": "parameters: {interval: 1}\npvs:\n  outputs:\n    X: {type: float, unti: V}\n",
     })
@@ -282,20 +284,22 @@ def test_request_errors_have_codes(api):
     assert api.get("/plugins/nobody").json()["code"] == "PLUGIN_NOT_FOUND"
 
 
+@pytest.mark.slow
 def test_event_loop_stays_responsive_during_a_slow_add(api, repos):
-    slow_import = "import time\ntime.sleep(4)\n" + TICKER.replace("\n    ", "\n")
-    repo = plugin_repo(repos, "slowimport", slow_import, TICKER_CONFIG, module="ticker")
+    """While validation's import is held (the gate), the daemon keeps answering other requests."""
+    gate = repos / "gate"
+    repo = plugin_repo(repos, "slowimport", gated_ticker(gate), TICKER_CONFIG, module="ticker")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(api.post, "/plugins", json={"name": "slowimport", "git_url": repo.url})
-        time.sleep(0.5)
-        answered = []
-        while not pending.done():
-            t0 = time.monotonic()
-            assert api.get("/health").status_code == 200
-            answered.append(time.monotonic() - t0)
-            time.sleep(0.2)
-        assert pending.result().status_code == 201
-    assert len(answered) >= 5  # /health was served many times while the add was in progress
+        try:
+            wait_until(lambda: (gate / "importing").exists(), timeout=60, what="validation importing the plugin")
+            for _ in range(5):
+                assert api.get("/health", timeout=10).status_code == 200
+                assert api.get("/plugins/slowimport", timeout=10).json()["state"] == "validating"
+            assert not pending.done()
+        finally:
+            (gate / "go").touch()
+        assert pending.result(timeout=90).status_code == 201
     delete(api, "slowimport")
 
 
@@ -310,6 +314,7 @@ def test_health_counts(api, repos):
     delete(api, "counted")
 
 
+@pytest.mark.slow
 def test_kill9_leaves_no_worker_and_restart_restores_at_same_commit(tmp_path, ca):
     data = tmp_path / "data"
     daemon = Daemon(data)
@@ -347,6 +352,7 @@ def test_kill9_leaves_no_worker_and_restart_restores_at_same_commit(tmp_path, ca
         daemon.cleanup()
 
 
+@pytest.mark.slow
 def test_sigterm_stops_workers_and_exits_zero(tmp_path, ca):
     # the Quick start's prefix: the interlock example links to IOCHOST:TEMPERATURE-MONITOR:READING
     daemon = Daemon(tmp_path / "data", "--examples", str(EXAMPLES), "--prefix", "IOCHOST")
@@ -386,38 +392,14 @@ def test_enable_zero_shows_as_paused(api, repos, ca):
 
 
 def test_events_stream_transitions_and_runs(api, daemon, repos):
-    import threading
-
-    import httpx
-
-    events: list[dict] = []
-    stop = threading.Event()
-
-    def listen() -> None:
-        try:
-            with httpx.stream("GET", daemon.url + "/api/v1/events", timeout=30) as response:
-                assert response.headers["content-type"].startswith("text/event-stream")
-                for line in response.iter_lines():
-                    if line.startswith("data: "):
-                        events.append(json.loads(line[6:]))
-                    if stop.is_set():
-                        return
-        except httpx.HTTPError:
-            if not stop.is_set():  # the daemon going away at module end is expected
-                raise
-
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
-    time.sleep(0.5)
-    add(api, "evjob", plugin_repo(repos, "evjob", SLOW_JOB, SLOW_JOB_CONFIG, module="slow"))
-    api.post("/jobs/evjob/run", json={"parameters": {"steps": 1}})
-    delete(api, "evjob")
-    wait_until(lambda: any(e["data"].get("to_state") == "deleted" for e in events), what="deleted event")
-    stop.set()
-    mine = [e for e in events if e["plugin"] == "evjob"]
-    states = [e["data"]["to_state"] for e in mine if e["type"] == "transition"]
+    with EventStream(daemon) as stream:
+        add(api, "evjob", plugin_repo(repos, "evjob", SLOW_JOB, SLOW_JOB_CONFIG, module="slow"))
+        api.post("/jobs/evjob/run", json={"parameters": {"steps": 1}})
+        delete(api, "evjob")
+        states = stream.states("evjob", timeout=30)
+    assert stream.content_type is not None and stream.content_type.startswith("text/event-stream")
     assert states == ["pending", "fetching", "validating", "starting", "running", "stopping", "stopped", "deleted"]
-    runs = [e["data"] for e in mine if e["type"] == "run"]
+    runs = [e["data"] for e in stream.events if e["plugin"] == "evjob" and e["type"] == "run"]
     assert runs[-1]["state"] == "succeeded" and runs[-1]["result"]["message"] == "1 steps"
 
 

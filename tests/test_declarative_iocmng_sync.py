@@ -15,9 +15,10 @@ import pytest
 
 from conftest import Processes, wait_for
 from iochost.config import load_config
-from iochost.worker.engine import Engine
+from iochost.declarative.engine import Engine
+from iochost.rule_language.functions import builtin_library
 from test_declarative import INTERLOCK_PY, _ioc, _plugin, _run_plugin, link_env  # noqa: F401 - link_env: a fixture
-from test_value_types import _device_and_plugin_env
+from test_value_types_links import _device_and_plugin_env
 
 PAUSED, RUNNING = 2, 1
 NO_ALARM, MAJOR, INVALID = 0, 2, 3
@@ -85,6 +86,7 @@ transforms:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["ca", "pva"])
 def test_enable_0_pauses_link_monitors_and_enable_1_resumes_them(
         tmp_path: Path, processes: Processes, link_env: dict[str, Any], protocol: str) -> None:
@@ -137,6 +139,7 @@ transforms:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["ca", "pva"])
 def test_wired_outputs_show_their_device_pv(tmp_path: Path, processes: Processes, link_env: dict[str, Any],
                                            protocol: str) -> None:
@@ -191,6 +194,7 @@ rules:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["ca", "pva"])
 def test_message_pv_is_invalid_while_an_input_of_its_rule_is_down(
         tmp_path: Path, processes: Processes, link_env: dict[str, Any], protocol: str) -> None:
@@ -223,7 +227,7 @@ def test_message_pv_is_invalid_while_an_input_of_its_rule_is_down(
 # -- the engine, as pure logic ---------------------------------------------------------------------
 def test_depends_on_counts_message_pv(tmp_path: Path) -> None:
     config = load_config(_plugin(tmp_path, _parameters("ca") + MESSAGE_CONFIG.format(dev="D"), INTERLOCK_PY))
-    engine = Engine(config, {})
+    engine = Engine(config, {}, builtin_library())
     assert engine.depends_on({"temp"}) == {"hot", "note"}
     assert engine.depends_on({"other"}) == {"quiet"}
     assert engine.depends_on(set()) == set()

@@ -18,8 +18,8 @@ from daemon_harness import Daemon, add, delete, wait_until
 from gitrepos import Repo
 from iochost.config import load_config
 from iochost.config.pvnames import PLUGIN_NAME_LENGTH
+from iochost.display.catalog import IndexRow
 from iochost.display.index import index_display
-from iochost.display.names import IndexRow
 from iochost.display.plugin import plugin_display, plugin_display_from_dir
 from iochost.display.writer import DisplayFiles
 from iochost.settings import Settings
@@ -221,6 +221,7 @@ def iochost(*args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([sys.executable, "-m", "iochost", *args], capture_output=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_writes_a_plugin_repositorys_display(tmp_path: Path) -> None:
     out = tmp_path / "panels" / "shutter.bob"
     done = iochost("display", str(EXAMPLES / "beam-shutter"), "-o", str(out), "--name", "shutter",
@@ -233,6 +234,7 @@ def test_cli_writes_a_plugin_repositorys_display(tmp_path: Path) -> None:
     assert to_stdout.returncode == 0 and to_stdout.stdout == out.read_bytes()
 
 
+@pytest.mark.slow
 def test_cli_refuses_an_invalid_plugin_with_the_validate_report(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("pvs:\n  inputs:\n    X: {type: flot}\n")
     (tmp_path / "plugin.py").write_text("from iochost import TaskBase\n\nclass P(TaskBase):\n    pass\n")
@@ -269,6 +271,7 @@ def index_names(daemon: Daemon) -> set[str]:
     return {f.removesuffix(".bob") for f in opened_files(root)}
 
 
+@pytest.mark.slow
 def test_daemon_writes_displays_and_serves_them(served: Daemon) -> None:
     wait_until(lambda: index_names(served) == set(EXAMPLE_KINDS), what="index.bob listing the examples")
     for name in index_names(served):  # what the index opens is there
@@ -307,10 +310,12 @@ def test_every_widget_is_bound_to_a_live_pv_of_the_right_kind(served: Daemon, ca
             check_kinds(root, prefix, writes, reads)
     index = files["index.bob"]
     for name in EXAMPLE_KINDS:  # START / STOP / RESTART per row, at the daemon's control PVs
-        assert {(f"{PREFIX}:IOCHOST:{verb}", name) for verb in ("START", "STOP", "RESTART")} <= set(write_actions(index))
+        verbs = {(f"{PREFIX}:IOCHOST:{verb}", name) for verb in ("START", "STOP", "RESTART")}
+        assert verbs <= set(write_actions(index))
     state_pvs = [pv for pv in pvs if ":IOCHOST:ROW" in pv and pv.endswith(":STATE")]
     states = ca.caget(state_pvs, datatype=ca.DBR_STRING, timeout=5)
-    assert len(state_pvs) == len(EXAMPLE_KINDS) and set(states) == {"running"}, dict(zip(state_pvs, states))
+    assert len(state_pvs) == len(EXAMPLE_KINDS), state_pvs
+    assert set(states) == {"running"}, dict(zip(state_pvs, states, strict=True))
 
 
 def test_add_and_delete_keep_the_files_in_step(served: Daemon) -> None:
@@ -350,6 +355,7 @@ UPGRADED_CONFIG = """\
 """
 
 
+@pytest.mark.slow
 def test_upgrade_rewrites_the_display(served: Daemon, tmp_path: Path) -> None:
     repo = Repo(tmp_path / "gauge")
     repo.write({"gauge.py": UPGRADED_CODE, "config.yaml": UPGRADED_CONFIG.format(pv="OLD", label="Old reading")})
@@ -357,7 +363,8 @@ def test_upgrade_rewrites_the_display(served: Daemon, tmp_path: Path) -> None:
     path = displays(served) / "gauge.bob"
     with served.client() as api:
         add(api, "gauge", repo)
-        wait_until(lambda: path.exists() and f"{PREFIX}:GAUGE:OLD".encode() in path.read_bytes(), what="gauge.bob at v1")
+        wait_until(lambda: path.exists() and f"{PREFIX}:GAUGE:OLD".encode() in path.read_bytes(),
+                   what="gauge.bob at v1")
         repo.write({"config.yaml": UPGRADED_CONFIG.format(pv="NEW", label="New reading")})
         commit = repo.commit("v2")
         response = api.post("/plugins/gauge/upgrade", json={"commit": commit})
@@ -370,6 +377,7 @@ def test_upgrade_rewrites_the_display(served: Daemon, tmp_path: Path) -> None:
         delete(api, "gauge")
 
 
+@pytest.mark.slow
 def test_the_example_reading_over_its_high_limit_is_minor_to_a_ca_client(served: Daemon, ca: Any) -> None:
     """The Quick start's temperature monitor: an operator raises SETPOINT past the HIGH
     limit of READING (75 degC); READING shows MINOR (HIGH) and the bool ALARM MAJOR."""

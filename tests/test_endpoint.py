@@ -17,6 +17,8 @@ from daemon_harness import add, delete
 from gitrepos import plugin_repo
 from sample_plugins import TICKER, TICKER_CONFIG
 
+pytestmark = pytest.mark.slow
+
 CRASH_IN_EXECUTE = """
     import os
     from iochost import TaskBase
@@ -53,7 +55,7 @@ def test_five_runtime_plugins_resolve_over_unicast_ca_and_pva(api, repos, ca, pv
     every_pv = [pv for record in records for pv in record["pvs"]]
     assert ca_search(every_pv) == set(every_pv)  # the endpoint answers for all of them
     values = ca.caget(every_pv, timeout=5, throw=False)
-    assert [pv for pv, v in zip(every_pv, values) if not v.ok] == []
+    assert [pv for pv, v in zip(every_pv, values, strict=True) if not v.ok] == []
     for record in records:
         limit = pva.get(record["pv_prefix"] + ":GAIN", timeout=5)
         assert limit.value == 2.5 and limit.display.units == "V"

@@ -16,7 +16,6 @@ from iochost.discovery import camessages
 from iochost.epics_server_vars import VARIABLES, EpicsVariableError, settings_from_environ
 from iochost.settings import Settings
 
-
 # -- the table, as a pure function ------------------------------------------------------------------
 
 
@@ -88,6 +87,7 @@ def test_the_daemon_refuses_a_per_worker_variable_before_it_starts(tmp_path: Pat
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow
 def test_the_endpoint_takes_its_search_port_and_beacon_list_from_epics_variables(
         tmp_path: Path, processes: Processes) -> None:
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -19,9 +19,9 @@ import pytest
 
 from conftest import wait_for
 from daemon_harness import Daemon, add, delete, snapshot, wait_until, worker_pids
-from small_disk import fill, small_disk  # noqa: F401 - small_disk: a fixture
 from gitrepos import git, plugin_repo
 from sample_plugins import TICKER, TICKER_CONFIG
+from small_disk import fill, small_disk  # noqa: F401 - small_disk: a fixture
 
 # A prefix of this module's own: the session's CA channels to an earlier module's daemon PVs
 # (IOCHT:IOCHOST:HEALTH) would wait on libca's reconnect governor before finding this daemon
@@ -79,6 +79,7 @@ def states(api: httpx.Client) -> dict[str, str]:
     return {p["name"]: p["state"] for p in api.get("/plugins").json()["plugins"]}
 
 
+@pytest.mark.slow
 def test_full_disk_answers_507_changes_nothing_and_recovers(small_disk: Path, tmp_path: Path, ca: Any) -> None:
     data = small_disk
     repo = plugin_repo(tmp_path, "tick", TICKER, TICKER_CONFIG)
@@ -165,6 +166,7 @@ def test_full_disk_answers_507_changes_nothing_and_recovers(small_disk: Path, tm
         daemon.cleanup()
 
 
+@pytest.mark.slow
 def test_a_daemon_restarted_on_a_full_disk_serves_its_own_ioc_once_space_returns(
         small_disk: Path, tmp_path: Path, ca: Any) -> None:
     """The daemon's own IOC ({PREFIX}:IOCHOST:*) is generated from the settings at every
@@ -200,10 +202,9 @@ def test_a_daemon_restarted_on_a_full_disk_serves_its_own_ioc_once_space_returns
 def test_a_registry_write_the_full_disk_refuses_changes_nothing(small_disk: Path) -> None:
     """On a real full file system: STORAGE_FULL naming the file and the OS error; memory and
     file as before; an unchanged entry is not written at all; once space is back it writes."""
-    from test_store import entry
-
     from iochost.errors import ErrorCode, IochostError
     from iochost.store import Registry
+    from test_store_registry import entry
 
     path = small_disk / "registry.json"
     registry = Registry(path)
@@ -216,7 +217,8 @@ def test_a_registry_write_the_full_disk_refuses_changes_nothing(small_disk: Path
             change()
         assert refused.value.code is ErrorCode.STORAGE_FULL
         assert refused.value.details["path"] == str(path) and "No space left on device" in refused.value.message
-        assert path.read_bytes() == before and sorted(p.name for p in small_disk.iterdir()) == ["filler", "registry.json"]
+        assert path.read_bytes() == before
+        assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "registry.json"]
         assert [(e.name, e.desired_state) for e in registry.entries()] == [("one", "running")]
     assert registry.put(entry("one", updated_at="2030-01-01T00:00:00Z")) is False  # nothing to write
     assert registry.remove("absent") is False
@@ -227,11 +229,10 @@ def test_a_registry_write_the_full_disk_refuses_changes_nothing(small_disk: Path
 def test_the_supervisor_asks_the_lifecycle_before_saving() -> None:
     """``refusal`` is exactly what ``handle`` raises for each request in each state, so no
     request the lifecycle refuses is saved first; ``with_desired`` is ``_set_desired``'s entry."""
-    from test_lifecycle import reach
-
     from iochost.errors import IochostError
     from iochost.supervisor import lifecycle_types as t
     from iochost.supervisor.states import State
+    from test_lifecycle import EPOCH, feed, reach
 
     requests = (t.StartRequested(), t.StopRequested(), t.RestartRequested(), t.DeleteRequested(),
                 t.UpgradeRequested())
@@ -240,18 +241,18 @@ def test_the_supervisor_asks_the_lifecycle_before_saving() -> None:
             lc = reach(state)
             refused = lc.refusal(request)
             try:
-                lc.handle(request)
+                feed(lc, request)
             except IochostError as exc:
                 assert refused is not None and refused.message == exc.message, (state, request)
             else:
                 assert refused is None, (state, request)
     lc = reach(State.RUNNING)
-    stopped = lc.with_desired("stopped")
-    assert lc.with_desired("running") is lc.entry and stopped.desired_state == "stopped"
-    lc.handle(t.StopRequested())
+    stopped = lc.with_desired("stopped", EPOCH)
+    assert lc.with_desired("running", EPOCH) is lc.entry and stopped.desired_state == "stopped"
+    feed(lc, t.StopRequested())
     assert lc.entry.model_dump(exclude={"updated_at"}) == stopped.model_dump(exclude={"updated_at"})
     upgrading = reach(State.RUNNING)
-    upgrading.handle(t.UpgradeRequested())
+    feed(upgrading, t.UpgradeRequested())
     assert upgrading.refusal(t.StopRequested()) is not None and upgrading.refusal(t.DeleteRequested()) is None
 
 
@@ -263,6 +264,7 @@ def leave_free(folder: Path, free: int) -> Path:
     return filler
 
 
+@pytest.mark.slow
 def test_an_add_and_an_upgrade_pinned_to_a_commit_answer_507_at_every_amount_of_room_left(
         small_disk: Path, tmp_path: Path) -> None:
     """A pinned commit is cloned, then checked out: with room for the clone but not for the

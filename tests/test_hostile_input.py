@@ -12,9 +12,8 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from daemon_harness import Daemon
+from daemon_harness import Daemon, wait_until
 from gitrepos import Repo
-from sample_plugins import BILLION_LAUGHS, DEEP_BLOCK, DEEP_FLOW, OVERSIZE_CONFIG, TICKER, TICKER_CONFIG
 from iochost.config.yaml_lines import MAX_ALIASES, MAX_DEPTH, MAX_NODES, YamlLimitError, parse_yaml
 from iochost.untrusted import (
     MAX_CONFIG_BYTES,
@@ -24,6 +23,8 @@ from iochost.untrusted import (
     read_bounded,
     read_tail,
 )
+from sample_plugins import BILLION_LAUGHS, DEEP_BLOCK, DEEP_FLOW, OVERSIZE_CONFIG, TICKER, TICKER_CONFIG
+
 
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -49,6 +50,7 @@ def test_yaml_limits_refuse_bombs_quickly_with_the_limit_named(text: str, limit:
     assert time.process_time() - started < 5  # CPU seconds: the expansion is never walked
 
 
+@pytest.mark.slow
 def test_yaml_within_limits_keeps_anchors_lines_and_duplicates() -> None:
     text = ("float: &f {type: float, prec: 2}\n"
             "pvs:\n  outputs:\n    A: *f\n    B: *f\n"
@@ -131,6 +133,7 @@ def post_hostile(daemon: Daemon, api: httpx.Client, repos: Path, name: str, file
     return body
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, config, limit", [
     ("laughs", BILLION_LAUGHS, "node limit"),
     ("nested", DEEP_FLOW, "depth limit"),
@@ -203,7 +206,8 @@ def test_event_decoder_skips_bad_and_overlong_lines_and_keeps_the_rest() -> None
     problems: list[str] = []
     decoder = messages.event_decoder(problems.append)
     good = messages.encode(messages.StatusChanged(status="RUN"))
-    assert decoder.feed(b"not json\n" + good + b'{"type": "nope"}\n' + good) == [messages.StatusChanged(status="RUN")] * 2
+    fed = decoder.feed(b"not json\n" + good + b'{"type": "nope"}\n' + good)
+    assert fed == [messages.StatusChanged(status="RUN")] * 2
     assert len(problems) == 2
     for _ in range(3):  # a line without end, fed in pieces: the buffer never holds it all
         assert decoder.feed(b"x" * (messages.MAX_LINE // 2 + 1)) == []
@@ -261,15 +265,17 @@ JUNK_WRITER = """
 """
 
 
+@pytest.mark.slow
 def test_junk_on_the_event_pipe_is_dropped_and_logged_sparingly(
         hostile_daemon: Daemon, client: httpx.Client, repos: Path) -> None:
-    repo = Repo(repos / "junk").write({"junk.py": JUNK_WRITER,
-                                       "config.yaml": "parameters: {interval: 0.1}\npvs: {outputs: {VALUE: {type: int}}}\n"})
+    config = "parameters: {interval: 0.1}\npvs: {outputs: {VALUE: {type: int}}}\n"
+    repo = Repo(repos / "junk").write({"junk.py": JUNK_WRITER, "config.yaml": config})
     repo.commit()
     response = client.post("/plugins", json={"name": "junk", "git_url": repo.url})
     assert response.status_code == 201, response.text
-    time.sleep(4)  # some 2000 junk lines later
-    record = client.get("/plugins/junk").json()
+    # some 2000 junk lines later (51 a cycle): counted by the worker's own heartbeats
+    record = wait_until(lambda: ((r := client.get("/plugins/junk").json())["cycle_count"] or 0) >= 40 and r,
+                        timeout=60, what="40 cycles of junk")
     assert (record["state"], record["restarts"], record["pid"]) == ("running", 0, response.json()["pid"])
     assert client.get("/health").json()["status"] == "ok"
     logged = [line for line in hostile_daemon.log().splitlines() if "junk: from worker" in line]

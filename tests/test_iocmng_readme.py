@@ -3,7 +3,7 @@
 The README's complete plugins (tests/iocmng_material.py finds them in the sdist) are validated
 and run unchanged; its "Run Standalone" command is run as ``iochost run`` with the same flags,
 and its "Deploy via REST API" request is sent, with the same body, to a real daemon. Every PV is
-read over CA. tests/test_declarative.py takes the same examples through their behaviour step by
+read over CA. tests/test_declarative_readme.py takes the same examples through their behaviour step by
 step; bench/iocmng_compat.py runs them beside iocmng 2.7.9 itself.
 """
 
@@ -23,9 +23,21 @@ from conftest import DAEMON_CA_PORTS, IOC_CA_PORT, Processes, ca_search, wait_fo
 from daemon_harness import Daemon
 from gitrepos import Repo
 from iochost.discovery.holders import port_taken
-from iocmng_material import (CodeBlock, PluginExample, code_blocks, example_named, plugin_class, plugin_examples,
-                             readme_examples_for_tests, sdist_file, sdist_for_tests, shell_commands)
+from iocmng_material import (
+    CodeBlock,
+    PluginExample,
+    code_blocks,
+    example_named,
+    plugin_class,
+    plugin_examples,
+    readme_examples_for_tests,
+    sdist_file,
+    sdist_for_tests,
+    shell_commands,
+)
 from test_declarative import _ioc
+
+pytestmark = pytest.mark.slow
 
 # The README's two complete plugins, by module: the Python monitor ("Create a Task (Python)")
 # and the zero-code interlock ("Create a Declarative Task (Zero Code)").

@@ -1,7 +1,7 @@
 """iocmng 2.7.9's fields in iochost's plugin records, /health and run answers, against a real
 daemon, real workers and a real CA client.
 
-The fields and their meaning are iocmng's (its api/models.py PluginInfoResponse and
+The fields and their meaning are iocmng's (its api/bodies.py PluginInfoResponse and
 HealthResponse, its PluginInfo.to_dict, its JobResult.to_dict), described here in our words:
 ``plugin_type`` ("task" or "job"), ``path`` (the plugin's folder in its repository),
 ``running`` (a task's loop runs), ``cycle_count`` (a task's cycles, its CYCLE_COUNT PV; none
@@ -15,16 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+
 from conftest import wait_for
 from daemon_harness import add, delete
 from gitrepos import plugin_repo
-from sample_plugins import SLOW_JOB, SLOW_JOB_CONFIG, TICKER, TICKER_CONFIG
-from test_lifecycle import exited, running, worker
-
 from iochost.contract import messages as m
 from iochost.supervisor import lifecycle_types as t
 from iochost.supervisor.runs import RunLedger
 from iochost.supervisor.states import State
+from sample_plugins import SLOW_JOB, SLOW_JOB_CONFIG, TICKER, TICKER_CONFIG
+from test_lifecycle import exited, feed, running, worker
 
 
 def _record(api: httpx.Client, name: str) -> dict[str, Any]:
@@ -42,6 +43,7 @@ def _cycles_over_ca(ca: Any, record: dict[str, Any]) -> int:
     return int(ca.caget(record["pv_prefix"] + ":CYCLE_COUNT", timeout=5))
 
 
+@pytest.mark.slow
 def test_cycle_count_and_running_follow_the_task(api: httpx.Client, repos: Path, ca: Any) -> None:
     """cycle_count grows over REST (the record, the cached list and /tasks) as the task cycles,
     equals CYCLE_COUNT over CA within a cycle while it runs and exactly once ENABLE=0 pauses it;
@@ -106,6 +108,7 @@ def test_a_job_has_no_cycles_and_its_result_a_timestamp(api: httpx.Client, repos
     delete(api, "stepper")
 
 
+@pytest.mark.slow
 def test_health_counts_tasks_and_jobs(api: httpx.Client, repos: Path) -> None:
     """iocmng's tasks_count and jobs_count: every plugin of each kind, whatever its state."""
     before = api.get("/health").json()
@@ -134,16 +137,17 @@ def test_the_record_counts_what_the_current_worker_reports() -> None:
     assert lc.record().cycle_count == 7
     worker(lc, m.StatusChanged(status="PAUSED", message="Paused (ENABLE=0)"))
     assert (lc.state, lc.record().running, lc.record().cycle_count) == (State.PAUSED, True, 7)
-    lc.handle(t.StopRequested())
+    feed(lc, t.StopRequested())
     exited(lc, 0)
     assert (lc.state, lc.record().running, lc.record().cycle_count) == (State.STOPPED, False, 7)
-    lc.handle(t.StartRequested())
+    feed(lc, t.StartRequested())
     assert (lc.state, lc.record().running, lc.record().cycle_count) == (State.STARTING, False, 0)
     job = running("job")
     worker(job, m.Heartbeat(cycles=0))
     assert (job.record().running, job.record().cycle_count, job.record().plugin_type) == (None, None, "job")
 
 
+@pytest.mark.slow
 def test_a_result_the_daemon_makes_is_stamped_too() -> None:
     """A run whose worker went away gets its result from the daemon: stamped with the end of
     the run, in the JobResult's format (local time, no zone), so ``result.timestamp`` is always there."""

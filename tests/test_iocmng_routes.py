@@ -1,7 +1,7 @@
 """iocmng 2.7.9's REST routes and start-up order, against a real daemon and real git repositories.
 
 The request bodies are the ones iocmng documents (its MANUAL, "Add Plugin Request Body" and
-"Pre-loading Plugins on Startup"; its api/models.py AddPluginRequest): written here in our
+"Pre-loading Plugins on Startup"; its api/bodies.py AddPluginRequest): written here in our
 own words, with iocmng's field names. Answers carry iocmng's fields (``ok``, ``message``,
 ``validation``; the start-up metadata; ``/devices``) beside iochost's own.
 """
@@ -48,6 +48,7 @@ def _records(api: httpx.Client) -> dict[str, dict[str, Any]]:
     return {p["name"]: p for p in api.get("/plugins").json()["plugins"]}
 
 
+@pytest.mark.slow
 def test_plugins_file_order_boot_fields_and_devices(tmp_path: Path) -> None:
     """MANUAL's plugins.yaml: autostart_order ascending, the unordered last, name breaking ties;
     re-read at every start; a REST add with auto_start_on_boot false comes back stopped."""
@@ -158,6 +159,7 @@ def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "broken": plugin_repo(root, "broken", TICKER, "parameters: {interval: -1}\n")}
 
 
+@pytest.mark.slow
 def test_iocmng_routes_with_iocmng_bodies(api: httpx.Client, repos: dict[str, Any]) -> None:
     """Each iocmng route iochost lacked, and iocmng's fields on the ones that change a plugin."""
     task = api.post("/tasks", json={"name": "mon", "git_url": repos["task"].url, "path": "", "branch": "main",
@@ -243,6 +245,7 @@ HANGING = """
 """
 
 
+@pytest.mark.slow
 def test_a_plugin_that_hangs_in_the_start_order_holds_the_later_ones_until_start_timeout(tmp_path: Path) -> None:
     """iocmng starts its boot list one after the other; iochost starts an order once the lower
     ones settled. One whose initialize() no longer returns is killed at --start-timeout (then

@@ -19,7 +19,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import Processes, wait_for
 from iochost.contract.exits import WorkerExit
@@ -110,6 +111,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     assert proc.wait(timeout=30) == WorkerExit.OK
 
 
+@pytest.mark.slow
 def test_quickstart_command_line_serves_iocmng_run_names(processes, first_task, ca):
     proc = start(processes, first_task, *QUICKSTART_FLAGS, "--pvout", "out/pvs.txt")
     assert pv_list(first_task / "out" / "pvs.txt", proc) == IOCMNG_PVS[QUICKSTART_FLAGS]
@@ -120,6 +122,7 @@ def test_quickstart_command_line_serves_iocmng_run_names(processes, first_task, 
     stop(proc)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [flags for flags in IOCMNG_PVS if flags != QUICKSTART_FLAGS])
 def test_iocmng_run_flags_give_iocmng_run_names(processes, first_task, ca, flags):
     proc = start(processes, first_task, *flags, "--pvout", "pvs.txt")
@@ -130,6 +133,7 @@ def test_iocmng_run_flags_give_iocmng_run_names(processes, first_task, ca, flags
     stop(proc)
 
 
+@pytest.mark.slow
 def test_pva_false_is_the_pva_parameter_pv_client_follows(processes, first_task, ca):
     (first_task / "config.yaml").write_text(textwrap.dedent(FIRST_CONFIG)
                                             + "    PROVIDER: {type: string}\n")
@@ -163,6 +167,7 @@ PREFIX_IN_INIT = """\
 """
 
 
+@pytest.mark.slow
 def test_pv_prefix_is_right_in_the_plugins_own_init(processes, first_task, ca):
     (first_task / "early.py").write_text(textwrap.dedent(PREFIX_IN_INIT))
     (first_task / "early.yaml").write_text("prefix: EARLYSEG\nparameters: {interval: 0.5}\n"
@@ -175,6 +180,7 @@ def test_pv_prefix_is_right_in_the_plugins_own_init(processes, first_task, ca):
         stop(proc)
 
 
+@pytest.mark.slow
 def test_iochost_run_dir_honours_config_prefix_segment(processes, first_task, ca):
     plugin_dir = first_task / "first"
     plugin_dir.mkdir()
@@ -209,6 +215,7 @@ TWO_CLASSES = """\
 """
 
 
+@pytest.mark.slow
 def test_module_errors_are_clear_with_the_worker_exit_codes(first_task):
     (first_task / "two.py").write_text(textwrap.dedent(TWO_CLASSES))
     (first_task / "no_plugin.py").write_text("LIMIT = 3\n")
@@ -243,6 +250,7 @@ def test_module_errors_are_clear_with_the_worker_exit_codes(first_task):
         assert message in done.stderr, (flags, done.stderr)
 
 
+@pytest.mark.slow
 def test_bad_config_prefix_and_run_prefix_are_refused_naming_the_file(first_task):
     (first_task / "bad.yaml").write_text("parameters: {interval: 1.0}\nprefix: 'MY TASK'\n")
     done = run_to_end(first_task, "-m", "my_first_task", "--config", "bad.yaml")
@@ -288,6 +296,7 @@ SCRIPT = """\
 """
 
 
+@pytest.mark.slow
 def test_run_ioc_from_a_script(processes, tmp_path, ca):
     script = tmp_path / "stepper_app.py"
     script.write_text(textwrap.dedent(SCRIPT))
@@ -387,8 +396,7 @@ def test_run_ioc_is_iocmngs_name_too():
 def test_a_segment_is_accepted_exactly_when_it_makes_legal_record_names(segment):
     """Legal: the record names it makes are legal, and it has no empty ':' part (and no
     '+[]<>;', legal in record names but not in a segment, which operators type)."""
-    from iochost.config.pvnames import RECORD_NAME_RE, plugin_pv_prefix
-    from iochost.config.schema import segment_problem
+    from iochost.config.pvnames import RECORD_NAME_RE, plugin_pv_prefix, segment_problem
 
     full = f"{plugin_pv_prefix('IOCHOST', 'name', segment)}:STATUS"
     legal = (RECORD_NAME_RE.fullmatch(full) is not None and "::" not in full and not segment.startswith(":")
@@ -398,8 +406,7 @@ def test_a_segment_is_accepted_exactly_when_it_makes_legal_record_names(segment)
 
 @given(st.from_regex(r"[A-Za-z0-9_-]{1,8}(:[A-Za-z0-9_-]{1,8}){0,2}", fullmatch=True))
 def test_a_legal_segment_replaces_the_name(segment):
-    from iochost.config.pvnames import plugin_pv_prefix
-    from iochost.config.schema import segment_problem
+    from iochost.config.pvnames import plugin_pv_prefix, segment_problem
 
     assert segment_problem(segment) is None
     assert plugin_pv_prefix("BL", "some-name", segment) == f"BL:{segment}"

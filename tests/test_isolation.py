@@ -1,7 +1,8 @@
 """Per-plugin isolation end to end: a plugin's requirements.txt goes into its own
 environment (layered over the daemon's), and each worker runs under its own memory and
 open-file limits. Real daemon, real pip, real soft IOCs; the only package index needed is
-none: the test package is a local directory referenced by path from requirements.txt."""
+none: the test package is a local directory referenced by path from requirements.txt.
+An upgrade's environment, the longest of these tests, is in test_isolation_upgrade.py."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ import pytest
 from conftest import wait_for
 from daemon_harness import Daemon, snapshot, wait_until
 from gitrepos import Repo, git
-from sample_plugins import TICKER
 from iochost.errors import ErrorCode
 from iochost.store.envs import PluginEnvs, RequirementsError
+from sample_plugins import TICKER
 
 USES_PACKAGE = """
     import mypkg
@@ -127,6 +128,7 @@ def limits(pid: int) -> dict[str, str]:
 
 
 # -- requirements.txt --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_requirements_installed_into_the_plugins_own_environment(daemon: Daemon, api: httpx.Client,
                                                                  tmp_path: Path) -> None:
     assert importlib.util.find_spec("mypkg") is None  # the daemon's environment does not have it
@@ -164,7 +166,8 @@ def test_requirements_installed_into_the_plugins_own_environment(daemon: Daemon,
     wait_until(lambda: api.get("/plugins/withreqs").json()["state"] == "running", what="restored")
     restored = wait_until(lambda: (r := api.get("/plugins/withreqs").json())["state"] == "running"
                           and (r["message"] or "").startswith("answer") and r, what="the plugin's message")
-    assert restored["message"].startswith("answer 42 in withreqs/lib/") and cmdline(restored["pid"])[0].startswith(str(env.resolve()))
+    assert restored["message"].startswith("answer 42 in withreqs/lib/")
+    assert cmdline(restored["pid"])[0].startswith(str(env.resolve()))
     assert marker.stat().st_mtime_ns == stamp and "reinstalling" not in daemon.log()
 
     for name in ("withreqs", "plain"):
@@ -237,6 +240,7 @@ SLOW_BACKEND = """
 """
 
 
+@pytest.mark.slow
 def test_requirements_time_limit_kills_pip_and_its_builds(tmp_path: Path) -> None:
     checkout = tmp_path / "checkout"
     (checkout / "slowpkg").mkdir(parents=True)
@@ -264,46 +268,8 @@ def _has(pid: str, marker: bytes) -> bool:
         return False
 
 
-def test_an_upgrade_builds_the_new_environment_beside_the_running_one(daemon: Daemon, api: httpx.Client,
-                                                                    tmp_path: Path) -> None:
-    """New requirements are installed while the old revision runs on its environment; a
-    revision whose requirements fail leaves both alone; one without any needs none."""
-    repo = package_repo(tmp_path, "./vendor/mypkg\n")
-    first = api.post("/plugins", json={"name": "upgrades", "git_url": repo.url})
-    assert first.status_code == 201, first.text
-    env = daemon.data_dir / "envs" / "upgrades"
-    answer = lambda n: wait_until(  # noqa: E731
-        lambda: (api.get("/plugins/upgrades").json()["message"] or "").startswith(f"answer {n}"), what=f"answer {n}")
-    answer(42)
-    repo.write({"vendor/mypkg/src/mypkg/__init__.py": "ANSWER = 43\n",
-                "vendor/mypkg/pyproject.toml": MYPKG_PYPROJECT.replace("1.2.3", "1.2.4"),
-                "requirements.txt": "./vendor/mypkg  # 1.2.4\n"})
-    repo.commit("mypkg 1.2.4")
-    upgraded = api.post("/plugins/upgrades/upgrade", json={})
-    assert upgraded.status_code == 200, upgraded.text
-    answer(43)
-    assert cmdline(upgraded.json()["pid"])[0] == str(env.resolve() / "bin" / "python")
-    assert [p.name for p in (env / "lib").glob("python*/site-packages/mypkg-*.dist-info")] == ["mypkg-1.2.4.dist-info"]
-
-    repo.write({"requirements.txt": "./vendor/nothing-here\n"})
-    repo.commit("a broken requirement")
-    refused = api.post("/plugins/upgrades/upgrade", json={})
-    assert refused.status_code == 422 and refused.json()["errors"][0]["stage"] == "requirements", refused.text
-    assert api.get("/plugins/upgrades").json()["pid"] == upgraded.json()["pid"]
-    assert api.post("/plugins/upgrades/restart").status_code == 200
-    answer(43)  # its environment was not touched
-
-    (repo.path / "requirements.txt").unlink()
-    repo.write({"uses_package.py": TICKER.replace("class Ticker", "class UsesPackage")})  # same class
-    repo.commit("no requirements any more")
-    plain = api.post("/plugins/upgrades/upgrade", json={})
-    assert plain.status_code == 200, plain.text
-    assert cmdline(plain.json()["pid"])[0].endswith("run/upgrades.json (forked)")
-    assert not env.exists() and [p.name for p in (daemon.data_dir / "envs").iterdir()] == []
-    assert api.delete("/plugins/upgrades").status_code == 200
-
-
 # -- resource limits ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_memory_limit_crashes_only_the_hog(daemon: Daemon, api: httpx.Client, tmp_path: Path, ca) -> None:
     neighbour = Repo(tmp_path / "neighbour").write({"ticker.py": TICKER, "config.yaml": CONFIG})
     neighbour.commit()
@@ -333,6 +299,7 @@ def test_memory_limit_crashes_only_the_hog(daemon: Daemon, api: httpx.Client, tm
         assert api.delete(f"/plugins/{name}").status_code == 200
 
 
+@pytest.mark.slow
 def test_open_files_limit_from_the_request(daemon: Daemon, api: httpx.Client, tmp_path: Path) -> None:
     repo = Repo(tmp_path / "opener").write({"opener.py": OPENER, "config.yaml": OPENER_CONFIG})
     repo.commit()
@@ -350,3 +317,4 @@ def test_open_files_limit_from_the_request(daemon: Daemon, api: httpx.Client, tm
     fields = " ".join(e["message"] for e in bad.json()["errors"])
     assert "max_open_files" in fields and "memory_limit_mb" in fields
     assert api.delete("/plugins/opener").status_code == 200
+

@@ -6,9 +6,9 @@ never wedge, terminal events of a failed add, cancelling an add, a plugin that n
 finishes initialize(), run records that agree with themselves, teardown that leaves
 nothing) and checks it through the REST API, the event stream and the daemon's data dir.
 
-Two module-scoped daemons: ``daemon`` (the harness's --grace-period 5) and, for the tests
-at the end, ``strict_daemon`` (--start-timeout 5, logs rotating at 64 KiB). Every test
-deletes what it added, whatever happened, so the next one starts from a healthy daemon.
+One module-scoped daemon, ``daemon`` (the harness's --grace-period 5); the tests needing
+``strict_daemon`` (--start-timeout 5, logs rotating at 64 KiB) are in test_lifecycle_e2e_strict.py.
+Every test deletes what it added, whatever happened, so the next one starts from a healthy daemon.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 
-from conftest import free_port, wait_for
+from conftest import wait_for
 from daemon_harness import Daemon, EventStream, add, delete, wait_until, worker_pids
 from gitrepos import plugin_repo
-from sample_plugins import SLOW_JOB, SLOW_JOB_CONFIG, TICKER, TICKER_CONFIG
+from sample_plugins import SLOW_JOB, SLOW_JOB_CONFIG, TICKER, TICKER_CONFIG, gated_ticker
 
 # -- plugins ---------------------------------------------------------------------------------------
 
@@ -64,6 +64,7 @@ QUICK_JOB_CONFIG = "pvs: {outputs: {DONE: {type: int}}}\n"
 
 STUBBORN_JOB = """
     import time
+    from pathlib import Path
     from iochost import JobBase, JobResult
 
     class Stubborn(JobBase):
@@ -71,59 +72,10 @@ STUBBORN_JOB = """
             pass
 
         def execute(self):
+            Path(self.parameters["executing"]).touch()
             time.sleep(3)  # ignores cancel_requested: this run always finishes
             return JobResult(success=True, message="done")
 """
-
-SLOW_IMPORT = "import time\ntime.sleep(4)\n" + TICKER.replace("\n    ", "\n")  # validation's import probe takes 4 s
-
-# initialize() waits for as long as the file named by `marker` exists; `chatter` lines of
-# 100 bytes go to stdout first.
-HANGING_INIT = """
-    import os
-    import sys
-    import time
-    from iochost import TaskBase
-
-    class Hanging(TaskBase):
-        def initialize(self):
-            for i in range(int(self.parameters.get("chatter", 0))):
-                sys.stdout.write(f"chatter {i:06d} " + "x" * 84 + "\\n")
-            sys.stdout.flush()
-            while os.path.exists(self.parameters["marker"]):
-                time.sleep(0.1)
-
-        def execute(self):
-            pass
-
-        def cleanup(self):
-            pass
-"""
-
-CHATTY = """
-    import sys
-    from iochost import TaskBase
-
-    class Chatty(TaskBase):
-        def initialize(self):
-            for i in range(3000):  # 300 KB: the log rotates at 64 KiB
-                sys.stdout.write(f"chatter {i:06d} " + "x" * 84 + "\\n")
-            sys.stdout.flush()
-
-        def execute(self):
-            pass
-
-        def cleanup(self):
-            pass
-"""
-
-CHATTER_LINES = 3000  # 300 KB of stdout
-
-
-def hanging_config(marker: Path, **parameters: Any) -> str:
-    """A short grace period, so stopping a worker stuck in initialize() takes 1 s, not 10."""
-    params = {"interval": 0.5, "grace_period": 1, "marker": str(marker), **parameters}
-    return f"parameters: {json.dumps(params)}\n"
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -199,25 +151,9 @@ def api(daemon: Daemon) -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.fixture(scope="module")
-def strict_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """start_timeout 5 s (spawn -> plugin started) and plugin logs rotating at 64 KiB. Its
-    tests use no CA client, so it gets a CA search port of its own: it must not take the
-    search datagrams of the other daemon on the shared port."""
-    root = tmp_path_factory.mktemp("lifecycle-strict")
-    with Daemon(root / "data", "--start-timeout", "5", "--backoff-initial", "1", "--heartbeat-interval", "0.5",
-                "--log-rotate-bytes", "65536", "--add-rate", "off", "--ca-port", str(free_port())).serving() as d:
-        yield d
-
-
-@pytest.fixture(scope="module")
-def strict_api(strict_daemon: Daemon) -> Iterator[httpx.Client]:
-    with strict_daemon.client() as client:
-        yield client
-
-
 # -- grace periods ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_grace_period_in_config_yaml_lets_cleanup_finish_on_delete(api, repos):
     """`grace_period: 15` in config.yaml beats the daemon's 5 s: DELETE waits for a 7 s cleanup()."""
     name, marker = "grace-yaml", repos / "cleaned"
@@ -232,6 +168,7 @@ def test_grace_period_in_config_yaml_lets_cleanup_finish_on_delete(api, repos):
         purge(api, name)
 
 
+@pytest.mark.slow
 def test_grace_period_in_post_parameters_lets_cleanup_finish_on_stop(api, daemon, repos):
     """`parameters: {grace_period: 15}` in the POST body: POST /stop waits for a 7 s cleanup()."""
     name, marker = "grace-post", repos / "cleaned"
@@ -248,6 +185,7 @@ def test_grace_period_in_post_parameters_lets_cleanup_finish_on_stop(api, daemon
         purge(api, name)
 
 
+@pytest.mark.slow
 def test_top_level_grace_period_lets_cleanup_finish_on_delete(api, repos):
     """The POST body's own `grace_period: 15` field: DELETE waits for a 7 s cleanup()."""
     name, marker = "grace-top", repos / "cleaned"
@@ -299,6 +237,7 @@ def _storm(daemon: Daemon, name: str, run_pv: str, ca: Any, seed: int) -> list[s
     return problems
 
 
+@pytest.mark.slow
 def test_job_runs_from_rest_and_ca_at_once_never_wedge(api, daemon, repos, ca):
     """REST runs (wait and no-wait) racing CA RUN=1 writes: every request answers promptly
     with a result or EXECUTION_LOCKED, the job is usable afterwards, and every run's state
@@ -366,23 +305,34 @@ def _in_flight_state(api: httpx.Client, name: str) -> str:
 
 
 @contextlib.contextmanager
-def add_in_background(api: httpx.Client, name: str, repo: Any) -> Iterator[Callable[[], httpx.Response]]:
-    """POST ``repo`` as ``name`` from a thread; 1.5 s later (still validating, the import takes
-    4 s) check it is visible alike on every route, and hand over a call that waits for the POST."""
+def add_in_background(api: httpx.Client, name: str, repos: Path) -> Iterator[Callable[[], httpx.Response]]:
+    """POST a GATED_TICKER as ``name`` from a thread; once its import holds validation, check
+    it is visible alike on every route, and hand over a call that opens the gate and waits
+    for the POST (the gate opens at the end in any case)."""
+    gate = repos / f"{name}-gate"
+    repo = plugin_repo(repos, name, gated_ticker(gate), TICKER_CONFIG, module="ticker")
+
+    def added() -> httpx.Response:
+        (gate / "go").touch()
+        return pending.result(timeout=90)
+
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(api.post, "/plugins", json={"name": name, "git_url": repo.url})
-        time.sleep(1.5)
-        _in_flight_state(api, name)
-        yield lambda: pending.result(timeout=90)
+        try:
+            wait_until(lambda: (gate / "importing").exists(), timeout=60, what="validation importing the plugin")
+            _in_flight_state(api, name)
+            yield added
+        finally:
+            (gate / "go").touch()
 
 
+@pytest.mark.slow
 def test_delete_during_add_cancels_it_and_leaves_nothing(api, daemon, repos):
     """DELETE of a plugin still validating answers 200, the add answers 409 ADD_CANCELLED,
     nothing of it is left, and the name can be added again."""
     name = "slowadd"
-    repo = plugin_repo(repos, name, SLOW_IMPORT, TICKER_CONFIG, module="ticker")
     try:
-        with add_in_background(api, name, repo) as added_later:
+        with add_in_background(api, name, repos) as added_later:
             logs = api.get(f"/plugins/{name}/logs")
             assert logs.status_code == 200, logs.text
             deleted = api.delete(f"/plugins/{name}")
@@ -398,13 +348,13 @@ def test_delete_during_add_cancels_it_and_leaves_nothing(api, daemon, repos):
         purge(api, name)
 
 
+@pytest.mark.slow
 def test_stop_during_add_stores_it_stopped(api, daemon, repos):
     """POST /stop of a plugin still validating answers 200 desired_state stopped; the add then
     answers 201 with the plugin stopped, and no worker was started."""
     name = "slowstop"
-    repo = plugin_repo(repos, name, SLOW_IMPORT, TICKER_CONFIG, module="ticker")
     try:
-        with add_in_background(api, name, repo) as added_later:
+        with add_in_background(api, name, repos) as added_later:
             stopped = api.post(f"/plugins/{name}/stop")
             assert stopped.status_code == 200, stopped.text
             assert stopped.json()["desired_state"] == "stopped"
@@ -420,16 +370,18 @@ def test_stop_during_add_stores_it_stopped(api, daemon, repos):
 
 # -- a run record agrees with itself ---------------------------------------------------------------
 
+@pytest.mark.slow
 def test_run_that_finishes_during_a_restart_is_succeeded(api, repos):
     """A run that ignores cancellation and finishes while a restart waits for it is
     "succeeded" with its result, not "cancelled" with success true."""
     name = "stubborn"
     try:
         add(api, name, plugin_repo(repos, name, STUBBORN_JOB, QUICK_JOB_CONFIG, module="stubborn"))
-        started = api.post(f"/jobs/{name}/run?wait=false", json={})
+        executing = repos / "executing"
+        started = api.post(f"/jobs/{name}/run?wait=false", json={"parameters": {"executing": str(executing)}})
         assert started.status_code == 202, started.text
         run_id = started.json()["run_id"]
-        time.sleep(0.5)
+        wait_until(executing.exists, timeout=30, what="execute() running")
         restarted = api.post(f"/plugins/{name}/restart")
         assert restarted.status_code == 200 and restarted.json()["state"] == "running", restarted.text
         run = wait_until(lambda: (r := api.get(f"/jobs/{name}/runs/{run_id}").json())["state"] != "running" and r,
@@ -439,15 +391,18 @@ def test_run_that_finishes_during_a_restart_is_succeeded(api, repos):
         purge(api, name)
 
 
+@pytest.mark.slow
 def test_run_that_honours_cancel_is_cancelled_and_unsuccessful(api, repos):
     """A run cancelled through the API that stops on check_cancelled() is "cancelled", success false."""
     name = "obedient"
     try:
         add(api, name, plugin_repo(repos, name, SLOW_JOB, SLOW_JOB_CONFIG, module="slow"))
-        started = api.post(f"/jobs/{name}/run?wait=false", json={"parameters": {"steps": 200}})
+        executing = repos / "executing"
+        started = api.post(f"/jobs/{name}/run?wait=false",
+                           json={"parameters": {"steps": 200, "executing": str(executing)}})
         assert started.status_code == 202, started.text
         run_id = started.json()["run_id"]
-        time.sleep(0.5)
+        wait_until(executing.exists, timeout=30, what="execute() running")
         cancelled = api.post(f"/jobs/{name}/runs/{run_id}/cancel")
         assert cancelled.status_code == 200, cancelled.text
         for run in (cancelled.json(), api.get(f"/jobs/{name}/runs/{run_id}").json()):
@@ -455,109 +410,3 @@ def test_run_that_honours_cancel_is_cancelled_and_unsuccessful(api, repos):
     finally:
         purge(api, name)
 
-
-# -- initialize() that never returns ---------------------------------------------------------------
-
-def test_initialize_that_never_returns_fails_the_add_and_leaves_nothing(strict_api, strict_daemon, repos):
-    """While initialize() runs the plugin is "starting", never "running"; after start_timeout
-    the add answers 502 WORKER_START_FAILED naming initialize, and nothing of it is left."""
-    name, marker = "hanginit", repos / "hold"
-    marker.touch()
-    repo = plugin_repo(repos, name, HANGING_INIT, hanging_config(marker), module="hanging")
-    seen: list[Any] = []
-    try:
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            t0 = time.monotonic()
-            pending = pool.submit(strict_api.post, "/plugins", json={"name": name, "git_url": repo.url})
-            while not pending.done():
-                r = strict_api.get(f"/plugins/{name}")
-                seen.append(r.json()["state"] if r.status_code == 200 else r.status_code)
-                time.sleep(0.2)
-            response = pending.result()
-            elapsed = time.monotonic() - t0
-        answer = f"answer {response.status_code} {response.text[:300]}"
-        assert "starting" in seen and "running" not in seen, f"states during the add: {seen}; {answer}"
-        assert response.status_code == 502 and code_of(response) == "WORKER_START_FAILED", answer
-        assert "initialize" in response.json()["message"], answer
-        assert 5 <= elapsed < 30, f"the add answered after {elapsed:.1f} s"
-        assert strict_api.get(f"/plugins/{name}").status_code == 404
-        assert leftovers(strict_daemon.data_dir, name) == []
-    finally:
-        marker.unlink(missing_ok=True)
-        purge(strict_api, name)
-
-
-def test_initialize_hanging_after_restart_is_degraded_and_retried(strict_api, strict_daemon, repos):
-    """A plugin that stops returning from initialize() on restart is never "running": /health
-    is degraded, it is retried with backoff (restarts grows, last_error names initialize),
-    and once initialize() returns again it is running and /health ok."""
-    name, marker = "hangrestart", repos / "hold"
-    repo = plugin_repo(repos, name, HANGING_INIT, hanging_config(marker), module="hanging")
-    try:
-        record = add(strict_api, name, repo)
-        assert record["state"] == "running"
-        assert strict_api.get("/health").json()["status"] == "ok"
-        marker.touch()
-        restarted = strict_api.post(f"/plugins/{name}/restart")
-        if restarted.status_code == 200:
-            assert restarted.json()["state"] != "running", "restart answered running while initialize() hangs"
-        else:
-            assert restarted.status_code == 502 and code_of(restarted) == "WORKER_START_FAILED", restarted.text
-        first = strict_api.get(f"/plugins/{name}").json()["restarts"]
-        deadline = time.monotonic() + 12
-        while time.monotonic() < deadline:
-            plugin = strict_api.get(f"/plugins/{name}").json()
-            health = strict_api.get("/health").json()
-            assert plugin["state"] != "running", plugin["transitions"][-3:]
-            assert health["status"] == "degraded", health
-            time.sleep(0.3)
-        plugin = strict_api.get(f"/plugins/{name}").json()
-        assert plugin["restarts"] > first, f"no retry in 12 s: restarts {first} -> {plugin['restarts']}"
-        assert "initialize" in (plugin["last_error"] or ""), plugin["last_error"]
-        marker.unlink()
-        wait_until(lambda: strict_api.get(f"/plugins/{name}").json()["state"] == "running", timeout=20,
-                   what="running once initialize() returns")
-        wait_until(lambda: strict_api.get("/health").json()["status"] == "ok", timeout=5, what="/health ok")
-    finally:
-        marker.unlink(missing_ok=True)
-        purge(strict_api, name)
-
-
-# -- teardown leaves nothing -----------------------------------------------------------------------
-
-def test_delete_removes_rotated_logs(strict_api, strict_daemon, repos):
-    """A plugin whose output rotated its log leaves no logs/NAME.log* file once deleted."""
-    name = "chatty"
-    try:
-        add(strict_api, name, plugin_repo(repos, name, CHATTY, "parameters: {interval: 1}\n", module="chatty"))
-        wait_until(lambda: f"{name}.log.1" in log_files(strict_daemon.data_dir, name), timeout=10,
-                   what="the log to rotate")
-        delete(strict_api, name)
-        assert log_files(strict_daemon.data_dir, name) == []
-        assert leftovers(strict_daemon.data_dir, name) == []
-    finally:
-        purge(strict_api, name)
-
-
-def test_failed_start_removes_rotated_logs(strict_api, strict_daemon, repos):
-    """An add that fails after its worker printed enough to rotate its log leaves no
-    logs/NAME.log* file."""
-    name, marker = "chattyfail", repos / "hold"
-    marker.touch()
-    repo = plugin_repo(repos, name, HANGING_INIT, hanging_config(marker, chatter=CHATTER_LINES), module="hanging")
-    rotated = False
-    try:
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(strict_api.post, "/plugins", json={"name": name, "git_url": repo.url})
-            while not pending.done():
-                rotated = rotated or f"{name}.log.1" in log_files(strict_daemon.data_dir, name)
-                time.sleep(0.1)
-            response = pending.result()
-        assert response.status_code == 502 and code_of(response) == "WORKER_START_FAILED", \
-            f"{response.status_code} {response.text[:300]}"
-        assert rotated, "the worker's log never rotated during the add"
-        assert log_files(strict_daemon.data_dir, name) == []
-        assert leftovers(strict_daemon.data_dir, name) == []
-    finally:
-        marker.unlink(missing_ok=True)
-        purge(strict_api, name)

@@ -1,6 +1,6 @@
 """The daemon's text log keeps one record on one line, whatever text from the network a
 message carries (the end-to-end cases, a control PV's write and a plugin's message, are in
-test_epics_control.py)."""
+test_epics_control_names.py)."""
 
 from __future__ import annotations
 

@@ -20,10 +20,10 @@ from prometheus_client.samples import Sample
 
 from daemon_harness import Daemon, add, bearer, wait_until, worker_pids
 from gitrepos import plugin_repo
-from sample_plugins import TICKER, TICKER_CONFIG
 from iochost.api.prometheus import UNMATCHED, RouteTemplates
 from iochost.supervisor.runs import RUN_OUTCOMES, RunLedger
-from iochost.supervisor.states import State
+from iochost.supervisor.states import LISTED, State
+from sample_plugins import TICKER, TICKER_CONFIG
 
 READ_TOKEN = "rd-" + secrets.token_hex(16)
 ADMIN_TOKEN = "ad-" + secrets.token_hex(16)
@@ -138,6 +138,7 @@ def test_daemon_identity_and_readiness(daemon: Daemon, admin: httpx.Client) -> N
 
 
 # -- the supervisor's state -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_plugins_by_state_match_the_listing(daemon: Daemon, admin: httpx.Client, story: dict[str, Any]) -> None:
     def agreeing() -> tuple[Counter[str], dict[str, float]] | None:
         before = Counter(p["state"] for p in admin.get("/plugins").json()["plugins"])
@@ -146,7 +147,11 @@ def test_plugins_by_state_match_the_listing(daemon: Daemon, admin: httpx.Client,
         return (after, gauge) if before == after else None
 
     listed, gauge = wait_until(agreeing, timeout=10, what="a listing that holds still")
-    assert set(gauge) == {state.value for state in State}  # every state, zeros included
+    # every state a listed plugin can be in, zeros included; the same states /health counts: a deleted
+    # plugin is gone, so neither has "deleted"
+    health = admin.get("/health").json()["plugins"]
+    assert set(gauge) == {state.value for state in LISTED} == set(health) - {"total"}
+    assert State.DELETED.value not in gauge
     assert {state: int(count) for state, count in gauge.items() if count} == dict(listed)
     assert listed["running"] == 2
 
@@ -224,8 +229,8 @@ def test_requests_are_counted_by_route_template(daemon: Daemon, admin: httpx.Cli
 
     # Every route label is a template of the API, never a raw path: no plugin name, no run id.
     schema_paths = set(httpx.get(daemon.url + "/openapi.json", timeout=10).json()["paths"])
-    routes = {s.labels["route"] for name in ("iochost_http_requests_total", "iochost_http_request_duration_seconds_count")
-              for s in after[name]}
+    counted = ("iochost_http_requests_total", "iochost_http_request_duration_seconds_count")
+    routes = {s.labels["route"] for name in counted for s in after[name]}
     assert one in routes and "/metrics" in routes and "/api/v1/jobs/{name}/run" in routes
     assert routes <= schema_paths | {UNMATCHED, "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
     assert not [route for route in routes if re.search(r"ticker|verdict|nobody|such|[0-9a-f]{32}", route)]

@@ -215,7 +215,8 @@ def test_through_a_service_address_behind_nat(processes: Processes, tmp_path: Pa
                     assert [n for n, v in values.items() if v is None] == [], (proto_pva, values)
                     assert client.put({pv("alpha", "GAIN"): 3.0 + proto_pva}, pva=proto_pva) == \
                         {pv("alpha", "GAIN"): True}
-                    assert client.get([pv("alpha", "GAIN")], pva=not proto_pva) == {pv("alpha", "GAIN"): 3.0 + proto_pva}
+                    got = client.get([pv("alpha", "GAIN")], pva=not proto_pva)
+                    assert got == {pv("alpha", "GAIN"): 3.0 + proto_pva}
                     client.monitor(pv("beta", "VALUE"), pva=proto_pva)
                 added = client.mark()
                 daemon.add("beta", repo.url)  # found on the client's next search: no beacon crosses NAT

@@ -26,9 +26,8 @@ import httpx
 import pytest
 
 import nonroot_env
-from conftest import CA_PORT, PVA_BROADCAST_PORT, REPO, free_port, wait_for
+from conftest import CA_PORT, PVA_BROADCAST_PORT, REPO, free_port, free_port_block, wait_for
 from daemon_harness import bearer, wait_until
-from iochost.discovery.ports import free_port_block
 from gitrepos import plugin_repo
 
 UID = GID = 10001
@@ -162,7 +161,8 @@ def writable_dirs() -> Iterator[Callable[[], list[str]]]:
     builds; the test then only walks these."""
     out = tempfile.TemporaryFile("w+")
     scan = subprocess.Popen(
-        find_argv(["/", "/dev/shm"], "-type", "d", "(", "-perm", "-o=w", "-o", "-uid", str(UID), "-o", "-gid", str(GID), ")"),
+        find_argv(["/", "/dev/shm"], "-type", "d",
+                  "(", "-perm", "-o=w", "-o", "-uid", str(UID), "-o", "-gid", str(GID), ")"),
         stdout=out, stderr=subprocess.DEVNULL)
 
     def result() -> list[str]:
@@ -230,6 +230,7 @@ def user_may_write(path: Path) -> bool:
 
 # -- the test --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_serve_as_unprivileged_user_like_the_image(writable_dirs: Callable[[], list[str]],
                                                    runtime: nonroot_env.Environment, work: Path,
                                                    ca: Any, pva: Any) -> None:

@@ -71,7 +71,8 @@ def test_entries_become_add_requests_and_bad_ones_are_named(tmp_path: Path) -> N
     assert len(declared.warnings) == 1 and "plugins[2] (iocmng-style)" in declared.warnings[0]
     problems = "\n".join(declared.problems)
     assert len(declared.problems) == 6, problems
-    for gist in ("plugins[3] (bad.name): name:", "plugins[4] (two-sources)", "give exactly one of git_url or local_path",
+    for gist in ("plugins[3] (bad.name): name:", "plugins[4] (two-sources)",
+                 "give exactly one of git_url or local_path",
                  "plugins[5] (typo): paramters: Extra inputs are not permitted",
                  f"plugins[6] (no-token): pat_file {tmp_path / 'missing'}: cannot be read",
                  "plugins[7] (temp-monitor): name 'temp-monitor' is declared twice",
@@ -97,6 +98,7 @@ def test_a_file_that_is_not_a_plugins_list_is_refused_whole(tmp_path: Path, text
         load_plugins_file(write(tmp_path / "plugins.yaml", text))
 
 
+@pytest.mark.slow
 def test_the_daemon_refuses_to_start_without_its_declared_plugins(tmp_path: Path) -> None:
     """An unreadable file is a configuration error (exit 2), not an empty declaration."""
     result = subprocess.run(
@@ -110,6 +112,7 @@ def test_the_daemon_refuses_to_start_without_its_declared_plugins(tmp_path: Path
 # -- the daemon applying it --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_declared_plugins_are_added_upgraded_and_rest_ones_stay(tmp_path: Path) -> None:
     repos = tmp_path / "repos"
     alpha = plugin_repo(repos, "alpha", TICKER, TICKER_CONFIG)
@@ -182,6 +185,7 @@ def ready(daemon: Daemon) -> Iterator[Any]:
         yield api
 
 
+@pytest.mark.slow
 def test_a_mirror_or_a_name_take_over_keeps_the_plugin_and_a_plugin_leaving_the_file_is_kept_or_deleted(
         tmp_path: Path, processes: Processes) -> None:
     """alpha's URL changes to a mirror (same commit), omega (added over REST) is declared
@@ -220,7 +224,8 @@ def test_a_mirror_or_a_name_take_over_keeps_the_plugin_and_a_plugin_leaving_the_
     with ready(d) as api:
         plugins = {p["name"]: p for p in api.get("/plugins").json()["plugins"]}
         alpha, omega = plugins["alpha"], plugins["omega"]
-        assert (alpha["source"]["git_url"], alpha["source"]["commit"], alpha["previous_commit"]) == (mirror, commit, None)
+        source = (alpha["source"]["git_url"], alpha["source"]["commit"], alpha["previous_commit"])
+        assert source == (mirror, commit, None)
         assert alpha["state"] == "running" and alpha["created_at"] == before["alpha"]["created_at"]
         assert not [t for t in alpha["transitions"] if "upgrade" in t["reason"]], alpha["transitions"]  # not restarted
         assert (omega["source"]["git_url"], omega["source"]["commit"], omega["previous_commit"]) == (

@@ -128,6 +128,7 @@ def scene(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Scene]:
         yield Scene(daemon, api, tmp_path)
 
 
+@pytest.mark.slow
 def test_no_grandchild_survives_any_exit_path_of_its_worker(scene: Scene) -> None:
     api = scene.api
     _, stopped = scene.add("stopped")
@@ -160,6 +161,7 @@ def test_no_grandchild_survives_any_exit_path_of_its_worker(scene: Scene) -> Non
     assert crash_worker not in worker_pids(scene.daemon.data_dir)
 
 
+@pytest.mark.slow
 def test_no_grandchild_survives_the_daemon(scene: Scene) -> None:
     """SIGTERM of the daemon, then (restarted on the same data) kill -9 of the daemon."""
     _, first = scene.add("survivor")
@@ -174,6 +176,7 @@ def test_no_grandchild_survives_the_daemon(scene: Scene) -> None:
     scene.daemon.start()  # so the fixture's SIGTERM has a daemon to stop
 
 
+@pytest.mark.slow
 def test_a_stale_cgroup_of_a_killed_daemon_is_removed_at_the_next_start(tmp_path: Path) -> None:
     if not cgroups_writable():
         pytest.skip("no writable cgroup v2 hierarchy here")
@@ -204,7 +207,8 @@ def test_kill_descendants_ends_a_whole_subreaped_tree(tmp_path: Path) -> None:
         a = subprocess.Popen(["sleep", "1001"])
         b = subprocess.Popen(["sh", "-c", "sleep 1001 & sleep 1001 & wait"], start_new_session=True)
         c = subprocess.run([sys.executable, "-c", "import subprocess; print(subprocess.Popen("
-                            "['sleep', '1001'], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid)"],
+                            "['sleep', '1001'], start_new_session=True, "
+                            "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid)"],
                            capture_output=True, text=True)
         print(json.dumps([a.pid, b.pid, int(c.stdout)]), flush=True)
         sys.stdin.readline()

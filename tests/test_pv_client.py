@@ -15,7 +15,7 @@ import pytest
 from conftest import Processes, wait_for
 from sample_plugins import make_plugin
 from test_declarative import _ioc, _run_plugin, link_env  # noqa: F401 - link_env: a fixture
-from test_value_types import _device_and_plugin_env
+from test_value_types_links import _device_and_plugin_env
 
 DEVICE_RECORDS = ("A", "B", "S=string", "W=floats", "E=enum")
 
@@ -63,6 +63,7 @@ print(json.dumps(out), flush=True)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["ca", "pva"])
 def test_a_plain_process_gets_puts_and_monitors_from_threads(tmp_path: Path, processes: Processes,
                                                              link_env: dict[str, Any], protocol: str) -> None:
@@ -155,6 +156,7 @@ PV_USER_CONFIG = """
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["ca", "pva"])
 def test_a_plugin_uses_pv_client_over_its_pva_parameter(tmp_path: Path, processes: Processes,
                                                         link_env: dict[str, Any], protocol: str) -> None:

@@ -17,7 +17,8 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import ca_search, wait_for
 from daemon_harness import Daemon, add, delete, snapshot, wait_until
@@ -59,6 +60,7 @@ def seg_a(api: httpx.Client, repos: Path) -> dict[str, Any]:
     return add(api, "seg-a", plugin_repo(repos, "seg-a", TICKER, config("SEGA"), module="ticker"))
 
 
+@pytest.mark.slow
 def test_the_segment_names_the_records_the_list_and_the_displays(api, seg_a, ca):
     assert seg_a["pv_prefix"] == f"{PREFIX}:SEGA"
     assert seg_a["pvs"] and all(pv.startswith(f"{PREFIX}:SEGA:") for pv in seg_a["pvs"])
@@ -108,6 +110,7 @@ def test_an_add_whose_pvs_would_collide_is_refused_leaving_nothing(api, daemon, 
     assert api.get("/plugins/seg-a").json()["state"] == "running"
 
 
+@pytest.mark.slow
 def test_a_segment_nested_in_anothers_is_refused_both_ways(api, daemon, repos, seg_a):
     """``NEST`` declaring the PV ``SUB:VALUE`` and ``NEST:SUB`` (whose VALUE is that same
     name) cannot both serve: whichever comes second is refused, naming the first; a segment
@@ -145,7 +148,7 @@ def test_two_adds_claiming_one_segment_at_once_one_wins(api, daemon, repos, seg_
     before = snapshot(daemon)
     with ThreadPoolExecutor(len(names)) as pool:
         answers = dict(zip(names, pool.map(lambda name: api.post("/plugins", json={
-            "name": name, "git_url": urls[name]}), names)))
+            "name": name, "git_url": urls[name]}), names), strict=True))
     added = [name for name, answer in answers.items() if answer.status_code == 201]
     try:
         assert len(added) == 1, {name: answer.text for name, answer in answers.items()}
@@ -171,6 +174,7 @@ def test_a_name_taking_a_segment_claimed_first_is_refused_the_other_way_too(api,
         delete(api, "segname")
 
 
+@pytest.mark.slow
 def test_an_upgrade_to_a_colliding_segment_is_refused_and_one_to_a_free_one_renames(api, daemon, repos, seg_a, ca):
     repo = plugin_repo(repos, "mover", TICKER, config(None), module="ticker")
     first = add(api, "mover", repo)
@@ -206,6 +210,7 @@ def test_an_upgrade_to_a_colliding_segment_is_refused_and_one_to_a_free_one_rena
         delete(api, "mover")
 
 
+@pytest.mark.slow
 def test_restore_refuses_a_segment_another_plugin_has_the_first_in_boot_order_keeps_it(tmp_path):
     """Two plugins of local directories; while the daemon is down, beta's registered revision
     becomes a commit of its checkout that takes alpha's name as its segment (a registry an
@@ -271,6 +276,7 @@ HOLD_SETUP = """
 """
 
 
+@pytest.mark.slow
 def test_an_add_during_the_restore_does_not_take_a_registered_plugins_names(tmp_path):
     """A registered plugin (segment HELD) whose restore is slow (its environment is rebuilt at
     start: held here, in its package's build, until the test lets it go) keeps its names: an

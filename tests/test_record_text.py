@@ -24,9 +24,9 @@ from iochost.contract import messages
 from iochost.record_text import fit_bytes, fit_text, held_text, is_utf8, readable, text_bytes
 from iochost.worker import autosave
 from sample_plugins import make_plugin
-from test_autosave import _running
 from small_disk import fill, small_disk  # noqa: F401 - small_disk: a fixture
-from worker_harness import WorkerProcess
+from test_autosave_e2e import _running
+from worker_harness import StandaloneWorker
 
 # -- the pure rules ----------------------------------------------------------------------------
 
@@ -182,6 +182,7 @@ def _all_held(prefix: str) -> dict[str, bytes]:
     return {name: _held(prefix + name) for name in HELD}
 
 
+@pytest.mark.slow
 def test_non_utf8_and_over_long_strings_over_ca_and_pva_come_back_byte_for_byte(tmp_path: Path, repos: Path,
                                                                                 ca: Any, pva: Any) -> None:
     from caproto.sync.client import write
@@ -295,6 +296,7 @@ CORRUPT = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CORRUPT))
 def test_a_corrupt_autosave_file_leaves_the_plugin_running_on_config_values(case: str, processes: Processes,
                                                                             tmp_path: Path, ca: Any) -> None:
@@ -304,7 +306,7 @@ def test_a_corrupt_autosave_file_leaves_the_plugin_running_on_config_values(case
     save.parent.mkdir(mode=0o700)
     save.write_bytes(content)
     prefix = f"IOCHTBAD{abs(hash(case)) % 10**6}"
-    worker = WorkerProcess(processes, tmp_path, name="plain", plugin_dir=str(plugin_dir), module_file="plain.py",
+    worker = StandaloneWorker(processes, tmp_path, name="plain", plugin_dir=str(plugin_dir), module_file="plain.py",
                            class_name="Plain", prefix=prefix, autosave_file=str(save))
     worker.wait_event(messages.Initialized, timeout=30)
     held = {name: ca.caget(f"{prefix}:PLAIN:{name}", timeout=10) for name in CONFIG_VALUES}
@@ -332,19 +334,20 @@ FULL_CONFIG = """
 
 
 def _autosaving_worker(processes: Processes, tmp_path: Path, plugin_dir: Path, class_name: str, save: Path,
-                       number: int) -> WorkerProcess:
+                       number: int) -> StandaloneWorker:
     """The ``number``-th worker of plugin ``plugin_dir`` (its name is the directory's) with
     autosave file ``save``: a later one restores what an earlier one saved; prefix
     ``IOCHT<NAME><number>``, run directory ``tmp_path/run<number>``; initialized."""
     name = plugin_dir.name
     (tmp_path / f"run{number}").mkdir()
-    worker = WorkerProcess(processes, tmp_path / f"run{number}", name=name, plugin_dir=str(plugin_dir),
+    worker = StandaloneWorker(processes, tmp_path / f"run{number}", name=name, plugin_dir=str(plugin_dir),
                            module_file=f"{name}.py", class_name=class_name,
                            prefix=f"IOCHT{name.upper()}{number}", autosave_file=str(save))
     worker.wait_event(messages.Initialized, timeout=30)
     return worker
 
 
+@pytest.mark.slow
 def test_a_write_on_a_full_disk_is_retried_until_it_lands_and_survives_kill_9(small_disk: Path, processes: Processes,
                                                                               tmp_path: Path, ca: Any) -> None:
     from caproto.sync.client import write
@@ -352,7 +355,7 @@ def test_a_write_on_a_full_disk_is_retried_until_it_lands_and_survives_kill_9(sm
     plugin_dir = make_plugin(tmp_path, "full", PLAIN.replace("Plain", "Full"), FULL_CONFIG)
     save = small_disk / "autosave" / "full.json"
 
-    def start(number: int) -> WorkerProcess:
+    def start(number: int) -> StandaloneWorker:
         return _autosaving_worker(processes, tmp_path, plugin_dir, "Full", save, number)
 
     first = start(0)
@@ -408,6 +411,7 @@ SHORT_CONFIG = """
 SHORT_HELD = {"CA": b"\xe9" * 10, "PVA": "é".encode() * 5, "MINE": "ü".encode() * 5}
 
 
+@pytest.mark.slow
 def test_a_string_of_a_short_length_holds_no_more_and_keeps_it_across_kill_9(processes: Processes, tmp_path: Path,
                                                                              ca: Any, pva: Any) -> None:
     """``length: 10`` is a stringout of 39 bytes: every write (CA, PVA, set_pv) was kept to
@@ -418,7 +422,7 @@ def test_a_string_of_a_short_length_holds_no_more_and_keeps_it_across_kill_9(pro
     save = tmp_path / "autosave" / "short.json"
     save.parent.mkdir(mode=0o700)
 
-    def start(number: int) -> WorkerProcess:
+    def start(number: int) -> StandaloneWorker:
         return _autosaving_worker(processes, tmp_path, plugin_dir, "Short", save, number)
 
     first = start(0)

@@ -8,14 +8,14 @@ import datetime
 from pathlib import Path
 
 from iochost.config import PluginConfig, load_config
-from iochost.declarative.functions import get_registry
-from iochost.report import Severity
-from iochost.sdk import JobResult
 from iochost.config.calls import (
     registration_warnings,
     still_unregistered,
     unregistered_calls,
 )
+from iochost.report import Severity
+from iochost.rule_language.functions import get_registry
+from iochost.sdk import JobResult
 
 CONFIG = '''\
 arguments:

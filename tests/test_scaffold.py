@@ -15,6 +15,8 @@ import pytest
 
 from conftest import Processes
 from iochost.cli import main
+from iochost.config.pvnames import default_pv_names
+from iochost.kinds import Kind
 from iochost.scaffold import KINDS, plugin_names
 
 NAMES = {"task": "demo-task", "triggered": "demo_triggered", "job": "demo-job", "declarative": "demo-decl"}
@@ -63,6 +65,7 @@ def scaffolds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, li
         processes.stop_all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_scaffold_validates_and_its_test_passes(scaffolds: dict[str, Any], kind: str) -> None:
     steps = scaffolds[kind]
@@ -111,3 +114,19 @@ def test_non_empty_dir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert f"{tmp_path} exists and is not empty" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["mine.py"]
     assert (tmp_path / "mine.py").read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("kind, plugin_kind, mode", [
+    ("task", "task", "continuous"), ("triggered", "task", "triggered"), ("job", "job", None),
+    ("declarative", "task", "continuous"),
+])
+def test_the_readme_names_the_default_pvs_the_worker_creates(tmp_path: Path, kind: str, plugin_kind: Kind,
+                                                            mode: str | None) -> None:
+    """From the one table (config.pvnames), so a default PV added there is in every README."""
+    made = tmp_path / "plugin"
+    with pytest.raises(SystemExit) as exited:
+        main(["new", "demo", "--kind", kind, str(made)])
+    assert exited.value.code == 0
+    sentence = next(line for line in (made / "README.md").read_text().splitlines() if "default PVs" in line)
+    named = sentence.split("default PVs ", 1)[1].rstrip(".").replace(" and ", ", ").split(", ")
+    assert [name.split(" (")[0] for name in named] == default_pv_names(plugin_kind, mode)

@@ -24,9 +24,11 @@ import httpx
 import pytest
 
 from daemon_harness import Daemon, add, delete, wait_until, worker_pids
-from test_process_tree import cgroups_writable
 from gitrepos import plugin_repo
 from sample_plugins import TICKER, TICKER_CONFIG
+from test_process_tree import cgroups_writable
+
+pytestmark = pytest.mark.slow
 
 CAP_IPC_LOCK, CAP_SYS_NICE = 14, 23
 

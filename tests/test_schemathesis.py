@@ -26,6 +26,8 @@ from iochost.api import create_app
 from iochost.pvgateway.protocol import MAX_TIMEOUT
 from iochost.settings import Settings
 
+pytestmark = pytest.mark.slow
+
 READ_TOKEN = "rd-" + secrets.token_hex(16)
 ADMIN_TOKEN = "ad-" + secrets.token_hex(16)
 EVENTS = "/api/v1/events"  # an endless stream: only without a token (401) or it never returns

@@ -1,4 +1,7 @@
-"""The git store, the registry and the source policy, against real git repositories.
+"""The git store's fetches against real git repositories: clones of branches, tags and
+commits, refused paths and symlinks, size limits, PAT secrecy, timeouts. Checkouts (local
+paths, restore, upgrades) are in test_store_checkouts.py, which uses the helpers here;
+the registry and the source policy in test_store_registry.py.
 
 Repositories are made with the `git` CLI in tmp_path and cloned by `file://` URL, or over
 HTTP from a tiny in-test server that runs the real `git http-backend` behind Basic auth
@@ -7,7 +10,6 @@ HTTP from a tiny in-test server that runs the real `git http-backend` behind Bas
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -17,16 +19,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from pydantic import ValidationError
-
-from iochost.errors import ErrorCode, IochostError
-from iochost.store import (
-    GitStore, PluginSource, Registry, RegistryEntry, RegistryError, check_source_allowed, validate_prefixes,
-)
-from iochost.store.models import FetchResult
-from iochost.store.paths import is_within, new_upgrade_op
 
 from githttp import GitServer
+from iochost.errors import ErrorCode, IochostError
+from iochost.store import (
+    GitStore,
+    PluginSource,
+    Registry,
+    RegistryEntry,
+)
+from iochost.store.entries import FetchResult
 
 GIT_ENV = {
     **os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
@@ -417,310 +419,3 @@ def test_timeout_kills_git_and_its_children(store: GitStore, black_hole: str) ->
     survivors = [line for _, line in cmdlines() if black_hole.encode() in line]
     assert survivors == []  # neither git nor git-remote-http is left running
 
-
-# -- local_path --------------------------------------------------------------------------------------
-def test_local_path_plain_directory(store: GitStore, tmp_path: Path) -> None:
-    src = tmp_path / "dev"
-    (src / "__pycache__").mkdir(parents=True)
-    (src / "__pycache__" / "x.pyc").write_bytes(b"\0")
-    (src / "config.yaml").write_text("parameters: {}\n")
-    os.mkfifo(src / "fifo")  # copying it would block
-    result = store.fetch("dev", PluginSource(local_path=str(src)))
-    assert result.commit is None
-    assert (result.plugin_dir / "config.yaml").read_text() == "parameters: {}\n"
-    assert not (result.plugin_dir / "fifo").exists() and not (result.plugin_dir / "__pycache__").exists()
-    (src / "config.yaml").write_text("changed\n")
-    assert (result.plugin_dir / "config.yaml").read_text() == "parameters: {}\n"  # a snapshot
-    assert store.restore("dev", PluginSource(local_path=str(src)), None).plugin_dir == result.plugin_dir
-
-
-def test_local_path_git_work_tree(store: GitStore, origin: Origin) -> None:
-    result = store.fetch("dev", PluginSource(local_path=str(origin.path), path="plugin"))
-    assert result.commit == origin.c2
-    assert (result.checkout_dir / ".git").is_dir()
-    assert result.plugin_dir == result.checkout_dir / "plugin"
-
-
-@pytest.mark.parametrize("local_path, code, gist", [
-    ("relative/dir", ErrorCode.INVALID_REQUEST, "must be absolute"),
-    ("/nonexistent/dir", ErrorCode.FETCH_FAILED, "does not exist"),
-])
-def test_local_path_errors(store: GitStore, local_path: str, code: ErrorCode, gist: str) -> None:
-    error = fetch_error(store, "dev", PluginSource(local_path=local_path))
-    assert error.code == code and gist in error.message
-
-
-def test_local_path_containing_data_dir(store: GitStore, tmp_path: Path) -> None:
-    error = fetch_error(store, "dev", PluginSource(local_path=str(tmp_path)))
-    assert error.code == ErrorCode.FETCH_FAILED and "data directory" in error.message
-
-
-def test_local_path_symlink_outside(store: GitStore, tmp_path: Path) -> None:
-    src = tmp_path / "dev"
-    src.mkdir()
-    (src / "passwd").symlink_to("/etc/passwd")
-    error = fetch_error(store, "dev", PluginSource(local_path=str(src)))
-    assert error.code == ErrorCode.INVALID_REQUEST and "passwd is a symlink pointing outside" in error.message
-
-
-# -- restore, remove, garbage -------------------------------------------------------------------------
-def test_restore_offline_at_pinned_commit(tmp_path: Path, origin: Origin) -> None:
-    data = tmp_path / "data"
-    source = PluginSource(git_url=origin.url, commit=origin.c1[:10], path="plugin")
-    fetched = GitStore(data).fetch("p1", source)
-    subprocess.run(["rm", "-rf", str(origin.path)], check=True)  # no network, no origin
-    restarted = GitStore(data)
-    result = restarted.restore("p1", source, fetched.commit)
-    assert result == fetched
-    assert (result.plugin_dir / "main.py").read_text() == "VERSION = 1\n"
-
-
-def test_restore_repairs_a_modified_or_moved_checkout(store: GitStore, origin: Origin) -> None:
-    source = PluginSource(git_url=origin.url)
-    fetched = store.fetch("p1", source)
-    (fetched.checkout_dir / "plugin" / "main.py").write_text("tampered\n")
-    (fetched.checkout_dir / "untracked.txt").write_text("kept\n")
-    assert version(store.restore("p1", source, origin.c2)) == "VERSION = 2"
-    assert (fetched.checkout_dir / "untracked.txt").exists()
-    git(fetched.checkout_dir, "checkout", "-q", origin.c3)
-    store.restore("p1", source, origin.c2)
-    assert git(fetched.checkout_dir, "rev-parse", "HEAD") == origin.c2
-    assert list(store.tmp_dir.iterdir()) == []
-
-
-def test_restore_failures(store: GitStore, origin: Origin) -> None:
-    source = PluginSource(git_url=origin.url)
-    with pytest.raises(IochostError) as info:
-        store.restore("p1", source, origin.c2)
-    assert info.value.code == ErrorCode.FETCH_FAILED and "checkout of 'p1' missing" in info.value.message
-    store.fetch("p1", PluginSource(git_url=origin.url, branch="v1"))
-    git(store.plugins_dir / "p1", "-c", "gc.reflogExpire=now", "gc", "--quiet", "--prune=now")
-    with pytest.raises(IochostError) as info:
-        store.restore("p1", source, "f" * 40)
-    assert info.value.code == ErrorCode.FETCH_FAILED and "does not contain commit" in info.value.message
-
-
-def test_remove_is_idempotent_and_prune(store: GitStore, origin: Origin) -> None:
-    for name in ("a", "b", "c"):
-        store.fetch(name, PluginSource(git_url=origin.url))
-    store.remove("a")
-    store.remove("a")
-    assert store.names() == ["b", "c"]
-    assert store.prune({"b"}) == ["c"]
-    assert store.names() == ["b"]
-    assert list(store.tmp_dir.iterdir()) == []
-    store.fetch("a", PluginSource(git_url=origin.url))  # the name is free again
-
-
-def test_an_upgrade_is_staged_beside_the_checkout_swapped_in_and_back(store: GitStore, origin: Origin) -> None:
-    store.fetch("p", PluginSource(git_url=origin.url, commit=origin.c1))
-    op = new_upgrade_op()
-    staged = store.stage("p", op, PluginSource(git_url=origin.url, commit=origin.c2))
-    assert staged.commit == origin.c2 and not is_within(staged.checkout_dir.resolve(), store.plugins_dir.resolve())
-    assert (store.plugins_dir / "p" / "plugin" / "main.py").read_text() == "VERSION = 1\n"  # untouched
-    store.swap_in("p", op)
-    assert (store.plugins_dir / "p" / "plugin" / "main.py").read_text() == "VERSION = 2\n"
-    store.swap_back("p", op)
-    assert (store.plugins_dir / "p" / "plugin" / "main.py").read_text() == "VERSION = 1\n"
-    assert list(store.tmp_dir.iterdir()) == []
-    op = new_upgrade_op()
-    store.stage("p", op, PluginSource(git_url=origin.url))
-    store.swap_in("p", op)
-    store.drop_staged("p", op)  # the commit point: the previous revision is gone
-    assert version(store.restore("p", PluginSource(git_url=origin.url), origin.c2)) == "VERSION = 2"
-    assert list(store.tmp_dir.iterdir()) == []
-
-
-def test_an_interrupted_upgrade_is_rolled_back_by_the_next_store(tmp_path: Path, origin: Origin) -> None:
-    store = GitStore(tmp_path / "data")
-    store.fetch("p", PluginSource(git_url=origin.url, commit=origin.c1))
-    op = new_upgrade_op()
-    store.stage("p", op, PluginSource(git_url=origin.url, commit=origin.c2))
-    store.swap_in("p", op)  # the daemon dies here, before the upgrade is kept
-    again = GitStore(tmp_path / "data")
-    assert (again.plugins_dir / "p" / "plugin" / "main.py").read_text() == "VERSION = 1\n"
-    assert list(again.tmp_dir.iterdir()) == []
-    store.stage("p", new_upgrade_op(), PluginSource(git_url=origin.url, commit=origin.c2))  # dies before the swap
-    again = GitStore(tmp_path / "data")
-    assert (again.plugins_dir / "p" / "plugin" / "main.py").read_text() == "VERSION = 1\n"
-    assert list(again.tmp_dir.iterdir()) == []
-
-
-def test_an_upgrades_staging_area_is_its_own(store: GitStore, origin: Origin) -> None:
-    """Named by the upgrade, not the plugin: a remove (a delete) and another upgrade of
-    the same name leave it alone; only its upgrade drops it."""
-    store.fetch("p", PluginSource(git_url=origin.url, commit=origin.c1))
-    first, second = new_upgrade_op(), new_upgrade_op()
-    store.stage("p", first, PluginSource(git_url=origin.url))
-    store.remove("p")  # the plugin is deleted while its upgrade stages
-    store.fetch("p", PluginSource(git_url=origin.url, commit=origin.c1))  # and added again
-    store.stage("p", second, PluginSource(git_url=origin.url, commit=origin.c2))
-    store.swap_in("p", second)
-    store.drop_staged("p", first)  # the deleted plugin's upgrade cleans up, late
-    store.swap_back("p", second)  # the replacement's rollback still has its previous revision
-    assert (store.plugins_dir / "p" / "plugin" / "main.py").read_text() == "VERSION = 1\n"
-    assert list(store.tmp_dir.iterdir()) == []
-    with pytest.raises(ValueError, match="upgrade id"):
-        store.stage("p", "../x", PluginSource(git_url=origin.url))
-
-
-def test_leftovers_collected_at_start(tmp_path: Path) -> None:
-    tmp = tmp_path / "data" / "tmp"
-    (tmp / "p1-abc" / "checkout" / ".git").mkdir(parents=True)
-    (tmp / "stray.log").write_text("x")
-    GitStore(tmp_path / "data")
-    assert list(tmp.iterdir()) == []
-
-
-# -- registry ----------------------------------------------------------------------------------------
-def entry(name: str, **update: Any) -> RegistryEntry:
-    base = RegistryEntry(
-        name=name, kind="task", class_name="Demo", source=PluginSource(git_url="https://example.com/x.git"),
-        commit="a" * 40, module_file="demo.py", parameters={"interval": 1.0}, desired_state="running",
-        created_at="2024-05-01T12:00:00Z", updated_at="2024-05-01T12:00:00Z", options={"grace_period": 3},
-    )
-    return base.model_copy(update=update)
-
-
-def registry_files(path: Path) -> list[str]:
-    return sorted(p.name for p in path.parent.iterdir())
-
-
-def test_registry_round_trip(tmp_path: Path) -> None:
-    path = tmp_path / "registry.json"
-    registry = Registry(path)
-    registry.load()
-    assert registry.entries() == [] and not path.exists()
-    for name in ("one", "two", "three"):
-        registry.put(entry(name))
-        data = json.loads(path.read_text())  # valid after every put
-        assert data["version"] == 1 and name in data["plugins"]
-        assert registry_files(path) == ["registry.json"]  # no temp file left
-    registry.put(entry("two", desired_state="stopped"))
-    registry.remove("three")
-    registry.remove("three")
-    again = Registry(path)
-    again.load()
-    assert {e.name: e for e in again.entries()} == {"one": entry("one"), "two": entry("two", desired_state="stopped")}
-    assert again.get("three") is None
-    assert again.get("two").desired_state == "stopped"  # type: ignore[union-attr]
-    assert oct(path.stat().st_mode & 0o777) == "0o600"
-
-
-def test_registry_failed_write_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "registry.json"
-    registry = Registry(path)
-    registry.put(entry("one"))
-    before = path.read_bytes()
-
-    def broken(*args: Any) -> None:
-        raise OSError("disk on fire")
-
-    monkeypatch.setattr(os, "replace", broken)
-    with pytest.raises(IochostError) as refused:  # any OSError: STORAGE_FULL naming the file and the error
-        registry.put(entry("two"))
-    assert refused.value.code is ErrorCode.STORAGE_FULL and str(path) in refused.value.message
-    assert "disk on fire" in refused.value.message
-    monkeypatch.undo()
-    assert path.read_bytes() == before
-    assert registry_files(path) == ["registry.json"]
-    assert [e.name for e in registry.entries()] == ["one"]  # memory matches disk
-
-
-def test_registry_concurrent_puts(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "registry.json")
-    threads = [threading.Thread(target=registry.put, args=(entry(f"p{i}"),)) for i in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    again = Registry(tmp_path / "registry.json")
-    assert len(again.entries()) == 20
-
-
-def test_registry_put_before_load_does_not_clobber(tmp_path: Path) -> None:
-    path = tmp_path / "registry.json"
-    Registry(path).put(entry("one"))
-    Registry(path).put(entry("two"))
-    assert sorted(e.name for e in Registry(path).entries()) == ["one", "two"]
-
-
-def test_registry_stale_temp_removed(tmp_path: Path) -> None:
-    (tmp_path / ".registry.json.abc123.tmp").write_text("{half")
-    Registry(tmp_path / "registry.json").load()
-    assert registry_files(tmp_path / "registry.json") == []
-
-
-@pytest.mark.parametrize("content, gist", [
-    ('{"version": 1, "plugins": {"one": ', "not valid JSON"),
-    ('[]', '"version" and "plugins"'),
-    ('{"version": 99, "plugins": {}}', "format version 99"),
-    ('{"version": 1, "plugins": {"one": {"name": "one"}}}', "plugin 'one'"),
-    ('{"version": 1, "plugins": {"one": ENTRY}}', "holds an entry named 'two'"),
-])
-def test_registry_corrupt_file(tmp_path: Path, content: str, gist: str) -> None:
-    path = tmp_path / "registry.json"
-    path.write_text(content.replace("ENTRY", entry("two").model_dump_json()))
-    with pytest.raises(RegistryError) as info:
-        Registry(path).load()
-    assert str(path) in info.value.message and gist in info.value.message
-    assert path.read_text().startswith(content[:10])  # left for a human to fix
-
-
-def test_source_has_no_pat_field() -> None:
-    with pytest.raises(ValidationError):
-        PluginSource(git_url="https://example.com/x.git", pat="secret")  # type: ignore[call-arg]
-    assert "\"pat\"" not in entry("one").model_dump_json()
-
-
-# -- source policy -----------------------------------------------------------------------------------
-ORG = ["https://github.com/my-org/"]
-
-
-@pytest.mark.parametrize("source, prefixes, allow_local, allowed", [
-    ({"git_url": "https://github.com/my-org/repo.git"}, ORG, False, True),
-    ({"git_url": "HTTPS://GitHub.COM:443/my-org/repo"}, ORG, False, True),
-    ({"git_url": "https://github.com/my-org.evil.com/repo"}, ORG, False, False),
-    ({"git_url": "https://github.com/my-org-evil/repo"}, ["https://github.com/my-org"], False, False),
-    ({"git_url": "https://github.com/my-org"}, ["https://github.com/my-org"], False, True),
-    ({"git_url": "https://github.com/my-org.git"}, ["https://github.com/my-org"], False, True),
-    ({"git_url": "https://github.com/my-org/sub/repo"}, ["https://github.com/my-org"], False, True),
-    ({"git_url": "https://github.com@evil.com/my-org/repo"}, ORG, False, False),
-    ({"git_url": "https://github.com.evil.com/my-org/repo"}, ORG, False, False),
-    ({"git_url": "https://github.com:8443/my-org/repo"}, ORG, False, False),
-    ({"git_url": "http://github.com/my-org/repo"}, ORG, False, False),
-    ({"git_url": "https://github.com/my-org/../other/repo"}, ORG, False, False),
-    ({"git_url": "https://github.com/my-org/%2e%2e/other/repo"}, ORG, False, False),
-    ({"git_url": "https://github.com/other/repo"}, ORG, False, False),
-    ({"git_url": "https://gitlab.example.org/any/repo"}, [], False, True),
-    ({"git_url": "git@github.com:my-org/repo.git"}, ["ssh://git@github.com/my-org/"], False, True),
-    ({"git_url": "git@github.com:other/repo.git"}, ["ssh://git@github.com/my-org/"], False, False),
-    ({"git_url": "ssh://git@github.com/my-org/repo"}, ["git@github.com:my-org/"], False, True),
-    ({"git_url": "ext::sh -c touch% /tmp/pwned"}, [], True, False),
-    ({"git_url": "ftp://example.com/repo"}, [], False, False),
-    ({"git_url": "file:///srv/repo"}, [], False, False),
-    ({"git_url": "/srv/repo"}, [], False, False),
-    ({"git_url": "FILE:///srv/repo"}, ORG, True, True),
-    ({"git_url": "/srv/repo"}, ORG, True, True),
-    ({"local_path": "/srv/plugin"}, [], False, False),
-    ({"local_path": "/srv/plugin"}, ORG, True, True),
-])
-def test_source_policy(source: dict[str, str], prefixes: list[str], allow_local: bool, allowed: bool) -> None:
-    src = PluginSource(**source)
-    if allowed:
-        check_source_allowed(src, prefixes, allow_local)
-        return
-    with pytest.raises(IochostError) as info:
-        check_source_allowed(src, prefixes, allow_local)
-    assert info.value.code == ErrorCode.SOURCE_NOT_ALLOWED
-    if "local_path" in source or source["git_url"].lower().startswith(("file:", "/")):
-        assert "--allow-local-sources" in info.value.message
-
-
-def test_policy_message_hides_passwords_and_prefixes_validate() -> None:
-    with pytest.raises(IochostError) as info:
-        check_source_allowed(PluginSource(git_url="https://u:hunter2@evil.com/x"), ORG, False)
-    assert "hunter2" not in info.value.message and "evil.com" in info.value.message
-    validate_prefixes(ORG + ["git@github.com:my-org/"])
-    with pytest.raises(ValueError, match="github.com/my-org"):
-        validate_prefixes(["github.com/my-org"])

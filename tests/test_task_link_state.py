@@ -112,6 +112,7 @@ arguments:
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pva", [False, True], ids=["ca", "pva"])
 def test_link_values_has_every_wired_port_live(tmp_path: Path, processes: Processes, ca: Any, device: None,
                                                pva: bool) -> None:
@@ -192,6 +193,7 @@ rules:
 '''
 
 
+@pytest.mark.slow
 def test_latched_outputs_discard_releases_one_and_clear_empties_it(
         tmp_path: Path, processes: Processes, ca: Any, device: None) -> None:
     """A rule latches HIGH and WARN; once the level is back, both stay latched; discarding HIGH
@@ -279,6 +281,7 @@ def test_function_only_initialize_registers_warns_at_validation(tmp_path: Path) 
     assert "initialize() must register it" in warning["message"], warning
 
 
+@pytest.mark.slow
 def test_function_never_registered_fails_the_start_over_rest(daemon: Daemon, tmp_path: Path, ca: Any) -> None:
     """Not registered by initialize() either: the add answers 502 WORKER_START_FAILED naming the
     function, the expression and its config.yaml line, and leaves nothing behind. Registered by

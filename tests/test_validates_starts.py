@@ -1,6 +1,6 @@
 """The README's promise "validates => starts", tried with configs nobody wrote by hand.
 
-Configs are generated from the one config schema (``iochost.config.schema``): every field
+Configs are generated from the one config schema (``iochost.config``): every field
 of ``PVDef``, with values drawn from its type annotation (so every JSON/YAML type, NaN and
 infinities, non-ASCII and control characters, huge and negative numbers); the schema alone
 decides which fields a PV keeps. Each generated config that the schema accepts is added to
@@ -10,7 +10,8 @@ its declared value, limits, units, precision, states and description.
 
 The examples are derandomized so CI runs the same ones every time; set
 ``IOCHOST_PROPERTY_EXAMPLES`` to run more (and ``IOCHOST_PROPERTY_RANDOM=1`` for new ones).
-The ``@example`` cases are configs that broke a release: keep them.
+The ``@example`` cases are configs that broke a release: keep them. Hand-written plugins
+(registered functions, import errors) are in test_validates_starts_written.py.
 """
 
 from __future__ import annotations
@@ -33,11 +34,9 @@ from pydantic import BaseModel, ValidationError
 
 from iochost.alarms import SEVERITIES
 from iochost.config import ConfigError, PVDef, PVGroup, load_config
-from iochost.config.schema import LIMIT_SEVERITY, PV_TYPES
+from iochost.config.alarm_fields import LIMIT_SEVERITY
+from iochost.config.pv_fields import PV_TYPES
 from iochost.kinds import Mode
-
-from conftest import wait_for
-from daemon_harness import snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +47,8 @@ PLUGIN_CODE = {
             "    def initialize(self):\n        pass\n\n    def execute(self):\n        pass\n\n"
             "    def cleanup(self):\n        pass\n",
     "job": "from iochost import JobBase, JobResult\n\n\nclass Generated(JobBase):\n"
-           "    def initialize(self):\n        pass\n\n    def execute(self):\n        return JobResult(success=True)\n",
+           "    def initialize(self):\n        pass\n\n"
+           "    def execute(self):\n        return JobResult(success=True)\n",
 }
 CA_UNITS_BYTES = 7  # MAX_UNITS_SIZE 8 of db_access.h, the NUL included
 NO_PV_DEF_FIELDS = {"type"}  # drawn first: the schema reads every other field by it
@@ -327,7 +327,8 @@ EVERY_FIELD: dict[str, Any] = {"parameters": {"interval": 3600.0, "mode": "conti
               "alarm": SEVERITY_LIMITS, "mdel": 0.1, "adel": 0.2, "autosave": True, "buffer_size": 4},
         "IW": {"type": "int", "length": 5, "value": [1, 2, 3], "low": 0, "high": 10, "unit": "V", "description": "w"},
         "SL": {"type": "string", "length": 100, "value": "é" * 45, "description": "long"},
-        "B": {"type": "bool", "value": True, "znam": "Closed", "onam": "Open", "alarm": {"zsv": "MAJOR", "osv": "NO_ALARM"}},
+        "B": {"type": "bool", "value": True, "znam": "Closed", "onam": "Open",
+              "alarm": {"zsv": "MAJOR", "osv": "NO_ALARM"}},
         "E": {"type": "enum", "choices": ["A", "B", "C"], "value": "B", "alarm": {"C": "MAJOR"}, "description": "e"},
         "WF": {"type": "float", "value": 1.0, "link": "NOWHERE:F", "link_mode": "monitor", "trigger": True},
         "WI": {"type": "int", "link": "NOWHERE:I", "link_mode": "poll", "poll_rate": 2},
@@ -362,7 +363,8 @@ PROPERTY_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=n
                         "pvs": {"inputs": {}, "outputs": {"V0": {"type": "int", "low": -3, "high": 7,
                                                                  "alarm": {"high": 5, "hihi": 6}}}}}))
 @example(case=("job", {"parameters": {"interval": 3600.0},  # NO_ALARM limits read as NaN / 0; units cut by CA
-                       "pvs": {"inputs": {"V0": {"type": "float", "unit": "NO_ALARM", "alarm": {"high": 0, "hsv": "NO_ALARM"}}},
+                       "pvs": {"inputs": {"V0": {"type": "float", "unit": "NO_ALARM",
+                                                 "alarm": {"high": 0, "hsv": "NO_ALARM"}}},
                                "outputs": {"V1": {"type": "int", "high": 346, "alarm_on": "NO_ALARM"},
                                            "V2": {"type": "int", "length": 1, "value": 7}}}}))
 @example(case=("task", EVERY_FIELD))
@@ -371,79 +373,3 @@ def test_every_config_the_schema_accepts_validates_and_starts(
     kind, config = case
     _starts(api, ca, _write_plugin(generated_dir, kind, config), kind)
 
-
-# -- the defects the issue names, each through a real add -------------------------------------
-REGISTERING = '''\
-from iochost import DeclarativeTask, register
-
-register("double_it", lambda value: 2 * value)
-
-
-class Doubler(DeclarativeTask):
-    pass
-'''
-DOUBLER_CONFIG = '''\
-parameters:
-  interval: 0.2
-arguments:
-  inputs:
-    n:
-      type: int
-      value: 21
-      low: 0
-      high: 100
-  outputs:
-    twice:
-      type: float
-transforms:
-  - output: twice
-    expression: "{expression}"
-'''
-
-
-def test_functions_the_plugin_registers_count_at_validation_and_run(
-        daemon: Any, api: httpx.Client, ca: Any, repos: Path) -> None:
-    """README: ``iochost.register(name, fn)`` extends the library: the daemon must not refuse
-    a call of it (it never imports the plugin; the probe does, and checks there)."""
-    from gitrepos import plugin_repo
-
-    repo = plugin_repo(repos, "doubler", REGISTERING, DOUBLER_CONFIG.format(expression="double_it(n)"))  # int n, low/high
-    response = api.post("/plugins", json={"name": "doubler", "git_url": repo.url})
-    assert response.status_code == 201, response.text
-    try:
-        wait_for(lambda: ca.caget("IOCHT:DOUBLER:twice", timeout=5) == 42.0, what="TWICE = double_it(21)")
-        ca.caput("IOCHT:DOUBLER:n", 30, wait=True, timeout=5)
-        wait_for(lambda: ca.caget("IOCHT:DOUBLER:twice", timeout=5) == 60.0, what="TWICE = double_it(30)")
-    finally:
-        assert api.delete("/plugins/doubler").status_code == 200
-
-    # registered neither at import nor in initialize() (iocmng allows both): the start fails, naming
-    # the function, its expression and line, and the library the plugin sees
-    unknown = plugin_repo(repos, "tripler", REGISTERING, DOUBLER_CONFIG.format(expression="triple_it(n)"))
-    response = api.post("/plugins", json={"name": "tripler", "git_url": unknown.url})
-    assert response.status_code == 502, response.text
-    body = response.json()
-    assert body["code"] == "WORKER_START_FAILED" and body["exception"]["type"] == "UnregisteredFunctionError", body
-    assert "config.yaml:15: transforms[0].expression: 'triple_it(n)' calls triple_it()" in body["message"], body
-    assert "double_it" in body["message"]  # the library it lists is the one the plugin sees
-    assert api.get("/plugins/tripler").status_code == 404
-
-
-def test_an_import_error_is_shown_first_with_its_file_and_line(daemon: Any, api: httpx.Client, repos: Path) -> None:
-    """``from iochost import Taskbase`` hides the class from discovery; the ImportError is the
-    cause, and the discovery error names the class it found and its base."""
-    from gitrepos import plugin_repo
-
-    code = PLUGIN_CODE["task"].replace("TaskBase", "Taskbase")
-    repo = plugin_repo(repos, "typo", code, "parameters:\n  interval: 1\n", module="plugin")
-    before = snapshot(daemon)
-    response = api.post("/plugins", json={"name": "typo", "git_url": repo.url})
-    assert response.status_code == 422, response.text
-    body = response.json()
-    assert body["code"] == "VALIDATION_FAILED"
-    first, second = body["errors"]
-    assert (first["stage"], first["file"], first["line"]) == ("import", "plugin.py", 1), first
-    assert first["message"].startswith("ImportError: cannot import name 'Taskbase' from 'iochost'"), first
-    assert (second["stage"], second["file"], second["line"]) == ("discovery", "plugin.py", 4), second
-    assert "classes found: Generated (plugin.py:4, bases: iochost.Taskbase)" in second["message"], second
-    assert snapshot(daemon) == before  # nothing left behind

@@ -1,13 +1,15 @@
-"""The worker end to end: real soft IOC processes, real CA (libca) and PVA (pvxs) clients."""
+"""The worker end to end: real soft IOC processes, real CA (libca) and PVA (pvxs) clients.
+
+Tasks: PVs declared and served, inputs, enable, overrunning cycles, signals, heartbeats, errors,
+iocmng plugins, the command line. Jobs are in test_worker_jobs.py (which uses ``start`` and the
+per-test PREFIX from here)."""
 
 from __future__ import annotations
 
-import datetime
 import itertools
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ import pytest
 from conftest import EXAMPLES, wait_for
 from iochost.contract import messages
 from sample_plugins import make_plugin
-from worker_harness import WorkerProcess
+from worker_harness import StandaloneWorker
 
 PREFIX = "IOCHTEST"
 _test_numbers = itertools.count()
@@ -32,8 +34,8 @@ def _fresh_prefix():
     yield
 
 
-def start(processes, tmp_path, plugin_dir: Path, name: str, class_name: str, **fields) -> WorkerProcess:
-    worker = WorkerProcess(
+def start(processes, tmp_path, plugin_dir: Path, name: str, class_name: str, **fields) -> StandaloneWorker:
+    worker = StandaloneWorker(
         processes, tmp_path, name=name, plugin_dir=str(plugin_dir),
         module_file=fields.pop("module_file", f"{plugin_dir.name}.py".replace("-", "_")),
         class_name=class_name, prefix=PREFIX, **fields,
@@ -94,7 +96,8 @@ def test_ready_lists_default_and_declared_pvs(echo):
 
 
 def test_outputs_over_ca_and_pva_with_metadata(echo, ca, pva):
-    out = wait_for(lambda: (v := ca.caget(f"{PREFIX}:ECHO:OUT", format=ca.FORMAT_CTRL, timeout=5)) == 15.0 and v, what="OUT=15")
+    out = wait_for(lambda: (v := ca.caget(f"{PREFIX}:ECHO:OUT", format=ca.FORMAT_CTRL, timeout=5)) == 15.0 and v,
+                   what="OUT=15")
     assert out.units == "mV" and out.precision == 4
     gain = ca.caget(f"{PREFIX}:ECHO:GAIN", format=ca.FORMAT_CTRL, timeout=5)
     assert (gain.units, gain.precision, gain.lower_disp_limit, gain.upper_disp_limit) == ("V", 2, 0, 50)
@@ -115,14 +118,15 @@ def test_input_written_over_ca_reaches_plugin(echo, ca):
     assert ca.caget(f"{PREFIX}:ECHO:GAIN", timeout=5) == 50
 
 
+@pytest.mark.slow
 def test_enable_pauses_and_resumes(echo, ca):
     pv = f"{PREFIX}:ECHO:"
     wait_for(lambda: ca.caget(pv + "CYCLE_COUNT", timeout=5) > 2, what="cycles running")
     ca.caput(pv + "ENABLE", 0, wait=True, timeout=5)
     wait_for(lambda: ca.caget(pv + "STATUS", datatype=ca.DBR_STRING, timeout=5) == "PAUSED", what="PAUSED")
     frozen = ca.caget(pv + "CYCLE_COUNT", timeout=5)
-    time.sleep(0.6)
-    assert ca.caget(pv + "CYCLE_COUNT", timeout=5) == frozen
+    beat = echo.heartbeat_periods(1)  # a whole heartbeat period (10 cycles of 0.1 s) while paused
+    assert ca.caget(pv + "CYCLE_COUNT", timeout=5) == frozen == beat.cycles
     echo.wait_event(messages.StatusChanged, lambda m: m.status == "PAUSED")
     ca.caput(pv + "ENABLE", 1, wait=True, timeout=5)
     wait_for(lambda: ca.caget(pv + "CYCLE_COUNT", timeout=5) > frozen + 2, what="cycles resumed")
@@ -148,6 +152,7 @@ SLOW_CYCLE_TASK = """
 """
 
 
+@pytest.mark.slow
 def test_operator_writes_reach_a_task_whose_cycle_overruns_its_interval(processes, tmp_path, ca):
     """A cycle longer than ``interval`` skips the missed periods; it must not run back to
     back for ever, leaving operator writes, ENABLE and RUN queued and never handled."""
@@ -179,118 +184,31 @@ def test_supervisor_gone_worker_exits(echo):
     assert echo.marker.exists()
 
 
+@pytest.mark.slow
 def test_heartbeat_reports_cycles(echo):
     beat = echo.wait_event(messages.Heartbeat, lambda m: m.cycles > 0)
     assert beat.busy_for is None or beat.busy_for < 1.0
 
 
+@pytest.mark.slow
 def test_triggered_task_runs_once_per_run(processes, tmp_path, ca):
     worker = start(processes, tmp_path, EXAMPLES / "beam-shutter", "shutter", "BeamShutter")
     pv = f"{PREFIX}:SHUTTER:"
     assert ca.caget(pv + "STATUS", datatype=ca.DBR_STRING, timeout=5) == "INIT"
-    time.sleep(0.3)
+    worker.heartbeat_periods(1)
     assert ca.caget(pv + "OPERATIONS", timeout=5) == 0  # nothing runs without a trigger
     ca.caput(pv + "RUN", 1, wait=True, timeout=5)
     wait_for(lambda: ca.caget(pv + "OPERATIONS", timeout=5) == 1, what="one operation")
     wait_for(lambda: ca.caget(pv + "RUN", timeout=5) == 0, what="RUN reset")
     assert ca.caget(pv + "STATE", datatype=ca.DBR_STRING, timeout=5) == "Open"
     assert ca.caget(pv + "CYCLE_COUNT", timeout=5) == 1
-    time.sleep(0.3)
+    worker.heartbeat_periods(1)
     assert ca.caget(pv + "OPERATIONS", timeout=5) == 1  # exactly once
     ca.caput(pv + "COMMAND", "Close", wait=True, timeout=5)
     ca.caput(pv + "RUN", 1, wait=True, timeout=5)
     wait_for(lambda: ca.caget(pv + "OPERATIONS", timeout=5) == 2, what="second operation")
     assert ca.caget(pv + "STATE", datatype=ca.DBR_STRING, timeout=5) == "Closed"
     worker.terminate()
-
-
-SLOW_JOB = """
-    import time
-    from iochost import JobBase, JobResult
-
-    class Slow(JobBase):
-        def initialize(self):
-            pass
-
-        def execute(self):
-            for _ in range(int(self.parameters["steps"])):
-                time.sleep(0.1)
-                self.check_cancelled()
-            if self.parameters.get("fail"):
-                raise RuntimeError("detector not answering")
-            self.set_pv("COUNT", self.get_pv("COUNT") + 1)
-            return JobResult(success=True, data={"steps": self.parameters["steps"]}, message="done")
-"""
-SLOW_CONFIG = """
-    parameters:
-      steps: 5
-    pvs:
-      outputs:
-        COUNT: {type: int, value: 0}
-"""
-
-
-@pytest.fixture
-def slow_job(processes, tmp_path):
-    plugin_dir = make_plugin(tmp_path, "slowjob", SLOW_JOB, SLOW_CONFIG)
-    return start(processes, tmp_path, plugin_dir, "slowjob", "Slow")
-
-
-def _status_values(ca, pv: str, action) -> list[str]:
-    seen: list[str] = []
-    sub = ca.camonitor(pv, seen.append, datatype=ca.DBR_STRING)
-    try:
-        wait_for(lambda: seen, what="first monitor update")
-        action()
-        wait_for(lambda: seen[-1] in ("SUCCESS", "FAILED"), what="run finished")
-    finally:
-        sub.close()
-    return seen
-
-
-def test_job_run_from_supervisor_reports_result(slow_job, ca):
-    pv = f"{PREFIX}:SLOWJOB:"
-    assert ca.caget(pv + "STATUS", datatype=ca.DBR_STRING, timeout=5) == "IDLE"
-    seen = _status_values(ca, pv + "STATUS", lambda: slow_job.send(messages.RunJob(run_id="r1", parameters={"steps": 3})))
-    assert seen[-2:] == ["RUNNING", "SUCCESS"]
-    finished = slow_job.wait_event(messages.RunFinished, lambda m: m.run_id == "r1")
-    assert finished.outcome == "succeeded"
-    stamp = finished.result.pop("timestamp")  # iocmng's: when the JobResult was made, local ISO 8601
-    assert datetime.datetime.fromisoformat(stamp).tzinfo is None
-    assert finished.result == {"success": True, "data": {"steps": 3}, "message": "done"}
-    assert ca.caget(pv + "COUNT", timeout=5) == 1
-
-
-def test_job_failure_sets_failed(slow_job, ca):
-    pv = f"{PREFIX}:SLOWJOB:"
-    seen = _status_values(ca, pv + "STATUS", lambda: slow_job.send(messages.RunJob(run_id="r2", parameters={"steps": 1, "fail": True})))
-    assert seen[-2:] == ["RUNNING", "FAILED"]
-    finished = slow_job.wait_event(messages.RunFinished, lambda m: m.run_id == "r2")
-    assert finished.outcome == "failed"
-    assert "detector not answering" in finished.result["message"]
-    assert "detector not answering" in ca.caget(pv + "MESSAGE", timeout=5)
-
-
-def test_job_second_run_rejected_and_cancel(slow_job):
-    slow_job.send(messages.RunJob(run_id="long", parameters={"steps": 100}))
-    slow_job.wait_event(messages.RunAccepted, lambda m: m.run_id == "long")
-    slow_job.send(messages.RunJob(run_id="other"))
-    rejected = slow_job.wait_event(messages.RunRejected, lambda m: m.run_id == "other")
-    assert rejected.active_run_id == "long"
-    slow_job.send(messages.CancelRun(run_id="long"))
-    finished = slow_job.wait_event(messages.RunFinished, lambda m: m.run_id == "long", timeout=5)
-    assert finished.outcome == "cancelled"
-
-
-def test_job_run_from_epics_run_pv(slow_job, ca):
-    pv = f"{PREFIX}:SLOWJOB:"
-    ca.caput(pv + "RUN", 1, wait=True, timeout=5)
-    started = slow_job.wait_event(messages.RunAccepted)
-    assert started.origin == "epics"
-    slow_job.wait_event(messages.RunFinished, lambda m: m.run_id == started.run_id)
-    wait_for(lambda: ca.caget(pv + "COUNT", timeout=5) == 1, what="COUNT=1")
-    assert ca.caget(pv + "RUN", timeout=5) == 0
-    assert ca.caget(pv + "STATUS", datatype=ca.DBR_STRING, timeout=5) == "SUCCESS"
 
 
 FAILING_TASK = """
@@ -328,7 +246,7 @@ def test_exception_sets_error_and_ioc_survives(processes, tmp_path, ca, retry):
         wait_for(lambda: ca.caget(pv + "CALLS", timeout=5) > 5, what="retried cycles")
         wait_for(lambda: ca.caget(pv + "STATUS", datatype=ca.DBR_STRING, timeout=5) == "RUN", what="recovered")
     else:
-        time.sleep(0.5)
+        worker.heartbeat_periods(1)  # a second of cycles that would have retried
         assert ca.caget(pv + "CALLS", timeout=5) == 3
         assert ca.caget(pv + "STATUS", datatype=ca.DBR_STRING, timeout=5) == "ERROR"
         assert ca.caget(pv + "CYCLE_COUNT", timeout=5) == 2
@@ -383,6 +301,7 @@ def test_iocmng_plugin_runs_unchanged(processes, tmp_path, ca):
     assert ca.caget(pv + "ALARM", datatype=ca.DBR_STRING, timeout=5) == "ALARM"
 
 
+@pytest.mark.slow
 def test_stuck_execute_shows_in_heartbeat(processes, tmp_path):
     code = """
         from iochost import TaskBase
@@ -402,6 +321,7 @@ def test_stuck_execute_shows_in_heartbeat(processes, tmp_path):
     assert worker.terminate() == 3
 
 
+@pytest.mark.slow
 def test_stop_command_grace_overrides_the_spec(processes, tmp_path):
     """The supervisor's Stop{grace} is what cleanup() gets, whatever the spec said."""
     code = """
@@ -435,6 +355,7 @@ def test_iochost_run_cli_serves_example(processes, tmp_path, ca):
     assert b"monitor stopped after" in proc.stdout.read()
 
 
+@pytest.mark.slow
 def test_busy_ca_port_exits_with_its_own_code(processes, tmp_path):
     """rsrv would fall back to a random port; a supervised worker must refuse instead."""
     import socket
@@ -446,32 +367,10 @@ def test_busy_ca_port_exits_with_its_own_code(processes, tmp_path):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", port))
         holder.listen()
-        worker = WorkerProcess(processes, tmp_path, env={"EPICS_CAS_SERVER_PORT": str(port)},
+        worker = StandaloneWorker(processes, tmp_path, env={"EPICS_CAS_SERVER_PORT": str(port)},
                                name="portless", plugin_dir=str(EXAMPLES / "beam-shutter"),
                                module_file="beam_shutter.py", class_name="BeamShutter", prefix=PREFIX)
         assert worker.proc.wait(timeout=30) == WorkerExit.CA_PORT_BUSY
     assert f"CA server port {port} is held" in worker.log()
     assert "port is held by another process" in describe_exit(WorkerExit.CA_PORT_BUSY)
 
-
-def test_job_over_its_memory_limit_ends_the_worker(processes, tmp_path):
-    """A MemoryError in a job run is the worker's end, as in a task, not a failed run."""
-    from iochost.contract.exits import WorkerExit
-
-    code = """
-        from iochost import JobBase, JobResult
-
-        class Greedy(JobBase):
-            def initialize(self):
-                pass
-
-            def execute(self):
-                kept = []
-                while True:
-                    kept.append(bytearray(50 * 1024 * 1024))
-    """
-    plugin_dir = make_plugin(tmp_path, "greedy", code, "parameters: {}\n")
-    worker = start(processes, tmp_path, plugin_dir, "greedy", "Greedy", memory_limit_mb=300)
-    worker.send(messages.RunJob(run_id="big"))
-    assert worker.proc.wait(timeout=30) == WorkerExit.OUT_OF_MEMORY
-    assert not any(isinstance(m, messages.RunFinished) for m in worker.events)

@@ -15,7 +15,7 @@ from iochost.contract import messages
 from iochost.contract.worker_spec import WorkerSpec
 
 
-class WorkerProcess:
+class StandaloneWorker:
     """A worker plus a thread collecting its events, for asserting on the channel."""
 
     def __init__(self, processes: Any, tmp_path: Path, env: dict[str, str] | None = None,
@@ -49,22 +49,39 @@ class WorkerProcess:
                 self._cond.notify_all()
         os.close(fd)
 
-    def wait_event(self, kind: type, predicate: Callable[[Any], bool] = lambda m: True, timeout: float = 15.0) -> Any:
+    def wait_event(self, kind: type, predicate: Callable[[Any], bool] = lambda m: True, timeout: float = 15.0,
+                   since: int = 0) -> Any:
+        """The first ``kind`` event from index ``since`` on (see ``mark``) that satisfies ``predicate``."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                for message in self.events:
+                for message in self.events[since:]:
                     if isinstance(message, kind) and predicate(message):
                         return message
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.proc.poll() is not None and not self._pending(kind, predicate):
+                if remaining <= 0 or self.proc.poll() is not None and not self._pending(kind, predicate, since):
                     raise AssertionError(
                         f"no {kind.__name__} event; exit={self.proc.poll()} log:\n{self.log()}"
                     )
                 self._cond.wait(min(remaining, 0.2))
 
-    def _pending(self, kind: type, predicate: Callable[[Any], bool]) -> bool:
-        return any(isinstance(m, kind) and predicate(m) for m in self.events)
+    def _pending(self, kind: type, predicate: Callable[[Any], bool], since: int) -> bool:
+        return any(isinstance(m, kind) and predicate(m) for m in self.events[since:])
+
+    def mark(self) -> int:
+        """An index for ``wait_event(since=...)``: only events from now on."""
+        with self._cond:
+            return len(self.events)
+
+    def heartbeat_periods(self, count: int = 1, timeout: float = 15.0) -> messages.Heartbeat:
+        """Wait until ``count`` whole heartbeat periods passed from now (``count + 1``
+        heartbeats sent after this call) and return the last: the positive signal a check that
+        "nothing happened" waits for, proving the worker was alive and time went by."""
+        beat = None
+        for _ in range(count + 1):
+            beat = self.wait_event(messages.Heartbeat, timeout=timeout, since=self.mark())
+        assert beat is not None
+        return beat
 
     def send(self, command: Any) -> None:
         os.write(self._command_fd, messages.encode(command))

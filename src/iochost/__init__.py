@@ -4,9 +4,9 @@ Plugin authors import the SDK from here: ``from iochost import TaskBase, JobBase
 and ``pv_client`` for PVs of other IOCs.
 """
 
-from iochost.declarative.functions import register
-from iochost.sdk import DeclarativeTask, JobBase, JobResult, TaskBase, pv_client
+from iochost.rule_language.functions import register
 from iochost.runner import run_ioc
+from iochost.sdk import DeclarativeTask, JobBase, JobResult, TaskBase, pv_client
 
 __version__ = "0.1.0"
 

@@ -86,11 +86,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``iochost run DIR``, or iocmng-run's form ``iochost run --module MODULE [--config FILE]``:
     the same worker, in this process, until SIGINT/SIGTERM."""
     from iochost.config import load_config
-    from iochost.config.limits import DaemonLimits, resolve_limits
+    from iochost.config.limits import resolve_limits
     from iochost.config.pvnames import DEFAULT_PREFIX
     from iochost.contract.worker_spec import WorkerSpec
     from iochost.report import render_text
     from iochost.runner import RunError, import_plugin_module, plugin_class_in, run_plugin_class, run_spec
+    from iochost.settings import limits_outside_daemon
     from iochost.validate.pipeline import validate_plugin
 
     parameters = dict(args.param or [])
@@ -130,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     assert report.plugin is not None
     config = load_config(plugin_dir).with_parameters(parameters)
-    limits = resolve_limits(config.parameters, DaemonLimits(), args.grace)  # as the daemon does
+    limits = resolve_limits(config.parameters, limits_outside_daemon(), args.grace)  # as the daemon does
     spec = WorkerSpec(
         name=name, plugin_dir=str(plugin_dir), module_file=report.plugin.module_file,
         class_name=report.plugin.class_name, prefix=prefix, parameters=parameters,
@@ -146,21 +147,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         return exc.code
 
 
-# Tokens are never flags: a command line is readable by every user in /proc.
-_SECRET_SETTINGS = {"read_token", "admin_token"}
-
-
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per Settings field, so flags, environment and defaults cannot drift apart."""
     from iochost.environ import ENV_PREFIX
-    from iochost.settings import Settings
+    from iochost.settings import ENV_ALIASES, ENV_ONLY, Settings
 
     for name, field in Settings.model_fields.items():
-        if name in _SECRET_SETTINGS:
+        if name in ENV_ONLY:
             continue
         flag = "--" + name.replace("_", "-")
         default = field.get_default(call_default_factory=True)
-        help_text = f"{field.description or ''} [env {ENV_PREFIX}{name.upper()}; default {default}]".strip()
+        env = ENV_PREFIX + name.upper() + (f" or {ENV_ALIASES[name]}" if name in ENV_ALIASES else "")
+        help_text = f"{field.description or ''} [env {env}; default {default}]".strip()
         if field.annotation is bool and default is True:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)
@@ -177,7 +175,7 @@ def access_security_problem(settings: Settings) -> str | None:
     that asInit refuses would fail every worker, the daemon's own IOC included."""
     if settings.epics_access_security is None:
         return None
-    from iochost.worker.access_security import check_file
+    from iochost.access_security_check import check_file
 
     return check_file(settings.epics_access_security)
 
@@ -237,11 +235,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from iochost.epics_server_vars import EpicsVariableError
-    from iochost.settings import Settings
+    from iochost.settings import Settings, SettingsFileError
 
     try:
         settings = Settings.from_sources(vars(args))
-    except EpicsVariableError as exc:
+    except (EpicsVariableError, SettingsFileError) as exc:
         print(f"iochost serve: {exc}", file=sys.stderr)
         return 2
     except ValidationError as exc:
@@ -284,7 +282,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from iochost import __version__
     from iochost.config.pvnames import DEFAULT_PREFIX
+    from iochost.environ import ENV_PREFIX
+    from iochost.settings import ENV_ALIASES, Settings
 
+    import_timeout = Settings.model_fields["import_timeout"].default  # the daemon's, for the same check
+    beamline_env = (ENV_PREFIX + "BEAMLINE_CONFIG", ENV_ALIASES["beamline_config"])
     parser = argparse.ArgumentParser(prog="iochost", description=__doc__)
     parser.add_argument("--version", action="version", version=f"iochost {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -298,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="class_name", help="plugin class when the directory has several")
     p.add_argument("--name", help="plugin name used for PV names (default: directory name)")
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help="PV prefix (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=30.0, help="import time limit in seconds")
+    p.add_argument("--timeout", type=float, default=import_timeout, help="import time limit in seconds")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_validate)
 
@@ -309,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="plugin name used for PV names (default: directory name)")
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help="PV prefix (default %(default)s)")
     p.add_argument("--class", dest="class_name", help="plugin class when the directory has several")
-    p.add_argument("--timeout", type=float, default=30.0, help="import time limit in seconds")
+    p.add_argument("--timeout", type=float, default=import_timeout, help="import time limit in seconds")
     p.set_defaults(func=cmd_display)
 
     p = sub.add_parser("run", help="run one plugin directory (or, as iocmng-run, --module) as a soft IOC in the "
@@ -339,12 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--autosave", metavar="FILE", help="keep written input values (and the plugin's "
                    "snapshot()) in FILE and restore them at the next start")
     p.add_argument("--beamline-config", metavar="FILE", help="beamline values.yaml: the plugin's "
-                   "beamline_config and the ophyd devices of get_device() (also IOCHOST_BEAMLINE_CONFIG, "
-                   "IOCMNG_BEAMLINE_CONFIG)",
-                   default=os.environ.get("IOCHOST_BEAMLINE_CONFIG") or os.environ.get("IOCMNG_BEAMLINE_CONFIG"))
+                   f"beamline_config and the ophyd devices of get_device() (also {', '.join(beamline_env)})",
+                   default=next((os.environ[name] for name in beamline_env if os.environ.get(name)), None))
     p.set_defaults(func=cmd_run)
 
-    from iochost.scaffold.names import KINDS
+    from iochost.scaffold.plugin_names import KINDS
 
     p = sub.add_parser("new", help="write a new plugin directory: module, config.yaml, README and a test")
     p.add_argument("name", help="plugin name (A-Z a-z 0-9 _ -, at most 40)")

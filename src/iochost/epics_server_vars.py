@@ -65,6 +65,13 @@ VARIABLES: tuple[Variable, ...] = (
              why="every worker would need a PVA TLS port of its own; iochost assigns none"),
 )
 BY_NAME = {variable.name: variable for variable in VARIABLES}
+
+# EPICS's own defaults of the variables above (rsrv, libca, pvxs), and so iochost's: a daemon
+# nobody configured answers where every EPICS client looks.
+CA_SERVER_PORT = 5064  # EPICS_CA_SERVER_PORT: where CA name searches go
+CA_REPEATER_PORT = 5065  # EPICS_CA_REPEATER_PORT: where CA beacons go
+CA_BEACON_PERIOD = 15.0  # EPICS_CAS_BEACON_PERIOD: seconds between CA beacons at steady state
+PVA_BROADCAST_PORT = 5076  # EPICS_PVA_BROADCAST_PORT: where PVA searches go
 SERVER_PREFIXES = ("EPICS_CAS_", "EPICS_PVAS_")
 
 

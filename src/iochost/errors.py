@@ -1,7 +1,8 @@
 """The one enum of error codes iochost puts in every error body.
 
 Codes are part of the public API: clients branch on them, so a code is never renamed or
-reused. Each code carries the HTTP status the REST API answers with.
+reused. Each code carries the HTTP status the REST API answers with and its meaning, from
+which docs/reference/errors.md is generated (``python -m iochost.reference``).
 """
 
 from __future__ import annotations
@@ -43,71 +44,65 @@ class ErrorCode(str, Enum):
 
     @property
     def http_status(self) -> int:
-        return _HTTP_STATUS[self]
+        """The HTTP status the REST API answers with."""
+        return _ABOUT[self][0]
 
     @property
-    def summary(self) -> str:
-        return _SUMMARY[self]
+    def meaning(self) -> str:
+        """What the code tells a client, as docs/reference/errors.md lists it."""
+        return _ABOUT[self][1]
 
 
-_HTTP_STATUS: dict[ErrorCode, int] = {
-    ErrorCode.INVALID_REQUEST: 422,
-    ErrorCode.VALIDATION_FAILED: 422,
-    ErrorCode.FETCH_FAILED: 502,
-    ErrorCode.SOURCE_NOT_ALLOWED: 403,
-    ErrorCode.PLUGIN_EXISTS: 409,
-    ErrorCode.PLUGIN_NOT_FOUND: 404,
-    ErrorCode.ADD_CANCELLED: 409,
-    ErrorCode.WRONG_KIND: 422,
-    ErrorCode.INVALID_STATE: 409,
-    ErrorCode.WORKER_START_FAILED: 502,
-    ErrorCode.UPGRADE_FAILED: 409,
-    ErrorCode.EXECUTION_LOCKED: 409,
-    ErrorCode.RUN_NOT_FOUND: 404,
-    ErrorCode.RUN_ID_MISMATCH: 409,
-    ErrorCode.UNAUTHORIZED: 401,
-    ErrorCode.FORBIDDEN: 403,
-    ErrorCode.PAYLOAD_TOO_LARGE: 413,
-    ErrorCode.RATE_LIMITED: 429,
-    ErrorCode.ROUTE_NOT_FOUND: 404,
-    ErrorCode.METHOD_NOT_ALLOWED: 405,
-    ErrorCode.STORAGE_FULL: 507,
-    ErrorCode.LAUNCHER_UNAVAILABLE: 503,
-    ErrorCode.SHUTTING_DOWN: 503,
-    ErrorCode.PV_NOT_ALLOWED: 403,
-    ErrorCode.PV_MONITOR_NOT_FOUND: 404,
-    ErrorCode.PV_GATEWAY_LIMIT: 429,
-    ErrorCode.INTERNAL_ERROR: 500,
-}
-
-_SUMMARY: dict[ErrorCode, str] = {
-    ErrorCode.INVALID_REQUEST: "The request body or query is malformed; `errors` names each field.",
-    ErrorCode.VALIDATION_FAILED: "The plugin failed validation; `errors` lists every problem with stage, file and line.",
-    ErrorCode.FETCH_FAILED: "The git source could not be fetched: bad URL, missing branch/commit, refused credentials, time or size limit.",
-    ErrorCode.SOURCE_NOT_ALLOWED: "The git URL or local path is not permitted by the source policy.",
-    ErrorCode.PLUGIN_EXISTS: "A plugin with this name (or the same upper-cased PV name) already exists.",
-    ErrorCode.PLUGIN_NOT_FOUND: "No plugin with this name.",
-    ErrorCode.ADD_CANCELLED: "The plugin was deleted while it was being added; nothing of it was kept.",
-    ErrorCode.WRONG_KIND: "The plugin is a task where a job is required, or the reverse.",
-    ErrorCode.INVALID_STATE: "The plugin's current state does not allow this operation.",
-    ErrorCode.WORKER_START_FAILED: "The plugin's soft IOC did not start: no READY, or initialize() did not return in time.",
-    ErrorCode.UPGRADE_FAILED: "The new revision did not start or exited during its probation; the previous revision was put back and serves again.",
-    ErrorCode.EXECUTION_LOCKED: "The job already has an active run; `active_run_id` names it.",
-    ErrorCode.RUN_NOT_FOUND: "No run with this id for this job.",
-    ErrorCode.RUN_ID_MISMATCH: "The run id does not name the job's active run.",
-    ErrorCode.UNAUTHORIZED: "Missing or wrong bearer token.",
-    ErrorCode.FORBIDDEN: "The token is valid but does not allow this operation.",
-    ErrorCode.PAYLOAD_TOO_LARGE: "The request body exceeds the size limit.",
-    ErrorCode.RATE_LIMITED: "Too many expensive operations for this token; retry later.",
-    ErrorCode.ROUTE_NOT_FOUND: "No such endpoint; the API lives under /api/v1 (see /docs).",
-    ErrorCode.METHOD_NOT_ALLOWED: "The endpoint exists but not with this HTTP method.",
-    ErrorCode.STORAGE_FULL: "The daemon's data directory is full (or out of inodes); nothing was changed. Free space and retry.",
-    ErrorCode.LAUNCHER_UNAVAILABLE: "The daemon cannot start worker processes right now (its fork server is down or the host is out of processes or files); the plugin is not at fault. Retry later.",
-    ErrorCode.SHUTTING_DOWN: "The daemon stopped while the request was in progress; it was not completed. Retry once the daemon is back.",
-    ErrorCode.PV_NOT_ALLOWED: "The PV gateway writes only to PVs matching a --pv-gateway-allow pattern (default: this daemon's PREFIX:*); `patterns` lists them.",
-    ErrorCode.PV_MONITOR_NOT_FOUND: "No PV gateway monitor with this key (GET /pvs/monitors lists them).",
-    ErrorCode.PV_GATEWAY_LIMIT: "The PV gateway is at its cap of monitors (--pv-gateway-max-monitors) or of requests in progress (--pv-gateway-max-pending); stop a monitor or retry later.",
-    ErrorCode.INTERNAL_ERROR: "An unexpected error inside iochost; the daemon log has the traceback.",
+# Each code's HTTP status and meaning: the one table docs/reference/errors.md is generated from
+# (python -m iochost.reference).
+_ABOUT: dict[ErrorCode, tuple[int, str]] = {
+    ErrorCode.INVALID_REQUEST: (422, "malformed body or query; `errors` names each field"),
+    ErrorCode.VALIDATION_FAILED: (422,
+        "the plugin failed validation; `errors` lists every problem with stage, file and line"),
+    ErrorCode.FETCH_FAILED: (502,
+        "git could not fetch: bad URL, missing branch/commit, refused credentials, time or size limit"),
+    ErrorCode.SOURCE_NOT_ALLOWED: (403, "the git URL or local path is not permitted by the source policy"),
+    ErrorCode.PLUGIN_EXISTS: (409,
+        "the name (or its upper-cased PV name) is taken, or its PV prefix is another plugin's or the "
+        "daemon's, or lies inside or around one"),
+    ErrorCode.PLUGIN_NOT_FOUND: (404, "no plugin with this name"),
+    ErrorCode.ADD_CANCELLED: (409, "the plugin was deleted while it was being added; nothing of it was kept"),
+    ErrorCode.WRONG_KIND: (422, "a task where a job is required, or the reverse"),
+    ErrorCode.INVALID_STATE: (409, "the plugin's state does not allow this (e.g. running a stopped job)"),
+    ErrorCode.WORKER_START_FAILED: (502,
+        "the plugin's soft IOC did not start: no READY, `initialize()` raised (`exception: {type, "
+        "message}`, `log_tail`: the plugin's frames of the traceback) or did not return within "
+        "`--start-timeout` (`log_tail`: the end of its log)"),
+    ErrorCode.UPGRADE_FAILED: (409,
+        "the new revision did not start or exited during its probation; the previous one was put back"
+        " and serves again (`reason`, `log_tail`, and `exception` when `initialize()` raised)"),
+    ErrorCode.EXECUTION_LOCKED: (409, "the job already has an active run; `active_run_id` names it"),
+    ErrorCode.RUN_NOT_FOUND: (404, "no such run of this job"),
+    ErrorCode.RUN_ID_MISMATCH: (409, "the run id is not the job's active run"),
+    ErrorCode.UNAUTHORIZED: (401, "missing or wrong bearer token"),
+    ErrorCode.FORBIDDEN: (403,
+        "the token does not allow this operation (read token on a write); or a browser's cross-origin"
+        " preflight asks for an origin, method or header the API does not allow (`--cors-origin`)"),
+    ErrorCode.PAYLOAD_TOO_LARGE: (413, "the request body exceeds the limit"),
+    ErrorCode.RATE_LIMITED: (429, "too many expensive operations; retry later"),
+    ErrorCode.ROUTE_NOT_FOUND: (404, "no such endpoint"),
+    ErrorCode.METHOD_NOT_ALLOWED: (405, "the endpoint does not take this method"),
+    ErrorCode.STORAGE_FULL: (507,
+        "the data directory is full (space or inodes); nothing was changed; retry once space is freed"),
+    ErrorCode.LAUNCHER_UNAVAILABLE: (503,
+        "the daemon cannot start worker processes now (fork server down, no processes or files left);"
+        " not the plugin's fault"),
+    ErrorCode.SHUTTING_DOWN: (503,
+        "the daemon stopped (SIGTERM) while the request was in progress; the operation was not "
+        "completed; retry once it is back"),
+    ErrorCode.PV_NOT_ALLOWED: (403,
+        "the PV gateway writes only to PVs matching `--pv-gateway-allow` (default this daemon's "
+        "`PREFIX:*`); `patterns` lists them"),
+    ErrorCode.PV_MONITOR_NOT_FOUND: (404, "no PV gateway monitor with this key"),
+    ErrorCode.PV_GATEWAY_LIMIT: (429,
+        "the PV gateway is at its cap of monitors or of requests in progress (`limit`); stop a "
+        "monitor, or retry"),
+    ErrorCode.INTERNAL_ERROR: (500, "a bug in iochost; the daemon log has the traceback"),
 }
 
 

@@ -6,7 +6,7 @@ private repository comes from ``pat_file`` (a mounted Secret), not from the file
 iocmng's startup file (``plugins.yaml``, ``IOCMNG_PLUGINS_CONFIG``) has the same shape, and
 its inline ``pat`` is accepted with a warning so that such a file works unchanged.
 
-What the daemon does with the entries is the supervisor's (``Supervisor._apply_declared``).
+What the daemon does with the entries is the supervisor's (``supervisor.boot.Boot._apply_declared``).
 Here: a file that cannot be read, or is not such a list, stops ``iochost serve`` (exit 2,
 naming the file); an entry that is wrong is reported with its index, name and field, and
 the other entries still apply. A wrong entry's name still counts as declared (``names``):
@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import SecretStr, ValidationError
 
-from iochost.api.models import PluginRequest
+from iochost.api.bodies import PluginRequest
 from iochost.supervisor.adding import AddRequest, Declared
 
 MAX_FILE_BYTES = 1024 * 1024

@@ -30,9 +30,21 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
 PR_SET_CHILD_SUBREAPER = 36
+
+
+class Process(Protocol):
+    """What ``wait_exit`` and ``kill_group`` use of a process: a ``subprocess.Popen``, or a
+    ``launch.launcher.Child`` forked by the launcher, which waits the same way."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -259,11 +271,11 @@ def popen_session(argv: list[str], *, errand: bool = False, **kwargs: Any) -> su
     return proc
 
 
-def wait_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> int:
+def wait_exit(proc: Process, timeout: float | None) -> int:
     """``proc.wait(timeout)``, woken by the exit itself (a pidfd). Popen's own timed wait
     polls with sleeps that grow to 50 ms, so a 20 ms ``git clone`` used to cost 35-60 ms."""
-    if proc.poll() is not None:
-        return proc.returncode
+    if (code := proc.poll()) is not None:
+        return code
     try:
         pidfd = os.pidfd_open(proc.pid)
     except OSError:  # no pidfd on this kernel, or already reaped: Popen's way
@@ -276,7 +288,7 @@ def wait_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> int:
     return proc.wait()
 
 
-def kill_group(proc: subprocess.Popen[bytes]) -> None:
+def kill_group(proc: Process) -> None:
     """SIGKILL ``proc`` and every process it started, then wait until none of them runs."""
     _kill_group_of(proc.pid)
     proc.wait()

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 from iochost.contract.exits import WorkerExit
 
 if TYPE_CHECKING:
-    from iochost.contract.worker_spec import WorkerSpec
+    from iochost.contract.worker_spec import WorkerLogLevel, WorkerSpec
+    from iochost.kinds import Kind
     from iochost.report import ValidationIssue
 
 # iocmng-run without --prefix: a plugin's default controller prefix is its beamline config's
@@ -166,7 +167,7 @@ def run_plugin_class(
     pva: bool = True,
     name: str | None = None,
     pvout: str | Path | None = None,
-    log_level: str = "INFO",
+    log_level: WorkerLogLevel = "INFO",
     version: str = "local",
     grace: float | None = None,
     autosave: str | Path | None = None,
@@ -175,10 +176,11 @@ def run_plugin_class(
     """Run ``plugin_class`` as a soft IOC until SIGINT/SIGTERM; the worker's exit code, or
     ``INVALID`` (1) after printing every problem of its config.yaml and PV names."""
     from iochost.config import ConfigError, load_config, plugin_mode
-    from iochost.config.limits import DaemonLimits, resolve_limits
+    from iochost.config.limits import resolve_limits
     from iochost.config.pvnames import check_pv_names
     from iochost.contract.worker_spec import WorkerSpec
     from iochost.sdk import JobBase, TaskBase
+    from iochost.settings import limits_outside_daemon
 
     if not (isinstance(plugin_class, type) and issubclass(plugin_class, (TaskBase, JobBase))):
         raise RunError(f"{plugin_class!r} is not a TaskBase or JobBase subclass")
@@ -193,7 +195,7 @@ def run_plugin_class(
         except ConfigError as exc:
             _print_issues(exc.issues, shown)
             return INVALID
-        kind = "task" if issubclass(plugin_class, TaskBase) else "job"
+        kind: Kind = "task" if issubclass(plugin_class, TaskBase) else "job"
         mode = plugin_mode(kind, loaded.parameters)
         issues = check_pv_names(prefix or IOCMNG_RUN_PREFIX, name, kind, mode, loaded.pvs,
                                 lines=loaded.key_lines, section=loaded.pv_section, segment=loaded.prefix,
@@ -201,7 +203,7 @@ def run_plugin_class(
         if issues:
             _print_issues(issues, shown)
             return INVALID
-        limits = resolve_limits(loaded.parameters, DaemonLimits(), grace)  # as the daemon does
+        limits = resolve_limits(loaded.parameters, limits_outside_daemon(), grace)  # as the daemon does
         spec = WorkerSpec(
             name=name, plugin_dir=str(plugin_dir), module_file=module_file, class_name=plugin_class.__qualname__,
             prefix=IOCMNG_RUN_PREFIX, pv_prefix=prefix or None, config_file=str(config_file),
@@ -237,7 +239,7 @@ def run_spec(spec: WorkerSpec, plugin_class: type | None = None, pvout: str | Pa
 
 def _print_issues(issues: list[ValidationIssue], config: str) -> None:
     """Every issue, config.yaml's named as the file given (``--config prod.yaml``)."""
-    from iochost.config.errors import CONFIG_FILE
+    from iochost.config.issues import CONFIG_FILE
 
     for issue in issues:
         print(issue.model_copy(update={"file": config}) if issue.file == CONFIG_FILE else issue, file=sys.stderr)

@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import uvicorn
 from uvicorn.config import HTTP_PROTOCOLS
@@ -15,7 +16,7 @@ from uvicorn.importer import import_from_string
 
 from iochost import __version__
 from iochost.api import create_app
-from iochost.api.fastlane import FastLane
+from iochost.api.list_shortcut import ListShortcut
 from iochost.http_guard import AnswerCutRequests, guarded_protocol
 from iochost.launch.launcher import Launcher
 from iochost.logs import setup_logging
@@ -29,7 +30,7 @@ def _available(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def uvicorn_options(settings: Settings) -> dict[str, object]:
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """The C HTTP parser when installed (a dependency; h11 is the fallback), and access lines
     formatted only when they are logged at all (``uvicorn.access`` is at WARNING unless
     --log-level debug). The event loop stays asyncio's: the supervisor's pipe protocols and
@@ -87,7 +88,7 @@ def serve(settings: Settings, launcher: Launcher | None = None, declared: Plugin
         log.info("plugins file %s: %d plugin(s) declared", declared.path, len(declared.requests))
     app = create_app(settings, launcher=launcher, declared=declared.declared() if declared is not None else None)
     listening = app.state.supervisor.hold_restore()  # the API answers first, however large the registry
-    config = uvicorn.Config(AnswerCutRequests(FastLane(app)),  # the list polls skip FastAPI's request machinery
+    config = uvicorn.Config(AnswerCutRequests(ListShortcut(app)),  # the list polls skip FastAPI's request machinery
                             host=settings.host, port=settings.port, log_config=None,
                             lifespan="on", timeout_graceful_shutdown=5, **uvicorn_options(settings))
     server = _Server(config, on_listening=listening, on_stopping=app.state.begin_stop)

@@ -1,8 +1,13 @@
 """Daemon settings: one model, filled from flags, then IOCHOST_* environment variables.
 
 Every field is a flag of ``iochost serve`` (``--data-dir``) and an environment variable
-(``IOCHOST_DATA_DIR``); the flag wins. The CLI builds its parser from this model, so a
+(``IOCHOST_DATA_DIR``); the flag wins. The CLI builds its parser from this model, and
+docs/reference/settings.md is generated from it (``python -m iochost.reference``), so a
 setting cannot exist in one place and be missing in the other.
+
+The validators check values and read nothing; the files settings name (token files, the
+beamline config, the access security file) are read in one step after, :meth:`Settings.read_files`,
+which :meth:`Settings.from_sources` ends with.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import ipaddress
 import os
 import re
 import resource
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,9 +24,17 @@ from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, 
 
 from iochost.beamline import BeamlineConfigError, load_beamline_config
 from iochost.budget import parse_rate
+from iochost.config.bounds import DaemonMemoryLimitMB, DaemonOpenFilesLimit, GracePeriod
+from iochost.config.limits import DaemonLimits
 from iochost.config.pvnames import DEFAULT_PREFIX, pv_prefix_problem
 from iochost.environ import ENV_PREFIX
-from iochost.epics_server_vars import settings_from_environ
+from iochost.epics_server_vars import (
+    CA_BEACON_PERIOD,
+    CA_REPEATER_PORT,
+    CA_SERVER_PORT,
+    PVA_BROADCAST_PORT,
+    settings_from_environ,
+)
 from iochost.store.policy import validate_prefixes
 
 PORT_RANGE = r"^\d{1,5}-\d{1,5}$"
@@ -35,6 +49,13 @@ ENV_ALIASES = {
     "port": "IOCMNG_PORT",
     "log_level": "IOCMNG_LOG_LEVEL",  # iocmng writes it in either case
 }
+# Settings that are never flags: a command line is readable by every user in /proc.
+ENV_ONLY = frozenset({"read_token", "admin_token"})
+
+
+class SettingsFileError(ValueError):
+    """A file a setting names that cannot be used; the message names the setting and the file
+    (and, for a file that is parsed, the line and what is wrong there)."""
 
 
 def default_data_dir() -> Path:
@@ -56,6 +77,59 @@ def connection_cap_for(nofile: int) -> int:
     return max(16, nofile - max(FD_RESERVE_MIN, nofile // FD_RESERVE_SHARE))
 
 
+def _checked_origin(origin: str) -> str:
+    """A ``cors_origin`` as a browser sends it in ``Origin``: anything else would silently match
+    nothing, and ``*`` is refused: naming the origins is the point of the setting."""
+    if not re.fullmatch(r"https?://[^/\s:?#]+(:\d{1,5})?", origin):
+        raise ValueError(f"cors_origin {origin!r} is not an origin as browsers send it: "
+                         "scheme://host[:port], no path, no '*' (e.g. https://dash.example.org)")
+    return origin
+
+
+def _checked_pv_pattern(pattern: str) -> str:
+    if not pattern or any(c.isspace() or not c.isprintable() for c in pattern):
+        raise ValueError(f"pv_gateway_allow {pattern!r}: a PV name pattern has no spaces or "
+                         "control characters and is not empty")
+    return pattern
+
+
+def _read_token_file(setting: str, path: Path) -> str:
+    """The token in ``path``, without the newline secret files end with."""
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise SettingsFileError(f"{setting} {path} cannot be read by uid {os.getuid()}: {exc.strerror}") from None
+    if not token:
+        raise SettingsFileError(f"{setting} {path} is empty")
+    return token
+
+
+def _check_readable(setting: str, path: Path) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise SettingsFileError(f"{setting} {path} cannot be read by uid {os.getuid()}: {exc.strerror}") from None
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    """``"5100-5299"`` (checked by ``PORT_RANGE``) -> (5100, 5299)."""
+    low, high = (int(p) for p in text.split("-"))
+    return low, high
+
+
+def _from_environment(environ: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
+    """The settings ``environ`` gives: ``IOCHOST_<NAME>``, else its alias (``ENV_ALIASES``); empty is unset."""
+    values: dict[str, str] = {}
+    for name in names:
+        value = environ.get(ENV_PREFIX + name.upper())
+        if value is None and name in ENV_ALIASES:
+            value = environ.get(ENV_ALIASES[name])
+        if value:
+            values[name] = value
+    return values
+
+
 def is_loopback(host: str) -> bool:
     if host in ("localhost", ""):
         return host == "localhost"
@@ -73,8 +147,12 @@ class Settings(BaseModel):
     port: int = Field(default=8080, ge=0, le=65535, description="REST API port")
     prefix: str = Field(default=DEFAULT_PREFIX, max_length=20, description="PV prefix: PREFIX:PLUGIN:PV")
     data_dir: Path = Field(default_factory=default_data_dir, description="registry, checkouts and logs")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="the daemon's log level (any case)")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text: one line per record (a traceback aside), every unprintable "
+        "character escaped as Python writes it (\\n, \\x1b), so no text from the network (a control PV's "
+        "write, a REST path, a plugin's message) adds or hides a line; json: JSON lines, escaped as JSON does")
     log_file: Path | None = Field(default=None, description="write the daemon's log to this file, rotated "
                                                              "like plugin logs (default: stderr)")
     log_rotate_bytes: int = Field(default=5 * 1024**2, ge=64 * 1024, description="size at which a plugin's "
@@ -88,31 +166,32 @@ class Settings(BaseModel):
                                  "log, per plugin: COUNT/SECONDS, or off (the plugin's own log keeps all)")
     examples: Path | None = Field(default=None, description="add every plugin directory under this one at start")
     plugins_file: Path | None = Field(default=None, description="YAML `plugins:` list (POST body fields, "
-                                      "pat_file for tokens) added at start, changed entries upgraded; "
-                                      "also IOCMNG_PLUGINS_CONFIG")
+                                      "pat_file for tokens) added at start, changed entries upgraded")
     plugins_file_removed: Literal["keep", "delete"] = Field(
         default="keep", description="a plugin the plugins file declared whose entry has left it: keep "
         "(the operators' from then on, like one added over REST) or delete (checkout, autosaved values)")
     beamline_config: Path | None = Field(default=None, description="beamline values.yaml every plugin gets "
                                          "as beamline_config, its epicsConfiguration.iocs the devices of "
-                                         "get_device(); read once at start; also IOCMNG_BEAMLINE_CONFIG")
+                                         "get_device(); read once at start")
 
     # -- EPICS ---------------------------------------------------------------------------
-    epics_host: str = Field(default="127.0.0.1", description="interface the CA/PVA servers and the CA "
-                                                             "search endpoint bind (0.0.0.0: all)")
-    ca_port: int = Field(default=5064, ge=1, le=65535, description="CA search port the daemon answers on")
+    epics_host: str = Field(default="127.0.0.1", description="the one interface address the CA/PVA "
+                                   "servers and the CA search endpoint bind (0.0.0.0: all)")
+    ca_port: int = Field(default=CA_SERVER_PORT, ge=1, le=65535, description="CA search port the daemon answers on")
     allow_shared_ca_port: bool = Field(default=False, description="start even when another CA server already "
                                        "receives name searches on --epics-host:--ca-port; a unicast search "
                                        "then reaches only one of the two (off: serve refuses, exit 2)")
-    ca_beacon_port: int = Field(default=5065, ge=1, le=65535, description="CA repeater port beacons go to")
+    ca_beacon_port: int = Field(default=CA_REPEATER_PORT, ge=1, le=65535, description="CA repeater port beacons go to")
     ca_beacon_addrs: str = Field(default="", description="space-separated CA beacon destinations "
                                  "(host or host:port), besides the automatic ones")
     ca_auto_beacon_addrs: bool = Field(default=True, description="also send CA beacons to the broadcast "
                                        "address of the --epics-host interface (of every interface for 0.0.0.0)")
-    ca_beacon_period: float = Field(default=15.0, gt=0, description="seconds between CA beacons at steady state")
+    ca_beacon_period: float = Field(default=CA_BEACON_PERIOD, gt=0,
+                                    description="seconds between CA beacons at steady state")
     ca_ignore_addrs: str = Field(default="", description="space-separated client addresses whose CA "
-                                 "searches are ignored")
-    pva_port: int = Field(default=5076, ge=1, le=65535, description="PVA search (UDP) port of every worker")
+                                 "searches get no answer, from the daemon and the workers")
+    pva_port: int = Field(default=PVA_BROADCAST_PORT, ge=1, le=65535,
+                          description="PVA search (UDP) port of every worker")
     worker_ports: str = Field(default="5100-5299", pattern=PORT_RANGE,
                               description="range of the workers' CA server ports (TCP and UDP)")
     worker_pva_ports: str = Field(default="5300-5499", pattern=PORT_RANGE,
@@ -127,20 +206,22 @@ class Settings(BaseModel):
                                                "PVs, IOCHOST_INPUTS plugin inputs, ENABLE and RUN")
 
     # -- supervision ---------------------------------------------------------------------
-    grace_period: float = Field(default=10.0, gt=0, description="cleanup() time on stop, for plugins that set none")
+    grace_period: GracePeriod = Field(default=10.0, description="cleanup() time on stop, for plugins that set none")
     start_timeout: float = Field(default=60.0, gt=0, description="worker spawn -> initialize() returned limit")
     import_timeout: float = Field(default=30.0, gt=0, description="validation import limit")
-    heartbeat_interval: float = Field(default=1.0, gt=0)
+    heartbeat_interval: float = Field(default=1.0, gt=0, description="seconds between a worker's heartbeats "
+                                      "(a task's cycle_count in its REST record is as of the last one)")
     heartbeat_timeout: float = Field(default=15.0, gt=0, description="silence -> worker presumed hung")
-    backoff_initial: float = Field(default=1.0, gt=0)
-    backoff_max: float = Field(default=60.0, gt=0)
+    backoff_initial: float = Field(default=1.0, gt=0, description="seconds before a crashed plugin's first "
+                                   "restart; doubled at each crash in a row")
+    backoff_max: float = Field(default=60.0, gt=0, description="longest wait before a crashed plugin's restart")
     backoff_reset: float = Field(default=60.0, gt=0, description="uptime after which backoff restarts at initial")
     cancel_grace: float = Field(default=5.0, gt=0, description="cancel -> worker restart if the job ignores it")
     upgrade_probation: float = Field(default=3.0, gt=0, description="an upgraded worker exiting within this "
                                      "time after initialize() is rolled back")
-    runs_kept: int = Field(default=100, ge=50)
-    git_timeout: float = Field(default=120.0, gt=0)
-    max_checkout_bytes: int = Field(default=200 * 1024**2, gt=0)
+    runs_kept: int = Field(default=100, ge=50, description="finished runs kept per job (GET /jobs/{name}/runs)")
+    git_timeout: float = Field(default=120.0, gt=0, description="seconds a git clone or fetch may take")
+    max_checkout_bytes: int = Field(default=200 * 1024**2, gt=0, description="size limit of a plugin's checkout")
 
     # -- security ------------------------------------------------------------------------
     read_token: SecretStr | None = Field(default=None, description="bearer token for GET endpoints")
@@ -165,7 +246,7 @@ class Settings(BaseModel):
 
     # -- the REST PV gateway (/pvs/*) --------------------------------------------------------
     pv_gateway_pva: bool = Field(default=True, description="the PV gateway's client speaks PV Access (off: "
-                                 "Channel Access); also IOCMNG_PVA")
+                                 "Channel Access)")
     pv_gateway_allow: list[str] = Field(default_factory=list, description="glob pattern of PV names the "
                                         "gateway may write (put), e.g. 'BL1:MOT*' (repeatable; none: "
                                         "this daemon's PREFIX:*)")
@@ -176,15 +257,16 @@ class Settings(BaseModel):
     # -- plugin environments and limits ------------------------------------------------------
     requirements_timeout: float = Field(default=300.0, gt=0,
                                         description="time limit for installing a plugin's requirements.txt")
-    worker_memory_mb: int = Field(default=1024, ge=0, description="per-worker memory limit in MB (RLIMIT_DATA); "
-                                                                  "0: none; plugin parameter memory_limit_mb")
-    worker_max_files: int = Field(default=1024, ge=0, description="per-worker open-file limit (RLIMIT_NOFILE); "
-                                                                  "0: inherited; plugin parameter max_open_files")
+    worker_memory_mb: DaemonMemoryLimitMB = Field(default=1024, ge=0, description="per-worker memory limit in MB "
+                                                  "(RLIMIT_DATA); 0: none; plugin parameter memory_limit_mb")
+    worker_max_files: DaemonOpenFilesLimit = Field(default=1024, ge=0, description="per-worker open-file limit "
+                                                   "(RLIMIT_NOFILE); 0: inherited; plugin parameter max_open_files")
     fork_server: bool = Field(default=True, description="start workers and validation probes from a "
                               "pre-imported template process (a fork server) instead of a fresh "
                               "interpreter each; plugins with their own requirements.txt are always spawned")
     worker_pool: int = Field(default=2, ge=0, le=32, description="warm worker processes (softioc already "
-                             "imported, no plugin) the fork server keeps ready; 0: fork each from the template")
+                             "imported, no plugin) the fork server keeps ready, besides one cold one for the next "
+                             "validation probe; 0: fork each from the template")
     worker_realtime: bool = Field(default=False, description="let workers use real-time scheduling, and so "
                                   "let EPICS lock all their memory (mlockall: ~150 MB more per worker); "
                                   "off: workers give up CAP_SYS_NICE and CAP_IPC_LOCK first")
@@ -221,34 +303,12 @@ class Settings(BaseModel):
     @field_validator("cors_origin")
     @classmethod
     def _check_origins(cls, value: list[str]) -> list[str]:
-        """Each as a browser sends it in ``Origin``: anything else would silently match nothing,
-        and ``*`` is refused: naming the origins is the point of the setting."""
-        for origin in value:
-            if not re.fullmatch(r"https?://[^/\s:?#]+(:\d{1,5})?", origin):
-                raise ValueError(f"cors_origin {origin!r} is not an origin as browsers send it: "
-                                 "scheme://host[:port], no path, no '*' (e.g. https://dash.example.org)")
-        return value
+        return [_checked_origin(origin) for origin in value]
 
     @field_validator("pv_gateway_allow")
     @classmethod
     def _check_pv_patterns(cls, value: list[str]) -> list[str]:
-        for pattern in value:
-            if not pattern or any(c.isspace() or not c.isprintable() for c in pattern):
-                raise ValueError(f"pv_gateway_allow {pattern!r}: a PV name pattern has no spaces or "
-                                 "control characters and is not empty")
-        return value
-
-    @field_validator("epics_access_security")
-    @classmethod
-    def _check_access_security(cls, value: Path | None) -> Path | None:
-        """Readable now: every worker reads it at its iocInit, and refuses to serve without it."""
-        if value is not None:
-            try:
-                with open(value, "rb"):
-                    pass
-            except OSError as exc:
-                raise ValueError(f"{value} cannot be read by uid {os.getuid()}: {exc.strerror}") from None
-        return value
+        return [_checked_pv_pattern(pattern) for pattern in value]
 
     @field_validator("add_rate", "plugin_log_rate")
     @classmethod
@@ -259,29 +319,7 @@ class Settings(BaseModel):
     _beamline_values: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
-    def _load_beamline_config(self) -> "Settings":
-        """Read and check the beamline file now: a broken one stops the daemon at start,
-        naming the file and line, and every worker gets the mapping read here."""
-        if self.beamline_config is not None:
-            try:
-                self._beamline_values = load_beamline_config(self.beamline_config)
-            except BeamlineConfigError as exc:
-                raise ValueError(f"beamline_config {exc}") from None
-        return self
-
-    @model_validator(mode="after")
-    def _load_token_files(self) -> "Settings":
-        for name in ("read", "admin"):
-            path: Path | None = getattr(self, f"{name}_token_file")
-            if path is not None and getattr(self, f"{name}_token") is None:
-                try:
-                    token = path.read_text().strip()
-                except OSError as exc:
-                    raise ValueError(f"{name}_token_file {path} cannot be read by uid {os.getuid()}: "
-                                     f"{exc.strerror}") from None
-                if not token:
-                    raise ValueError(f"{name}_token_file {path} is empty")
-                setattr(self, f"{name}_token", SecretStr(token))
+    def _check_together(self) -> Settings:
         ca_ports, pva_ports = self.worker_port_range, self.worker_pva_port_range
         for name, (low, high) in (("worker_ports", ca_ports), ("worker_pva_ports", pva_ports)):
             if not 0 < low <= high <= 65535:
@@ -289,16 +327,38 @@ class Settings(BaseModel):
         if ca_ports[0] <= pva_ports[1] and pva_ports[0] <= ca_ports[1]:
             raise ValueError(f"worker_ports {self.worker_ports} and worker_pva_ports {self.worker_pva_ports} "
                              "overlap: a CA and a PVA server cannot share a TCP port")
-        if self.admin_token is None and self.read_token is None and not is_loopback(self.host):
+        if not self.auth_enabled and not is_loopback(self.host):
             raise ValueError(
                 f"refusing to listen on {self.host} without a token: anyone who reaches the API "
                 "could run code; set IOCHOST_ADMIN_TOKEN (or --admin-token-file) or use --host 127.0.0.1"
             )
         return self
 
+    def read_files(self) -> Settings:
+        """A copy with the files these settings name read, once, at start: each token from its
+        file (a token given directly wins), the beamline config parsed and checked (every worker
+        gets the mapping read here), the access security file opened (every worker reads it at
+        iocInit and refuses to serve without it). A file that cannot be used raises
+        SettingsFileError naming the setting, the file and, for the beamline config, the line."""
+        tokens = {f"{role}_token": SecretStr(_read_token_file(f"{role}_token_file", path))
+                  for role, path in (("read", self.read_token_file), ("admin", self.admin_token_file))
+                  if path is not None and getattr(self, f"{role}_token") is None}
+        loaded = self.model_copy(update=tokens)
+        if self.beamline_config is not None:
+            try:
+                loaded._beamline_values = load_beamline_config(self.beamline_config)
+            except BeamlineConfigError as exc:
+                raise SettingsFileError(f"beamline_config {exc}") from None
+        if self.epics_access_security is not None:
+            _check_readable("epics_access_security", self.epics_access_security)
+        return loaded
+
     @property
     def auth_enabled(self) -> bool:
-        return self.admin_token is not None or self.read_token is not None
+        """Whether the API asks for a token: one is given, or a file to read it from (until
+        :meth:`read_files` has read it, no token matches: refused, never open)."""
+        return any(value is not None for value in (self.admin_token, self.read_token,
+                                                   self.admin_token_file, self.read_token_file))
 
     @property
     def beamline_values(self) -> dict[str, Any]:
@@ -329,13 +389,11 @@ class Settings(BaseModel):
 
     @property
     def worker_port_range(self) -> tuple[int, int]:
-        low, high = (int(p) for p in self.worker_ports.split("-"))
-        return low, high
+        return _port_range(self.worker_ports)
 
     @property
     def worker_pva_port_range(self) -> tuple[int, int]:
-        low, high = (int(p) for p in self.worker_pva_ports.split("-"))
-        return low, high
+        return _port_range(self.worker_pva_ports)
 
     @property
     def plugins_dir(self) -> Path:
@@ -364,19 +422,26 @@ class Settings(BaseModel):
         return self.data_dir / "autosave"
 
     @classmethod
-    def from_sources(cls, flags: dict[str, Any], environ: dict[str, str] | None = None) -> "Settings":
+    def from_sources(cls, flags: dict[str, Any], environ: dict[str, str] | None = None) -> Settings:
         """Merge flags (None = not given) over ``IOCHOST_*`` variables over the standard EPICS
-        server variables (``epics_server_vars``) over defaults."""
+        server variables (``epics_server_vars``) over defaults, then read the files they name
+        (:meth:`read_files`)."""
         environ = dict(os.environ if environ is None else environ)
-        values: dict[str, Any] = {}
-        for name in cls.model_fields:
-            env_value = environ.get(ENV_PREFIX + name.upper())
-            if env_value is None and name in ENV_ALIASES:
-                env_value = environ.get(ENV_ALIASES[name])
-            if env_value is not None and env_value != "":
-                values[name] = env_value
+        values: dict[str, Any] = _from_environment(environ, cls.model_fields)
         for name, value in flags.items():
             if value is not None and value != [] and name in cls.model_fields:
                 values[name] = value
         values.update(settings_from_environ(values, environ))
-        return cls.model_validate(values)
+        return cls.model_validate(values).read_files()
+
+
+def daemon_limits(settings: Settings) -> DaemonLimits:
+    """The limits a plugin that sets none runs under: the daemon's flags (0: no limit of its own)."""
+    return DaemonLimits(grace_period=settings.grace_period, memory_limit_mb=settings.worker_memory_mb or None,
+                        max_open_files=settings.worker_max_files or None)
+
+
+def limits_outside_daemon() -> DaemonLimits:
+    """``iochost run``: no daemon, so no memory or file limit; the daemon's default grace period."""
+    return DaemonLimits(grace_period=Settings.model_fields["grace_period"].default,
+                        memory_limit_mb=None, max_open_files=None)

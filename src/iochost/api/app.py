@@ -15,9 +15,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iochost import __version__
-from iochost.api.errors import error_response, install_error_handlers
+from iochost.api.bodies import ERROR_RESPONSES
+from iochost.api.error_responses import error_response, install_error_handlers
 from iochost.api.listing import RecordCache
-from iochost.api.models import ERROR_RESPONSES
 from iochost.api.prometheus import Metrics, RequestMetrics, RouteTemplates, route_templates
 from iochost.api.ratelimit import create_limiter
 from iochost.api.routes import compat, displays, events, health, jobs, metrics, plugins, pvs

@@ -24,7 +24,7 @@ from fastapi import Response
 from pydantic import TypeAdapter
 
 from iochost.kinds import Kind
-from iochost.supervisor.models import PluginRecord
+from iochost.supervisor.public import PluginRecord
 
 _RECORD = TypeAdapter(PluginRecord)
 
@@ -35,7 +35,7 @@ def _exact(a: Any, b: Any) -> bool:
         return False
     if isinstance(a, dict):
         return len(a) == len(b) and all(
-            _exact(ka, kb) and _exact(va, vb) for (ka, va), (kb, vb) in zip(a.items(), b.items()))
+            _exact(ka, kb) and _exact(va, vb) for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True))
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(map(_exact, a, b))
     return bool(a == b)
@@ -83,7 +83,7 @@ class RecordCache:
 
 def plugin_list_response(state: Any, kind: Kind | None = None) -> Response:
     """``GET /plugins``: every plugin (or every one of ``kind``), live. One function for the
-    route, its fast lane and iocmng's ``/tasks`` and ``/jobs``."""
+    route, its shortcut (``api.list_shortcut``) and iocmng's ``/tasks`` and ``/jobs``."""
     return state.record_cache.plugin_list(state.supervisor.list(kind), complete=kind is None)
 
 

@@ -5,10 +5,10 @@ own encoders. It holds:
 
 - ``SupervisorCollector``: plugins per state, plugins in error per reason (what ``/health``
   names), automatic restarts, job runs per outcome and
-  each worker's resident memory, read from the lifecycles when Prometheus scrapes, so no
+  each worker's resident memory, read from the plugins' views when Prometheus scrapes, so no
   second copy of the supervisor's state exists to drift from it;
 - ``iochost_http_requests_total`` and ``iochost_http_request_duration_seconds``, recorded by
-  ``RequestMetrics`` (an ASGI middleware inside the FastAPI app) and by ``FastLane`` for the
+  ``RequestMetrics`` (an ASGI middleware inside the FastAPI app) and by ``ListShortcut`` for the
   list polls it answers itself, labelled by the route's template: the raw path would make a
   series per plugin name and run id, without bound;
 - the daemon's own process (CPU, RSS, open fds, start time), Python and GC collectors.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector, ProcessCollector
@@ -32,14 +32,15 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iochost import __version__
-from iochost.supervisor import State, Supervisor
-from iochost.supervisor.lifecycle import TROUBLES
+from iochost.supervisor import Supervisor
 from iochost.supervisor.runs import RUN_OUTCOMES
+from iochost.supervisor.states import LISTED
+from iochost.supervisor.view import TROUBLES
 
 UNMATCHED = "unmatched"  # the route label of a path no route serves (404s of scanners, typos)
 OTHER_METHOD = "other"  # the method label of a method no route takes: methods are a bounded label too
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# Seconds. The fast lane answers in ~0.1 ms, an add in ~0.6 s, a waited job run for as long as
+# Seconds. The list shortcut answers in ~0.1 ms, an add in ~0.6 s, a waited job run for as long as
 # the job runs; /events streams are timed until the client goes.
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                     30.0, 60.0, 300.0)
@@ -60,10 +61,10 @@ def resident_bytes(pid: int) -> int | None:
 
 
 class SupervisorCollector(Collector):
-    """The supervisor's state as metrics, read from the lifecycles at each scrape.
+    """The supervisor's state as metrics, read from the plugins' frozen views at each scrape.
 
     ``collect`` runs on the event loop (the ``/metrics`` route is ``async``): the lifecycles
-    change there, so reading them from a thread could see a plugin half-added. Restarts and
+    change there, so views taken from a thread could see a plugin half-added. Restarts and
     RSS cover the daemon's own status IOC too (``plugin="iochost"``, a reserved name); the
     state gauge counts exactly what ``GET /api/v1/plugins`` lists.
     """
@@ -78,33 +79,32 @@ class SupervisorCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         plugins, in_error, restarts, runs, rss, ready, build, storage = families = self._families()
         sup = self.supervisor
-        counts = dict.fromkeys(State, 0)  # every state, zeros included: no gaps in a dashboard
+        counts = dict.fromkeys(LISTED, 0)  # every state a listed plugin can be in, zeros included: no gaps
         troubles = dict.fromkeys(TROUBLES, 0)
-        for lc in sup.lifecycles():
-            counts[lc.state] += 1
-            trouble = lc.trouble
-            if trouble is not None:
-                troubles[trouble] += 1
+        for view in sup.views():
+            counts[view.state] += 1
+            if view.trouble is not None:
+                troubles[view.trouble] += 1
         for state, count in counts.items():
             plugins.add_metric([state.value], count)
         for reason, count in troubles.items():
             in_error.add_metric([reason], count)
-        for lc in sup.lifecycles(include_system=True):
-            kind = lc.entry.kind
-            restarts.add_metric([lc.name, kind], lc.restarts_total)
+        for view in sup.views(include_system=True):
+            kind = view.entry.kind
+            restarts.add_metric([view.name, kind], view.restarts_total)
             if kind == "job":
                 for outcome in RUN_OUTCOMES:
-                    runs.add_metric([lc.name, outcome], lc.runs.finished_total[outcome])
-            resident = resident_bytes(lc.pid) if lc.pid is not None else None
+                    runs.add_metric([view.name, outcome], view.runs_finished.get(outcome, 0))
+            resident = resident_bytes(view.pid) if view.pid is not None else None
             if resident is not None:
-                rss.add_metric([lc.name], resident)
+                rss.add_metric([view.name], resident)
         ready.add_metric([], 1 if sup.ready else 0)
         build.add_metric([__version__], 1)
         storage.add_metric([], 1 if sup.storage_problem() is not None else 0)
         return families
 
     @staticmethod
-    def _families() -> list[Metric]:
+    def _families() -> list[GaugeMetricFamily | CounterMetricFamily]:
         return [
             GaugeMetricFamily("iochost_plugins", "Plugins in each state, as GET /api/v1/plugins lists them "
                               "(crashed: waiting to be restarted; failed: not restarted)", labels=["state"]),
@@ -149,16 +149,16 @@ def route_templates(app: FastAPI, routers: Iterable[tuple[str, APIRouter]]) -> I
     """Every path template ``app`` serves: its own routes (/openapi.json, /docs) and those of
     ``routers``, each included under its prefix."""
     for route in app.routes:
-        if isinstance(getattr(route, "path_format", None), str):
-            yield route.path_format  # type: ignore[attr-defined]
+        if isinstance(path := getattr(route, "path_format", None), str):
+            yield path
     for prefix, router in routers:
         for route in router.routes:
-            if isinstance(getattr(route, "path_format", None), str):
-                yield prefix + route.path_format  # type: ignore[attr-defined]
+            if isinstance(path := getattr(route, "path_format", None), str):
+                yield prefix + path
 
 
 class Metrics:
-    """The app's registry and the request metrics its middleware and fast lane record."""
+    """The app's registry and the request metrics its middleware and list shortcut record."""
 
     def __init__(self, supervisor: Supervisor, routes: RouteTemplates) -> None:
         self.routes = routes
@@ -189,7 +189,7 @@ class Metrics:
 
 class RequestMetrics:
     """ASGI middleware inside the FastAPI app: counts and times every HTTP request it
-    answers, errors included (the fast lane records the polls it answers before them)."""
+    answers, errors included (the list shortcut records the polls it answers before them)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app

@@ -14,7 +14,7 @@ import types
 
 from iochost import run_ioc, sdk
 from iochost.compat.safe_eval import safe_eval
-from iochost.declarative import functions
+from iochost.rule_language import functions
 from iochost.sdk import job, pv_client, task
 
 _ALIASES: dict[str, dict[str, object]] = {

@@ -2,7 +2,7 @@
 
 iocmng plugins call ``safe_eval(expression, variables, extra_functions=None)`` directly
 (iocmng's MANUAL, "Python API"). The language, the whitelist and the function library are
-iochost's (declarative.expressions, declarative.functions); what differs from a config's
+iochost's (rule_language.expressions, rule_language.functions); what differs from a config's
 expressions is how failures surface, kept as iocmng's callers expect them: text that does not
 parse raises ``SyntaxError``, a call of a function the library does not have or any
 construct outside the language raises ``ValueError`` (iochost's ``ExpressionError``), and a
@@ -15,8 +15,8 @@ import ast
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from iochost.declarative.expressions import ExpressionError, compile_expression
-from iochost.declarative.functions import get_registry
+from iochost.rule_language.expressions import ExpressionError, compile_expression
+from iochost.rule_language.functions import get_registry
 
 
 def safe_eval(expression: str, variables: Mapping[str, Any],

@@ -14,9 +14,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from iochost.config import PluginConfig
-from iochost.config.errors import config_issue
-from iochost.declarative.expressions import compile_expression
+from iochost.config.issues import config_issue
 from iochost.report import Severity, ValidationIssue
+from iochost.rule_language.expressions import compile_expression
 
 
 @dataclass(frozen=True)

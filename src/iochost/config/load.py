@@ -8,16 +8,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from iochost.config.schema import PluginConfig
-from iochost.config.errors import (
+from iochost.config.issues import (
     CONFIG_FILE,
     ConfigError,
     config_issue,
     issues_from_pydantic,
 )
+from iochost.config.schema import PluginConfig
 from iochost.config.yaml_lines import KeyPath, YamlSyntaxError, parse_yaml
-from iochost.untrusted import MAX_CONFIG_BYTES, UntrustedFileError, read_text_bounded
 from iochost.report import Stage, ValidationIssue
+from iochost.untrusted import MAX_CONFIG_BYTES, UntrustedFileError, read_text_bounded
 
 
 def _issue(message: str, line: int | None = None) -> ValidationIssue:

@@ -1,7 +1,7 @@
 """PV naming: ``{PREFIX}:{SEGMENT}:{PV}``, the default PVs, and the legality rules.
 
 SEGMENT is config.yaml's ``prefix:`` when it has one, else the plugin name upper-cased
-(iocmng's PLUGIN_PREFIX; what a legal one is, ``schema.segment_problem``, is checked with
+(iocmng's PLUGIN_PREFIX; what a legal one is, ``segment_problem``, the schema checks with
 its field). The daemon, the worker and the validator all name PVs through this module, so a
 name the validator accepts is exactly the record the worker creates.
 """
@@ -10,13 +10,29 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from iochost.kinds import Kind
 from iochost.report import Stage, ValidationIssue
 
-if TYPE_CHECKING:
-    from iochost.config.schema import PVGroup
+
+class DeclaredPV(Protocol):
+    """What the naming rules read of one declared PV (``config.PVDef``)."""
+
+    @property
+    def wired(self) -> bool: ...
+
+
+class DeclaredPVs(Protocol):
+    """What the naming rules read of config.yaml's ``pvs:`` (``config.DeclaredPVs``, which is
+    checked with these rules: so the rules see it through this face)."""
+
+    @property
+    def inputs(self) -> Mapping[str, DeclaredPV]: ...
+
+    @property
+    def outputs(self) -> Mapping[str, DeclaredPV]: ...
 
 DEFAULT_PREFIX = "IOCHOST"
 # A plugin name is a directory name (the store) and the middle of every PV name (here);
@@ -30,7 +46,16 @@ MAX_PV_NAME = 60  # PVNAME_STRINGSZ is 61 including the NUL
 RECORD_NAME_RE = re.compile(r"^[A-Za-z0-9_\-+:\[\]<>;]+$")
 # A declared PV's own name: an identifier, optionally with ':' or '-' separated parts.
 PV_SHORT_NAME_RE = re.compile(r"^[A-Za-z0-9_]+(?:[:-][A-Za-z0-9_]+)*$")
+# config.yaml's ``prefix:``: one or more parts of letters, digits, '_' and '-', joined by ':'.
+SEGMENT_RE = re.compile(r"[A-Za-z0-9_-]+(?::[A-Za-z0-9_-]+)*")
 
+
+def segment_problem(segment: str) -> str | None:
+    """Why config.yaml's ``prefix:`` cannot be the plugin's part of its PV names, or None."""
+    if not SEGMENT_RE.fullmatch(segment):
+        return (f"{segment!r} is not a legal PV name segment; use letters, digits, '_' and '-' "
+                "(':' between parts; no spaces, no '.', no leading or trailing ':')")
+    return None
 
 
 def plugin_segment(name: str, segment: str | None = None) -> str:
@@ -61,24 +86,63 @@ def nested_segment(one: str, other: str) -> bool:
     return a != b and (a.startswith(b) or b.startswith(a))
 
 
-def default_pv_names(kind: Kind, mode: str | None = None, pvs: PVGroup | None = None) -> list[str]:
+DefaultShape = Literal["switch", "command", "state", "text", "number"]
+Presence = Literal["always", "task", "run", "wired_inputs", "wired_outputs"]
+
+
+@dataclass(frozen=True)
+class DefaultPV:
+    """One default PV: its name, the kind of record it is and which plugins have it. The
+    worker builds its record from this, the display its widget, the validator its name."""
+
+    name: str
+    # switch: operators write 0/1 and it stays (ENABLE); command: operators write 1 and the
+    # worker sets it back to 0 once done; state: an mbbi of the status; text: a stringin whose
+    # values are cut to STRING_LENGTH; number: a count or per-port flags
+    shape: DefaultShape
+    present: Presence  # run: a job, or a triggered task; wired_*: a task with wired inputs/outputs
+
+    @property
+    def writable(self) -> bool:
+        """Operators write it (the worker acts on the write)."""
+        return self.shape in ("switch", "command")
+
+
+# Every default PV, in the order the worker creates them.
+DEFAULT_PVS: tuple[DefaultPV, ...] = (
+    DefaultPV("ENABLE", "switch", "task"),
+    DefaultPV("STATUS", "state", "always"),
+    DefaultPV("MESSAGE", "text", "always"),
+    DefaultPV("CYCLE_COUNT", "number", "task"),
+    DefaultPV("VERSION", "text", "task"),
+    DefaultPV("RUN", "command", "run"),
+    DefaultPV("CLEAR", "command", "task"),
+    DefaultPV("RESET", "command", "task"),
+    DefaultPV("CONN_INP", "number", "wired_inputs"),
+    DefaultPV("CONN_INP_NAMES", "text", "wired_inputs"),
+    DefaultPV("CONN_OUT", "number", "wired_outputs"),
+    DefaultPV("CONN_OUT_NAMES", "text", "wired_outputs"),
+)
+DEFAULT_PV = {pv.name: pv for pv in DEFAULT_PVS}
+
+
+def default_pv_names(kind: Kind, mode: str | None = None, pvs: DeclaredPVs | None = None) -> list[str]:
     """The PVs every plugin of ``kind`` gets, in the order the worker creates them: a
     task's CLEAR and RESET (iocmng 2.7: release latches; and restart counting), and, when
     ``pvs`` has wired PVs, the per-port connection waveforms CONN_INP / CONN_OUT with
     CONN_INP_NAMES / CONN_OUT_NAMES naming the ports in the same order."""
-    if kind == "job":
-        return ["STATUS", "MESSAGE", "RUN"]
-    names = ["ENABLE", "STATUS", "MESSAGE", "CYCLE_COUNT", "VERSION"]
-    if mode == "triggered":
-        names.append("RUN")
-    names += ["CLEAR", "RESET"]
-    for group, pv in (("inputs", "CONN_INP"), ("outputs", "CONN_OUT")):
-        if wired_ports(pvs, group):
-            names += [pv, f"{pv}_NAMES"]
-    return names
+    task = kind != "job"
+    present = {
+        "always": True,
+        "task": task,
+        "run": not task or mode == "triggered",
+        "wired_inputs": task and bool(wired_ports(pvs, "inputs")),
+        "wired_outputs": task and bool(wired_ports(pvs, "outputs")),
+    }
+    return [pv.name for pv in DEFAULT_PVS if present[pv.present]]
 
 
-def wired_ports(pvs: PVGroup | None, group: str) -> list[str]:
+def wired_ports(pvs: DeclaredPVs | None, group: str) -> list[str]:
     """The wired inputs or outputs, in config order: the element order of CONN_INP/CONN_OUT."""
     if pvs is None:
         return []
@@ -103,7 +167,7 @@ def check_pv_names(
     name: str,
     kind: Kind | None,
     mode: str | None,
-    pvs: PVGroup,
+    pvs: DeclaredPVs,
     *,
     lines: Mapping[tuple[str, ...], int] | None = None,
     section: str = "pvs",

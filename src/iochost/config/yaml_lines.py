@@ -74,7 +74,7 @@ class _BoundedLoader(_SafeLoader):
         event = self.peek_event()
         return event.start_mark.line + 1 if event is not None and event.start_mark else None
 
-    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: ANN401 - PyYAML's signature
+    def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             self._aliases += 1
             if self._aliases > MAX_ALIASES:

@@ -8,6 +8,8 @@ from pydantic import BaseModel, Field
 
 from iochost.config.pvnames import DEFAULT_PREFIX
 
+WorkerLogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]  # iocmng-run's --log-level choices
+
 
 class AccessSecurity(BaseModel):
     """EPICS access security for one worker: the ACF it loads before iocInit, and the access
@@ -43,7 +45,7 @@ class WorkerSpec(BaseModel):
     heartbeat_interval: float = Field(default=1.0, gt=0)
     memory_limit_mb: int | None = Field(default=None, gt=0, description="RLIMIT_DATA; None: no limit")
     max_open_files: int | None = Field(default=None, gt=0, description="RLIMIT_NOFILE; None: inherited")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="the "
+    log_level: WorkerLogLevel = Field(default="INFO", description="the "
                                                                   "worker's logging level (iocmng-run's --log-level)")
     realtime: bool = Field(default=False, description="keep real-time scheduling (and EPICS's mlockall)")
     cgroup: str | None = Field(default=None, description="cgroup v2 directory the worker joins first thing")

@@ -1,3 +1,4 @@
-"""iocmng 2.7's expression language and its function library: pure logic, below the config
-schema, which checks every expression with it. The engine that evaluates them against live
-values is the worker's (worker/engine.py)."""
+"""iocmng 2.7's declarative tasks as pure logic: the engine that evaluates a plugin's
+transforms, rules and latches against values (``engine``), in the expression language of
+``iochost.rule_language``. The worker feeds the engine and applies its decisions
+(``worker/wiring.py``); nothing here does I/O."""

@@ -10,7 +10,7 @@ ports, ``netif`` finds interface broadcast addresses.
 """
 
 from iochost.discovery.beacons import BeaconSchedule
-from iochost.discovery.names import Conflict, Entry, NameTable
+from iochost.discovery.name_table import Conflict, Entry, NameTable
 from iochost.discovery.ports import PortAllocator, port_is_free
 from iochost.discovery.responder import SearchResponder
 from iochost.discovery.server import CAEndpoint

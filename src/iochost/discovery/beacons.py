@@ -9,24 +9,25 @@ back to the ~8 s search timer. IDs that repeat or jump by 2-3 are thrown away as
 of one source must count up by one.
 
 rsrv's cadence does exactly that after a reboot: beacons at 20 ms, then doubling up to
-the 15 s period. :class:`BeaconSchedule` reproduces it and can restart the fast burst at
-any time (:meth:`BeaconSchedule.restart`) while keeping the ID sequence, which is how the
-daemon tells clients "something new is being served here, search again now".
+the steady period (EPICS_CAS_BEACON_PERIOD, 15 s by default). :class:`BeaconSchedule`
+reproduces it and can restart the fast burst at any time (:meth:`BeaconSchedule.restart`)
+while keeping the ID sequence, which is how the daemon tells clients "something new is
+being served here, search again now".
 """
 
 from __future__ import annotations
 
 from iochost.discovery import camessages as ca
+from iochost.epics_server_vars import CA_BEACON_PERIOD
 
 FIRST_DELAY = 0.02  # rsrv: initial beacon period after start
-DEFAULT_PERIOD = 15.0  # rsrv: EPICS_CAS_BEACON_PERIOD default
 ID_MODULUS = 1 << 32
 
 
 class BeaconSchedule:
     """The beacons one CA server address sends, and the delay before each next one."""
 
-    def __init__(self, server_port: int, period: float = DEFAULT_PERIOD) -> None:
+    def __init__(self, server_port: int, period: float = CA_BEACON_PERIOD) -> None:
         if period <= FIRST_DELAY:
             raise ValueError(f"beacon period {period} s must exceed {FIRST_DELAY} s")
         self.server_port = server_port

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 
 from iochost.discovery import camessages as ca
-from iochost.discovery.names import NameTable
+from iochost.discovery.name_table import NameTable
 
 log = logging.getLogger(__name__)
 

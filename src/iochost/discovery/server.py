@@ -30,9 +30,10 @@ import socket
 from typing import Iterable, Sequence
 
 from iochost.discovery import netif
-from iochost.discovery.beacons import DEFAULT_PERIOD, BeaconSchedule
-from iochost.discovery.names import Conflict, NameTable
+from iochost.discovery.beacons import BeaconSchedule
+from iochost.discovery.name_table import Conflict, NameTable
 from iochost.discovery.responder import SearchResponder
+from iochost.epics_server_vars import CA_BEACON_PERIOD, CA_REPEATER_PORT, CA_SERVER_PORT
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class _SearchProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Address) -> None:
         try:
             replies = self.responder.datagram_received(data, addr)
-        except Exception:  # noqa: BLE001 - one odd datagram must not stop the endpoint
+        except Exception:  # one odd datagram must not stop the endpoint
             log.exception("CA search datagram from %s not handled", addr)
             return
         # Like rsrv, answer broadcasts from the unicast socket: the reply's source
@@ -116,10 +117,10 @@ class CAEndpoint:
     def __init__(
         self,
         host: str = WILDCARD,
-        port: int = 5064,
+        port: int = CA_SERVER_PORT,
         beacon_addrs: Sequence[str] | None = None,
-        beacon_port: int = 5065,
-        beacon_period: float = DEFAULT_PERIOD,
+        beacon_port: int = CA_REPEATER_PORT,
+        beacon_period: float = CA_BEACON_PERIOD,
         ignore_addrs: Sequence[str] = (),
     ) -> None:
         """``beacon_addrs``: ``"host[:port]"`` entries; None = rsrv's automatic list (the

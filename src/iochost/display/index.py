@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from pvi.device import Component, DeviceRef, Device, Grid, Group, Row, SignalR, SignalX, TextFormat, TextRead
+from pvi.device import ComponentUnion, Device, DeviceRef, Grid, Group, Row, SignalR, SignalX, TextFormat, TextRead
 
 from iochost.config.pvnames import plugin_pv_prefix
 from iochost.display.bob import SPACING, Layout, render
-from iochost.display.names import IndexRow, display_file
+from iochost.display.catalog import IndexRow, display_file
 from iochost.supervisor.daemon_ioc import CONTROL_MSG, CONTROL_PVS, SYSTEM_NAME, row_pv, system_config
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def daemon_labels(settings: "Settings") -> dict[str, str]:
 
 def _daemon_group(prefix: str, control: bool, labels: Mapping[str, str]) -> Group:
     base = daemon_pv_prefix(prefix)
-    children: list[Component] = []
+    children: list[ComponentUnion] = []
     for i, pv in enumerate(DAEMON_PVS, 1):
         full = f"{base}:{pv}"
         label = labels.get(pv) or pv
@@ -60,7 +60,7 @@ def _daemon_group(prefix: str, control: bool, labels: Mapping[str, str]) -> Grou
 
 def _row(prefix: str, index: int, row: IndexRow, control: bool, header: bool) -> Group:
     plugin = row.pv_prefix or plugin_pv_prefix(prefix, row.name)
-    columns: list[Component] = []
+    columns: list[ComponentUnion] = []
     titles: list[str] = []
     if row.row is not None:
         columns += [
@@ -121,5 +121,7 @@ def index_display(prefix: str, rows: list[IndexRow], control: bool = False,
     for table in tables:
         group = table.children[0]
         assert isinstance(group, Group)
-        more.append((table, table_layout(len(group.children[0].children))))  # type: ignore[union-attr]
+        row = group.children[0]
+        assert isinstance(row, Group)
+        more.append((table, table_layout(len(row.children))))
     return render(first, layout=Layout(label_width=NAME_WIDTH, widget_width=300), more=more)

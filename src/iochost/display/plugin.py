@@ -11,12 +11,22 @@ from pathlib import Path
 from typing import Any
 
 from pvi.device import (
-    LED, ComboBox, Component, Device, Grid, Group, SignalR, SignalW, SignalX, TextFormat,
-    TextRead, TextWrite, ToggleButton,
+    LED,
+    ComboBox,
+    Device,
+    Grid,
+    Group,
+    SignalR,
+    SignalW,
+    SignalX,
+    TextFormat,
+    TextRead,
+    TextWrite,
+    ToggleButton,
 )
 
 from iochost.config import PluginConfig, PVDef, load_config, plugin_mode
-from iochost.config.pvnames import default_pv_names, plugin_pv_prefix
+from iochost.config.pvnames import DEFAULT_PV, default_pv_names, plugin_pv_prefix
 from iochost.display.bob import Plot, render
 from iochost.kinds import Kind
 from iochost.sdk.status import JobStatus, TaskStatus
@@ -100,20 +110,22 @@ def plugin_device(name: str, prefix: str, kind: Kind, mode: str | None,
     base = plugin_pv_prefix(prefix, name, config.prefix)
     names = _Names()
     labels = _default_labels(kind)
-    defaults: list[Component] = []
-    for pv in default_pv_names(kind, mode, config.pvs):
-        label, tip = labels[pv]
-        full = f"{base}:{pv}"
-        common = dict(name=names(), label=label, description=f"{full} - {tip}")
-        if pv == "ENABLE":
-            defaults.append(SignalW(write_pv=full, write_widget=ToggleButton(), **common))
-        elif pv in ("RUN", "CLEAR", "RESET"):
-            defaults.append(SignalX(write_pv=full, value="1", **common))
-        elif pv in ("MESSAGE", "VERSION", "CONN_INP_NAMES", "CONN_OUT_NAMES"):
-            defaults.append(SignalR(read_pv=full, read_widget=TextRead(format=TextFormat.string), **common))
+    defaults: list[SignalR | SignalW | SignalX] = []
+    for default in default_pv_names(kind, mode, config.pvs):
+        label, tip = labels[default]
+        full = f"{base}:{default}"
+        name_, description = names(), f"{full} - {tip}"
+        shape = DEFAULT_PV[default].shape
+        if shape == "switch":
+            defaults.append(SignalW(name=name_, label=label, description=description, write_pv=full,
+                                    write_widget=ToggleButton()))
+        elif shape == "command":  # write 1; the worker sets it back to 0
+            defaults.append(SignalX(name=name_, label=label, description=description, write_pv=full, value="1"))
         else:
-            defaults.append(SignalR(read_pv=full, read_widget=TextRead(), **common))
-    inputs: list[Component] = []
+            widget = TextRead(format=TextFormat.string) if shape == "text" else TextRead()
+            defaults.append(SignalR(name=name_, label=label, description=description, read_pv=full,
+                                    read_widget=widget))
+    inputs: list[SignalR | SignalW] = []
     for short, pv in config.pvs.inputs.items():
         full = f"{base}:{short}"
         if pv.wired:  # its value comes from the link: operators read it, the record is an input
@@ -123,7 +135,7 @@ def plugin_device(name: str, prefix: str, kind: Kind, mode: str | None,
             continue
         inputs.append(SignalW(name=names(), label=pv.description or short, description=_tooltip(full, pv),
                               write_pv=full, write_widget=_write_widget(pv)))
-    outputs: list[Component] = []
+    outputs: list[SignalR] = []
     plots: list[Plot] = []
     for short, pv in config.pvs.outputs.items():
         full = f"{base}:{short}"

@@ -16,8 +16,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iochost.config import ConfigError, PVGroup, PluginConfig
-from iochost.display.names import INDEX_FILE, IndexRow, display_file
+from iochost.config import ConfigError, PluginConfig, PVGroup
+from iochost.display.catalog import INDEX_FILE, IndexRow, display_file
 from iochost.durable import write_atomically
 from iochost.errors import ErrorCode, IochostError
 from iochost.kinds import Kind
@@ -26,8 +26,8 @@ from iochost.supervisor.states import State
 if TYPE_CHECKING:
     from iochost.settings import Settings
     from iochost.supervisor import Supervisor
-    from iochost.supervisor.lifecycle import PluginLifecycle
-    from iochost.supervisor.models import Event
+    from iochost.supervisor.public import StreamEvent
+    from iochost.supervisor.view import PluginView
 
 log = logging.getLogger("iochost.display")
 
@@ -40,24 +40,18 @@ def displays_dir(settings: "Settings") -> Path:
     return settings.data_dir / "displays"
 
 
-def listed(lc: "PluginLifecycle") -> bool:
-    """A plugin the displays show: registered, and not in an add still under way (a failed
-    add leaves nothing, in this folder either)."""
-    return lc.registered and not lc.adding
-
-
 def index_rows(sup: "Supervisor") -> list[IndexRow]:
     """The listed plugins with their row in the daemon's table PVs (on the event loop)."""
     table = sup.table_rows()
-    return [IndexRow(lc.name, lc.entry.kind, table.get(lc.name), lc.pv_prefix) for lc in sup.lifecycles()
-            if listed(lc)]
+    return [IndexRow(view.name, view.entry.kind, table.get(view.name), view.pv_prefix) for view in sup.views()
+            if view.listed]  # registered, and not in an add under way (a failed add leaves nothing here either)
 
 
 async def plugin_bob(sup: "Supervisor", name: str) -> bytes:
     """A plugin's display from its checkout's config.yaml (with its parameter overrides);
     only the default PVs while no checkout is in place (still pending, restore failed)."""
-    lc = sup.lifecycle(name)  # PLUGIN_NOT_FOUND: the API's 404
-    kind, plugin_dir, parameters = lc.entry.kind, lc.plugin_dir, dict(lc.entry.parameters)
+    view = sup.view(name)  # PLUGIN_NOT_FOUND: the API's 404
+    kind, plugin_dir, parameters = view.entry.kind, view.plugin_dir, dict(view.entry.parameters)
     try:
         return await asyncio.to_thread(_plugin_bob, name, sup.settings.prefix, kind, plugin_dir, parameters)
     except ConfigError as exc:  # validated at add; only a checkout changed underneath gets here
@@ -150,7 +144,7 @@ class DisplaySync:
         self._tasks = [reader, asyncio.create_task(self._write(), name="iochost-displays-write")]
 
     async def _prune(self) -> None:
-        keep = {display_file(lc.name) for lc in self.sup.lifecycles()}
+        keep = {display_file(view.name) for view in self.sup.views()}
         try:
             removed = await asyncio.to_thread(self.files.prune, keep)
         except OSError:  # the panels are a convenience: never what stops the daemon
@@ -175,7 +169,7 @@ class DisplaySync:
             self._wake.set()
 
     @staticmethod
-    def _matters(event: "Event") -> bool:
+    def _matters(event: "StreamEvent") -> bool:
         if event.type == "upgrade":
             return True
         if event.type != "transition":
@@ -192,8 +186,8 @@ class DisplaySync:
             self._wake.clear()
             names, self._dirty = self._dirty, set()
             # every row of the index opens an existing file: write the missing ones too
-            names |= {lc.name for lc in self.sup.lifecycles()
-                      if listed(lc) and not self.files.exists(display_file(lc.name))}
+            names |= {view.name for view in self.sup.views()
+                      if view.listed and not self.files.exists(display_file(view.name))}
             for name in sorted(names):
                 try:
                     await self._sync_plugin(name)
@@ -206,23 +200,24 @@ class DisplaySync:
 
     async def _sync_plugin(self, name: str) -> None:
         try:
-            lc: PluginLifecycle | None = self.sup.lifecycle(name)
+            view: PluginView | None = self.sup.view(name)
         except IochostError:
-            lc = None
+            view = None
         file_name = display_file(name)
-        if lc is None or lc.state == State.DELETED:
+        if view is None or view.state == State.DELETED:
             await asyncio.to_thread(self.files.remove, file_name)
             return
-        if not listed(lc):
+        if not view.listed:
             return
-        if lc.plugin_dir is None and self.files.exists(file_name):
+        if view.plugin_dir is None and self.files.exists(file_name):
             return  # restoring: the file the last run wrote stays until the checkout is back
         try:
             data = await plugin_bob(self.sup, name)
         except IochostError as exc:  # e.g. a checkout whose config no longer loads
             log.warning("displays: %s not written: %s", file_name, exc)
             return
-        if not any(other is lc and listed(lc) for other in self.sup.lifecycles()):
+        if not any(other.name == name and other.entry.created_at == view.entry.created_at and other.listed
+                   for other in self.sup.views()):
             return  # deleted (or replaced) while it was rendered: the deleted event removes the file
         if await asyncio.to_thread(self.files.write, file_name, data):
             log.info("displays: wrote %s", self.files.folder / file_name)

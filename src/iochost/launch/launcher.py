@@ -91,7 +91,7 @@ class Child:
         if self.returncode is None:
             loop = asyncio.get_running_loop()
             ended = loop.create_future()
-            loop.add_reader(self._pidfd, lambda: ended.done() or ended.set_result(None))
+            loop.add_reader(self._pidfd, lambda: None if ended.done() else ended.set_result(None))
             try:
                 await ended
             finally:
@@ -120,7 +120,8 @@ class Member:
 
     def free_fds(self, count: int) -> list[int]:
         """``count`` fd numbers (above stdio) that nothing in the member holds."""
-        free, fd = [], 3
+        free: list[int] = []
+        fd = 3
         while len(free) < count:
             if fd not in self._open:
                 free.append(fd)
@@ -130,7 +131,8 @@ class Member:
     def start(self, target: str, args: list[str], env: dict[str, str],
               stdio: tuple[int | None, int | None, int | None], fds: dict[int, int] | None = None,
               title: str | None = None) -> Child:
-        """Run ``module:function(args)`` in the member with ``env``, its stdin/stdout/stderr
+        """Run the program ``target`` (a key of ``launch/targets.py``: ``protocol.WORKER``,
+        ``protocol.PROBE``) with ``args`` in the member with ``env``, its stdin/stdout/stderr
         from ``stdio`` (None: /dev/null) and each ``fds`` value at its key's number; ``title``
         is its command line in ps (default: the target and its arguments)."""
         sources: list[int] = []
@@ -285,7 +287,7 @@ class Launcher:
                                                f"the launch template (pid {template_pid})")
                 if hello is None:
                     raise LaunchError("the launch template ended before the member started")
-                child = Child(int(hello[0]["pid"]))
+                child = Child(int(str(hello[0]["pid"])))
                 OWN_CHILDREN.track(child.pid)
         except (OSError, ValueError, KeyError) as exc:
             ours.close()
@@ -301,7 +303,8 @@ class Launcher:
                 raise LaunchError(f"member {child.pid} ended before it was ready (see the daemon's stderr)")
             ours.settimeout(None)
             self.problem = None
-            return Member(child, ours, ready[0].get("open_fds", ()), warm)
+            open_fds = ready[0].get("open_fds", ())
+            return Member(child, ours, open_fds if isinstance(open_fds, list) else (), warm)
         except BaseException as exc:
             ours.close()
             child.send_signal(signal.SIGKILL)
@@ -382,7 +385,7 @@ class Launcher:
                     self.problem = str(exc)
                     log.warning("fork server: %s; retrying in %.0f s", exc, RESTART_BACKOFF)
                     self._closing.wait(RESTART_BACKOFF)
-            except Exception:  # noqa: BLE001 - the keeper must keep going
+            except Exception:  # the keeper must keep going
                 log.exception("fork server keeper")
                 self._closing.wait(RESTART_BACKOFF)
 

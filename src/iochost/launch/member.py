@@ -1,19 +1,18 @@
 """A member: a child of the template waiting for the one program it will run.
 
 It says hello with its pid (the daemon tracks it before anything else can happen), gives
-up real-time privileges (``memlock``), imports softioc and loads QSRV's library if it is
-warm (the next worker) or softioc's record builder if it is cold (the next validation
-probe), reports ready with its open file descriptors, then waits for its launch: a
-``module:function``, its arguments, its environment, its stdio and extra fds at the
-numbers the daemon chose. It runs that function as its whole life and exits with its code.
+up real-time privileges (``memlock``), imports the launcher's registry (``targets.py``:
+softioc's record builder and every program's code) and, if it is warm (the next worker),
+cothread and QSRV's library, reports ready with its open file descriptors, then waits for
+its launch: a target key, its arguments, its environment, its stdio and extra fds at the
+numbers the daemon chose. It runs that target as its whole life and exits with its code.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import fcntl
 import gc
-import faulthandler
-import importlib
 import os
 import signal
 import socket
@@ -24,20 +23,14 @@ from setproctitle import setproctitle
 
 from iochost.launch import protocol
 
-WARM_IMPORTS = ("cothread", "softioc", "softioc.builder", "softioc.softioc", "iochost.worker.records")
-# What a worker does first that does not depend on its plugin: ``module:function``.
-WARM_CALLS = ("iochost.worker.pva:load_qsrv_library",)
-# A cold member is the next validation probe, whose last step builds the plugin's records.
-COLD_IMPORTS = ("softioc.builder", "iochost.worker.records")
-
 
 def _prepare(warm: bool) -> None:
-    """What the member's program would import and load first, paid for before it is taken."""
-    for name in WARM_IMPORTS if warm else COLD_IMPORTS:
-        importlib.import_module(name)
-    for target in WARM_CALLS if warm else ():
-        module, function = target.split(":")
-        getattr(importlib.import_module(module), function)()
+    """What the member's program would import and load first, paid for before it is taken
+    (after ``forbid_memory_locking``: EPICS must never lock this process's memory)."""
+    from iochost.launch import targets
+
+    if warm:
+        targets.prepare_warm()
 
 
 def _place_fds(fds: list[int], stdio: list[int | None], extra: dict[str, int]) -> None:
@@ -47,10 +40,10 @@ def _place_fds(fds: list[int], stdio: list[int | None], extra: dict[str, int]) -
     for fd in fds:
         os.close(fd)
     devnull = os.open(os.devnull, os.O_RDWR)
-    for target, index in enumerate(stdio):
-        os.dup2(devnull if index is None else moved[index], target)
-    for target, index in extra.items():
-        os.dup2(moved[index], int(target))
+    for number, index in enumerate(stdio):
+        os.dup2(devnull if index is None else moved[index], number)
+    for name, moved_index in extra.items():
+        os.dup2(moved[moved_index], int(name))
     for fd in {*moved, devnull} - {0, 1, 2, *map(int, extra)}:
         os.close(fd)
 
@@ -60,14 +53,16 @@ def _run(launch: dict[str, Any], imported_env: dict[str, str]) -> NoReturn:
     os.environ.update(imported_env)  # what softioc's import set for itself (CATOOLS_LIBCA_PATH)
     os.environ.update(launch["env"])
     sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
-    module_name, function_name = launch["target"].split(":")
+    from iochost.launch.targets import TARGETS  # imported by _prepare already
+
+    target = TARGETS[launch["target"]]
     args = list(launch["args"])
-    sys.argv = [launch["target"], *args]
+    sys.argv = [f"{target.__module__}:{target.__name__}", *args]
     setproctitle(launch["title"])  # what ps shows: the program, not the template it was forked from
     faulthandler.enable()  # a crash in C code leaves its Python stack in the log, as with -X faulthandler
     code = 0
     try:
-        getattr(importlib.import_module(module_name), function_name)(args)
+        target(args)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if not isinstance(exc.code, (int, type(None))):

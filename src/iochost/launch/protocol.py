@@ -6,17 +6,24 @@ from __future__ import annotations
 import array
 import json
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 MAX_MESSAGE = 1024 * 1024  # a launch carries an environment and arguments, nothing large
 MAX_FDS = 16
+
+# The programs a member can run, by key: ``launch/targets.py`` maps each to its function.
+# The daemon uses these keys and never imports that registry (it imports softioc).
+WORKER = "worker"
+PROBE = "probe"
+TARGET_KEYS = (WORKER, PROBE)
 
 
 def socketpair() -> tuple[socket.socket, socket.socket]:
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
 
-def send(sock: socket.socket, message: dict[str, Any], fds: list[int] = ()) -> None:  # type: ignore[assignment]
+def send(sock: socket.socket, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
     """One message; ``fds`` are duplicated into the receiver."""
     data = json.dumps(message).encode()
     ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []

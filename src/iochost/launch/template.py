@@ -10,29 +10,12 @@ plugin should not have.
 from __future__ import annotations
 
 import gc
-import importlib
 import os
 import signal
 import socket
 import sys
 
 from iochost.launch import protocol
-
-# Everything a worker or probe imports before it reads plugin code, except softioc, and
-# cothread, whose scheduler coroutine made at import does not survive a fork into a member
-# (a worker forked after it crashes at its first cothread.Sleep).
-PRELOAD = (
-    "numpy", "yaml", "pydantic",
-    # softioc's first import: where EPICS's and pvxs's libraries are. Pure Python, no EPICS
-    # library loaded, but it pulls in setuptools and pkg_resources: ~0.2 s and ~9 MB that
-    # every worker would otherwise import for itself.
-    "epicscorelibs.path", "pvxslibs.path",
-    "iochost.config", "iochost.contract.messages", "iochost.contract.worker_spec", "iochost.compat",
-    "iochost.loader", "iochost.sdk", "iochost.worker.main", "iochost.worker.host", "iochost.validate.probe",
-    "iochost.validate.code",  # the probe's stages, imported when it runs
-    "iochost.worker.convert",  # a worker's value rules (records, links, autosave); numpy is here already
-    "code",  # the stdlib module softioc's interactive shell needs
-)
 
 
 def _fork_member(request: dict[str, object], member_fd: int, control: socket.socket, realtime: bool) -> None:
@@ -56,8 +39,7 @@ def main(argv: list[str]) -> None:
     control = socket.socket(fileno=int(argv[0]))
     realtime = "--realtime" in argv[1:]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C of the daemon's terminal is the daemon's
-    for name in PRELOAD:
-        importlib.import_module(name)
+    import iochost.launch.preload  # noqa: F401 - what every member shares, imported once here
     assert "softioc" not in sys.modules and "cothread" not in sys.modules, "imported what a fork cannot keep"
     gc.freeze()  # what is imported now is shared: no collection in a fork may write to (and so copy) it
     while True:

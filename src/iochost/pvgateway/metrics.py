@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -30,7 +30,7 @@ class GatewayCollector(Collector):
         return families
 
     @staticmethod
-    def _families() -> list[Metric]:
+    def _families() -> list[GaugeMetricFamily | CounterMetricFamily]:
         return [
             GaugeMetricFamily("iochost_pv_gateway_up", "1 while the REST PV gateway's process runs (it starts on "
                               "the first /api/v1/pvs request), else 0"),

@@ -16,7 +16,6 @@ from iochost.sdk.channelfinder import DEFAULT_TIMEOUT as CF_DEFAULT_TIMEOUT
 from iochost.sdk.channelfinder import ChannelFinderClient
 from iochost.sdk.runtime import MemoryRuntime, PluginRuntime
 
-
 # The PV prefix the worker names a plugin's records with, while it constructs the plugin:
 # an ``__init__`` of the plugin's own reads the real ``pv_prefix`` (config.yaml's ``prefix:``
 # segment, ``iochost run --module --prefix``'s whole prefix), not one the worker corrects later.
@@ -33,7 +32,7 @@ def hosted_pv_prefix(pv_prefix: str) -> Iterator[None]:
         _HOSTED_PV_PREFIX.reset(token)
 
 
-class PluginBase(ABC):
+class PluginBase(ABC):  # noqa: B024 - the abstract methods are TaskBase's and JobBase's
     """Common base of TaskBase and JobBase.
 
     The constructor keeps iocmng's signature (``name, parameters, pv_definitions,
@@ -119,7 +118,7 @@ class PluginBase(ABC):
         """Called on the plugin thread when an operator writes an input PV."""
         self.handle_pv_write(name, value)
 
-    def handle_pv_write(self, pv_name: str, value: Any) -> None:
+    def handle_pv_write(self, pv_name: str, value: Any) -> None:  # noqa: B027 - an optional hook
         """iocmng's name for ``on_input``; override either one."""
 
     def snapshot(self) -> dict[str, Any]:
@@ -127,7 +126,7 @@ class PluginBase(ABC):
         before ``cleanup()``; the dict (JSON-serialisable) is saved with the autosaved PVs."""
         return {}
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, state: dict[str, Any]) -> None:  # noqa: B027 - an optional hook
         """Called before ``initialize()`` with what ``snapshot()`` returned at the last stop
         (only when a snapshot was saved)."""
 
@@ -222,11 +221,3 @@ class PluginBase(ABC):
             return None
         return self.create_device(prefix=fields["prefix"], devgroup=fields["devgroup"],
                                   devtype=fields["devtype"], name=fields["name"], cache=cache)
-
-    def _attach_devices(self, devices: Any) -> None:
-        """Called by the worker with its iochost.sdk.devices.Devices; not part of the plugin API."""
-        self._devices = devices
-
-    def _attach_runtime(self, runtime: PluginRuntime) -> None:
-        """Called by the worker once records exist; not part of the plugin API."""
-        self._runtime = runtime

@@ -29,7 +29,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from iochost.alarms import STATUSES
 
@@ -62,12 +62,15 @@ class PVUpdate:
     timestamp: float | None = None
 
 
-def _provider_name(pva: bool) -> str:
+Provider = Literal["pva", "ca"]  # PV Access or Channel Access
+
+
+def _provider_name(pva: bool) -> Provider:
     return "pva" if pva else "ca"
 
 
 _lock = threading.RLock()
-_provider: str = _provider_name(DEFAULT_PVA)
+_provider: Provider = _provider_name(DEFAULT_PVA)
 _context: Any = None  # p4p.client.thread.Context, created on first PVA use
 
 
@@ -93,7 +96,7 @@ def init(pva: bool = DEFAULT_PVA) -> None:
     log.debug("PV client provider: %s", _provider)
 
 
-def get_provider() -> str:
+def get_provider() -> Provider:
     """The provider in use: ``"pva"`` or ``"ca"``."""
     return _provider
 

@@ -6,8 +6,15 @@ what was added, at which commit, in which desired state; `check_source_allowed` 
 source policy of the REST API.
 """
 
+from iochost.store.entries import (
+    DESIRED_RUNNING,
+    DESIRED_STOPPED,
+    DesiredState,
+    FetchResult,
+    PluginSource,
+    RegistryEntry,
+)
 from iochost.store.gitstore import GitStore
-from iochost.store.models import FetchResult, PluginSource, RegistryEntry
 from iochost.store.paths import check_name, resolve_plugin_dir
 from iochost.store.policy import (
     check_source_allowed,
@@ -17,6 +24,9 @@ from iochost.store.policy import (
 from iochost.store.registry import FORMAT_VERSION, Registry, RegistryError
 
 __all__ = [
+    "DESIRED_RUNNING",
+    "DESIRED_STOPPED",
+    "DesiredState",
     "FORMAT_VERSION",
     "FetchResult",
     "GitStore",

@@ -35,10 +35,9 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-
+from iochost.environ import plugin_environ
 from iochost.errors import ErrorCode, IochostError
 from iochost.proctree import kill_group, popen_session, wait_exit
-from iochost.environ import plugin_environ
 from iochost.store.paths import check_name, upgrade_area
 from iochost.store.policy import redact_url
 from iochost.untrusted import MAX_REQUIREMENTS_BYTES, UntrustedFileError, read_bounded, read_tail
@@ -192,8 +191,8 @@ def check_requirements(text: str, runtime: dict[str, str]) -> list[Problem]:
                 problems.append(Problem(number, f"{line!r}: editable installs are not supported (the plugin's "
                                         "environment must not depend on files of the checkout); drop -e"))
             continue
-        option = _PER_REQUIREMENT_OPTION.search(line)
-        spec = line[:option.start()].rstrip() if option else line
+        per_requirement = _PER_REQUIREMENT_OPTION.search(line)
+        spec = line[:per_requirement.start()].rstrip() if per_requirement else line
         try:
             requirement = Requirement(spec)
         except InvalidRequirement:

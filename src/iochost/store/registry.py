@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from iochost.durable import remove_stale_temps, storage_error, write_atomically
 from iochost.errors import ErrorCode, IochostError
-from iochost.store.models import RegistryEntry
+from iochost.store.entries import RegistryEntry
 
 FORMAT_VERSION = 1
 

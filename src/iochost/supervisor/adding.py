@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 from iochost.errors import ErrorCode, IochostError
 from iochost.kinds import Kind
-from iochost.settings import Settings
 from iochost.launch.launcher import Launcher
-from iochost.store import GitStore, PluginSource, RegistryEntry
+from iochost.settings import Settings
+from iochost.store import DESIRED_RUNNING, DESIRED_STOPPED, GitStore, PluginSource, RegistryEntry
 from iochost.store.envs import PluginEnvs, RequirementsError
 from iochost.supervisor.lifecycle_types import Prepared
 from iochost.validate.pipeline import validate_plugin
@@ -45,7 +45,8 @@ class AddRequest:
         now = datetime.now(timezone.utc)
         return RegistryEntry(
             name=self.name, kind=self.kind or "task", class_name=self.class_name or "", source=self.source,
-            commit=None, parameters=self.parameters, desired_state="running" if self.auto_start else "stopped",
+            commit=None, parameters=self.parameters,
+            desired_state=DESIRED_RUNNING if self.auto_start else DESIRED_STOPPED,
             created_at=now, updated_at=now, auto_start_on_boot=self.auto_start_on_boot,
             autostart_order=self.autostart_order,
             options={"grace_period": self.grace_period} if self.grace_period else {},
@@ -93,7 +94,7 @@ def declared_change(entry: RegistryEntry, request: AddRequest) -> str | None:
     Only what it names counts: the source (URL or path, sub-directory), the revision
     (branch, commit pin), the parameters, the class and the grace period. The state an
     operator set since (a stop) is kept, and a branch's new tip is not a change: pin
-    ``commit`` to upgrade. Any change is applied as an upgrade in place (``Supervisor._apply_declared``)."""
+    ``commit`` to upgrade. Any change is applied as an upgrade in place (``Boot._apply_declared``)."""
     old, new = entry.source, request.source
     changes = [what for what, differs in (
         ("source", (old.git_url, old.local_path, old.path) != (new.git_url, new.local_path, new.path)),

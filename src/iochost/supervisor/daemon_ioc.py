@@ -15,7 +15,7 @@ import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import yaml
 
@@ -27,7 +27,7 @@ from iochost.durable import write_atomically
 from iochost.errors import ErrorCode, IochostError
 from iochost.record_sizes import STRING_LENGTH
 from iochost.settings import Settings
-from iochost.store import PluginSource, RegistryEntry
+from iochost.store import DESIRED_RUNNING, PluginSource, RegistryEntry
 from iochost.supervisor.states import State
 
 log = logging.getLogger("iochost.supervisor")
@@ -122,7 +122,7 @@ def system_entry(started_at: datetime, plugin_dir: Path) -> RegistryEntry:
     return RegistryEntry(
         name=SYSTEM_NAME, kind="task", class_name=CLASS_NAME,
         source=PluginSource(local_path=str(plugin_dir)), commit=None, module_file=MODULE_FILE,
-        parameters={"started_at": started_at.timestamp(), "control_pvs": CONTROL_PVS}, desired_state="running",
+        parameters={"started_at": started_at.timestamp(), "control_pvs": CONTROL_PVS}, desired_state=DESIRED_RUNNING,
         created_at=now, updated_at=now, options={"version": __version__},
     )
 
@@ -151,7 +151,7 @@ def daemon_pv_values(states: Iterable[tuple[str, State]], degraded: bool) -> dic
     }
 
 
-def row_values(rows: dict[str, int], plugins: dict[str, tuple[str, State]], size: int) -> dict[str, Any]:
+def row_values(rows: Mapping[str, int], plugins: Mapping[str, tuple[str, State]], size: int) -> dict[str, Any]:
     """Every table cell: ``rows`` (name -> row) of ``plugins`` (name -> (kind, state)); the
     other rows empty."""
     values: dict[str, Any] = {}

@@ -17,8 +17,8 @@ from typing import Mapping
 
 from iochost.discovery import CAEndpoint, PortAllocator
 from iochost.discovery.holders import describe_holders, search_port_holders
-from iochost.discovery.ports import overlaps_ephemeral
 from iochost.discovery.netif import default_beacon_addresses
+from iochost.discovery.ports import overlaps_ephemeral
 from iochost.settings import Settings, is_loopback
 
 log = logging.getLogger("iochost.epics")

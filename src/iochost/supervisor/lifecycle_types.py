@@ -10,28 +10,54 @@ recognised and dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from iochost.config.limits import WorkerLimits
+from iochost.config.parameters import Parameters
 from iochost.contract.messages import Message
 from iochost.errors import ErrorCode, IochostError
 from iochost.store import RegistryEntry
-from iochost.supervisor.models import RunRecord, Transition
+from iochost.supervisor.public import RunRecord, Transition
+
+if TYPE_CHECKING:
+    from iochost.settings import Settings
+
+# After the grace period, before SIGKILL: the worker exits by itself. Not a setting.
+STOP_MARGIN = 2.0
 
 
 @dataclass(frozen=True)
 class Timings:
-    """The daemon's timing settings the lifecycle decides with (seconds)."""
+    """The daemon's timing settings the lifecycle decides with (seconds). No defaults here:
+    ``Settings`` holds them, and ``from_settings`` is the one place they are copied from."""
 
-    start_timeout: float = 60.0
-    heartbeat_timeout: float = 15.0
-    backoff_initial: float = 1.0
-    backoff_max: float = 60.0
-    backoff_reset: float = 60.0
-    cancel_grace: float = 5.0
-    stop_margin: float = 2.0  # after the grace period, before SIGKILL: the worker exits by itself
-    probation: float = 3.0  # an upgraded worker must run this long after initialize() to be kept
+    start_timeout: float
+    heartbeat_timeout: float
+    backoff_initial: float
+    backoff_max: float
+    backoff_reset: float
+    cancel_grace: float
+    probation: float  # an upgraded worker must run this long after initialize() to be kept
+    stop_margin: float  # after the grace period, before SIGKILL
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Timings:
+        return cls(start_timeout=settings.start_timeout, heartbeat_timeout=settings.heartbeat_timeout,
+                   backoff_initial=settings.backoff_initial, backoff_max=settings.backoff_max,
+                   backoff_reset=settings.backoff_reset, cancel_grace=settings.cancel_grace,
+                   probation=settings.upgrade_probation, stop_margin=STOP_MARGIN)
+
+
+@dataclass(frozen=True)
+class Now:
+    """When an event is handled, read once by the shell (``Shell.feed``): the lifecycle never
+    reads a clock, so its tests set the time. ``wall`` (UTC) for what clients read,
+    ``mono`` (monotonic seconds) for intervals: uptime, heartbeat silence, busy time."""
+
+    wall: datetime
+    mono: float
 
 
 # -- events: requests (from the API) ----------------------------------------------------
@@ -101,6 +127,7 @@ class Prepared:
     plugin_dir: Path
     pvs: list[str]
     pv_prefix: str | None = None  # PREFIX:SEGMENT, the segment from its config.yaml's prefix: or its name
+    parameters: Parameters | None = None  # config.yaml's, the entry's overrides merged: its workers' limits
 
 
 @dataclass(frozen=True)
@@ -141,6 +168,7 @@ class Dropped:
 class Restored:
     plugin_dir: Path
     pv_prefix: str | None = None  # from the checkout's config.yaml; None: it does not load (the worker says why)
+    parameters: Parameters | None = None  # as ``Prepared.parameters``; None: config.yaml's were not read
 
 
 @dataclass(frozen=True)
@@ -158,7 +186,6 @@ class TornDown:
 class Spawned:
     gen: int
     pid: int
-    limits: WorkerLimits
 
 
 @dataclass(frozen=True)
@@ -166,28 +193,25 @@ class SpawnFailed:
     gen: int
     reason: str
     host_fault: ErrorCode | None = None  # the host ran out of fds, processes, memory or disk: retried like a crash
-    now: float = 0.0  # monotonic, for the backoff of a retried one
 
 
 @dataclass(frozen=True)
 class FromWorker:
     gen: int
     message: Message
-    now: float  # monotonic
 
 
 @dataclass(frozen=True)
 class WorkerExited:
     gen: int
     code: int
-    now: float
     log_tail: list[str] = field(default_factory=list)
 
 
 # -- events: time ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Tick:
-    now: float
+    """The watchdog's period: a plugin call busy too long, or a worker gone silent, is killed."""
 
 
 @dataclass(frozen=True)
@@ -198,7 +222,6 @@ class RestartDue:
 @dataclass(frozen=True)
 class StartOverdue:
     gen: int
-    now: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -262,7 +285,11 @@ class DropStaged:
 
 @dataclass(frozen=True)
 class Spawn:
+    """Start a worker under ``limits`` (resolved by the lifecycle; its stop is timed by them
+    too); answer Spawned or SpawnFailed, then WorkerExited."""
+
     gen: int
+    limits: WorkerLimits
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from iochost.budget import LineBudget, TokenBucket
+from iochost.contract import messages
+from iochost.contract.worker_spec import WorkerSpec
 from iochost.durable import OUT_OF_SPACE
 from iochost.errors import ErrorCode
-from iochost.launch.launcher import Child, LaunchError, Launcher
+from iochost.launch import protocol
+from iochost.launch.launcher import Child, Launcher, LaunchError
 from iochost.proctree import OWN_CHILDREN
 from iochost.supervisor.containment import Containment
 from iochost.supervisor.logfiles import RotatingFile
-from iochost.contract import messages
-from iochost.contract.worker_spec import WorkerSpec
 
 log = logging.getLogger("iochost.supervisor")
 
@@ -99,7 +100,7 @@ class _EventProtocol(_ThrottledReader):
         for message in self._decoder.feed(data):
             try:
                 self._on_event(message)
-            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the stream
+            except Exception as exc:
                 log.debug("%s: handling %r failed", self._name, message, exc_info=True)
                 self._problem(f"{type(message).__name__} message not handled ({type(exc).__name__}: {exc}); dropped")
         self._account(len(data))
@@ -195,7 +196,7 @@ async def _launch(launcher: Launcher, containment: Containment, spec: WorkerSpec
             member.discard()
             raise
         return await asyncio.to_thread(  # waits for the member's answer: never on the event loop
-            member.start, "iochost.worker.main:main", [str(spec_file)], env, (None, output_write, output_write),
+            member.start, protocol.WORKER, [str(spec_file)], env, (None, output_write, output_write),
             {event_fd: event_write, command_fd: command_read}, title=f"iochost.worker {spec_file} (forked)")
     except LaunchError as exc:
         log.warning("%s: fork server: %s; spawning the worker instead", spec.name, exc)
@@ -290,7 +291,7 @@ class WorkerProcess:
         self._events.unthrottle()  # what it said before exiting (a Fatal) is read now
         try:
             await asyncio.to_thread(self._containment.end, self.name, self.pid)
-        except Exception:  # noqa: BLE001 - the exit must still be reported, or the plugin hangs in its state
+        except Exception:
             log.exception("%s: ending what the worker left behind failed", self.name)
         transport, output = self._output
         output.unthrottle()

@@ -17,7 +17,7 @@ from typing import Any, get_args
 from iochost.contract import messages as m
 from iochost.errors import ErrorCode, IochostError
 from iochost.supervisor import lifecycle_types as t
-from iochost.supervisor.models import RunRecord, RunResult, RunState
+from iochost.supervisor.public import RunRecord, RunResult, RunState
 
 MAX_RESULT_BYTES = 256 * 1024
 # Every state a run can end in: the run states but "running".

@@ -23,15 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from iochost.environ import python_child_environ
-from iochost.launch.launcher import Child, LaunchError, Launcher
+from iochost.launch import protocol
+from iochost.launch.launcher import Child, Launcher, LaunchError
+from iochost.plugin_source.code import CodeFindings
 from iochost.proctree import ERRANDS, kill_group, popen_session, wait_exit
-from iochost.untrusted import read_tail
-from iochost.validate.code import CodeFindings
 from iochost.report import Stage, ValidationIssue
+from iochost.untrusted import read_tail
 
 DUMP_WAIT = 0.5  # time the probe gets to write its stack dump before SIGKILL
 _FRAME = re.compile(r'^\s*File "(?P<file>.+)", line (?P<line>\d+)')
-_PROBE_FILE = "iochost/validate/probe.py"
+_PROBE_FILE = "iochost/worker/probe.py"
 log = logging.getLogger("iochost.validate")
 MAX_RESULT_BYTES = 4 * 1024 * 1024  # the probe's JSON answer; anything longer is not one
 
@@ -74,13 +75,13 @@ def _start_probe(request: str, out: int, err: int, python: str | None,
     env = _probe_env()
     if launcher is not None and python is None:
         try:
-            child = launcher.acquire(warm=False).start("iochost.validate.probe:main", [request], env,
-                                                       (None, out, err), title="iochost.validate.probe (forked)")
+            child = launcher.acquire(warm=False).start(protocol.PROBE, [request], env,
+                                                       (None, out, err), title="iochost.worker.probe (forked)")
             ERRANDS.started(child.pid)
             return child
         except LaunchError as exc:
             log.warning("validation probe: %s; spawning it instead", exc)
-    return popen_session([python or sys.executable, "-m", "iochost.validate.probe", request], errand=True,
+    return popen_session([python or sys.executable, "-m", "iochost.worker.probe", request], errand=True,
                          stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
 
 
@@ -140,7 +141,7 @@ def probe_plugin(
     except (ValueError, KeyError, TypeError):
         where = _dumped_location(stderr, root)
         file, line = where if where else (None, None)
-        code = proc.returncode
+        code = proc.returncode or 0  # the probe has ended: wait_exit returned or kill_group reaped it
         cause = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         return CodeFindings(issues=[ValidationIssue(stage=Stage.IMPORT, file=file, line=line,
                                                     message=f"import ended the process ({cause}): {_tail(stderr)}")])

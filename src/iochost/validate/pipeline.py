@@ -21,16 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from iochost.config import ConfigError, PluginConfig, load_config, plugin_mode
+from iochost.config.limits import resolve_memory_limit
 from iochost.config.pvnames import (
     DEFAULT_PREFIX,
     check_pv_names,
     default_pv_names,
     plugin_pv_prefix,
 )
-from iochost.validate.code import read_code
 from iochost.launch.launcher import Launcher
-from iochost.validate.import_check import RecordCheck, probe_plugin
+from iochost.plugin_source.code import read_code
 from iochost.report import PluginInfo, Severity, Stage, ValidationIssue, ValidationReport
+from iochost.validate.import_check import RecordCheck, probe_plugin
 
 
 def _config(plugin_dir: Path, parameters: dict[str, Any] | None) -> tuple[PluginConfig | None, list[ValidationIssue]]:
@@ -60,7 +61,8 @@ def validate_plugin(
     default PVs). ``run_import=False`` skips the import subprocess, for callers that
     import the plugin themselves right after (``iochost run``). ``python`` is the
     interpreter of the import probe (a plugin's own environment; default: this one);
-    ``memory_limit_mb`` its memory limit when config.yaml sets none (``memory_limit_mb``);
+    ``memory_limit_mb`` the daemon's memory limit, the probe's when config.yaml sets none
+    (``config.limits.resolve_memory_limit``, as for the worker);
     ``launcher`` the daemon's fork server, to fork the probe instead of spawning it.
     """
     root = Path(plugin_dir).resolve()
@@ -72,7 +74,7 @@ def validate_plugin(
 
     config, issues = _config(root, parameters)
     if run_import:
-        limit = (config.parameters.memory_limit_mb if config is not None else None) or memory_limit_mb
+        limit = resolve_memory_limit(config.parameters if config is not None else None, memory_limit_mb)
         records = RecordCheck(prefix, name, parameters or {}) if config is not None else None
         code = probe_plugin(root, class_name, import_timeout, python=python, memory_limit_mb=limit,
                             launcher=launcher, records=records)

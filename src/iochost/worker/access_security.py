@@ -7,16 +7,13 @@ names, makes CA check hosts by address as pvxs does (``asCheckClientIP``), and p
 asInit at the file. iocInit does not fail when asInit rejects the file
 (it logs "asInit Failed" and stops building the IOC, and softioc does not look at its
 status), so ``problem`` checks afterwards that access security is active: a worker must
-never serve unprotected PVs when a file was given.
+never serve unprotected PVs when a file was given. The daemon checks the file once at
+start (``iochost.access_security_check``).
 """
 
 from __future__ import annotations
 
 import ctypes
-import re
-import subprocess
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from iochost.contract.worker_spec import WorkerSpec
@@ -56,31 +53,3 @@ def problem(spec: WorkerSpec) -> str | None:
         return None
     return (f"access security file {security.file} was rejected by asInit (the line is in this worker's "
             "log); refusing to serve PVs without it (--epics-access-security)")
-
-
-def check_file(path: Path) -> str | None:
-    """Why asInit would reject the ACF at ``path`` (EPICS's parser message, with its line),
-    or None. Parsed in a child process: EPICS's libraries start threads, which the daemon
-    must not have (it forks its workers)."""
-    try:
-        result = subprocess.run([sys.executable, "-m", __name__, str(path)], capture_output=True, text=True,
-                                timeout=30)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"access security file {path} could not be checked: {exc}"
-    if result.returncode == 0:
-        return None
-    said = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)  # errlog colours ERROR
-    detail = "; ".join(line.strip() for line in said.splitlines() if line.strip()) or f"exit {result.returncode}"
-    return f"access security file {path} is refused by EPICS: {detail} (--epics-access-security)"
-
-
-def _parse(path: str) -> int:
-    from epicscorelibs.ioc import Com
-
-    init_file = Com.asInitFile
-    init_file.argtypes, init_file.restype = (ctypes.c_char_p, ctypes.c_char_p), ctypes.c_long
-    return 0 if init_file(path.encode(), None) == 0 else 1
-
-
-if __name__ == "__main__":  # check_file's child
-    sys.exit(_parse(sys.argv[1]))

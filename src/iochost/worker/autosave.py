@@ -42,17 +42,18 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
+from iochost.autosave_files import bad_path
 from iochost.config import PVDef, PVGroup
-from iochost.config.errors import issues_from_pydantic
-from iochost.durable import remove_stale_temps, temp_pattern, write_atomically
+from iochost.config.issues import issues_from_pydantic
+from iochost.durable import remove_stale_temps, write_atomically
 from iochost.record_text import held_text, is_utf8, text_bytes
+from iochost.worker import convert
 
 log = logging.getLogger("iochost.worker")
 
 FORMAT_VERSION = 1
 BYTES_KEY = "latin1"  # {"latin1": text}: a string's bytes that are not all UTF-8, one char per byte
 DEBOUNCE = 0.3  # seconds writes are coalesced over; a put is on disk this long after it
-BAD_SUFFIX = ".bad"
 FLUSH_TIMEOUT = 5.0  # longest the stop waits for the final write
 RETRY_FIRST = 0.5  # a failed write is tried again after this, then twice as long each time
 RETRY_MAX = 10.0  # ... up to this: a full disk costs one small write attempt per 10 s
@@ -74,15 +75,6 @@ def autosaved_inputs(pvs: PVGroup) -> dict[str, PVDef]:
     """The declared inputs whose values are kept (``autosave:`` defaults to true; a wired input
     takes its link's value, never an old one)."""
     return {name: pv for name, pv in pvs.inputs.items() if pv.autosave and not pv.wired}
-
-
-def path_for(folder: Path, name: str) -> Path:
-    """A plugin's autosave file: keyed by name, so restarts and upgrades find it."""
-    return folder / f"{name}.json"
-
-
-def bad_path(path: Path) -> Path:
-    return path.with_name(path.name + BAD_SUFFIX)
 
 
 def parse(data: bytes) -> Saved:
@@ -161,8 +153,6 @@ def apply(values: dict[str, Any], pvs: PVGroup) -> tuple[PVGroup, dict[str, Any]
     converted to its type now, as a link's value is (``convert.to_pv``). A value of a PV that
     is no longer an autosaved input is dropped quietly; one that does not convert or no
     longer fits its PV is dropped with a warning naming PV, value and reason."""
-    from iochost.worker import convert  # here: the daemon imports this module (path_for, remove), never numpy
-
     inputs = dict(pvs.inputs)
     kept: dict[str, Any] = {}
     wanted = autosaved_inputs(pvs)
@@ -240,19 +230,6 @@ def state_problem(state: Any) -> str | None:
     except (TypeError, ValueError) as exc:
         return f"snapshot() returned a dict that is not JSON: {exc}"
     return None
-
-
-def remove(path: Path) -> None:
-    """Delete a plugin's autosave file, the copy of a bad one, and temp files: its teardown.
-    A file that cannot be removed is logged; the delete still ends."""
-    leftovers = [path, bad_path(path)]
-    if path.parent.is_dir():
-        leftovers += path.parent.glob(temp_pattern(path))
-    for leftover in leftovers:
-        try:
-            leftover.unlink(missing_ok=True)
-        except OSError as exc:
-            log.error("cannot remove %s: %s", leftover, exc.strerror or exc)
 
 
 class Autosaver:

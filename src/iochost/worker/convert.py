@@ -25,8 +25,9 @@ from typing import Any
 import numpy
 
 from iochost.config import PVDef
-from iochost.config.schema import INT32  # longin/longout VAL and int waveform elements
+from iochost.record_sizes import INT32  # longin/longout VAL and int waveform elements
 from iochost.record_text import held_text
+
 CHAR_DTYPES = (numpy.dtype(numpy.uint8), numpy.dtype(numpy.int8))  # how CA and PVA carry a long string
 
 _short = reprlib.Repr()

@@ -8,6 +8,7 @@ has been busy: that is how a plugin stuck in ``execute()`` is seen from outside.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
@@ -18,16 +19,24 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from iochost.sdk import JobBase, JobCancelled, JobResult, TaskBase
+from iochost.config import Parameters
+from iochost.config.calls import still_unregistered
+from iochost.contract import messages
+from iochost.rule_language.functions import get_registry
+from iochost.sdk import JobBase, JobCancelled, JobResult, TaskBase, hosting
 from iochost.sdk.base import PluginBase
 from iochost.sdk.status import JobStatus, TaskStatus
-from iochost.config import Parameters
-from iochost.contract import messages
-from iochost.declarative.functions import get_registry
-from iochost.config.calls import still_unregistered
 from iochost.worker.autosave import state_problem
 from iochost.worker.channel import Channel
-from iochost.worker.limits import exit_out_of_memory
+from iochost.worker.plugin_events import (
+    PluginEvent,
+    PVWritten,
+    RunAdmitted,
+    StopPlugin,
+)
+from iochost.worker.plugin_traceback import plugin_traceback
+from iochost.worker.rlimits import exit_out_of_memory
+from iochost.worker.task_loop import TaskLoop
 
 if TYPE_CHECKING:  # records imports softioc; the launch template preloads this module without it
     from iochost.worker.autosave import Autosaver
@@ -35,9 +44,6 @@ if TYPE_CHECKING:  # records imports softioc; the launch template preloads this 
     from iochost.worker.wiring import Wiring
 
 log = logging.getLogger("iochost.worker")
-
-_STOP = ("stop",)
-
 
 class PluginHost:
     """Owns the plugin thread; the worker's main thread only starts and stops it."""
@@ -59,7 +65,7 @@ class PluginHost:
         self.table = table
         self.parameters = parameters
         self.channel = channel
-        self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self.events: queue.Queue[PluginEvent] = queue.Queue()
         self.stop_requested = threading.Event()
         self.finished = threading.Event()
         self.on_stop: Callable[[], None] = lambda: None  # wakes the worker's main loop (any thread)
@@ -84,8 +90,8 @@ class PluginHost:
             self.stop_requested.set()
             self.on_stop()
             if isinstance(self.plugin, JobBase):
-                self.plugin._cancel.set()
-            self.events.put(_STOP)
+                hosting.cancel_run(self.plugin)
+            self.events.put(StopPlugin())
 
     def on_pv_write(self, name: str, value: Any) -> None:
         """Record callback (cothread dispatcher): queue it for the plugin thread."""
@@ -95,7 +101,7 @@ class PluginHost:
                 if not self.submit_run(run_id, {}, origin="epics"):
                     self.table.set_pv("MESSAGE", f"Busy: run {self.active_run} active")
             return
-        self.events.put(("write", name, value))
+        self.events.put(PVWritten(name, value))
 
     def on_command(self, command: object) -> None:
         """A supervisor command (channel thread)."""
@@ -126,20 +132,20 @@ class PluginHost:
                 self.channel.send(messages.RunRejected(run_id=run_id, active_run_id=self.active_run or ""))
                 return False
             self.active_run = run_id
-            self.plugin._cancel.clear()  # here, not when the run begins: a cancel may come first
+            hosting.rearm_cancel(self.plugin)  # here, not when the run begins: a cancel may come first
             self.channel.send(messages.RunAccepted(run_id=run_id, origin=origin))  # type: ignore[arg-type]
-        self.events.put(("run", run_id, parameters, origin))
+        self.events.put(RunAdmitted(run_id, parameters, origin))
         return True
 
     def cancel_run(self, run_id: str) -> None:
         if isinstance(self.plugin, JobBase) and self.active_run == run_id:
-            self.plugin._cancel.set()
+            hosting.cancel_run(self.plugin)
 
     # -- the plugin thread ---------------------------------------------------------------
     def _main(self) -> None:
         try:
             self._initializing_status()
-            self._restore()
+            self._restore_snapshot()
             initialized, outcome = self._guarded("initialize", self.plugin.initialize,
                                                  "; the worker runs cleanup() and exits")
             if initialized and self.wiring is not None:  # iocmng lets initialize() register functions
@@ -149,23 +155,23 @@ class PluginHost:
                     log.error("%s; the worker runs cleanup() and exits", outcome)
             if not initialized:
                 self._initialize_failed(outcome)
-                self._call("cleanup", self.plugin.cleanup)
+                self.call_plugin("cleanup", self.plugin.cleanup)
                 return
-            self._ready_status()
+            self.show_ready()
             if self.wiring is not None:
                 self.wiring.start(enabled=getattr(self.plugin, "enabled", True))
             self.channel.send(messages.Initialized(ok=True))
             if isinstance(self.plugin, TaskBase):
-                self._task_loop(self.plugin)
+                TaskLoop(self, self.plugin).run()
             else:
                 self._job_loop(self.plugin)
             if self.wiring is not None:
                 self.wiring.close()
-            self._snapshot()
-            self._call("cleanup", self.plugin.cleanup)
+            self._save_snapshot()
+            self.call_plugin("cleanup", self.plugin.cleanup)
             if isinstance(self.plugin, TaskBase):
                 self.plugin.running = False
-                self._status(TaskStatus.END, "Stopped")
+                self.set_status(TaskStatus.END, "Stopped")
         except BaseException:  # noqa: BLE001 - plugin errors are caught in _call; this is ours
             self.internal_error = traceback.format_exc()
             log.critical("plugin thread died; the worker exits so the supervisor restarts it:\n%s",
@@ -190,7 +196,7 @@ class PluginHost:
         finally:
             self.busy_in, self.busy_since = None, None
 
-    def _call(self, what: str, function: Callable[[], Any]) -> bool:
+    def call_plugin(self, what: str, function: Callable[[], Any]) -> bool:
         """Run plugin code; an exception becomes ERROR/FAILED + MESSAGE, never a crash."""
         ok, outcome = self._guarded(what, function)
         if not ok:
@@ -201,7 +207,7 @@ class PluginHost:
         """STATUS ERROR (a task) or FAILED (a job), MESSAGE "Type: message" (the record keeps
         its start, the supervisor the whole text)."""
         error = TaskStatus.ERROR if isinstance(self.plugin, TaskBase) else JobStatus.FAILED
-        self._status(error, f"{type(exc).__name__}: {exc}")
+        self.set_status(error, f"{type(exc).__name__}: {exc}")
 
     def _initialize_failed(self, exc: BaseException) -> None:
         """One rule for every kind and every start: the supervisor hears what raised, with
@@ -214,7 +220,7 @@ class PluginHost:
             traceback=plugin_traceback(exc, self.plugin_dir)))
         self.request_stop()
 
-    def _restore(self) -> None:
+    def _restore_snapshot(self) -> None:
         """Hand the saved snapshot to ``restore()``; a failure is logged, and initialize() runs."""
         state = self.autosaver.state if self.autosaver is not None else None
         if state is None:
@@ -224,7 +230,7 @@ class PluginHost:
         if ok:
             log.info("restore(): state of the last stop handed to the plugin")
 
-    def _snapshot(self) -> None:
+    def _save_snapshot(self) -> None:
         """Save what ``snapshot()`` returns with the autosaved PVs; a failure or a result that is
         not a JSON object is logged, and the state saved before is kept."""
         saver = self.autosaver
@@ -239,136 +245,42 @@ class PluginHost:
             return
         saver.set_state(state)
 
-    def _status(self, status: TaskStatus | JobStatus, message: str) -> None:
+    def set_status(self, status: TaskStatus | JobStatus, message: str) -> None:
+        """STATUS and MESSAGE, as the plugin and the supervisor see them."""
         self.table.set_status(int(status), message)
 
     def _initializing_status(self) -> None:
         initial = JobStatus.IDLE if isinstance(self.plugin, JobBase) else TaskStatus.INIT
-        self._status(initial, "Initializing")
+        self.set_status(initial, "Initializing")
 
-    def _ready_status(self) -> None:
+    def show_ready(self) -> None:
+        """The STATUS of a plugin waiting for work: a job idle, a task paused, triggered or running."""
         plugin = self.plugin
         if isinstance(plugin, JobBase):
-            self._status(JobStatus.IDLE, "Ready")
+            self.set_status(JobStatus.IDLE, "Ready")
         elif not plugin.enabled:
-            self._status(TaskStatus.PAUSED, "Paused (ENABLE=0)")
+            self.set_status(TaskStatus.PAUSED, "Paused (ENABLE=0)")
         elif plugin.mode == "triggered":
-            self._status(TaskStatus.INIT, "Ready for trigger")
+            self.set_status(TaskStatus.INIT, "Ready for trigger")
         else:
-            self._status(TaskStatus.RUN, "Running")
-
-    def _task_loop(self, task: TaskBase) -> None:
-        task.running = True
-        periodic = task.mode in ("continuous", "reactive")  # reactive: counts cycles, no execute()
-        interval = self.parameters.interval
-        next_due = time.monotonic()
-        while not self.stop_requested.is_set():
-            now = time.monotonic()
-            if periodic and now >= next_due:
-                if task.enabled and not self.halted:
-                    self._cycle(task)
-                next_due += interval
-                now = time.monotonic()  # after the cycle, or an overrun is never seen
-                if next_due < now:  # fell behind: skip the missed cycles; the wait until
-                    next_due = now + interval  # the next one serves the queued events
-                continue
-            try:
-                event = self.events.get(timeout=(next_due - now) if periodic else None)
-            except queue.Empty:
-                continue
-            if event is _STOP:
-                break
-            self._task_event(task, event)
-
-    def _cycle(self, task: TaskBase) -> None:
-        """One period: links polled, transforms and rules applied, then ``execute()``."""
-        wiring = self.wiring
-        if wiring is not None:
-            wiring.poll()
-            if task.mode == "continuous" and not self._call("rules", wiring.evaluate):
-                return
-        if task.mode == "continuous":
-            self._execute(task, task.execute)
-        else:
-            self._count_cycle(task)
-
-    def _task_event(self, task: TaskBase, event: tuple[Any, ...]) -> None:
-        what, name, value = event
-        wiring = self.wiring
-        if what == "conn" and wiring is not None:
-            wiring.on_connection(name, value)
-        elif what == "link" and wiring is not None:
-            old, changed = wiring.on_link_value(name, value)
-            if changed and (task.mode == "reactive" or wiring.links.ports[name].trigger):
-                new = wiring.get_pv(name)  # in the input's type, as the link's value was converted
-                self._call("on_input_changed", lambda: task.on_input_changed(name, new, old))
-                if task.mode == "reactive" and task.enabled and not self.halted:
-                    self._call("rules", wiring.evaluate)
-        elif name == "ENABLE":
-            task.enabled = bool(value)
-            if wiring is not None:
-                wiring.set_enabled(task.enabled)  # paused before PAUSED shows
-            if not self.halted:
-                self._ready_status()
-        elif name == "RUN":
-            if value and task.enabled and not self.halted:
-                self._status(TaskStatus.RUN, "Running (triggered)")
-                if wiring is not None and not self._call("rules", wiring.evaluate):
-                    return
-                if self._execute(task, task.triggered):
-                    self._status(TaskStatus.INIT, "Ready for trigger")
-            self.table.set_pv("RUN", 0)
-        elif name in ("CLEAR", "RESET"):
-            if value:
-                self._clear_or_reset(task, name)
-            self.table.set_pv(name, 0)
-        else:
-            if wiring is not None:
-                wiring.on_operator_write(name, value)
-            self._call("on_input", lambda: task.on_input(name, value))
-
-    def _clear_or_reset(self, task: TaskBase, which: str) -> None:
-        """CLEAR releases latched outputs; RESET also restarts CYCLE_COUNT and re-reads every
-        link (iocmng 2.7)."""
-        if self.wiring is not None:
-            self.wiring.clear(retry_dead=which == "CLEAR")
-        if which == "RESET":
-            task.cycle_count = 0
-            self.table.set_pv("CYCLE_COUNT", 0)
-            if self.wiring is not None:
-                self.wiring.poll(force=True)
-            self.table.set_pv("MESSAGE", "Task reset")
-
-    def _count_cycle(self, task: TaskBase) -> None:
-        task.cycle_count += 1
-        self.table.set_pv("CYCLE_COUNT", task.cycle_count)
-
-    def _execute(self, task: TaskBase, function: Callable[[], None]) -> bool:
-        recovering = self.table.status_name() == "ERROR"
-        ok = self._call("execute", function)
-        if ok:
-            self._count_cycle(task)
-            if recovering and task.mode == "continuous":
-                self._status(TaskStatus.RUN, "Running (recovered)")
-        elif task.mode == "continuous" and not self.parameters.retry_on_error:
-            self.halted = True
-        return ok
+            self.set_status(TaskStatus.RUN, "Running")
 
     def _job_loop(self, job: JobBase) -> None:
         while True:
             event = self.events.get()
-            if event is _STOP:
+            if isinstance(event, StopPlugin):
                 return
-            if event[0] == "run":
-                self._run_job(job, *event[1:])
+            if isinstance(event, RunAdmitted):
+                self._run_job(job, event.run_id, event.parameters, event.origin)
+            elif isinstance(event, PVWritten):
+                self.call_plugin("on_input", functools.partial(job.on_input, event.name, event.value))
             else:
-                _, name, value = event
-                self._call("on_input", lambda: job.on_input(name, value))
+                log.error("a job got %r, which only a task's links send; ignored", event)
 
     def _run_job(self, job: JobBase, run_id: str, parameters: dict[str, Any], origin: str) -> None:
         base_parameters = job.parameters
         job.parameters = {**base_parameters, **parameters}
-        self._status(JobStatus.RUNNING, f"Running {run_id[:12]}")
+        self.set_status(JobStatus.RUNNING, f"Running {run_id[:12]}")
         outcome, result = "failed", JobResult(success=False, message="did not run")
         self.busy_in, self.busy_since = "execute", time.monotonic()
         try:
@@ -391,7 +303,7 @@ class PluginHost:
             self.busy_in, self.busy_since = None, None
             job.parameters = base_parameters
         status = JobStatus.SUCCESS if outcome == "succeeded" else JobStatus.FAILED
-        self._status(status, result.message or outcome.capitalize())
+        self.set_status(status, result.message or outcome.capitalize())
         payload = json.loads(json.dumps(result.to_dict(), default=repr))
         self.table.set_pv("RUN", 0)
         with self._run_lock:  # finished before the next run can be admitted, in this order
@@ -408,30 +320,3 @@ class PluginHost:
                     cycles=getattr(self.plugin, "cycle_count", 0),
                 )
             )
-
-
-def plugin_traceback(exc: BaseException, plugin_dir: Path | None) -> str:
-    """``exc``'s traceback with the plugin's own frames only (files under ``plugin_dir``), for
-    chained exceptions too: not the host's call into it nor library internals, so what an
-    operator reads first is the plugin's line. The whole traceback is in the plugin's log."""
-    report = traceback.TracebackException.from_exception(exc)
-    if plugin_dir is not None:
-        root = plugin_dir.resolve()
-        seen: set[int] = set()
-        pending = [report]
-        while pending:
-            part = pending.pop()
-            if id(part) in seen:
-                continue
-            seen.add(id(part))
-            part.stack = traceback.StackSummary.from_list(
-                [frame for frame in part.stack if _inside(frame.filename, root)])
-            pending += [chained for chained in (part.__cause__, part.__context__) if chained is not None]
-    return "".join(report.format())
-
-
-def _inside(filename: str, root: Path) -> bool:
-    try:
-        return Path(filename).resolve().is_relative_to(root)
-    except (OSError, ValueError):
-        return False

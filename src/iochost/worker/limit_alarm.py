@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from iochost.alarms import HIGH, HIHI, LOLO, LOW, NO_ALARM, STATE, severity_number
-from iochost.config.schema import PVDef
+from iochost.config import PVDef
+from iochost.config.alarm_fields import LimitAlarm, StateAlarm
 
 
 @dataclass
@@ -35,13 +36,13 @@ def limit_alarm(pv: PVDef, value: Any, state: LimitState | None = None) -> tuple
     alarm = pv.alarm
     if alarm is None or value is None:
         return NO_ALARM, NO_ALARM
-    if pv.type == "bool":
+    if pv.type == "bool" and isinstance(alarm, StateAlarm):  # the schema gives each type its alarm's form
         return _state_alarm(alarm.osv if int(value) else alarm.zsv)
-    if pv.type == "enum":
+    if pv.type == "enum" and isinstance(alarm, dict):
         index = int(value)
         choices = pv.choices or []
         return _state_alarm(alarm.get(choices[index]) if 0 <= index < len(choices) else None)
-    if pv.type not in ("float", "int") or pv.is_waveform:
+    if pv.type not in ("float", "int") or pv.is_waveform or not isinstance(alarm, LimitAlarm):
         return NO_ALARM, NO_ALARM
     state = state if state is not None else LimitState()
     val, hyst, lalm = float(value), float(alarm.hyst or 0.0), state.lalm

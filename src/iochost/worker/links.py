@@ -32,10 +32,10 @@ from iochost.config import PVDef
 from iochost.record_sizes import STRING_LENGTH
 from iochost.record_text import fit_bytes, readable, text_bytes
 from iochost.worker.convert import Choice, UnreadableText, base_value
+from iochost.worker.plugin_events import LinkConnection, LinkValue, Post
 
 log = logging.getLogger("iochost.worker.links")
 
-Post = Callable[[tuple[Any, ...]], None]
 DBE_VALUE, DBE_ALARM, DBE_PROPERTY = 1, 4, 8
 DBR_STRING, DBR_CHAR = 0, 4  # CA field types: a stringin/stringout VAL (40 bytes); a long string's chars
 
@@ -52,7 +52,8 @@ def plain(value: Any) -> Any:
     if isinstance(value, int) and hasattr(value, "choice"):
         # not ntenum.choice: p4p caches choices in one unwrapper per Context, lost whenever a
         # value of another NT type passes through it (then .choice is None); the Value has them
-        choices = value.raw["value.choices"]
+        enum: Any = value  # p4p's ntenum: an int that carries its Value
+        choices = enum.raw["value.choices"]
         index = int(value)
         return Choice(index, choices[index] if 0 <= index < len(choices) else None)
     if isinstance(value, numpy.ndarray):
@@ -236,8 +237,8 @@ class Links:
         with self._read_lock:
             self._reading.discard(name)
         if ok:
-            self.post(("link", name, value))
-        self.post(("conn", name, ok))
+            self.post(LinkValue(name, value))
+        self.post(LinkConnection(name, ok))
 
     # -- Channel Access (cothread, on the worker's main thread) -------------------------
     def _ca_subscribe(self) -> None:
@@ -260,9 +261,9 @@ class Links:
         if not as_bytes and name in self._ca_strings:
             return  # the subscription a bytes one replaced: what it still delivered is not news
         if not value.ok:
-            self.post(("conn", name, False))
+            self.post(LinkConnection(name, False))
             return
-        self.post(("conn", name, True))
+        self.post(LinkConnection(name, True))
         if getattr(value, "datatype", None) == DBR_CHAR and getattr(value, "element_count", 1) > 1:
             self._ca_chars[name] = value.element_count  # a text written to it goes as its bytes
         if not as_bytes and getattr(value, "datatype", None) == DBR_STRING:
@@ -271,7 +272,7 @@ class Links:
             self._ca_monitor(name, as_bytes=True)
             return
         if values:
-            self.post(("link", name, plain(value)))
+            self.post(LinkValue(name, plain(value)))
 
     def _ca_get(self, name: str) -> None:
         from cothread.catools import FORMAT_CTRL, caget
@@ -292,7 +293,7 @@ class Links:
             result = caput(self.ports[name].link, value, timeout=self.timeout, throw=False)
             if not result.ok:
                 log.warning("write to %s (%s) failed: %s", self.ports[name].link, name, result)
-            self.post(("conn", name, bool(result.ok)))
+            self.post(LinkConnection(name, bool(result.ok)))
         finally:
             self._writes.done(name)
 
@@ -323,11 +324,11 @@ class Links:
                 if isinstance(value, Exception):
                     return
             if isinstance(value, Exception):
-                self.post(("conn", name, False))
+                self.post(LinkConnection(name, False))
                 return
-            self.post(("conn", name, True))
+            self.post(LinkConnection(name, True))
             if values:
-                self.post(("link", name, update))
+                self.post(LinkValue(name, update))
 
     def _pva_get(self, name: str) -> None:
         try:
@@ -343,9 +344,9 @@ class Links:
             value = readable(value)  # PVA carries UTF-8 text: a byte that is not goes as U+FFFD
         try:
             self._context.put(self.ports[name].link, value, timeout=self.timeout)
-            self.post(("conn", name, True))
+            self.post(LinkConnection(name, True))
         except Exception as exc:  # noqa: BLE001
             log.warning("write to %s (%s) failed: %s", self.ports[name].link, name, exc)
-            self.post(("conn", name, False))
+            self.post(LinkConnection(name, False))
         finally:
             self._writes.done(name)

@@ -18,19 +18,22 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
+from iochost.config import PluginConfig, PVGroup
+from iochost.contract import messages
+from iochost.contract.exits import WorkerExit
+from iochost.contract.worker_spec import WorkerSpec
+from iochost.kinds import Kind
 from iochost.memlock import forbid_memory_locking
 from iochost.proctree import kill_descendants, set_child_subreaper
-from iochost.contract import messages
-from iochost.config import PVGroup
-from iochost.worker import autosave
+from iochost.worker import access_security, autosave
 from iochost.worker.autosave import Autosaver
-from iochost.worker import access_security
 from iochost.worker.channel import Channel, ChannelLogHandler
-from iochost.contract.exits import WorkerExit
-from iochost.worker.limits import apply_limits, exit_on_memory_error, exit_out_of_memory
-from iochost.contract.worker_spec import WorkerSpec
+from iochost.worker.rlimits import exit_on_memory_error, exit_out_of_memory, set_rlimits
+
+if TYPE_CHECKING:  # the plugin SDK is imported once the plugin's environment is set
+    from iochost.sdk import JobBase, TaskBase
 
 log = logging.getLogger("iochost.worker")
 
@@ -104,7 +107,7 @@ def run_worker(spec: WorkerSpec, plugin_class: type | None = None,
         forbid_memory_locking()  # before softioc loads (a fork server's warm member has done it)
     _join_cgroup(spec.cgroup)
     set_child_subreaper()  # a plugin's orphaned grandchildren come to us, not to init
-    apply_limits(spec.memory_limit_mb, spec.max_open_files)  # before the plugin or softioc loads
+    set_rlimits(spec.memory_limit_mb, spec.max_open_files)  # before the plugin or softioc loads
     exit_on_memory_error()
     channel = Channel(spec.event_fd, spec.command_fd)
     _setup_logging(channel, spec)
@@ -122,11 +125,11 @@ def run_worker(spec: WorkerSpec, plugin_class: type | None = None,
     from softioc import builder, softioc
 
     from iochost.config import plugin_mode
-    from iochost.sdk import TaskBase
+    from iochost.sdk import TaskBase, hosting
     from iochost.worker.host import PluginHost
     from iochost.worker.records import build_records
 
-    kind = "task" if isinstance(plugin, TaskBase) else "job"
+    kind: Kind = "task" if isinstance(plugin, TaskBase) else "job"
     mode = plugin_mode(kind, config.parameters)
     host: PluginHost | None = None
     pvs, saver = _autosave(spec, plugin, config.pvs)  # saved values become the records' initial ones
@@ -163,9 +166,8 @@ def run_worker(spec: WorkerSpec, plugin_class: type | None = None,
         from iochost.worker.wiring import Wiring
 
         host.wiring = Wiring(config, table, post=host.events.put)
-    plugin._attach_runtime(host.wiring or table)  # a wiring forwards wired outputs to their links
-    if hasattr(plugin, "_attach_channel"):  # the daemon's own IOC sends control requests
-        plugin._attach_channel(channel)
+    hosting.attach_runtime(plugin, host.wiring or table)  # a wiring forwards wired outputs to their links
+    hosting.attach_channel(plugin, channel)  # the daemon's own IOC sends control requests
     if saver is not None:
         saver.start(table.held_value)  # strings as the bytes their records hold
 
@@ -227,7 +229,7 @@ def run_worker(spec: WorkerSpec, plugin_class: type | None = None,
     return code
 
 
-def _autosave(spec: WorkerSpec, plugin: object, pvs: PVGroup) -> tuple[PVGroup, Autosaver | None]:
+def _autosave(spec: WorkerSpec, plugin: TaskBase | JobBase, pvs: PVGroup) -> tuple[PVGroup, Autosaver | None]:
     """The PVs with their saved values restored, and the writer that keeps them; before the
     records are built, so iocInit publishes the saved values, not config.yaml's."""
     if spec.autosave_file is None:
@@ -238,7 +240,7 @@ def _autosave(spec: WorkerSpec, plugin: object, pvs: PVGroup) -> tuple[PVGroup, 
     saved = autosave.load(path)
     pvs, kept = autosave.apply(saved.values, pvs)
     # A state is only kept for a plugin that makes one: a class without snapshot() has none.
-    makes_state = type(plugin).snapshot is not PluginBase.snapshot  # type: ignore[attr-defined]
+    makes_state = type(plugin).snapshot is not PluginBase.snapshot
     saver = Autosaver(path, autosave.autosaved_inputs(pvs), kept, saved.state if makes_state else None)
     return pvs, saver
 
@@ -251,17 +253,16 @@ def worker_pv_prefix(spec: WorkerSpec, segment: str | None) -> str:
     return spec.pv_prefix or plugin_pv_prefix(spec.prefix, spec.name, segment)
 
 
-def _load_plugin(spec: WorkerSpec, plugin_class: type | None = None) -> tuple[object, object]:
-    from iochost.loader import load_plugin_class
-    from iochost.sdk import JobBase, TaskBase
+def _load_plugin(spec: WorkerSpec, plugin_class: type | None = None) -> tuple[TaskBase | JobBase, PluginConfig]:
+    import cothread  # noqa: F401 - on this thread, which serves it: pv_client's CA calls are handed to it
+
     from iochost.config import load_config
-    from iochost.declarative.functions import get_registry
-    from iochost.sdk import pv_client
     from iochost.config.calls import registration_warnings
+    from iochost.loader import load_plugin_class
+    from iochost.rule_language.functions import get_registry
+    from iochost.sdk import JobBase, TaskBase, hosting, pv_client
     from iochost.sdk.base import hosted_pv_prefix
     from iochost.sdk.devices import Devices
-
-    import cothread  # noqa: F401 - on this thread, which serves it: pv_client's CA calls are handed to it
 
     plugin_dir = Path(spec.plugin_dir)
     # first: importing it may register functions
@@ -283,7 +284,7 @@ def _load_plugin(spec: WorkerSpec, plugin_class: type | None = None) -> tuple[ob
             beamline_config=spec.beamline_config,
             prefix=spec.prefix,
         )
-    plugin._attach_devices(Devices(spec.beamline_config))  # an index only: devices come on first use
+    hosting.attach_devices(plugin, Devices(spec.beamline_config))  # an index only: devices come on first use
     return plugin, config
 
 

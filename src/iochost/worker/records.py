@@ -15,13 +15,13 @@ import numpy
 from softioc import builder, imports
 
 from iochost.alarms import plugin_alarm
-from iochost.sdk.status import JobStatus, TaskStatus
 from iochost.config import PVDef, PVGroup
-from iochost.config.schema import LIMITS, LimitAlarm, StateAlarm
-from iochost.config.pvnames import default_pv_names, wired_ports
+from iochost.config.alarm_fields import LIMITS, LimitAlarm, StateAlarm
+from iochost.config.pvnames import DEFAULT_PV, default_pv_names, wired_ports
 from iochost.kinds import Kind
-from iochost.record_sizes import STRING_LENGTH
+from iochost.record_sizes import DESC_LENGTH, STRING_LENGTH
 from iochost.record_text import fit_text, held_text, readable, text_bytes
+from iochost.sdk.status import JobStatus, TaskStatus
 from iochost.worker.convert import ConversionError, to_pv
 from iochost.worker.limit_alarm import LimitState, limit_alarm
 
@@ -318,7 +318,7 @@ def _declared_record(name: str, pv: PVDef, writable: bool, on_write: OnWrite) ->
         value = RecordText(value)  # an autosaved value's bytes, as they were
         if pv.is_long_string:
             make = builder.longStringOut if writable else builder.longStringIn
-            return make(name, initial_value=value, length=pv.length + 1, **fields)
+            return make(name, initial_value=value, length=(pv.length or 0) + 1, **fields)  # set: a long string
         make = builder.stringOut if writable else builder.stringIn
         return make(name, initial_value=value, **fields)
     if pv.type == "bool":
@@ -328,7 +328,7 @@ def _declared_record(name: str, pv: PVDef, writable: bool, on_write: OnWrite) ->
         return make(name, pv.znam, pv.onam, initial_value=value, **fields)
     if pv.type == "enum":
         severities = pv.alarm if isinstance(pv.alarm, dict) else {}
-        choices = [(choice, severities[choice]) if choice in severities else choice for choice in pv.choices]
+        choices = [(choice, severities[choice]) if choice in severities else choice for choice in pv.choices or []]
         make = builder.mbbOut if writable else builder.mbbIn
         return make(name, *choices, initial_value=value, **fields)
     raise ValueError(f"{name}: unsupported PV type {pv.type!r}")  # the schema rejects these
@@ -348,7 +348,7 @@ def _default_record(name: str, status_enum: type[TaskStatus] | type[JobStatus], 
     if name in ("CLEAR", "RESET"):
         what = "release latched outputs" if name == "CLEAR" else "clear latches, counts; re-check links"
         return builder.boolOut(name, "Idle", name.capitalize(), initial_value=0, on_update=control,
-                               always_update=True, DESC=f"1: {what}"[:40], ASG=INPUTS_ASG)
+                               always_update=True, DESC=f"1: {what}"[:DESC_LENGTH], ASG=INPUTS_ASG)
     if name.startswith("CONN_"):
         ports = wired_ports(pvs, "inputs" if name.startswith("CONN_INP") else "outputs")
         if name.endswith("_NAMES"):  # iocmng's layout: the names, newline-separated
@@ -372,10 +372,6 @@ def _default_record(name: str, status_enum: type[TaskStatus] | type[JobStatus], 
         return builder.boolOut("RUN", "Idle", "Run", initial_value=0, on_update=control,
                                always_update=True, DESC="Write 1 to run once", ASG=INPUTS_ASG)
     raise ValueError(f"no record for the default PV {name!r}")
-
-
-WRITABLE_DEFAULTS = ("ENABLE", "RUN", "CLEAR", "RESET")  # operators write them; the worker acts
-STRING_DEFAULTS = ("MESSAGE", "VERSION", "CONN_INP_NAMES", "CONN_OUT_NAMES")  # stringin records: values are cut to STRING_LENGTH
 
 
 class RecordError(Exception):
@@ -403,15 +399,17 @@ def build_records(
     records = table.records
     for name in default_pv_names(kind, mode, pvs):
         records[name] = _default_record(name, status_enum, version, on_write, pvs)
-    table.writable.update(name for name in WRITABLE_DEFAULTS if name in records)
-    table.short_strings.update(name for name in STRING_DEFAULTS if name in records)
+        if DEFAULT_PV[name].writable:  # operators write them; the worker acts
+            table.writable.add(name)
+        if DEFAULT_PV[name].shape == "text":  # stringin records: values are cut to STRING_LENGTH
+            table.short_strings.add(name)
 
     for group_name, group, is_input in (("inputs", pvs.inputs, True), ("outputs", pvs.outputs, False)):
         for name, pv in group.items():
             writable = is_input and not pv.wired  # a wired input shows its link's value
             try:
                 records[name] = _declared_record(name, pv, writable, on_write)
-            except Exception as exc:  # noqa: BLE001 - epicsdbbuilder's AssertionError, ValueError, ...
+            except Exception as exc:  # epicsdbbuilder's AssertionError, ValueError, ...
                 raise RecordError(group_name, name, exc) from exc
             table.defs[name] = pv
             if pv.type == "string" and not pv.is_long_string:

@@ -27,11 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from iochost.config import PluginConfig
 from iochost.config.pvnames import wired_ports
-from iochost.worker.convert import ConversionError
-from iochost.worker.engine import Decision, Engine
+from iochost.declarative.engine import Decision, Engine
 from iochost.record_sizes import STRING_LENGTH
 from iochost.record_text import readable
-from iochost.worker.links import Links, Post
+from iochost.rule_language import functions
+from iochost.worker.convert import ConversionError
+from iochost.worker.links import Links
+from iochost.worker.plugin_events import Post
 
 if TYPE_CHECKING:
     from iochost.worker.records import PVTable
@@ -52,7 +54,8 @@ class Wiring:
         monitored = {name for name, pv in ports.items() if pv.link_mode == "monitor"}
         parameters = config.parameters
         self.links = Links(ports, monitored, pva=parameters.pva, timeout=parameters.timeout, post=post)
-        self.engine = Engine(config, {name: table.held_value(name) for name in [*pvs.inputs, *pvs.outputs]})
+        self.engine = Engine(config, {name: table.held_value(name) for name in [*pvs.inputs, *pvs.outputs]},
+                             functions.LIBRARY)
         self.connected: dict[str, bool] = {name: False for name in ports}
         self._polled_at: dict[str, float] = {}
         self._errors: set[str] = set()

@@ -16,22 +16,22 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response, status
 
 from iochost.api.auth import require_admin, require_read
+from iochost.api.bodies import Deleted, Devices, PluginOutcome, PluginRequest, StartupInfo, validation_report
 from iochost.api.deps import get_supervisor
 from iochost.api.listing import plugin_list_response
-from iochost.api.models import Deleted, Devices, PluginOutcome, StartupInfo, validation_report
 from iochost.api.ratelimit import limit_expensive
 from iochost.beamline import build_index
-from iochost.config.errors import ConfigError
+from iochost.config import plugin_mode
+from iochost.config.issues import ConfigError
 from iochost.config.load import load_config
-from iochost.config.schema import plugin_mode
 from iochost.config.pvnames import default_pv_names
 from iochost.errors import ErrorCode, IochostError
-from iochost.supervisor import Supervisor
-from iochost.api.models import PluginRequest
 from iochost.kinds import Kind
+from iochost.store import DESIRED_RUNNING
+from iochost.supervisor import Supervisor
 from iochost.supervisor.adding import AddRequest
-from iochost.supervisor.lifecycle import PluginLifecycle
-from iochost.supervisor.models import PluginList, PluginRecord
+from iochost.supervisor.public import PluginList, PluginRecord
+from iochost.supervisor.view import PluginView
 
 router = APIRouter(tags=["iocmng compatibility"])
 
@@ -56,13 +56,13 @@ def _issue_text(issue: dict[str, Any]) -> str:
     return f"{where}: {issue.get('message')}" if where else str(issue.get("message"))
 
 
-def _startup_info(lc: PluginLifecycle, config: Any, daemon_prefix: str) -> StartupInfo:
-    """iocmng's start-up metadata from the lifecycle and the plugin's config.yaml (None: unreadable)."""
-    entry, record = lc.entry, lc.record()
+def _startup_info(view: PluginView, config: Any, daemon_prefix: str) -> StartupInfo:
+    """iocmng's start-up metadata from the plugin's view and its config.yaml (None: unreadable)."""
+    entry, record = view.entry, view.record
     parameters = dict(config.parameters.model_dump(mode="json", exclude_unset=True)) if config else {}
     parameters.update(entry.parameters)
     pv_definitions = config.pvs.model_dump(mode="json", exclude_unset=True) if config else {}
-    mode = None
+    mode: str | None = None  # a string from a checkout that no longer validates, too
     if config is not None:  # as the worker derives it: iocmng's `triggered: true` override included
         try:
             mode = plugin_mode(entry.kind, config.with_parameters(entry.parameters).parameters)
@@ -76,7 +76,7 @@ def _startup_info(lc: PluginLifecycle, config: Any, daemon_prefix: str) -> Start
     device = f"{record.pv_prefix}:"
     built = [pv.removeprefix(device) for pv in record.pvs] or list(dict.fromkeys(base + inputs + outputs))
     return StartupInfo(
-        name=entry.name, plugin_type=entry.kind, auto_start=entry.desired_state == "running",
+        name=entry.name, plugin_type=entry.kind, auto_start=entry.desired_state == DESIRED_RUNNING,
         auto_start_on_boot=entry.auto_start_on_boot is not False, autostart_order=entry.autostart_order,
         pv_prefix=record.pv_prefix, plugin_prefix=record.pv_prefix.removeprefix(f"{daemon_prefix}:"), mode=mode,
         start_parameters=parameters, arguments=pv_definitions, pv_definitions=pv_definitions,
@@ -115,13 +115,13 @@ def _routes_for(kind: Kind, collection: str) -> None:
 
     async def get_kind(name: str, request: Request) -> Response:
         state = request.app.state
-        return state.record_cache.plugin(state.supervisor.lifecycle(name, kind).record())
+        return state.record_cache.plugin(state.supervisor.view(name, kind).record)
 
     async def startup_kind(name: str, request: Request) -> StartupInfo:
         state = request.app.state
-        lc = state.supervisor.lifecycle(name, kind)
-        config = await asyncio.to_thread(_read_config, lc.plugin_dir)
-        return _startup_info(lc, config, state.settings.prefix)
+        view = state.supervisor.view(name, kind)
+        config = await asyncio.to_thread(_read_config, view.plugin_dir)
+        return _startup_info(view, config, state.settings.prefix)
 
     router.add_api_route(f"/{collection}", list_kind, methods=["GET"], response_model=PluginList,
                          dependencies=[Depends(require_read)], summary=f"List {collection}",

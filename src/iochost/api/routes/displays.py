@@ -6,6 +6,8 @@ buttons open ``<name>.bob`` by a relative name, so a client saves the files side
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Response
 
 from iochost.api.auth import require_read
@@ -16,7 +18,8 @@ from iochost.supervisor import Supervisor
 router = APIRouter(tags=["displays"])
 
 BOB = "application/xml"
-_BOB_RESPONSE = {200: {"description": "Phoebus display (.bob XML)", "content": {BOB: {"schema": {"type": "string"}}}}}
+_BOB_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Phoebus display (.bob XML)", "content": {BOB: {"schema": {"type": "string"}}}}}
 
 
 @router.get("/plugins/{name}/display.bob", response_class=Response, responses=_BOB_RESPONSE,

@@ -48,7 +48,7 @@ async def until_stopping(stopping: asyncio.Event, items: AsyncGenerator[T, None]
 
 
 @router.get("/events", dependencies=[Depends(require_read)],
-            responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream of Event"}})
+            responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream of StreamEvent"}})
 async def events(request: Request, sup: Supervisor = Depends(get_supervisor)) -> StreamingResponse:
     """One ``data:`` line of JSON per event; a comment every 15 s keeps proxies from closing it."""
 

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from iochost.api.auth import may_read
 from iochost.api.deps import get_supervisor
 from iochost.supervisor import Supervisor
-from iochost.supervisor.models import Health, Readiness
+from iochost.supervisor.public import Health, Readiness
 
 router = APIRouter(tags=["health"])
 

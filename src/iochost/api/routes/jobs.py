@@ -6,10 +6,10 @@ from fastapi import APIRouter, Body, Depends, Query, status
 from fastapi.responses import JSONResponse
 
 from iochost.api.auth import require_admin, require_read
+from iochost.api.bodies import RunAccepted, RunOutcome, RunRequest
 from iochost.api.deps import get_supervisor
-from iochost.api.models import RunAccepted, RunOutcome, RunRequest
 from iochost.supervisor import Supervisor
-from iochost.supervisor.models import RunList, RunRecord
+from iochost.supervisor.public import RunList, RunRecord
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 

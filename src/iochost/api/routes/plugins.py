@@ -5,16 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 
 from iochost.api.auth import require_admin, require_read
+from iochost.api.bodies import Deleted, LogTail, PluginOutcome, PluginRequest, RunOutcome, RunRequest, UpgradeRequest
 from iochost.api.deps import get_supervisor
 from iochost.api.listing import plugin_list_response
-from iochost.api.models import Deleted, LogTail, PluginOutcome, RunOutcome, RunRequest
+from iochost.api.ratelimit import limit_expensive
 from iochost.api.routes.compat import added
 from iochost.api.routes.jobs import run_outcome
-from iochost.api.ratelimit import limit_expensive
-from iochost.supervisor import Supervisor
-from iochost.api.models import PluginRequest, UpgradeRequest
 from iochost.kinds import Kind
-from iochost.supervisor.models import PluginList, PluginRecord
+from iochost.supervisor import Supervisor
+from iochost.supervisor.public import PluginList, PluginRecord
 
 router = APIRouter(prefix="/plugins", tags=["plugins"])
 
@@ -31,7 +30,7 @@ async def list_plugins(request: Request,
                        type: Kind | None = Query(default=None, description="only tasks or only jobs "
                                                  "(iocmng's filter)")) -> Response:
     # Live records; the JSON of one that did not change since the last request is reused.
-    # Most polls never get here: ``api.fastlane`` answers them with this same function.
+    # Most polls never get here: ``api.list_shortcut`` answers them with this same function.
     return plugin_list_response(request.app.state, type)
 
 

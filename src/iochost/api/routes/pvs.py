@@ -20,7 +20,8 @@ from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt, Stric
 
 from iochost.api.auth import require_admin, require_read
 from iochost.api.routes.events import SSE_HEADERS, SSE_KEEPALIVE
-from iochost.pvgateway.client import Closed, PVGateway
+from iochost.pvgateway.client import PVGateway
+from iochost.pvgateway.monitors import Closed
 from iochost.pvgateway.protocol import PVName, Timeout
 from iochost.sdk.pv_client import DEFAULT_TIMEOUT
 

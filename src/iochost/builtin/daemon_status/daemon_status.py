@@ -7,6 +7,7 @@ ticking and turns an operator's write to START / STOP / RESTART into a control r
 """
 
 import time
+from typing import Any
 
 from iochost import TaskBase
 from iochost.contract.messages import ControlRequest
@@ -15,18 +16,18 @@ from iochost.contract.messages import ControlRequest
 class DaemonStatus(TaskBase):
     _channel = None
 
-    def _attach_channel(self, channel):
+    def _attach_channel(self, channel: Any) -> None:
         """The worker hands over its channel to the supervisor, before initialize()."""
         self._channel = channel
 
-    def initialize(self):
+    def initialize(self) -> None:
         self.started = float(self.parameters.get("started_at") or time.time())
         self.control_pvs = dict(self.parameters.get("control_pvs") or {})  # PV -> action
 
-    def execute(self):
+    def execute(self) -> None:
         self.set_pv("UPTIME", round(time.time() - self.started, 1))
 
-    def on_input(self, name, value):
+    def on_input(self, name: str, value: Any) -> None:
         """The text as written, untrimmed: the supervisor takes it only if it is a whole
         plugin name (an empty write, a panel clearing the field, asks for nothing).
 
@@ -40,5 +41,5 @@ class DaemonStatus(TaskBase):
         self._channel.send(ControlRequest(action=action, plugin=text))
         self.set_pv(name, "")
 
-    def cleanup(self):
+    def cleanup(self) -> None:
         pass
