@@ -49,19 +49,33 @@ DEVICE_PVS = [
 WARNED = {"manual-05-complete", "howto-10-custom-functions"}
 
 
+# The device's PV prefix, as the fixtures write it. A module that uses the device PVs another
+# module uses sets a DEV of its own: the test process's CA client keeps the channels of every
+# name it has used, and finds a name again on a new IOC only after libca's search back-off, so
+# two modules that xdist runs one after the other in one process must not reuse the names.
+DEV = "DOCDEV"
+
+
 @pytest.fixture(scope="module")
-def device() -> Iterator[None]:
-    """DOCDEV:<name> for every DEVICE_PVS entry, on the lone IOCs' CA port, for the module."""
+def device(request: pytest.FixtureRequest) -> Iterator[None]:
+    """<DEV>:<name> for every DEVICE_PVS entry, on the lone IOCs' CA port, for the module
+    (``DEV`` of the requesting module)."""
     procs = Processes()
     try:
-        _ioc(procs, {**os.environ}, IOC_CA_PORT, "DOCDEV", *DEVICE_PVS)
+        _ioc(procs, {**os.environ}, IOC_CA_PORT, getattr(request.module, "DEV", DEV), *DEVICE_PVS)
         yield
     finally:
         procs.stop_all()
 
 
-def copy_fixture(fixture: str, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(DOCS / fixture, tmp_path / fixture))
+def copy_fixture(fixture: str, tmp_path: Path, dev: str = DEV) -> Path:
+    """A copy of ``fixture`` in ``tmp_path``, its device PVs under ``dev``."""
+    copy = Path(shutil.copytree(DOCS / fixture, tmp_path / fixture))
+    if dev != DEV:
+        for file in copy.rglob("*"):
+            if file.is_file() and file.suffix in (".py", ".yaml", ".yml"):
+                file.write_text(file.read_text().replace(f"{DEV}:", f"{dev}:"))
+    return copy
 
 
 def start_run(processes: Processes, plugin: Path, argv: list[str], env: dict[str, str] | None = None,

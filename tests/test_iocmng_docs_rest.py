@@ -17,12 +17,13 @@ from conftest import ca_search, wait_for
 from daemon_harness import Daemon, wait_until
 from gitrepos import Repo
 from test_iocmng_docs import (
-    DOCS,
     copy_fixture,
     device,  # noqa: F401 - a fixture
     put,
     until,
 )
+
+DEV = "DOCREST"  # this module's device PVs: test_iocmng_docs uses the same names under DOCDEV (see there)
 
 
 # -- the REST scripts (HOWTO §11, §12, §20; MANUAL §7, §18) against one real daemon ---------------
@@ -31,7 +32,7 @@ def rest_daemon(tmp_path_factory: pytest.TempPathFactory, device: None) -> Itera
     """A daemon whose PV gateway may write the device's PVs (iochost's own rule: writes only to
     --pv-gateway-allow patterns; iocmng has no such limit)."""
     root = tmp_path_factory.mktemp("docs-daemon")
-    with Daemon(root / "data", "--pv-gateway-allow", "DOCDEV:*").serving() as daemon:
+    with Daemon(root / "data", "--pv-gateway-allow", f"{DEV}:*").serving() as daemon:
         yield daemon
 
 
@@ -50,7 +51,7 @@ def curl(daemon: Daemon, command: str) -> httpx.Response:
 def _interlock_repo(root: Path) -> Repo:
     """A repository holding HOWTO §2's interlock fixture at plugins/interlock/ (§12's path)."""
     repo = Repo(root / "beamline-tasks")
-    repo.copy_dir(DOCS / "howto-02-interlock", "plugins/interlock")
+    repo.copy_dir(copy_fixture("howto-02-interlock", root, DEV), "plugins/interlock")
     repo.commit("interlock")
     return repo
 
@@ -60,9 +61,9 @@ def test_howto_12_and_20_rest_scripts(rest_daemon: Daemon, tmp_path: Path, ca: A
     """HOWTO §12 (add from git with every field it shows, from a local directory, restart,
     remove, list, list by type) and §20 (plugin details, startup metadata, health)."""
     for pv, value in (("IL_HEAT", 20.0), ("IL_PRESS", 1.0), ("IL_FLOW", 1.0)):
-        put(ca, f"DOCDEV:{pv}", value)
+        put(ca, f"{DEV}:{pv}", value)
     repo = _interlock_repo(tmp_path)
-    local = copy_fixture("howto-01-monitor", tmp_path)
+    local = copy_fixture("howto-01-monitor", tmp_path, DEV)
     body = {"name": "my-interlock", "git_url": repo.url, "path": "plugins/interlock/", "branch": "main",
             "pat": "ghp_not-a-real-token", "auto_start": True, "auto_start_on_boot": True,
             "autostart_order": 5, "parameters": {"interval": 0.5}}
@@ -115,8 +116,8 @@ def test_howto_11_job_over_rest(rest_daemon: Daemon, tmp_path: Path, ca: Any) ->
     """HOWTO §11, MANUAL §7/§18: the job added, run through /jobs/{name}/run and
     /plugins/{name}/run. iocmng 2.7.9 answers ``{ok, result: {success, data, message,
     timestamp}}`` (its JobRunResponse); HOWTO's "Response" shows result's fields alone."""
-    put(ca, "DOCDEV:PVC_SRC", 2.0)
-    job = copy_fixture("howto-11-job", tmp_path)
+    put(ca, f"{DEV}:PVC_SRC", 2.0)
+    job = copy_fixture("howto-11-job", tmp_path, DEV)
     with rest_daemon.client() as api:
         response = api.post("/jobs", json={"name": "diagnostics", "local_path": str(job)})
         assert response.status_code in (200, 201) and response.json()["ok"] is True, response.text
@@ -142,21 +143,21 @@ def test_manual_05_complete_example_prefix_under_the_daemon(rest_daemon: Daemon,
     (§21: CONTROLLER_PREFIX:PLUGIN_PREFIX:PV); poll_rate on a monitor link is accepted; the
     rule on an unwired input's actuator fires its outputs, and the actuator (no device PV to
     write, as under iocmng, which logs the failed link_put) leaves the input as it was."""
-    put(ca, "DOCDEV:PROBE", 0.0)
-    full = copy_fixture("manual-05-complete", tmp_path)
+    put(ca, f"{DEV}:PROBE", 0.0)
+    full = copy_fixture("manual-05-complete", tmp_path, DEV)
     with rest_daemon.client() as api:
         response = api.post("/tasks", json={"name": "doc-full", "local_path": str(full)})
         assert response.status_code in (200, 201), response.text
         wait_for(lambda: ca.caget("IOCHT:DOC_FULL:DEMAND", timeout=2) == 25.0, timeout=60, what="DOC_FULL serving")
         assert api.get("/tasks/doc-full/startup").json()["plugin_prefix"] == "DOC_FULL"
         for value in (45.0, 50.0, 55.0):
-            put(ca, "DOCDEV:PROBE", value)
+            put(ca, f"{DEV}:PROBE", value)
             until(ca, "IOCHT:DOC_FULL:PROBE", value)
         until(ca, "IOCHT:DOC_FULL:PROBE_AVG", 50.0)
         until(ca, "IOCHT:DOC_FULL:OVER", 1)
         wait_for(lambda: ca.caget("IOCHT:DOC_FULL:NOTE").endswith(" - probe high"), timeout=10, what="message_pv")
         for value in (0.0, 0.0, -1.0):
-            put(ca, "DOCDEV:PROBE", value)
+            put(ca, f"{DEV}:PROBE", value)
         until(ca, "IOCHT:DOC_FULL:PROBE", -1.0)
         until(ca, "IOCHT:DOC_FULL:OVER", 1)
         assert ca.caget("IOCHT:DOC_FULL:DEMAND") == 25.0
@@ -167,18 +168,18 @@ def test_manual_05_complete_example_prefix_under_the_daemon(rest_daemon: Daemon,
 def test_manual_18_pv_gateway_routes(rest_daemon: Daemon, ca: Any) -> None:
     """MANUAL §18 "PV Access", on the paths iocmng 2.7.9 serves (/pvs/..., where the Manual
     writes /pv/...), with iocmng's request and response fields; /devices answers."""
-    put(ca, "DOCDEV:PVC_SRC", 6.5)
+    put(ca, f"{DEV}:PVC_SRC", 6.5)
     with rest_daemon.client() as api:
         assert api.get("/pvs/provider").json()["provider"] in ("pva", "ca")
-        got = api.post("/pvs/get", json={"pv_name": "DOCDEV:PVC_SRC", "timeout": 5.0}).json()
-        assert (got["ok"], got["pv_name"], got["value"]) == (True, "DOCDEV:PVC_SRC", 6.5)
-        written = api.post("/pvs/put", json={"pv_name": "DOCDEV:PVC_DST", "value": 42, "timeout": 5.0}).json()
-        assert (written["ok"], written["pv_name"]) == (True, "DOCDEV:PVC_DST")
-        until(ca, "DOCDEV:PVC_DST", 42.0)
-        started = api.post("/pvs/monitor", json={"pv_name": "DOCDEV:PVC_HB", "name": "doc-hb"}).json()
+        got = api.post("/pvs/get", json={"pv_name": f"{DEV}:PVC_SRC", "timeout": 5.0}).json()
+        assert (got["ok"], got["pv_name"], got["value"]) == (True, f"{DEV}:PVC_SRC", 6.5)
+        written = api.post("/pvs/put", json={"pv_name": f"{DEV}:PVC_DST", "value": 42, "timeout": 5.0}).json()
+        assert (written["ok"], written["pv_name"]) == (True, f"{DEV}:PVC_DST")
+        until(ca, f"{DEV}:PVC_DST", 42.0)
+        started = api.post("/pvs/monitor", json={"pv_name": f"{DEV}:PVC_HB", "name": "doc-hb"}).json()
         assert started["ok"] is True and started["key"] and "message" in started
         monitors = api.get("/pvs/monitors").json()
-        assert monitors["monitors"].get(started["key"]) == "DOCDEV:PVC_HB" and monitors["count"] >= 1
+        assert monitors["monitors"].get(started["key"]) == f"{DEV}:PVC_HB" and monitors["count"] >= 1
         stopped = api.delete(f"/pvs/monitor/{started['key']}").json()
         assert stopped["ok"] is True and stopped["key"] == started["key"]
         assert started["key"] not in api.get("/pvs/monitors").json()["monitors"]
@@ -229,7 +230,7 @@ def test_howto_17_plugins_yaml_startup(tmp_path: Path, device: None, ca: Any) ->
     does not stop the others, and /tasks/{name}/startup reports the order fields. Start-up order
     itself: autostart_order, then name (zulu-first, alpha-second, mike-tenth)."""
     repo = _interlock_repo(tmp_path)
-    local = copy_fixture("howto-01-monitor", tmp_path)
+    local = copy_fixture("howto-01-monitor", tmp_path, DEV)
     plugins = tmp_path / "plugins.yaml"
     plugins.write_text(PLUGINS_YAML.format(url=repo.url, local=local, missing=tmp_path / "nowhere"))
     with Daemon(tmp_path / "data", env={"IOCMNG_PLUGINS_CONFIG": str(plugins), "IOCMNG_PVA": "false"}).serving() as d:

@@ -70,6 +70,11 @@ def test_a_spawn_that_fails_for_want_of_files_is_retried_until_it_starts(tmp_pat
         first = _one_worker(daemon)
         flood = connect(daemon, FLOOD)
         try:
+            # connected is not yet accepted: the daemon takes its files as it accepts, so the kill
+            # waits until it holds all but a few (a respawn needs more than that)
+            assert daemon.proc is not None
+            wait_until(lambda: len(os.listdir(f"/proc/{daemon.proc.pid}/fd")) >= NOFILE - 4, timeout=60,
+                       what="the flood to take the daemon's files")
             os.killpg(first, signal.SIGKILL)
             # the kill is restart #1; a respawn that fails for want of files is a crash too: #2
             wait_until(lambda: "restart #2" in daemon.log(), timeout=60,
