@@ -9,6 +9,7 @@ test_spawn_and_shutdown_hygiene.py (which uses the socket helpers here)."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -166,6 +167,7 @@ def test_at_the_connection_cap_idle_connections_make_room_for_the_health_probes(
         for sock in streams:  # the stream's first comment: its request is in progress
             sock.settimeout(10)
             assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        with_streams = _open_files(daemon)
         idle = connect(daemon, cap - 2)
         for sock in idle[::2]:
             sock.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")  # headers never finished
@@ -182,6 +184,9 @@ def test_at_the_connection_cap_idle_connections_make_room_for_the_health_probes(
                     pass
         finally:
             close_all(idle)
+        # closed here is not yet gone there: until the daemon has let them go, they count
+        # against the cap, and the new connections below would be the idle ones it closes
+        wait_until(lambda: _open_files(daemon) <= with_streams, what="the daemon to let the closed connections go")
         busy = connect(daemon, cap - 2)
         try:
             for sock in busy:
@@ -194,6 +199,12 @@ def test_at_the_connection_cap_idle_connections_make_room_for_the_health_probes(
         finally:
             close_all(busy + streams)
         wait_until(lambda: _live(daemon), what="the probe answered once the streams ended")
+
+
+def _open_files(daemon: Daemon) -> int:
+    """The daemon's open files: each API connection it holds is one."""
+    assert daemon.proc is not None
+    return len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
 
 
 def _live(daemon: Daemon) -> bool:
