@@ -101,14 +101,19 @@ def test_daemon_imports_no_epics_client() -> None:
 
 # -- a real device IOC, real daemons ---------------------------------------------------------------
 @pytest.fixture(scope="module")
-def device() -> Iterator[str]:
-    """A standalone soft IOC serving IOCHT:GW:F (ao), :S (stringout), :W (4 doubles), CA and PVA."""
+def device(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A standalone soft IOC serving IOCHT:GW:F (ao), :S (stringout), :W (4 doubles), CA and PVA;
+    GW is the requesting module's DEVICE_SEGMENT when it has one: the test process's CA client
+    keeps the channels of every name it has used and finds a name on a new IOC only after
+    libca's search back-off, so modules xdist runs one after the other in one process each
+    have names of their own."""
+    segment = getattr(request.module, "DEVICE_SEGMENT", "GW")
     procs = Processes()
     try:
-        proc = procs.start([sys.executable, str(FIXTURES / "device_ioc.py"), "IOCHT", "GW:F", "GW:S=string",
-                            "GW:W=floats"], stdout=subprocess.PIPE, text=True)
+        proc = procs.start([sys.executable, str(FIXTURES / "device_ioc.py"), "IOCHT", f"{segment}:F",
+                            f"{segment}:S=string", f"{segment}:W=floats"], stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None and any(line.strip() == "READY" for line in proc.stdout), "device IOC died"
-        yield DEV
+        yield f"IOCHT:{segment}:"
     finally:
         procs.stop_all()
 

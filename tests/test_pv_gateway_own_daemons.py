@@ -30,6 +30,8 @@ from test_pv_gateway import (
     put_value,
 )
 
+DEVICE_SEGMENT = "GWD"  # the device's PVs here: test_pv_gateway's device serves the same under GW (see there)
+
 
 @pytest.mark.slow
 def test_pva_gateway_and_shutdown_leaves_no_child(tmp_path: Path, device: str, ca: Any) -> None:
