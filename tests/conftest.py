@@ -264,3 +264,30 @@ def api(daemon: Any) -> Iterator[Any]:
 def repos(tmp_path: Path) -> Path:
     """Where a test creates its git repositories."""
     return tmp_path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with the most ``slow`` tests first, each module's tests in their order.
+
+    pytest-xdist's ``--dist loadfile`` hands out modules in collection order: a long module
+    taken last keeps one process busy while the others have finished. Started first, the
+    long ones overlap each other and the many quick modules fill the end. A single process
+    runs the same tests in the same module order it would otherwise, only shuffled by module."""
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    slow: dict[str, int] = {}
+    for item in items:
+        slow.setdefault(module(item), 0)
+        if item.get_closest_marker("slow") is not None:
+            slow[module(item)] += 1
+    place = {name: index for index, name in enumerate(slow)}
+    items.sort(key=lambda item: (-slow[module(item)], place[module(item)]))
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (the default, pyproject.toml): two test processes per core. Most of an
+    end-to-end test's time is spent waiting on the processes it started (a soft IOC's start,
+    a CA search, a restart's backoff), so one per core leaves the cores half idle; more than
+    two per core slows the timing-sensitive tests enough to fail them."""
+    return 2 * (len(os.sched_getaffinity(0)) or 1)

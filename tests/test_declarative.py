@@ -163,10 +163,11 @@ def _run_plugin(processes: Processes, env: dict[str, str], port: int, plugin: Pa
                     stderr=open(plugin / "run.log", "w"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def link_env() -> Any:
-    """Ports for the device IOCs and the plugin, searched by every client here (this
-    process's CA context reads the address list once, so the module shares one set)."""
+    """Ports for the device IOCs and the plugin, and a CA client (caproto's) searching them,
+    each test its own: a client whose circuit or search thread a test's killed IOC broke
+    must not fail the tests after it, and no test finds the IOCs of the one before."""
     ports = {"dev": free_port(), "later": free_port(), "plugin": free_port()}
     addr = " ".join(f"127.0.0.1:{p}" for p in ports.values())
     before = os.environ["EPICS_CA_ADDR_LIST"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 from typing import Any
 
 import caproto
@@ -290,6 +292,43 @@ def test_port_allocator_skips_ports_in_use(kind: int) -> None:
             allocator.reserve("a")
         assert excinfo.value.code.value == "WORKER_START_FAILED"
     assert allocator.reserve("a") == port
+
+
+OUT_OF_FILES = """
+import errno, os, resource, sys
+from iochost.discovery import PortAllocator
+port = int(sys.argv[1])
+allocator = PortAllocator(port, port, host="127.0.0.1")
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+held = []
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError as exc:
+    assert exc.errno == errno.EMFILE
+try:
+    allocator.reserve("a")
+except OSError as exc:
+    print("OSError", errno.errorcode[exc.errno])
+except Exception as exc:
+    print(type(exc).__name__, exc)
+else:
+    print("reserved")
+for fd in held:
+    os.close(fd)
+print(allocator.reserve("a") == port)
+"""
+
+
+def test_a_port_probe_without_files_left_is_the_hosts_shortage_not_a_busy_port() -> None:
+    """Out of open files, the probe's socket cannot be made: that says nothing of the port, so
+    it is not "no free port left" (which would fail the plugin for good) but the EMFILE the
+    daemon retries a spawn after; with files back, the same port is reserved."""
+    port = free_port()
+    done = subprocess.run([sys.executable, "-c", OUT_OF_FILES, str(port)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["OSError EMFILE", "True"], done.stdout
 
 
 def test_worker_port_blocks_stay_clear_of_the_ephemeral_range() -> None:

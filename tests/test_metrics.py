@@ -130,6 +130,14 @@ def test_daemon_identity_and_readiness(daemon: Daemon, admin: httpx.Client) -> N
     samples = scrape(daemon)
     assert value(samples, "iochost_build_info", version=admin.get("/health").json()["version"]) == 1
     assert value(samples, "iochost_ready") == 1
+    # The fork server's pool (test_scale waits on it): ready members of both kinds, once it is full.
+    def pool_full() -> Samples | None:
+        now = scrape(daemon)
+        idle = {kind: value(now, "iochost_fork_server_idle_members", kind=kind) for kind in ("warm", "cold")}
+        return now if idle == {"warm": 2, "cold": 1} else None
+
+    full = wait_until(pool_full, timeout=30, what="the fork server's pool full")
+    assert {sample.labels["kind"] for sample in full["iochost_fork_server_idle_members"]} == {"warm", "cold"}
     # The daemon's own process, from prometheus_client's process collector.
     started = value(samples, "process_start_time_seconds")
     assert started is not None and started <= datetime.now(timezone.utc).timestamp()

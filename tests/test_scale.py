@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from daemon_harness import Daemon, add, delete, wait_until, worker_pids
 from gitrepos import plugin_repo
@@ -102,6 +103,17 @@ def warm_members(daemon: Daemon) -> list[int]:
     return members(daemon, "warm")
 
 
+def idle_members(daemon: Daemon) -> dict[str, float]:
+    """The fork server's ready members per kind, as ``/metrics`` shows them: a member's
+    process exists before it is ready, and only a ready one is taken from the pool."""
+    response = httpx.get(daemon.url + "/metrics", timeout=10)
+    assert response.status_code == 200, response.text
+    for family in text_string_to_metric_families(response.text):
+        if family.name == "iochost_fork_server_idle_members":
+            return {sample.labels["kind"]: sample.value for sample in family.samples}
+    raise AssertionError("no iochost_fork_server_idle_members in /metrics")
+
+
 def interval(record: dict[str, Any], start: str, end: str) -> tuple[datetime, datetime]:
     """When the plugin entered ``start`` and then ``end`` (from its transitions)."""
     moves = record["transitions"]
@@ -167,7 +179,8 @@ def test_workers_are_forked_from_the_template_which_is_replaced_when_killed(api,
         count = ca.caget(first["pv_prefix"] + ":VALUE", timeout=3)
         wait_until(lambda: ca.caget(first["pv_prefix"] + ":VALUE", timeout=3) > count, what="it still runs")
 
-        [cold] = wait_until(lambda: members(daemon, "cold"), timeout=20, what="a cold member for the next probe")
+        wait_until(lambda: idle_members(daemon)["cold"] == 1, timeout=20, what="a cold member ready for the next probe")
+        [cold] = members(daemon, "cold")
         second = add(api, "forked-b", plugin_repo(repos, "forked-b", TICKER, TICKER_CONFIG, module="ticker"))
         assert "(forked)" in cmdline(second["pid"])
         assert cold not in members(daemon, "cold")  # it ran the add's validation probe ...
@@ -175,18 +188,21 @@ def test_workers_are_forked_from_the_template_which_is_replaced_when_killed(api,
         assert templates(daemon) == [replacement]
         delete(api, "forked-b")
 
-        idle = wait_until(lambda: warm_members(daemon), timeout=20, what="a warm member in the pool")
+        wait_until(lambda: idle_members(daemon)["warm"] >= 1, timeout=20, what="a warm member ready in the pool")
+        idle = warm_members(daemon)
         # its wait paid for the library every worker loads (QSRV, served over PVA: test_daemon)
         assert "libpvxsIoc" in Path(f"/proc/{idle[0]}/maps").read_text()
         os.kill(idle[0], signal.SIGKILL)
-        wait_until(lambda: len([m for m in warm_members(daemon) if m != idle[0]]) >= 2, timeout=20,
+        wait_until(lambda: idle[0] not in warm_members(daemon) and idle_members(daemon)["warm"] == 2, timeout=20,
                    what="the pool refilled")
         if placed is not None:
             dead = placed.parent / f"worker-{idle[0]}"
             wait_until(lambda: not dead.exists(), timeout=20, what="the dead member's cgroup removed")
         assert api.get("/health").json()["status"] == "ok"
     finally:
-        delete(api, "forked-a")
+        for name in ("forked-a", "forked-b"):
+            if api.get(f"/plugins/{name}").status_code == 200:
+                delete(api, name)
 
 
 def test_concurrent_adds_overlap_and_the_same_name_still_conflicts(api, repos):

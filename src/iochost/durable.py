@@ -19,8 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from iochost.errors import ErrorCode, IochostError
-
-OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})  # no blocks or no inodes left, or over quota
+from iochost.shortages import OUT_OF_SPACE
 
 
 class StorageProblem(BaseModel):

@@ -33,12 +33,14 @@ def _available(module: str) -> bool:
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """The C HTTP parser when installed (a dependency; h11 is the fallback), and access lines
     formatted only when they are logged at all (``uvicorn.access`` is at WARNING unless
-    --log-level debug). The event loop stays asyncio's: the supervisor's pipe protocols and
-    pidfd readers are written against it. The protocol closes connections without a request
-    in progress after ``http_timeout`` and any over ``http_connection_cap`` (``http_guard``)."""
+    --log-level debug). The event loop stays asyncio's (the supervisor's pipe protocols and
+    pidfd readers are written against it), as ``event_loop.DaemonEventLoop``: one retry a
+    second, not thousands, while the open files run out. The protocol closes connections
+    without a request in progress after ``http_timeout`` and any over ``http_connection_cap``
+    (``http_guard``)."""
     protocol = import_from_string(HTTP_PROTOCOLS["httptools" if _available("httptools") else "h11"])
     return {
-        "loop": "asyncio",
+        "loop": "iochost.event_loop:DaemonEventLoop",  # uvicorn >= 0.36 takes a loop factory by name
         "http": guarded_protocol(protocol, settings.http_timeout, settings.http_connection_cap),
         "timeout_keep_alive": settings.http_timeout,
         "access_log": settings.log_level == "debug",

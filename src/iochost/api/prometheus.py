@@ -77,7 +77,7 @@ class SupervisorCollector(Collector):
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        plugins, in_error, restarts, runs, rss, ready, build, storage = families = self._families()
+        plugins, in_error, restarts, runs, rss, ready, build, storage, idle = families = self._families()
         sup = self.supervisor
         counts = dict.fromkeys(LISTED, 0)  # every state a listed plugin can be in, zeros included: no gaps
         troubles = dict.fromkeys(TROUBLES, 0)
@@ -101,6 +101,9 @@ class SupervisorCollector(Collector):
         ready.add_metric([], 1 if sup.ready else 0)
         build.add_metric([__version__], 1)
         storage.add_metric([], 1 if sup.storage_problem() is not None else 0)
+        if sup.launcher is not None:
+            for member_kind, count in sup.launcher.idle_members().items():
+                idle.add_metric([member_kind], count)
         return families
 
     @staticmethod
@@ -124,6 +127,9 @@ class SupervisorCollector(Collector):
             GaugeMetricFamily("iochost_storage_full", "1 while the data directory refuses writes (full disk, "
                               "inodes or quota: changes answer 507 STORAGE_FULL, /api/v1/health names the "
                               "path), else 0"),
+            GaugeMetricFamily("iochost_fork_server_idle_members", "Members of the fork server's pool ready and "
+                              "waiting, per kind: warm (the next workers) and cold (the next validation probes); "
+                              "absent with --no-fork-server", labels=["kind"]),
         ]
 
 

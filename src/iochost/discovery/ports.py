@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from iochost.errors import ErrorCode, IochostError
+from iochost.shortages import EXHAUSTED
 
 
 def port_is_free(host: str, port: int, udp: bool = True) -> bool:
@@ -16,6 +17,8 @@ def port_is_free(host: str, port: int, udp: bool = True) -> bool:
     TCP is probed with SO_REUSEADDR, as rsrv and pvxs bind it, so connections of a
     previous worker lingering in TIME_WAIT do not count as "in use"; UDP is probed
     without it, so any socket already on the port (another IOC's search socket) does.
+    A probe the host cannot make (no file left for its socket: ``EXHAUSTED``) raises: that
+    says nothing about the port, and the spawn asking is retried once the host has room.
     """
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
@@ -24,7 +27,9 @@ def port_is_free(host: str, port: int, udp: bool = True) -> bool:
         if udp:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
                 sock.bind((host, port))
-    except OSError:
+    except OSError as exc:
+        if exc.errno in EXHAUSTED:
+            raise
         return False
     return True
 

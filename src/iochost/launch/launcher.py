@@ -270,6 +270,13 @@ class Launcher:
             self._template = None
 
     # -- members ---------------------------------------------------------------------------
+    def idle_members(self) -> dict[str, int]:
+        """Ready members waiting in the pool, per kind (``warm``: the next workers; ``cold``:
+        the next validation probes): what the metrics show of the fork server."""
+        with self._pool_changed:
+            warm = sum(1 for m in self._pool if m.warm)
+            return {"warm": warm, "cold": len(self._pool) - warm}
+
     def _fork(self, warm: bool) -> Member:
         """Ask the template for a member and wait until it is ready."""
         ours, theirs = protocol.socketpair()

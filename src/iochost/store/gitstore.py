@@ -18,8 +18,9 @@ import threading
 import uuid
 from pathlib import Path
 
-from iochost.durable import OUT_OF_SPACE, fsync_dir, storage_error
+from iochost.durable import fsync_dir, storage_error
 from iochost.errors import ErrorCode, IochostError
+from iochost.shortages import OUT_OF_SPACE
 from iochost.store.clone import check_source, clone, copy_local, fetch_failed, megabytes
 from iochost.store.entries import FetchResult, PluginSource
 from iochost.store.gitcmd import scrub

@@ -13,8 +13,9 @@ from typing import Any
 
 from iochost import autosave_files
 from iochost.config import ConfigError, Parameters, load_config
-from iochost.durable import OUT_OF_SPACE, storage_error
+from iochost.durable import storage_error
 from iochost.errors import ErrorCode, IochostError
+from iochost.shortages import OUT_OF_SPACE
 from iochost.supervisor import lifecycle_types as t
 from iochost.supervisor import logfiles
 from iochost.supervisor.adding import prepare

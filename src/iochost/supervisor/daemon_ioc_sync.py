@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 from iochost.config.pvnames import plugin_pv_prefix
 from iochost.contract import messages
-from iochost.durable import OUT_OF_SPACE
 from iochost.settings import Settings
+from iochost.shortages import OUT_OF_SPACE
 from iochost.supervisor import lifecycle_types as t
 from iochost.supervisor.daemon_ioc import (
     CONTROL_MSG,

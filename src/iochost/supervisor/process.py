@@ -12,7 +12,6 @@ However a worker ends, ``wait()`` returns only once everything it started is gon
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import signal
@@ -25,11 +24,11 @@ from typing import Any, Callable
 from iochost.budget import LineBudget, TokenBucket
 from iochost.contract import messages
 from iochost.contract.worker_spec import WorkerSpec
-from iochost.durable import OUT_OF_SPACE
 from iochost.errors import ErrorCode
 from iochost.launch import protocol
 from iochost.launch.launcher import Child, Launcher, LaunchError
 from iochost.proctree import OWN_CHILDREN
+from iochost.shortages import EXHAUSTED, OUT_OF_SPACE
 from iochost.supervisor.containment import Containment
 from iochost.supervisor.logfiles import RotatingFile
 
@@ -133,12 +132,6 @@ class _OutputProtocol(_ThrottledReader):
         self._logfile.close()
         if not self.done.done():
             self.done.set_result(None)
-
-
-# errno values of a spawn that failed for want of the host's resources (fds, processes,
-# memory; disk space, which the worker's spec and log need): the daemon's trouble, which
-# passes, never the plugin's.
-EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
 
 
 def host_shortage(exc: BaseException) -> OSError | None:
