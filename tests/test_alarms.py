@@ -247,10 +247,14 @@ def test_mdel_and_adel_deadbands(workers, ca):
                 ca.camonitor(PV + "DB", archived.append, events=ca.DBE_LOG, all_updates=True)]
     try:
         wait_for(lambda: values and archived, what="first DB updates")
-        for value in (0.5, 0.8, 2.0, 6.0):
+        for value in (0.5, 0.8, 2.0):
             command(ca, f"set DB {value}")
+        # Each posted value is waited for before the next: a CA server whose client falls behind
+        # keeps only the newest event of a subscription, so 2.0 sent straight on to 6.0 could be
+        # replaced. Events arrive in order: had 0.5 or 0.8 been posted they would be before 2.0.
+        wait_for(lambda: values[-1] == 2.0, what="DB=2 on the value monitor")
+        command(ca, "set DB 6.0")
         wait_for(lambda: values[-1] == 6.0 and archived[-1] == 6.0, what="DB=6 on both monitors")
-        # Monitor events arrive in order, so had 0.5 or 0.8 been posted they would be here.
         assert values == [0.0, 2.0, 6.0]  # within MDEL (1.0) of the last posted value: suppressed
         assert archived == [0.0, 6.0]  # ADEL (5.0)
     finally:

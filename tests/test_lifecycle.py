@@ -294,7 +294,8 @@ def test_stop_uses_the_grace_period_the_worker_was_started_with() -> None:
 
 def test_delete_during_add_cancels_it_and_keeps_nothing() -> None:
     lc = adding()
-    assert feed(lc, t.DeleteRequested()) == [] and lc.state == S.FETCHING
+    # its clone, install or probe is ended, not waited out; the add answers once that step returns
+    assert feed(lc, t.DeleteRequested()) == [t.EndErrands()] and lc.state == S.FETCHING
     feed(lc, t.Fetched("abc"))
     effects = feed(lc, t.Prepared(entry(), PLUGIN_DIR, []))
     assert of(effects, t.Teardown) and not of(effects, t.Persist) and not of(effects, t.Spawn)
@@ -308,7 +309,7 @@ def test_delete_during_the_adds_first_start_stops_then_tears_down() -> None:
     feed(lc, t.Prepared(entry(), PLUGIN_DIR, []))
     feed(lc, t.Spawned(lc.gen, 100))
     effects = feed(lc, t.DeleteRequested())
-    assert lc.state == S.STOPPING and of(effects, t.StopWorker)
+    assert lc.state == S.STOPPING and of(effects, t.StopWorker) and not of(effects, t.EndErrands)
     assert of(exited(lc, 0), t.Teardown) and lc.state == S.STOPPED
     feed(lc, t.TornDown())
     assert lc.state == S.DELETED and lc.add_error is not None and lc.add_error.code == ErrorCode.ADD_CANCELLED

@@ -138,10 +138,11 @@ def inconsistent_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """The harness's --grace-period 5; quick backoff and heartbeats; no add rate limit."""
+    """The harness's --grace-period 5; quick backoff and heartbeats; no add rate limit; an
+    import held at its gate (add_in_background) is never timed out: the test ends it."""
     root = tmp_path_factory.mktemp("lifecycle")
     with Daemon(root / "data", "--backoff-initial", "1", "--heartbeat-interval", "0.5",
-                "--add-rate", "off").serving() as d:
+                "--add-rate", "off", "--import-timeout", "600").serving() as d:
         yield d
 
 
@@ -312,8 +313,9 @@ def add_in_background(api: httpx.Client, name: str, repos: Path) -> Iterator[Cal
     gate = repos / f"{name}-gate"
     repo = plugin_repo(repos, name, gated_ticker(gate), TICKER_CONFIG, module="ticker")
 
-    def added() -> httpx.Response:
-        (gate / "go").touch()
+    def added(open_gate: bool = True) -> httpx.Response:
+        if open_gate:
+            (gate / "go").touch()
         return pending.result(timeout=90)
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -328,8 +330,9 @@ def add_in_background(api: httpx.Client, name: str, repos: Path) -> Iterator[Cal
 
 @pytest.mark.slow
 def test_delete_during_add_cancels_it_and_leaves_nothing(api, daemon, repos):
-    """DELETE of a plugin still validating answers 200, the add answers 409 ADD_CANCELLED,
-    nothing of it is left, and the name can be added again."""
+    """DELETE of a plugin still validating answers 200 without waiting for its import (the
+    probe is ended: the gate stays closed, and the import timeout here is 600 s), the add
+    answers 409 ADD_CANCELLED, nothing of it is left, and the name can be added again."""
     name = "slowadd"
     try:
         with add_in_background(api, name, repos) as added_later:
@@ -337,8 +340,10 @@ def test_delete_during_add_cancels_it_and_leaves_nothing(api, daemon, repos):
             assert logs.status_code == 200, logs.text
             deleted = api.delete(f"/plugins/{name}")
             assert deleted.status_code == 200, deleted.text
-            added = added_later()
+            added = added_later(open_gate=False)
+            assert not (repos / f"{name}-gate" / "go").exists()
         assert added.status_code == 409 and code_of(added) == "ADD_CANCELLED", f"{added.status_code} {added.text}"
+        assert "ended 1 process(es) its preparation was waiting on" in daemon.log()
         assert api.get(f"/plugins/{name}").status_code == 404
         assert leftovers(daemon.data_dir, name) == []
         again = plugin_repo(repos / "again", name, TICKER, TICKER_CONFIG, module="ticker")

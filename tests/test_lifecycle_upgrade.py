@@ -105,7 +105,8 @@ def test_a_delete_ends_an_upgrade_and_removes_what_it_kept_once_past_preparing()
     """Preparing: the shell's thread removes its own staging areas; after that, DropStaged."""
     lc = serving_at_old_commit()
     feed(lc, t.UpgradeRequested())
-    assert not of(feed(lc, t.DeleteRequested()), t.DropStaged)
+    effects = feed(lc, t.DeleteRequested())
+    assert not of(effects, t.DropStaged) and of(effects, t.EndErrands)  # its clone or probe is not waited out
     lc = serving_at_old_commit()
     upgraded_and_started(lc)  # in probation: the previous revision is kept aside
     effects = feed(lc, t.DeleteRequested())

@@ -21,6 +21,7 @@ init to start it) is beyond all three; a container is the boundary for that.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ctypes
 import os
 import select
@@ -229,23 +230,47 @@ class _Errands:
     time limit of minutes; at the daemon's shutdown they are killed at once (``end_all``),
     so a SIGTERM during an add never waits out a clone's ``--git-timeout``: the thread
     waiting on one sees it end, and its request fails (its caller has been answered
-    SHUTTING_DOWN by then). One started after ``end_all`` is killed as it starts."""
+    SHUTTING_DOWN by then). One started after ``end_all`` is killed as it starts.
+
+    An errand started inside ``owned_by(owner)`` (an add's or an upgrade's preparation, the
+    owner its plugin's slot) belongs to that owner: a delete ends them with ``end_owned_by``,
+    so it never waits out a hanging import or a slow clone, and the owner's errands started
+    after that, until its ``owned_by`` ends, are killed as they start."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._groups: set[int] = set()
+        self._groups: dict[int, object | None] = {}  # process group -> its owner
+        self._active: dict[object, int] = {}  # owners inside owned_by -> how many times
+        self._ended_owners: set[object] = set()
         self._ended = False
 
-    def started(self, pid: int) -> None:
+    @contextlib.contextmanager
+    def owned_by(self, owner: object) -> Iterator[None]:
+        """Errands started in this context (its threads too: asyncio.to_thread copies it) are ``owner``'s."""
         with self._lock:
-            self._groups.add(pid)
-            ended = self._ended
+            self._active[owner] = self._active.get(owner, 0) + 1
+        token = _ERRAND_OWNER.set(owner)
+        try:
+            yield
+        finally:
+            _ERRAND_OWNER.reset(token)
+            with self._lock:
+                self._active[owner] -= 1
+                if not self._active[owner]:
+                    del self._active[owner]
+                    self._ended_owners.discard(owner)
+
+    def started(self, pid: int) -> None:
+        owner = _ERRAND_OWNER.get()
+        with self._lock:
+            self._groups[pid] = owner
+            ended = self._ended or (owner is not None and owner in self._ended_owners)
         if ended:
             _kill_group_of(pid)
 
     def finished(self, pid: int) -> None:
         with self._lock:
-            self._groups.discard(pid)
+            self._groups.pop(pid, None)
 
     def end_all(self) -> int:
         """Kill every errand's process group, and any started from now on; how many."""
@@ -256,7 +281,18 @@ class _Errands:
             _kill_group_of(pid)
         return len(groups)
 
+    def end_owned_by(self, owner: object) -> int:
+        """Kill ``owner``'s errands, and those it starts until its ``owned_by`` ends; how many."""
+        with self._lock:
+            if owner in self._active:
+                self._ended_owners.add(owner)
+            groups = [pid for pid, holder in self._groups.items() if holder is owner]
+        for pid in groups:
+            _kill_group_of(pid)
+        return len(groups)
 
+
+_ERRAND_OWNER: contextvars.ContextVar[object | None] = contextvars.ContextVar("iochost_errand_owner", default=None)
 ERRANDS = _Errands()
 
 

@@ -16,8 +16,9 @@ from typing import Any, Callable
 from iochost.errors import ErrorCode, IochostError
 from iochost.kinds import Kind
 from iochost.launch.launcher import Launcher
+from iochost.report import ValidationReport
 from iochost.settings import Settings
-from iochost.store import DESIRED_RUNNING, DESIRED_STOPPED, GitStore, PluginSource, RegistryEntry
+from iochost.store import DESIRED_RUNNING, DESIRED_STOPPED, FetchResult, GitStore, PluginSource, RegistryEntry
 from iochost.store.envs import PluginEnvs, RequirementsError
 from iochost.supervisor.lifecycle_types import Prepared
 from iochost.validate.pipeline import validate_plugin
@@ -117,11 +118,40 @@ def prepare(request: AddRequest, entry: RegistryEntry, store: GitStore, envs: Pl
     ``PluginEnvs.stage``), and None is the answer when ``unchanged(commit)`` says the
     fetched commit changes nothing."""
     name = request.name
+    try:
+        result, report = _fetch_install_validate(request, store, envs, launcher, settings, on_fetched, cancelled,
+                                                 upgrade_op, unchanged)
+    except Exception:
+        _stop_if(cancelled, name)  # a step the delete ended (EndErrands): the add was cancelled, whatever it said
+        raise
+    if result is None or report is None:
+        return None
+    _stop_if(cancelled, name)
+    if not report.ok:
+        raise IochostError(ErrorCode.VALIDATION_FAILED,
+                           f"plugin {name!r} failed validation with {len(report.issues)} error(s)",
+                           errors=[issue.model_dump(mode="json") for issue in report.issues])
+    info = report.plugin
+    assert info is not None
+    if request.kind is not None and info.kind != request.kind:
+        raise IochostError(ErrorCode.WRONG_KIND, f"{name!r} is a {info.kind}, not a {request.kind}")
+    entry = entry.model_copy(update={"kind": info.kind, "class_name": info.class_name, "commit": result.commit,
+                                     "module_file": info.module_file, "warnings": report.warnings})
+    return Prepared(entry=entry, plugin_dir=result.plugin_dir, pvs=info.pvs, pv_prefix=info.pv_prefix)
+
+
+def _fetch_install_validate(request: AddRequest, store: GitStore, envs: PluginEnvs, launcher: Launcher | None,
+                            settings: Settings, on_fetched: Callable[[str | None], None],
+                            cancelled: Callable[[], bool], upgrade_op: str | None,
+                            unchanged: Callable[[str | None], bool] | None,
+                            ) -> tuple[FetchResult | None, ValidationReport | None]:
+    """``prepare``'s steps in order; (None, None) when the fetched commit changes nothing."""
+    name = request.name
     if upgrade_op is not None:
         result = store.stage(name, upgrade_op, request.source, pat=request.pat, timeout=settings.git_timeout,
                              max_bytes=settings.max_checkout_bytes)
         if unchanged is not None and unchanged(result.commit):
-            return None
+            return None, None
     else:
         result = store.fetch(name, request.source, pat=request.pat, timeout=settings.git_timeout,
                              max_bytes=settings.max_checkout_bytes, sync=False)
@@ -146,17 +176,7 @@ def prepare(request: AddRequest, entry: RegistryEntry, store: GitStore, envs: Pl
             launcher=launcher,
         )
         durable.result()  # before the registry records the checkout
-    if not report.ok:
-        raise IochostError(ErrorCode.VALIDATION_FAILED,
-                           f"plugin {name!r} failed validation with {len(report.issues)} error(s)",
-                           errors=[issue.model_dump(mode="json") for issue in report.issues])
-    info = report.plugin
-    assert info is not None
-    if request.kind is not None and info.kind != request.kind:
-        raise IochostError(ErrorCode.WRONG_KIND, f"{name!r} is a {info.kind}, not a {request.kind}")
-    entry = entry.model_copy(update={"kind": info.kind, "class_name": info.class_name, "commit": result.commit,
-                                     "module_file": info.module_file, "warnings": report.warnings})
-    return Prepared(entry=entry, plugin_dir=result.plugin_dir, pvs=info.pvs, pv_prefix=info.pv_prefix)
+    return result, report
 
 
 def _stop_if(cancelled: Callable[[], bool], name: str) -> None:

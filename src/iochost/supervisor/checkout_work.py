@@ -15,6 +15,7 @@ from iochost import autosave_files
 from iochost.config import ConfigError, Parameters, load_config
 from iochost.durable import storage_error
 from iochost.errors import ErrorCode, IochostError
+from iochost.proctree import ERRANDS
 from iochost.shortages import OUT_OF_SPACE
 from iochost.supervisor import lifecycle_types as t
 from iochost.supervisor import logfiles
@@ -35,10 +36,11 @@ async def prepare_add(shell: ShellPort, slot: PluginSlot) -> None:
     def fetched(commit: str | None) -> None:  # from the preparing thread
         loop.call_soon_threadsafe(shell.feed, slot, t.Fetched(commit))
     try:
-        prepared = await asyncio.to_thread(
-            prepare, request, slot.lc.entry, svc.store, svc.envs, svc.launcher, shell.settings,
-            fetched, lambda: slot.lc.delete_requested,
-        )
+        with ERRANDS.owned_by(slot):  # a delete ends its git, pip and probe (EndErrands)
+            prepared = await asyncio.to_thread(
+                prepare, request, slot.lc.entry, svc.store, svc.envs, svc.launcher, shell.settings,
+                fetched, lambda: slot.lc.delete_requested,
+            )
     except Exception as exc:  # noqa: BLE001 - an unexpected one is INTERNAL_ERROR for the caller
         error = preparation_error(shell.settings.data_dir, slot, "adding", exc)
         shell.storage_refused(error)

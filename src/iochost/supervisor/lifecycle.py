@@ -166,6 +166,8 @@ class PluginLifecycle(PluginState):
 
     def _delete(self, event: t.DeleteRequested) -> None:
         self.want(Intent.DELETE)
+        if self.state in ADDING or self.upgrade is not None:  # its clone, install or probe: ended, not waited out
+            self.emit(t.EndErrands())
         if self.upgrade is not None:  # over for good; its staging areas go with it
             u.abandon(self, f"{self.name!r} was deleted during its upgrade")
         if self.state in LIVE - {S.STOPPING}:

@@ -328,6 +328,12 @@ class Persist:
 
 
 @dataclass(frozen=True)
+class EndErrands:
+    """End the processes the plugin's add or upgrade waits on (git, pip, the validation
+    probe): a delete has made them pointless, and it is not to wait them out."""
+
+
+@dataclass(frozen=True)
 class Teardown:
     pass
 
@@ -381,5 +387,5 @@ class RunAnswer:
 
 Effect = Union[
     Prepare, Restore, PrepareUpgrade, SwapRevision, DropStaged, Spawn, Send, StopWorker, Kill, Online, Offline,
-    Persist, Teardown, Forget, Later, Transitioned, StatusUpdate, RunUpdate, UpgradeUpdate, RunAnswer,
+    Persist, EndErrands, Teardown, Forget, Later, Transitioned, StatusUpdate, RunUpdate, UpgradeUpdate, RunAnswer,
 ]

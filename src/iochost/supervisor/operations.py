@@ -69,7 +69,8 @@ class PluginOperations:
     async def remove(self, name: str, *, kind: Kind | None = None) -> None:
         """Stop the worker (its PVs leave the network), forget it, delete its checkout.
 
-        A plugin still being added is deleted as soon as its current step ends."""
+        A plugin still being added or upgraded is deleted at once: the lifecycle's EndErrands
+        ends the git, pip or probe process its preparation waits on."""
         slot = self.table.find(name, kind)
         await self._saved_then_fed(slot, t.DeleteRequested(), None)
         await slot.until(lambda lc: lc.state == State.DELETED)

@@ -24,6 +24,7 @@ from iochost.config.pvnames import plugin_pv_prefix
 from iochost.contract import messages
 from iochost.durable import StorageProblem, storage_problem
 from iochost.errors import ErrorCode, IochostError
+from iochost.proctree import ERRANDS
 from iochost.settings import Settings, daemon_limits
 from iochost.store import RegistryEntry
 from iochost.store.paths import new_upgrade_op
@@ -129,6 +130,10 @@ class Shell:
             self.later(slot, effect.delay, effect.event)
         elif isinstance(effect, t.Persist):
             self.spawn_task(self._persist(slot, effect.entry), f"iochost-persist-{name}")
+        elif isinstance(effect, t.EndErrands):
+            ended = ERRANDS.end_owned_by(slot)
+            if ended:
+                log.info("%s: ended %d process(es) its preparation was waiting on", name, ended)
         elif isinstance(effect, t.Teardown):
             self.spawn_task(checkout_work.teardown(self, slot), f"iochost-teardown-{name}")
         elif isinstance(effect, t.Forget):

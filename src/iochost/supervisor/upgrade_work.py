@@ -10,6 +10,7 @@ import logging
 from dataclasses import replace
 
 from iochost.errors import IochostError
+from iochost.proctree import ERRANDS
 from iochost.supervisor import lifecycle_types as t
 from iochost.supervisor.adding import prepare
 from iochost.supervisor.checkout_work import checkout_parameters, preparation_error
@@ -43,11 +44,12 @@ async def prepare_upgrade(shell: ShellPort, slot: PluginSlot, op: str) -> None:
                 and base.source.path == entry.source.path)
 
     try:
-        prepared = await asyncio.to_thread(
-            prepare, request, base, svc.store, svc.envs, svc.launcher, shell.settings,
-            lambda commit: None, lambda: lc.delete_requested or lc.closing, upgrade_op=op,
-            unchanged=unchanged,
-        )
+        with ERRANDS.owned_by(slot):  # a delete ends its git, pip and probe (EndErrands)
+            prepared = await asyncio.to_thread(
+                prepare, request, base, svc.store, svc.envs, svc.launcher, shell.settings,
+                lambda commit: None, lambda: lc.delete_requested or lc.closing, upgrade_op=op,
+                unchanged=unchanged,
+            )
     except Exception as exc:  # noqa: BLE001 - an unexpected one is INTERNAL_ERROR for the caller
         await drop_own(shell, slot, op)  # before the caller hears of it
         if not ended():
