@@ -293,3 +293,15 @@ class EventStream:
         with self._arrived:
             self._arrived.wait_for(lambda: until in [t["to_state"] for t in self.transitions(name)], timeout)
         return [t["to_state"] for t in self.transitions(name)]
+
+
+def metric_by_label(daemon: Daemon, family: str, label: str) -> dict[str, float]:
+    """One gauge family of the daemon's ``/metrics`` (no token) as {its ``label``: value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(daemon.url + "/metrics", timeout=10)
+    assert response.status_code == 200, response.text
+    for found in text_string_to_metric_families(response.text):
+        if found.name == family:
+            return {sample.labels[label]: sample.value for sample in found.samples}
+    raise AssertionError(f"no {family} in /metrics")

@@ -26,10 +26,9 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ca_search, free_port
-from daemon_harness import Daemon, add, bearer, snapshot, wait_until, worker_pids
+from daemon_harness import Daemon, add, bearer, metric_by_label, snapshot, wait_until, worker_pids
 from gitrepos import Repo, plugin_repo
 from test_lifecycle_e2e import purge
 
@@ -180,12 +179,7 @@ def problems(api: httpx.Client) -> dict[str, dict[str, Any]]:
 
 def in_error(daemon: Daemon) -> dict[str, float]:
     """``iochost_plugins_in_error`` per reason, scraped from ``/metrics``."""
-    response = httpx.get(daemon.url + "/metrics", timeout=10)
-    assert response.status_code == 200, response.text
-    for family in text_string_to_metric_families(response.text):
-        if family.name == "iochost_plugins_in_error":
-            return {sample.labels["reason"]: sample.value for sample in family.samples}
-    raise AssertionError("no iochost_plugins_in_error in /metrics")
+    return metric_by_label(daemon, "iochost_plugins_in_error", "reason")
 
 
 def held(daemon: Daemon) -> tuple[list[str], list[str], list[int]]:

@@ -9,7 +9,6 @@ test_spawn_and_shutdown_hygiene.py (which uses the socket helpers here)."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from pathlib import Path
@@ -167,7 +166,6 @@ def test_at_the_connection_cap_idle_connections_make_room_for_the_health_probes(
         for sock in streams:  # the stream's first comment: its request is in progress
             sock.settimeout(10)
             assert sock.recv(65536).startswith(b"HTTP/1.1 200")
-        with_streams = _open_files(daemon)
         idle = connect(daemon, cap - 2)
         for sock in idle[::2]:
             sock.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")  # headers never finished
@@ -186,7 +184,8 @@ def test_at_the_connection_cap_idle_connections_make_room_for_the_health_probes(
             close_all(idle)
         # closed here is not yet gone there: until the daemon has let them go, they count
         # against the cap, and the new connections below would be the idle ones it closes
-        wait_until(lambda: _open_files(daemon) <= with_streams, what="the daemon to let the closed connections go")
+        wait_until(lambda: _held_connections(daemon) == len(streams),
+                   what="the daemon to let the closed connections go")
         busy = connect(daemon, cap - 2)
         try:
             for sock in busy:
@@ -201,10 +200,20 @@ def test_at_the_connection_cap_idle_connections_make_room_for_the_health_probes(
         wait_until(lambda: _live(daemon), what="the probe answered once the streams ended")
 
 
-def _open_files(daemon: Daemon) -> int:
-    """The daemon's open files: each API connection it holds is one."""
-    assert daemon.proc is not None
-    return len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
+TCP_ESTABLISHED, TCP_CLOSE_WAIT = "01", "08"  # /proc/net/tcp's states (include/net/tcp_states.h)
+
+
+def _held_connections(daemon: Daemon) -> int:
+    """The API connections the daemon still holds: its sockets on its port, open (ESTABLISHED)
+    or closed by the client but not yet by the daemon (CLOSE_WAIT). Counted from the kernel's
+    table rather than the daemon's open files, which its fork server's pool moves too."""
+    held = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].rsplit(":", 1)[1], 16)
+        if local_port == daemon.port and fields[3] in (TCP_ESTABLISHED, TCP_CLOSE_WAIT):
+            held += 1
+    return held
 
 
 def _live(daemon: Daemon) -> bool:

@@ -22,9 +22,8 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from daemon_harness import Daemon, add, delete, wait_until, worker_pids
+from daemon_harness import Daemon, add, delete, metric_by_label, wait_until, worker_pids
 from gitrepos import plugin_repo
 from sample_plugins import TICKER, TICKER_CONFIG
 from test_process_tree import cgroups_writable
@@ -106,12 +105,7 @@ def warm_members(daemon: Daemon) -> list[int]:
 def idle_members(daemon: Daemon) -> dict[str, float]:
     """The fork server's ready members per kind, as ``/metrics`` shows them: a member's
     process exists before it is ready, and only a ready one is taken from the pool."""
-    response = httpx.get(daemon.url + "/metrics", timeout=10)
-    assert response.status_code == 200, response.text
-    for family in text_string_to_metric_families(response.text):
-        if family.name == "iochost_fork_server_idle_members":
-            return {sample.labels["kind"]: sample.value for sample in family.samples}
-    raise AssertionError("no iochost_fork_server_idle_members in /metrics")
+    return metric_by_label(daemon, "iochost_fork_server_idle_members", "kind")
 
 
 def interval(record: dict[str, Any], start: str, end: str) -> tuple[datetime, datetime]:
