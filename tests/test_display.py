@@ -327,6 +327,11 @@ def test_add_and_delete_keep_the_files_in_step(served: Daemon) -> None:
                    and "second-shutter" in index_names(served), what="the new plugin's display and row")
         root = parse((displays(served) / "second-shutter.bob").read_bytes())
         assert (f"{PREFIX}:SECOND-SHUTTER:RUN", "1") in write_actions(root)
+        # the index is rendered again only when its rows change, or when its file is gone
+        (displays(served) / "index.bob").unlink()
+        assert api.post("/plugins/second-shutter/restart").status_code == 200
+        wait_until(lambda: (displays(served) / "index.bob").exists() and "second-shutter" in index_names(served),
+                   what="index.bob written again after a restart found it gone")
         delete(api, "second-shutter")
         wait_until(lambda: not (displays(served) / "second-shutter.bob").exists()
                    and "second-shutter" not in index_names(served), what="the file and the row to go")

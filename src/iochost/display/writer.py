@@ -89,7 +89,8 @@ class DisplayFiles:
         self._written: dict[str, bytes] = {}
 
     def write(self, file_name: str, data: bytes) -> bool:
-        """Replace ``file_name`` atomically unless it already holds ``data``; True if written."""
+        """Replace ``file_name`` atomically unless it already holds ``data``; True if written
+        (also when the file was removed behind the daemon's back: it is written again)."""
         path = self.folder / file_name
         if file_name not in self._written:  # a daemon restart finds the file as it left it
             try:
@@ -97,7 +98,7 @@ class DisplayFiles:
                     self._written[file_name] = data
             except OSError:
                 pass
-        if self._written.get(file_name) == data:
+        if self._written.get(file_name) == data and path.is_file():
             return False
         # readable by all: a web server or Phoebus host sharing the volume reads the files
         write_atomically(path, data, file_mode=0o644, folder_mode=0o755)
@@ -105,7 +106,7 @@ class DisplayFiles:
         return True
 
     def exists(self, file_name: str) -> bool:
-        return file_name in self._written or (self.folder / file_name).is_file()
+        return (self.folder / file_name).is_file()
 
     def remove(self, file_name: str) -> None:
         self._written.pop(file_name, None)
@@ -131,6 +132,7 @@ class DisplaySync:
         self.sup = sup
         self.files = DisplayFiles(displays_dir(sup.settings))
         self._dirty: set[str] = set()
+        self._index_written: list[IndexRow] | None = None  # the rows index.bob holds (None: not written yet)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -193,10 +195,22 @@ class DisplaySync:
                     await self._sync_plugin(name)
                 except Exception:  # a full disk, a folder made read-only: the next event retries
                     log.exception("displays: %s not synced", display_file(name))
-            try:
-                await asyncio.to_thread(self.files.write, INDEX_FILE, await index_bob(self.sup))
-            except Exception:
-                log.exception("displays: index.bob not written")
+            await self._sync_index()
+
+    async def _sync_index(self) -> None:
+        """Rendered again only when its rows change (a plugin added, deleted, its PV prefix or
+        table row moved) or the file is gone: a restart or a crash changes nothing it shows
+        (states are PVs), and rendering is most of the daemon's CPU in an add."""
+        rows = index_rows(self.sup)
+        if rows == self._index_written and self.files.exists(INDEX_FILE):
+            return
+        try:
+            data = await asyncio.to_thread(_index_bob, self.sup.settings, rows)
+            await asyncio.to_thread(self.files.write, INDEX_FILE, data)
+        except Exception:
+            log.exception("displays: index.bob not written")
+            return
+        self._index_written = rows
 
     async def _sync_plugin(self, name: str) -> None:
         try:
