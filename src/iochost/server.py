@@ -17,6 +17,7 @@ from uvicorn.importer import import_from_string
 from iochost import __version__
 from iochost.api import create_app
 from iochost.api.list_shortcut import ListShortcut
+from iochost.event_loop import DaemonEventLoop
 from iochost.http_guard import AnswerCutRequests, guarded_protocol
 from iochost.launch.launcher import Launcher
 from iochost.logs import setup_logging
@@ -40,7 +41,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     (``http_guard``)."""
     protocol = import_from_string(HTTP_PROTOCOLS["httptools" if _available("httptools") else "h11"])
     return {
-        "loop": "iochost.event_loop:DaemonEventLoop",  # uvicorn >= 0.36 takes a loop factory by name
+        "loop": f"{DaemonEventLoop.__module__}:{DaemonEventLoop.__qualname__}",  # uvicorn >= 0.36: a factory by name
         "http": guarded_protocol(protocol, settings.http_timeout, settings.http_connection_cap),
         "timeout_keep_alive": settings.http_timeout,
         "access_log": settings.log_level == "debug",
