@@ -52,21 +52,18 @@ def release_ports(first: int, count: int = 1) -> None:
     _claimed.difference_update(range(first, first + count))
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
+def free_port() -> int:
     """A port free for both TCP and UDP right now (EPICS servers bind both), claimed for this
-    test process (``claim_ports``) until it ends."""
-    while True:
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
-        try:
-            with socket.socket(socket.AF_INET, other) as s:
-                s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
+    test process (``claim_ports``) until it ends. Taken below the kernel's ephemeral range:
+    a port from that range that a test binds again after a pause (a daemon restarted) may
+    meanwhile be any process's outgoing socket, such as a CA client's search socket."""
+    from iochost.discovery.ports import free_port_block as find_block
+
+    for _ in range(1000):
+        port, _ = find_block(1)
         if claim_ports(port):
             return port
+    raise AssertionError("no free port below the ephemeral range that no other test process has claimed")
 
 
 def free_port_block(size: int) -> tuple[int, int]:
@@ -99,7 +96,7 @@ def free_ports(count: int) -> tuple[int, ...]:
 CA_PORT = DAEMON_CA_PORTS[0]
 CA_PORTS = (*DAEMON_CA_PORTS, IOC_CA_PORT)
 PVA_PORT = free_port()
-PVA_BROADCAST_PORT = free_port(socket.SOCK_DGRAM)
+PVA_BROADCAST_PORT = free_port()
 EPICS_ENV = {
     # "127.0.0.1" is CA_PORT here: a client given another EPICS_CA_SERVER_PORT searches that one
     "EPICS_CA_ADDR_LIST": " ".join(["127.0.0.1", *(f"127.0.0.1:{port}" for port in CA_PORTS[1:])]),
@@ -109,7 +106,7 @@ EPICS_ENV = {
     "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
     "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
     "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-    "EPICS_CA_REPEATER_PORT": str(free_port(socket.SOCK_DGRAM)),
+    "EPICS_CA_REPEATER_PORT": str(free_port()),
     "EPICS_PVA_ADDR_LIST": "127.0.0.1",
     "EPICS_PVA_AUTO_ADDR_LIST": "NO",
     "EPICS_PVA_SERVER_PORT": str(PVA_PORT),

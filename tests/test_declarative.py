@@ -6,7 +6,6 @@ The README's examples are in test_declarative_readme.py; the link helpers here (
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -374,12 +373,12 @@ def test_pva_links_poll_rate_actuators_and_message_pv(tmp_path: Path, processes:
     client cannot see the device), so every value here crossed a PVA link."""
     env, ports, ca = link_env["env"], link_env["ports"], link_env["ca"]
     dev = f"PDEV{ports['dev']}"
-    pva_server, pva_udp = free_port(), free_port(socket.SOCK_DGRAM)
+    pva_server, pva_udp = free_port(), free_port()
     device_env = {**env, "EPICS_PVAS_SERVER_PORT": str(pva_server), "EPICS_PVA_SERVER_PORT": str(pva_server),
                   "EPICS_PVAS_BROADCAST_PORT": str(pva_udp), "EPICS_PVA_BROADCAST_PORT": str(pva_udp)}
     _ioc(processes, device_env, ports["dev"], dev, "LEVEL", "SLOW", "SINK", "VALVE")
     ca.caput(f"{dev}:VALVE", 1.0, wait=True)
-    own_server, own_udp = free_port(), free_port(socket.SOCK_DGRAM)
+    own_server, own_udp = free_port(), free_port()
     plugin_env = {**env, "EPICS_CA_ADDR_LIST": f"127.0.0.1:{ports['plugin']}",
                   "EPICS_PVA_ADDR_LIST": f"127.0.0.1:{pva_udp}",
                   "EPICS_PVAS_SERVER_PORT": str(own_server), "EPICS_PVA_SERVER_PORT": str(own_server),

@@ -118,7 +118,7 @@ def ioc_env(endpoint: CAEndpoint, port: int, pva_broadcast_port: int) -> dict[st
 
 def start_iocs(processes: Processes, tmp: Path, endpoint: CAEndpoint, prefixes: list[str],
                pva_broadcast_port: int | None = None) -> list[IOC]:
-    pva = pva_broadcast_port or free_port(socket.SOCK_DGRAM)
+    pva = pva_broadcast_port or free_port()
     iocs = []
     for prefix in prefixes:
         port = free_port()
@@ -153,7 +153,7 @@ def test_endpoint_answers_unicast_and_broadcast_and_beacons() -> None:
     beacon_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     beacon_sink.bind(("127.0.0.1", 0))
     beacon_port = beacon_sink.getsockname()[1]
-    endpoint = EndpointThread(host="127.0.0.1", port=free_port(socket.SOCK_DGRAM),
+    endpoint = EndpointThread(host="127.0.0.1", port=free_port(),
                               beacon_addrs=["127.0.0.1"], beacon_port=beacon_port)
     try:
         assert endpoint.register("a", 6001, ["A:ONE"]) == []
@@ -216,8 +216,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("fleet")
     processes = Processes()
     endpoint = EndpointThread(host="127.0.0.1", port=free_port(), beacon_addrs=["127.0.0.1"],
-                              beacon_port=free_port(socket.SOCK_DGRAM))
-    pva_broadcast_port = free_port(socket.SOCK_DGRAM)
+                              beacon_port=free_port())
+    pva_broadcast_port = free_port()
     try:
         iocs = start_iocs(processes, tmp, endpoint.endpoint, [f"FLEET:{c}" for c in "ABCD"],
                           pva_broadcast_port)
@@ -295,7 +295,7 @@ def test_pva_unicast_client_resolves_every_ioc(fleet: dict[str, Any], processes:
 @pytest.mark.slow
 def test_registration_follows_iocs_coming_and_going(processes: Processes, tmp_path: Path) -> None:
     endpoint = EndpointThread(host="127.0.0.1", port=free_port(), beacon_addrs=["127.0.0.1"],
-                              beacon_port=free_port(socket.SOCK_DGRAM))
+                              beacon_port=free_port())
     try:
         a, b, late = start_iocs(processes, tmp_path, endpoint.endpoint, ["REG:A", "REG:B", "REG:LATE"])
         endpoint.register(a.prefix, a.port, a.names)
@@ -327,7 +327,7 @@ def test_registration_follows_iocs_coming_and_going(processes: Processes, tmp_pa
 @pytest.mark.slow
 def test_monitor_resumes_after_ioc_restart(processes: Processes, tmp_path: Path) -> None:
     endpoint = EndpointThread(host="127.0.0.1", port=free_port(), beacon_addrs=["127.0.0.1"],
-                              beacon_port=free_port(socket.SOCK_DGRAM))
+                              beacon_port=free_port())
     try:
         [ioc] = start_iocs(processes, tmp_path, endpoint.endpoint, ["RST:A"])
         endpoint.register(ioc.prefix, ioc.port, ioc.names)
@@ -341,7 +341,7 @@ def test_monitor_resumes_after_ioc_restart(processes: Processes, tmp_path: Path)
         client.wait(lambda m: m.get("update") == pv and m["value"] is None, 10, "disconnect")
         lost = time.monotonic()
         disconnected = len(client.messages)
-        env = ioc_env(endpoint.endpoint, ioc.port, free_port(socket.SOCK_DGRAM))
+        env = ioc_env(endpoint.endpoint, ioc.port, free_port())
         restarted = IOC(processes, tmp_path, ioc.prefix, ioc.port, env).wait_ready()
         endpoint.register(restarted.prefix, restarted.port, restarted.names)
         # libca parks the channels of a lost circuit in its disconnect governor and
@@ -370,7 +370,7 @@ def test_announce_beacons_make_a_real_client_search_again(processes: Processes, 
     and searches again when beacons show a new or restarted server. Here it has retired
     its search before the PV's worker is registered; only the endpoint's announce burst
     brings it back."""
-    repeater_port = free_port(socket.SOCK_DGRAM)
+    repeater_port = free_port()
     repeater_env = {**os.environ, "EPICS_CA_REPEATER_PORT": str(repeater_port)}
     processes.start([sys.executable, "-c", "from caproto.sync.repeater import run; run('127.0.0.1')"],
                     env=repeater_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

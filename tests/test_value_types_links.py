@@ -5,7 +5,6 @@ a link as they are.
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -114,8 +113,8 @@ def _device_and_plugin_env(env: dict[str, str], ports: dict[str, int],
     arrives came over PVA."""
     device_env, plugin_env = dict(env), dict(env)
     if protocol == "pva":
-        pva_server, pva_udp = free_port(), free_port(socket.SOCK_DGRAM)
-        own_server, own_udp = free_port(), free_port(socket.SOCK_DGRAM)
+        pva_server, pva_udp = free_port(), free_port()
+        own_server, own_udp = free_port(), free_port()
         device_env.update({"EPICS_PVAS_SERVER_PORT": str(pva_server), "EPICS_PVA_SERVER_PORT": str(pva_server),
                            "EPICS_PVAS_BROADCAST_PORT": str(pva_udp), "EPICS_PVA_BROADCAST_PORT": str(pva_udp)})
         plugin_env.update({"EPICS_CA_ADDR_LIST": f"127.0.0.1:{ports['plugin']}",
