@@ -69,6 +69,18 @@ def test_the_daemon_flag_refuses_a_limit_out_of_range(tmp_path, processes, key, 
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize("value, bound", [("601", "600"), ("0", "greater than 0"), ("nan", "600"),
+                                          ("soon", "valid number")])
+def test_iochost_run_refuses_a_grace_out_of_range(tmp_path, value, bound):
+    """The fourth path that sets a grace period: ``iochost run --grace``, refused by argparse
+    before anything starts, with the bound config.yaml's grace_period names."""
+    plugin = make_plugin(tmp_path, "tick", TICKER, "parameters: {interval: 1.0}\n")
+    run = subprocess.run([sys.executable, "-m", "iochost", "run", str(plugin), "--grace", value],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2, run.stderr
+    assert "argument --grace:" in run.stderr and bound in run.stderr, run.stderr
+
+
 def test_the_daemon_flags_take_0_for_no_limit_of_their_own():
     from iochost.settings import Settings
 

@@ -22,6 +22,18 @@ def _parse_param(text: str) -> tuple[str, Any]:
     return key, yaml.safe_load(value) if value else ""
 
 
+def _grace_period(text: str) -> float:
+    """``iochost run --grace``: refused out of the bound every other path holds (config/bounds.py)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from iochost.config.bounds import GracePeriod
+
+    try:
+        return float(TypeAdapter(GracePeriod).validate_python(text))
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc.errors()[0]['msg']}") from None
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from iochost.report import render_text
     from iochost.validate.pipeline import validate_plugin
@@ -336,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "records exist")
     p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO",
                    help="logging level (default %(default)s)")
-    p.add_argument("--grace", type=float, default=None, help="seconds cleanup() may take on stop")
+    p.add_argument("--grace", type=_grace_period, default=None, help="seconds cleanup() may take on stop "
+                   "(at most 600, as config.yaml's grace_period)")
     p.add_argument("--version-label", dest="version", default="local", help="value of the VERSION PV")
     p.add_argument("--autosave", metavar="FILE", help="keep written input values (and the plugin's "
                    "snapshot()) in FILE and restore them at the next start")
