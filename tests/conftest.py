@@ -268,8 +268,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     pytest-xdist's ``--dist loadfile`` hands out modules in collection order: a long module
     taken last keeps one process busy while the others have finished. Started first, the
-    long ones overlap each other and the many quick modules fill the end. A single process
-    runs the same tests in the same module order it would otherwise, only shuffled by module."""
+    long ones overlap each other and the many quick modules fill the end. Only in xdist's
+    processes: a single process keeps pytest's own order."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+
     def module(item: pytest.Item) -> str:
         return item.nodeid.split("::", 1)[0]
 
@@ -283,7 +286,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto`` (the default, pyproject.toml): two test processes per core. Most of an
+    """``-n auto``: two test processes per core. Most of an
     end-to-end test's time is spent waiting on the processes it started (a soft IOC's start,
     a CA search, a restart's backoff), so one per core leaves the cores half idle; more than
     two per core slows the timing-sensitive tests enough to fail them."""
