@@ -16,9 +16,8 @@ from typing import Any, Callable
 from iochost.errors import ErrorCode, IochostError
 from iochost.kinds import Kind
 from iochost.launch.launcher import Launcher
-from iochost.report import ValidationReport
 from iochost.settings import Settings
-from iochost.store import DESIRED_RUNNING, DESIRED_STOPPED, FetchResult, GitStore, PluginSource, RegistryEntry
+from iochost.store import DESIRED_RUNNING, DESIRED_STOPPED, GitStore, PluginSource, RegistryEntry
 from iochost.store.envs import PluginEnvs, RequirementsError
 from iochost.supervisor.lifecycle_types import Prepared
 from iochost.validate.pipeline import validate_plugin
@@ -118,14 +117,39 @@ def prepare(request: AddRequest, entry: RegistryEntry, store: GitStore, envs: Pl
     ``PluginEnvs.stage``), and None is the answer when ``unchanged(commit)`` says the
     fetched commit changes nothing."""
     name = request.name
-    try:
-        result, report = _fetch_install_validate(request, store, envs, launcher, settings, on_fetched, cancelled,
-                                                 upgrade_op, unchanged)
+    try:  # a step a delete ended (EndErrands) fails as it may: the add was cancelled
+        if upgrade_op is not None:
+            result = store.stage(name, upgrade_op, request.source, pat=request.pat, timeout=settings.git_timeout,
+                                 max_bytes=settings.max_checkout_bytes)
+            if unchanged is not None and unchanged(result.commit):
+                return None
+        else:
+            result = store.fetch(name, request.source, pat=request.pat, timeout=settings.git_timeout,
+                                 max_bytes=settings.max_checkout_bytes, sync=False)
+        on_fetched(result.commit)
+        with ThreadPoolExecutor(1, thread_name_prefix=f"iochost-sync-{name}") as background:
+            durable = background.submit(store.sync)  # on disk while requirements and the probe run
+            _stop_if(cancelled, name)
+            try:
+                if upgrade_op is not None:
+                    python = envs.stage(name, upgrade_op, result.checkout_dir, result.plugin_dir,
+                                        timeout=settings.requirements_timeout)
+                else:
+                    python = envs.install(name, result.checkout_dir, result.plugin_dir,
+                                          timeout=settings.requirements_timeout)
+            except RequirementsError as exc:
+                raise requirements_failure(exc) from None
+            _stop_if(cancelled, name)
+            report = validate_plugin(
+                result.plugin_dir, name=name, prefix=settings.prefix, class_name=request.class_name,
+                parameters=request.parameters, import_timeout=settings.import_timeout,
+                python=str(python) if python else None, memory_limit_mb=settings.worker_memory_mb or None,
+                launcher=launcher,
+            )
+            durable.result()  # before the registry records the checkout
     except Exception:
-        _stop_if(cancelled, name)  # a step the delete ended (EndErrands): the add was cancelled, whatever it said
+        _stop_if(cancelled, name)
         raise
-    if result is None or report is None:
-        return None
     _stop_if(cancelled, name)
     if not report.ok:
         raise IochostError(ErrorCode.VALIDATION_FAILED,
@@ -138,45 +162,6 @@ def prepare(request: AddRequest, entry: RegistryEntry, store: GitStore, envs: Pl
     entry = entry.model_copy(update={"kind": info.kind, "class_name": info.class_name, "commit": result.commit,
                                      "module_file": info.module_file, "warnings": report.warnings})
     return Prepared(entry=entry, plugin_dir=result.plugin_dir, pvs=info.pvs, pv_prefix=info.pv_prefix)
-
-
-def _fetch_install_validate(request: AddRequest, store: GitStore, envs: PluginEnvs, launcher: Launcher | None,
-                            settings: Settings, on_fetched: Callable[[str | None], None],
-                            cancelled: Callable[[], bool], upgrade_op: str | None,
-                            unchanged: Callable[[str | None], bool] | None,
-                            ) -> tuple[FetchResult | None, ValidationReport | None]:
-    """``prepare``'s steps in order; (None, None) when the fetched commit changes nothing."""
-    name = request.name
-    if upgrade_op is not None:
-        result = store.stage(name, upgrade_op, request.source, pat=request.pat, timeout=settings.git_timeout,
-                             max_bytes=settings.max_checkout_bytes)
-        if unchanged is not None and unchanged(result.commit):
-            return None, None
-    else:
-        result = store.fetch(name, request.source, pat=request.pat, timeout=settings.git_timeout,
-                             max_bytes=settings.max_checkout_bytes, sync=False)
-    on_fetched(result.commit)
-    with ThreadPoolExecutor(1, thread_name_prefix=f"iochost-sync-{name}") as background:
-        durable = background.submit(store.sync)  # on disk while requirements and the probe run
-        _stop_if(cancelled, name)
-        try:
-            if upgrade_op is not None:
-                python = envs.stage(name, upgrade_op, result.checkout_dir, result.plugin_dir,
-                                    timeout=settings.requirements_timeout)
-            else:
-                python = envs.install(name, result.checkout_dir, result.plugin_dir,
-                                      timeout=settings.requirements_timeout)
-        except RequirementsError as exc:
-            raise requirements_failure(exc) from None
-        _stop_if(cancelled, name)
-        report = validate_plugin(
-            result.plugin_dir, name=name, prefix=settings.prefix, class_name=request.class_name,
-            parameters=request.parameters, import_timeout=settings.import_timeout,
-            python=str(python) if python else None, memory_limit_mb=settings.worker_memory_mb or None,
-            launcher=launcher,
-        )
-        durable.result()  # before the registry records the checkout
-    return result, report
 
 
 def _stop_if(cancelled: Callable[[], bool], name: str) -> None:
