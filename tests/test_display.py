@@ -10,7 +10,9 @@ import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urljoin
 
+import httpx
 import pytest
 
 from conftest import EXAMPLES, wait_for
@@ -59,8 +61,8 @@ def bindings(root: ET.Element) -> list[tuple[str, str]]:
         own = widget.findtext("pv_name")
         if own:
             found.append((kind, own))
-        for y_pv in widget.findall("traces/trace/y_pv"):
-            found.append((kind, y_pv.text or ""))
+        for y_pv in widget.findall("traces/trace/y_pv"):  # a plot reads its waveform over PVA
+            found.append((kind, (y_pv.text or "").removeprefix("pva://")))
         for action in widget.findall("actions/action[@type='write_pv']"):
             found.append((kind, action.findtext("pv_name") or ""))
     return found
@@ -288,6 +290,29 @@ def test_daemon_writes_displays_and_serves_them(served: Daemon) -> None:
         assert index.content == (displays(served) / "index.bob").read_bytes()
         missing = api.get("/plugins/no-such-plugin/display.bob")
         assert missing.status_code == 404 and missing.json()["code"] == "PLUGIN_NOT_FOUND"
+        beside = api.get("/displays/no-such-plugin.bob")
+        assert beside.status_code == 404 and beside.json() == missing.json()
+
+
+def test_index_buttons_open_their_displays_from_the_index_url_and_the_folder(served: Daemon) -> None:
+    """`phoebus -resource <index URL>` resolves each Open button's file against that URL;
+    the same relative names are the files beside index.bob in DATA_DIR/displays/."""
+    wait_until(lambda: index_names(served) == set(EXAMPLE_KINDS), what="index.bob listing the examples")
+    index_url = f"{served.url}/api/v1/displays/index.bob"
+    with httpx.Client(timeout=30) as http:
+        index = http.get(index_url)
+        assert index.status_code == 200, index.text
+        files = opened_files(parse(index.content))
+        assert sorted(f.removesuffix(".bob") for f in files) == sorted(EXAMPLE_KINDS)
+        for file in files:
+            url = urljoin(index_url, file)
+            assert url == f"{served.url}/api/v1/displays/{file}"
+            panel = http.get(url)
+            assert panel.status_code == 200 and panel.headers["content-type"] == "application/xml", url
+            name = file.removesuffix(".bob")
+            assert name in (parse(panel.content).findtext("widget[name='Title']/text") or "")
+            assert panel.content == http.get(f"{served.url}/api/v1/plugins/{name}/display.bob").content
+            assert (displays(served) / file).read_bytes() == panel.content  # the folder: same name, same bytes
 
 
 def test_every_widget_is_bound_to_a_live_pv_of_the_right_kind(served: Daemon, ca: Any) -> None:

@@ -123,6 +123,11 @@ def test_no_token_is_401_everywhere_but_health(daemon: Daemon, anon: httpx.Clien
         if path.startswith("/api/v1/health"):  # /health, /health/live, /health/ready: probes need no token
             assert anon.get(path.removeprefix("/api/v1")).status_code == 200
             continue
+        if path == "/api/v1/access":  # what a token may do (the dashboard asks before anything else)
+            for headers, role in (({}, "none"), (bearer(WRONG_TOKEN), "none"), (bearer(READ_TOKEN), "read"),
+                                  (bearer(ADMIN_TOKEN), "admin")):
+                assert anon.get("/access", headers=headers).json() == {"role": role, "tokens_required": True}
+            continue
         for headers in ({}, bearer(WRONG_TOKEN), {"Authorization": f"Basic {ADMIN_TOKEN}"}):
             url = url_of(anon, path)
             response = anon.request(method, url, headers=headers, json={} if method == "POST" else None)

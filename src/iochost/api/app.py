@@ -20,12 +20,13 @@ from iochost.api.error_responses import error_response, install_error_handlers
 from iochost.api.listing import RecordCache
 from iochost.api.prometheus import Metrics, RequestMetrics, RouteTemplates, route_templates
 from iochost.api.ratelimit import create_limiter
-from iochost.api.routes import compat, displays, events, health, jobs, metrics, plugins, pvs
+from iochost.api.routes import compat, displays, events, health, jobs, metrics, plugin_views, plugins, pvs, ui
 from iochost.display.writer import DisplaySync
 from iochost.errors import ErrorCode
 from iochost.launch.launcher import Launcher
 from iochost.pvgateway.client import PVGateway
 from iochost.pvgateway.metrics import GatewayCollector
+from iochost.pvgateway.watch import Watches
 from iochost.settings import Settings
 from iochost.supervisor import Supervisor
 from iochost.supervisor.adding import Declared
@@ -137,6 +138,7 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None,
     app.state.rate_limiter = create_limiter(settings.add_rate_limit)
     app.state.record_cache = RecordCache()
     app.state.pv_gateway = pv_gateway = PVGateway(settings)  # its process starts on the first /pvs request
+    app.state.pv_watches = Watches(pv_gateway)  # the gateway's monitors that open web pages share
     app.state.stopping = asyncio.Event()  # set by begin_stop: the event streams end
 
     async def begin_stop() -> None:
@@ -149,8 +151,9 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None,
     app.state.begin_stop = begin_stop
     install_error_handlers(app)
     # /metrics at the root, where Prometheus looks by default; everything else under /api/v1.
-    routers = [(API_PREFIX, module.router) for module in (plugins, jobs, compat, health, events, displays, pvs)]
-    routers.append(("", metrics.router))
+    routers = [(API_PREFIX, module.router)
+               for module in (plugins, plugin_views, jobs, compat, health, events, displays, pvs)]
+    routers += [(API_PREFIX, ui.api_router), ("", metrics.router), ("", ui.router)]
     for prefix, router in routers:
         app.include_router(router, prefix=prefix)
     app.state.metrics = Metrics(sup, RouteTemplates(route_templates(app, routers)))

@@ -12,12 +12,15 @@ rather than through a sub-dependency: each dependency FastAPI solves costs every
 from __future__ import annotations
 
 import hmac
+from typing import Literal
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from iochost.errors import ErrorCode, IochostError
 from iochost.settings import Settings
+
+Role = Literal["admin", "read"]  # what a token may do: act, or only look
 
 # The one bearer scheme: the token checks here and the rate limiter (per token) read it.
 bearer = HTTPBearer(auto_error=False, description="IOCHOST_READ_TOKEN or IOCHOST_ADMIN_TOKEN")
@@ -41,7 +44,7 @@ def _role(settings: Settings, credentials: HTTPAuthorizationCredentials | None) 
     return role
 
 
-def token_role(settings: Settings, token: str) -> str | None:
+def token_role(settings: Settings, token: str) -> Role | None:
     """"admin" or "read" for a configured token, None for any other (auth enabled)."""
     if _matches(token, settings.admin_token):
         return "admin"
@@ -62,15 +65,21 @@ async def require_read(
     return _role(request.app.state.settings, credentials)
 
 
+def caller_role(request: Request) -> Role | None:
+    """The role of the request's bearer token, "admin" or "read" ("admin" when no token is
+    configured); None for a missing or unknown one; never refuses (``GET /access``, ``may_read``)."""
+    settings: Settings = request.app.state.settings
+    if not settings.auth_enabled:
+        return "admin"
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token_role(settings, token.strip()) if scheme.lower() == "bearer" else None
+
+
 async def may_read(request: Request) -> bool:
     """Whether the caller holds a valid token (or none is needed), for a route that answers
     everyone but tells more to readers; never refuses. It reads the header itself, not
     through ``bearer``: the API description keeps the route one that needs no token."""
-    settings: Settings = request.app.state.settings
-    if not settings.auth_enabled:
-        return True
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and token_role(settings, token.strip()) is not None
+    return caller_role(request) is not None
 
 
 async def require_admin(

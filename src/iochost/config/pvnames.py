@@ -101,6 +101,7 @@ class DefaultPV:
     # values are cut to STRING_LENGTH; number: a count or per-port flags
     shape: DefaultShape
     present: Presence  # run: a job, or a triggered task; wired_*: a task with wired inputs/outputs
+    states: tuple[str, str] | None = None  # a switch's or command's bo: its ZNAM and ONAM
 
     @property
     def writable(self) -> bool:
@@ -110,14 +111,14 @@ class DefaultPV:
 
 # Every default PV, in the order the worker creates them.
 DEFAULT_PVS: tuple[DefaultPV, ...] = (
-    DefaultPV("ENABLE", "switch", "task"),
+    DefaultPV("ENABLE", "switch", "task", ("Disabled", "Enabled")),
     DefaultPV("STATUS", "state", "always"),
     DefaultPV("MESSAGE", "text", "always"),
     DefaultPV("CYCLE_COUNT", "number", "task"),
     DefaultPV("VERSION", "text", "task"),
-    DefaultPV("RUN", "command", "run"),
-    DefaultPV("CLEAR", "command", "task"),
-    DefaultPV("RESET", "command", "task"),
+    DefaultPV("RUN", "command", "run", ("Idle", "Run")),
+    DefaultPV("CLEAR", "command", "task", ("Idle", "Clear")),
+    DefaultPV("RESET", "command", "task", ("Idle", "Reset")),
     DefaultPV("CONN_INP", "number", "wired_inputs"),
     DefaultPV("CONN_INP_NAMES", "text", "wired_inputs"),
     DefaultPV("CONN_OUT", "number", "wired_outputs"),

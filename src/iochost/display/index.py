@@ -10,14 +10,17 @@ files work from any folder they are copied to together.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from pvi.device import ComponentUnion, Device, DeviceRef, Grid, Group, Row, SignalR, SignalX, TextFormat, TextRead
 
 from iochost.config.pvnames import plugin_pv_prefix
-from iochost.display.bob import SPACING, Layout, render
-from iochost.display.catalog import IndexRow, display_file
+from iochost.display.bob import SPACING, Layout, label_width, render, value_width
+from iochost.display.catalog import IndexRow, display_file, status_names
+from iochost.kinds import Kind
+from iochost.record_sizes import STRING_LENGTH
 from iochost.supervisor.daemon_ioc import CONTROL_MSG, CONTROL_PVS, SYSTEM_NAME, row_pv, system_config
+from iochost.supervisor.states import State
 
 if TYPE_CHECKING:
     from iochost.settings import Settings
@@ -121,7 +124,21 @@ def index_display(prefix: str, rows: list[IndexRow], control: bool = False,
     for table in tables:
         group = table.children[0]
         assert isinstance(group, Group)
+        names = [row.label or "" for row in group.children if isinstance(row, Group)]
         row = group.children[0]
         assert isinstance(row, Group)
-        more.append((table, table_layout(len(row.children))))
-    return render(first, layout=Layout(label_width=NAME_WIDTH, widget_width=300), more=more)
+        more.append((table, table_layout(len(row.children), label=label_width(names, least=NAME_WIDTH))))
+    daemon = first.children[0]
+    assert isinstance(daemon, Group)
+    daemon_row_labels = [child.label or "" for child in daemon.children if isinstance(child, SignalR)]
+    return render(first, layout=Layout(label_width=label_width(daemon_row_labels, least=NAME_WIDTH), widget_width=300),
+                  more=more, columns=column_widths(), widths={
+                      f"{daemon_pv_prefix(prefix)}:{CONTROL_MSG}": value_width(characters=STRING_LENGTH)})
+
+
+def column_widths() -> dict[str, int]:
+    """A table column's width that shows what its cells can hold: a kind, a state, a status
+    name, a whole MESSAGE (39 characters of prose)."""
+    return {"Kind": value_width(get_args(Kind)), "State": value_width(state.value for state in State),
+            "Status": value_width(status_names("task") + status_names("job")),
+            "Message": value_width(characters=STRING_LENGTH)}

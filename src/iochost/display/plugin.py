@@ -27,37 +27,10 @@ from pvi.device import (
 
 from iochost.config import PluginConfig, PVDef, load_config, plugin_mode
 from iochost.config.pvnames import DEFAULT_PV, default_pv_names, plugin_pv_prefix
-from iochost.display.bob import Plot, render
+from iochost.display.bob import Layout, Plot, label_width, render, value_width
+from iochost.display.catalog import default_pv_labels, status_names
 from iochost.kinds import Kind
-from iochost.sdk.status import JobStatus, TaskStatus
-
-
-def _states(kind: Kind) -> str:
-    return " / ".join(member.name for member in (TaskStatus if kind == "task" else JobStatus))
-
-
-def _default_labels(kind: Kind) -> dict[str, tuple[str, str]]:
-    """Label and tooltip of each default PV; a job's STATUS and MESSAGE are its last result."""
-    if kind == "job":
-        return {
-            "STATUS": ("Last result", f"STATUS of the last run: {_states(kind)}"),
-            "MESSAGE": ("Last message", "MESSAGE of the last run"),
-            "RUN": ("Run", "Write 1 to run the job once"),
-        }
-    return {
-        "ENABLE": ("Enabled", "ENABLE: 0 pauses the task"),
-        "STATUS": ("Status", f"STATUS: {_states(kind)}"),
-        "MESSAGE": ("Message", "MESSAGE: the last message"),
-        "CYCLE_COUNT": ("Cycles", "CYCLE_COUNT: completed executions"),
-        "VERSION": ("Version", "VERSION: the plugin's commit or label"),
-        "RUN": ("Run", "Write 1 to trigger one execution"),
-        "CLEAR": ("Clear latches", "Write 1 to release latched outputs"),
-        "RESET": ("Reset", "Write 1 to clear latches, reset the cycle count and re-check links"),
-        "CONN_INP": ("Inputs connected", "1 per wired input (CONN_INP_NAMES order) whose link is connected"),
-        "CONN_INP_NAMES": ("Wired inputs", "names of the wired inputs, in CONN_INP order"),
-        "CONN_OUT": ("Outputs connected", "1 per wired output (CONN_OUT_NAMES order) whose link is connected"),
-        "CONN_OUT_NAMES": ("Wired outputs", "names of the wired outputs, in CONN_OUT order"),
-    }
+from iochost.record_sizes import STRING_LENGTH
 
 
 class _Names:
@@ -109,7 +82,7 @@ def plugin_device(name: str, prefix: str, kind: Kind, mode: str | None,
     """The pvi ``Device`` of one plugin, and the waveform outputs to plot under it."""
     base = plugin_pv_prefix(prefix, name, config.prefix)
     names = _Names()
-    labels = _default_labels(kind)
+    labels = default_pv_labels(kind)
     defaults: list[SignalR | SignalW | SignalX] = []
     for default in default_pv_names(kind, mode, config.pvs):
         label, tip = labels[default]
@@ -155,10 +128,32 @@ def plugin_device(name: str, prefix: str, kind: Kind, mode: str | None,
     return Device(label=f"{name} - {what}", children=groups), plots
 
 
+def value_widths(name: str, prefix: str, kind: Kind, config: PluginConfig) -> dict[str, int]:
+    """The width of each text PV's widget that shows its whole value: the status names, an
+    enum's choices, a string's length (MESSAGE: its 39 characters, see ``bob.value_width``)."""
+    base = plugin_pv_prefix(prefix, name, config.prefix)
+    widths = {f"{base}:STATUS": value_width(status_names(kind))}
+    widths |= {f"{base}:{short}": value_width(characters=STRING_LENGTH) for short, spec in DEFAULT_PV.items()
+               if spec.shape == "text"}
+    for short, pv in {**config.pvs.inputs, **config.pvs.outputs}.items():
+        if pv.type == "string" and not pv.is_waveform:
+            widths[f"{base}:{short}"] = value_width(characters=pv.text_size)
+        elif pv.type == "enum":
+            widths[f"{base}:{short}"] = value_width(pv.choices or [])
+    return widths
+
+
+def _labels(device: Device) -> list[str]:
+    return [child.label or "" for group in device.children if isinstance(group, Group)
+            for child in group.children if isinstance(child, (SignalR, SignalW, SignalX))]
+
+
 def plugin_display(name: str, prefix: str, kind: Kind, mode: str | None, config: PluginConfig) -> bytes:
     """The .bob XML of one plugin's display; STATUS also sits in its title bar."""
     device, plots = plugin_device(name, prefix, kind, mode, config)
-    return render(device, plots, title_pv=f"{plugin_pv_prefix(prefix, name, config.prefix)}:STATUS")
+    return render(device, plots, layout=Layout(label_width=label_width(_labels(device), least=Layout.label_width)),
+                  title_pv=f"{plugin_pv_prefix(prefix, name, config.prefix)}:STATUS",
+                  widths=value_widths(name, prefix, kind, config))
 
 
 def plugin_display_from_dir(plugin_dir: Path, name: str, prefix: str, kind: Kind,

@@ -109,6 +109,9 @@ class PVGateway:
             self._monitors.undo(key, pv_name, previous)
         return answer
 
+    def has_monitor(self, key: str) -> bool:
+        return key in self._monitors
+
     def monitored(self, key: str) -> str:
         """The PV monitor ``key`` follows; PV_MONITOR_NOT_FOUND if there is none."""
         pv_name = self._monitors.get(key)

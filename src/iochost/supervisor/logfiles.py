@@ -11,6 +11,7 @@ The naming is the stdlib ``RotatingFileHandler``'s, which rotates the daemon's o
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 TAIL_READ_BYTES = 256 * 1024  # what ``tail`` reads at most, however long the log
@@ -25,6 +26,7 @@ class RotatingFile:
 
     def __init__(self, path: Path, max_bytes: int, files: int) -> None:
         self.path, self.max_bytes, self.files = path, max_bytes, max(2, files)
+        self.on_write: Callable[[bytes], None] | None = None  # told each write, once on disk (LogFeed)
         self._fd = self._open()
         self._size = os.fstat(self._fd).st_size
 
@@ -41,6 +43,8 @@ class RotatingFile:
             chunk = view[:room]
             written = os.write(self._fd, chunk)
             self._size += written
+            if self.on_write is not None:
+                self.on_write(bytes(chunk[:written]))
             view = view[written:]
 
     def rotate(self) -> None:

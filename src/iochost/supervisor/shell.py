@@ -242,6 +242,8 @@ class Shell:
     async def _spawn(self, slot: PluginSlot, gen: int, limits: WorkerLimits) -> None:
         try:
             inputs = await asyncio.to_thread(start_inputs, self.settings, self.services, slot.lc, limits)
+            if self.services.log_feed is not None:
+                inputs.logfile.on_write = self.services.log_feed.publisher(slot.name)
             worker = await WorkerProcess.spawn(
                 inputs.spec, run_dir=self.settings.run_dir, logfile=inputs.logfile, env=inputs.env,
                 on_event=lambda message: self._from_worker(slot, gen, message),

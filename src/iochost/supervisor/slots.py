@@ -19,6 +19,7 @@ from iochost.supervisor.adding import AddRequest
 from iochost.supervisor.containment import Containment
 from iochost.supervisor.epics import EpicsNetwork
 from iochost.supervisor.lifecycle import PluginLifecycle
+from iochost.supervisor.log_feed import LogFeed
 from iochost.supervisor.process import WorkerProcess
 from iochost.supervisor.public import RunRecord
 
@@ -38,6 +39,8 @@ class Services:
     on_storage: Callable[[], None] | None = None  # the data dir began or stopped refusing writes
     # PLUGIN_EXISTS naming the other plugin whose PVs a plugin's PV prefix would share, or None
     pv_clash: Callable[[str, str], IochostError | None] | None = None
+    # each plugin's log writes, to whoever follows them (None: nobody can)
+    log_feed: LogFeed | None = None
 
 
 class PluginSlot:

@@ -34,6 +34,7 @@ from iochost.supervisor.epics import EpicsNetwork
 from iochost.supervisor.epics_control import EpicsControl
 from iochost.supervisor.event_bus import EventBus, stream_event
 from iochost.supervisor.lifecycle import PluginLifecycle
+from iochost.supervisor.log_feed import LogFeed
 from iochost.supervisor.log_forwarding import LogForwarding
 from iochost.supervisor.operations import PluginOperations
 from iochost.supervisor.plugin_table import PluginTable
@@ -68,6 +69,7 @@ class Supervisor:
         self._bring_back: asyncio.Task[None] | None = None
         self.bus = EventBus()
         self.log_forwarding = LogForwarding(settings)
+        self.log_feed = LogFeed()  # each plugin's log writes, to the streams that follow them
         self.claims = PVClaims(settings, self.table)
         self.daemon_ioc = DaemonIOCSync(settings, self.table, self._degraded)
         self.operations = PluginOperations(settings, self.table, self.claims, self._new_slot, self._shell)
@@ -98,7 +100,8 @@ class Supervisor:
         services = Services(store=store, registry=registry, envs=envs, containment=containment,
                             epics=self.epics, launcher=self.launcher,
                             forward_log=self.log_forwarding.forward, on_control=self.epics_control.on_control,
-                            on_storage=self.daemon_ioc.schedule_push, pv_clash=self.claims.clash)
+                            on_storage=self.daemon_ioc.schedule_push, pv_clash=self.claims.clash,
+                            log_feed=self.log_feed)
         shell = self.shell = Shell(s, services, self._on_effect, self._forget)
         await shell.start()
         await self.epics.start()
@@ -204,6 +207,15 @@ class Supervisor:
         self.table.find(name)
         return await asyncio.to_thread(logfiles.tail, self._shell().log_path(name), lines,
                                        self.settings.log_rotate_files)
+
+    def follow_log(self, name: str, lines: int, keepalive: float
+                   ) -> tuple[list[str], AsyncGenerator[list[str] | int | None, None]]:
+        """The log's last ``lines`` and, from right after them, each new line (``LogFeed.follow``):
+        both happen on the event loop, where the log is written, so no line falls between
+        the two or comes twice (the tail reads at most ``TAIL_READ_BYTES`` of a local file)."""
+        self.table.find(name)
+        follower = self.log_feed.follow(name, keepalive)
+        return logfiles.tail(self._shell().log_path(name), lines, self.settings.log_rotate_files), follower
 
     def subscribe(self, keepalive: float | None = None) -> AsyncGenerator[StreamEvent | None, None]:
         """Every event from now on; ``None`` after ``keepalive`` seconds without one."""

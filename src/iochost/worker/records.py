@@ -341,13 +341,20 @@ def _status_record(status_enum: type[TaskStatus] | type[JobStatus]) -> Any:
     return builder.mbbIn("STATUS", *states, initial_value=0, DESC="Plugin state")
 
 
+def _states(name: str) -> tuple[str, str]:
+    """A default bo's ZNAM and ONAM (``config.pvnames``: the dashboard names them the same)."""
+    states = DEFAULT_PV[name].states
+    assert states is not None, name
+    return states
+
+
 def _default_record(name: str, status_enum: type[TaskStatus] | type[JobStatus], version: str,
                     on_write: OnWrite, pvs: PVGroup) -> Any:
     """The record of one of the default PVs that ``default_pv_names`` lists."""
     control = lambda value: on_write(name, value)  # noqa: E731
     if name in ("CLEAR", "RESET"):
         what = "release latched outputs" if name == "CLEAR" else "clear latches, counts; re-check links"
-        return builder.boolOut(name, "Idle", name.capitalize(), initial_value=0, on_update=control,
+        return builder.boolOut(name, *_states(name), initial_value=0, on_update=control,
                                always_update=True, DESC=f"1: {what}"[:DESC_LENGTH], ASG=INPUTS_ASG)
     if name.startswith("CONN_"):
         ports = wired_ports(pvs, "inputs" if name.startswith("CONN_INP") else "outputs")
@@ -357,7 +364,7 @@ def _default_record(name: str, status_enum: type[TaskStatus] | type[JobStatus], 
         return builder.WaveformIn(name, initial_value=numpy.zeros(len(ports), dtype=numpy.int32),
                                   length=len(ports), DESC="1 = link connected, per port")
     if name == "ENABLE":
-        return builder.boolOut("ENABLE", "Disabled", "Enabled", initial_value=1, on_update=control,
+        return builder.boolOut("ENABLE", *_states(name), initial_value=1, on_update=control,
                                always_update=True, DESC="0 pauses the task", ASG=INPUTS_ASG)
     if name == "STATUS":
         return _status_record(status_enum)
@@ -369,7 +376,7 @@ def _default_record(name: str, status_enum: type[TaskStatus] | type[JobStatus], 
         return builder.stringIn("VERSION", initial_value=fit_text(version, STRING_LENGTH),
                                 DESC="Plugin version")  # bytes: a tag may be UTF-8
     if name == "RUN":
-        return builder.boolOut("RUN", "Idle", "Run", initial_value=0, on_update=control,
+        return builder.boolOut("RUN", *_states(name), initial_value=0, on_update=control,
                                always_update=True, DESC="Write 1 to run once", ASG=INPUTS_ASG)
     raise ValueError(f"no record for the default PV {name!r}")
 

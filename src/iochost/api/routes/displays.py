@@ -1,7 +1,9 @@
 """Generated Phoebus displays: a plugin's ``display.bob`` and the daemon's ``index.bob``.
 
 The same bytes ``display.writer.DisplaySync`` keeps in ``DATA_DIR/displays/``; the index's
-buttons open ``<name>.bob`` by a relative name, so a client saves the files side by side.
+buttons open ``<name>.bob`` by a relative name, so a client saves the files side by side, and
+``/displays/<name>.bob`` serves each plugin's panel next to ``/displays/index.bob``: Phoebus
+opening the index from its URL resolves the buttons' files against it.
 """
 
 from __future__ import annotations
@@ -36,3 +38,12 @@ async def index_display(sup: Supervisor = Depends(get_supervisor)) -> Response:
     """The daemon's panel: its own PVs, one row per plugin with a button opening ``<name>.bob``."""
     return Response(await index_bob(sup), media_type=BOB,
                     headers={"Content-Disposition": 'inline; filename="index.bob"'})
+
+
+# After index.bob: Starlette takes the first route that matches, and "{name}.bob" matches "index.bob".
+@router.get("/displays/{name}.bob", response_class=Response, responses=_BOB_RESPONSE,
+            dependencies=[Depends(require_read)])
+async def plugin_display_beside_index(name: str, sup: Supervisor = Depends(get_supervisor)) -> Response:
+    """The plugin's panel where the index's Open button looks for it: ``<name>.bob`` beside the
+    index's URL (the same bytes as ``/plugins/{name}/display.bob``)."""
+    return await plugin_display(name, sup)

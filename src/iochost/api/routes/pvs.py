@@ -19,6 +19,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
 
 from iochost.api.auth import require_admin, require_read
+from iochost.api.deps import get_gateway
 from iochost.api.routes.events import SSE_HEADERS, SSE_KEEPALIVE
 from iochost.pvgateway.client import PVGateway
 from iochost.pvgateway.monitors import Closed
@@ -28,10 +29,6 @@ from iochost.sdk.pv_client import DEFAULT_TIMEOUT
 router = APIRouter(prefix="/pvs", tags=["pv gateway"])
 
 Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
-
-
-async def get_gateway(request: Request) -> PVGateway:
-    return request.app.state.pv_gateway
 
 
 class PvGetRequest(BaseModel):
