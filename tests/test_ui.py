@@ -182,6 +182,14 @@ def test_the_log_follows_and_actions_show_their_outcome(admin_page: Page, daemon
     outcome = page.locator("[data-upgrade-outcome]")
     expect(outcome).to_have_attribute("data-ok", "false", timeout=30_000)
     assert any(code in outcome.inner_text() for code in ("422", "409")), outcome.inner_text()
+    page.fill('[name="upgrade-parameters"]', "[1, 2]")  # not an object: said by the page
+    page.locator('[data-action="upgrade"]').click()
+    expect(outcome).to_contain_text("not a JSON object")
+    with page.expect_download() as saved:  # the panel, fetched with the token (a plain link has none)
+        page.locator('[data-download="display"]').click()
+    panel = Path(saved.value.path()).read_text()
+    assert saved.value.suggested_filename == "temperature-monitor.bob"
+    assert "<display" in panel and f"{MONITOR}READING" in panel
 
 
 def test_delete_asks_first(admin_page: Page, daemon: Daemon) -> None:
@@ -247,7 +255,8 @@ def test_the_page_is_small_self_contained_and_strict(daemon: Daemon) -> None:
         assert "http://" not in shell.text.replace(daemon.url, "") and "https://" not in shell.text
 
 
-def test_a_plugin_is_added_run_with_parameters_and_its_run_cancelled(admin_page: Page, tmp_path: Path) -> None:
+def test_a_plugin_is_added_run_with_parameters_and_its_run_cancelled(admin_page: Page, daemon: Daemon,
+                                                                      tmp_path: Path) -> None:
     page = admin_page.page
     admin_page.refusals.add(502)
     page.fill('[name="name"]', "slow")
@@ -263,9 +272,17 @@ def test_a_plugin_is_added_run_with_parameters_and_its_run_cancelled(admin_page:
     repo.commit("a slow job")
     page.fill('[name="source"]', repo.url)
     page.fill('[name="parameters"]', '{"steps": 2}')
+    page.locator("details summary").click()  # the rarer fields
+    page.fill('[name="class_name"]', "Slow")
+    page.fill('[name="grace_period"]', "3")
+    page.uncheck('[name="auto_start_on_boot"]')
     page.locator('[data-action="add"]').click()
     expect(outcome).to_contain_text("added slow: running", timeout=60_000)
     expect(_row(page, "slow")).to_have_attribute("data-state", "running", timeout=LIVE)
+    with daemon.client(token=READ_TOKEN) as api:
+        startup = api.get("/jobs/slow/startup").json()
+        assert api.get("/plugins/slow").json()["class_name"] == "Slow"
+    assert (startup["auto_start_on_boot"], startup["start_parameters"]["steps"]) == (False, 2)
 
     page = admin_page.open("/ui/plugins/slow")
     page.fill('[name="run-parameters"]', '{"steps": 3000}')  # five minutes: only a cancel ends it soon

@@ -169,6 +169,20 @@ function actionButtons(record, output, { onDeleted } = {}) {
   return [...buttons, remove];
 }
 
+// Saves what ``path`` answers (fetched with the token, which a plain link could not send).
+async function download(path, file, button) {
+  button.disabled = true;
+  try {
+    const response = await fetch(API + path, { headers: api.headers() });
+    if (!response.ok) { button.title = `${response.status}: not saved`; return; }
+    const link = el("a", { href: URL.createObjectURL(await response.blob()), download: file });
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+  } finally {
+    button.disabled = false;
+  }
+}
+
 // -- the header --------------------------------------------------------------------------
 function showHealth(health) {
   const node = document.querySelector("[data-health]");
@@ -237,18 +251,28 @@ function addForm() {
   const [commitLabel, commit] = field("Commit", { name: "add-commit", class: "mono" });
   const [pathLabel, folder] = field("Folder in the repository", { name: "path" });
   const [paramsLabel, params] = field("Parameters (JSON)", { name: "parameters", placeholder: '{"interval": 2}' });
+  const [classLabel, className] = field("Class (if several)", { name: "class_name" });
+  const [patLabel, pat] = field("Access token (private repository)", { name: "pat", type: "password", autocomplete: "off" });
+  const [graceLabel, grace] = field("Stop grace period (s)", { name: "grace_period", inputmode: "decimal" });
   const start = el("input", { type: "checkbox", id: "f-auto-start", name: "auto_start", checked: true });
+  const boot = el("input", { type: "checkbox", id: "f-auto-start-on-boot", name: "auto_start_on_boot", checked: true });
   const button = el("button", { type: "submit", "data-action": "add", text: "Add" });
+  const more = el("details", {}, el("summary", { text: "More" }),
+    el("div", { class: "upgrade" }, classLabel, patLabel, graceLabel,
+      el("label", { for: "f-auto-start-on-boot", class: "inline" }, boot, "start again after a daemon restart")));
   const form = el("form", { class: "upgrade", "data-add-form": true }, nameLabel, urlLabel, branchLabel, commitLabel,
-    pathLabel, paramsLabel, el("label", { for: "f-auto-start", class: "inline" }, start, "start it"), button, output);
+    pathLabel, paramsLabel, el("label", { for: "f-auto-start", class: "inline" }, start, "start it"), button, output, more);
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const body = { name: name.value.trim(), auto_start: start.checked };
     const source = url.value.trim();
     body[source.startsWith("/") ? "local_path" : "git_url"] = source;
-    for (const [key, input] of [["branch", branch], ["commit", commit], ["path", folder]]) {
+    for (const [key, input] of [["branch", branch], ["commit", commit], ["path", folder], ["class_name", className]]) {
       if (input.value.trim()) body[key] = input.value.trim();
     }
+    if (pat.value) body.pat = pat.value;
+    if (grace.value.trim()) body.grace_period = Number(grace.value);
+    if (!boot.checked) body.auto_start_on_boot = false;
     try { body.parameters = jsonObject(params, "parameters"); } catch (exc) {
       output.dataset.ok = "false"; output.textContent = exc.message; return;
     }
@@ -283,7 +307,9 @@ function overview(main) {
     el("thead", {}, el("tr", {}, ["Plugin", "Kind", "State", "STATUS", "MESSAGE", "Last error", "Restarts", "Commit", "Uptime", "Actions"]
       .map((title, i) => el("th", { scope: "col", class: [1, 6, 7, 8].includes(i) ? "hide-narrow" : null, text: title })))),
     body);
-  main.replaceChildren(el("h1", { text: "Plugins" }), el("section", { class: "scroll" }, table, empty),
+  const index = el("button", { type: "button", class: "quiet", "data-download": "index", text: "Phoebus index (.bob)" });
+  index.addEventListener("click", () => download("/displays/index.bob", "index.bob", index));
+  main.replaceChildren(el("h1", {}, "Plugins", index), el("section", { class: "scroll" }, table, empty),
     role === "admin" ? addForm() : null);
   const rows = new Map();
   const outcomes = new Map();
@@ -417,7 +443,9 @@ function plugin(main, name) {
       el("section", {}, el("h2", { text: "Transitions" }), el("div", { class: "scroll" }, el("table", {}, el("thead", {}, el("tr", {}, ["When", "From", "To", "Why"].map((t) => el("th", { scope: "col", text: t })))), history))),
       el("section", {}, el("h2", { text: "config.yaml" }), configCommit, config)),
     role === "admin" ? upgradeForm(quoted, upgradeOutput) : null);
-  main.replaceChildren(el("p", {}, el("a", { href: "/ui/", text: "← all plugins" })), article);
+  const panel = el("button", { type: "button", class: "quiet", "data-download": "display", text: "Phoebus panel (.bob)" });
+  panel.addEventListener("click", () => download(`/displays/${quoted}.bob`, `${name}.bob`, panel));
+  main.replaceChildren(el("p", { class: "actions" }, el("a", { href: "/ui/", text: "← all plugins" }), panel), article);
 
   let kind = null;
   const showRecord = (record) => {
@@ -552,15 +580,23 @@ function runForm(quoted) {
 function upgradeForm(quoted, output) {
   const branch = el("input", { name: "branch", id: "upgrade-branch", type: "text", placeholder: "main" });
   const commit = el("input", { name: "commit", id: "upgrade-commit", type: "text", placeholder: "40-hex SHA", class: "mono" });
+  const [paramsLabel, params] = field("New parameters (JSON; empty: kept)", { name: "upgrade-parameters" });
+  const [patLabel, pat] = field("Access token", { name: "upgrade-pat", type: "password", autocomplete: "off" });
   const button = el("button", { type: "submit", "data-action": "upgrade", text: "Upgrade" });
   const form = el("form", { class: "upgrade" },
     el("label", { for: "upgrade-branch" }, "Branch or tag", branch),
-    el("label", { for: "upgrade-commit" }, "or commit", commit), button, output);
+    el("label", { for: "upgrade-commit" }, "or commit", commit), paramsLabel, patLabel, button, output);
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const body = {};
     if (branch.value.trim()) body.branch = branch.value.trim();
     if (commit.value.trim()) body.commit = commit.value.trim();
+    if (pat.value) body.pat = pat.value;
+    if (params.value.trim()) {
+      try { body.parameters = jsonObject(params, "parameters"); } catch (exc) {
+        output.dataset.ok = "false"; output.textContent = exc.message; return;
+      }
+    }
     act(button, output, () => api.call("POST", `/plugins/${quoted}/upgrade`, body),
       (answer) => `upgraded to ${shortCommit(answer.data.source.commit)}`);
   });
