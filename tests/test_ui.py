@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import EXAMPLES, REPO, wait_for
+from conftest import EXAMPLES, REPO, free_port, wait_for
 from daemon_harness import Daemon, bearer
 from gitrepos import Repo
 from sample_plugins import SLOW_JOB, SLOW_JOB_CONFIG
@@ -292,3 +294,60 @@ def test_a_plugin_is_added_run_with_parameters_and_its_run_cancelled(admin_page:
     running.locator('[data-action="cancel"]').click()
     expect(page.locator("[data-run-outcome]")).to_contain_text("run: cancelled", timeout=30_000)
     expect(page.locator('tr[data-run-state="cancelled"]')).to_have_count(1, timeout=LIVE)
+
+
+# -- Firefox: Debian's firefox-esr, driven over Marionette (built into Firefox: no driver download) ----------
+FIREFOX = shutil.which("firefox-esr") or shutil.which("firefox")
+
+
+@pytest.fixture
+def firefox(tmp_path: Path) -> Iterator[Any]:
+    if FIREFOX is None and not os.environ.get("CI"):
+        pytest.skip("Debian's firefox-esr is not installed (apt install firefox-esr)")
+    assert FIREFOX is not None, "CI must have Debian's firefox-esr (.ci/run installs it)"
+    from marionette_driver.marionette import Marionette
+
+    port = free_port()
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    (profile / "user.js").write_text(f'user_pref("marionette.port", {port});\n')
+    browser = subprocess.Popen([FIREFOX, "--headless", "--marionette", "--no-remote", "--profile", str(profile)],
+                               env={"HOME": str(tmp_path), "PATH": os.environ["PATH"]}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        driver = Marionette(host="127.0.0.1", port=port, startup_timeout=60)
+        driver.start_session()
+        yield driver
+        driver.delete_session()
+    finally:
+        os.killpg(browser.pid, signal.SIGKILL)
+        browser.wait()
+
+
+def test_firefox_shows_the_dashboard_live(firefox: Any, daemon: Daemon, ca: Any) -> None:
+    """The same page in Firefox: sign in with the form, the overview, a REST stop shown without a
+    reload, a plugin's PVs live and its log."""
+    from marionette_driver.by import By
+
+    def js(script: str) -> Any:
+        return firefox.execute_script(script)
+
+    firefox.navigate(daemon.url + "/ui/")
+    wait_for(lambda: js("return !!document.querySelector('[name=token]')"), timeout=10, what="the token form")
+    firefox.find_element(By.CSS_SELECTOR, '[name="token"]').send_keys(ADMIN_TOKEN + "\ue007")  # Enter
+    wait_for(lambda: js("return document.querySelectorAll('tr[data-plugin]').length") >= 3, timeout=10,
+             what="the plugins listed")
+    js("document.body.dataset.notReloaded = 'yes'")  # in the DOM: a script's own globals stay in its sandbox
+    with daemon.client(token=ADMIN_TOKEN) as api:
+        assert api.post("/plugins/temperature-monitor/stop").status_code == 200
+        state = "return document.querySelector('tr[data-plugin=\"temperature-monitor\"]').dataset.state"
+        wait_for(lambda: js(state) == "stopped", timeout=LIVE / 1000, what="the stop, shown live")
+        assert js("return document.body.dataset.notReloaded") == "yes"
+        assert api.post("/plugins/temperature-monitor/start").status_code == 200
+    firefox.navigate(daemon.url + "/ui/plugins/temperature-monitor")
+    value = f"const e = document.querySelector('[data-pv=\"{MONITOR}SETPOINT\"]'); return e && e.textContent"
+    wait_for(lambda: js(value), timeout=15, what="SETPOINT's value")
+    ca.caput(MONITOR + "SETPOINT", 33.5, wait=True)
+    wait_for(lambda: js(value) == "33.50", timeout=LIVE / 1000, what="a CA write, shown live")
+    wait_for(lambda: "serving" in js("return document.querySelector('[data-log]').textContent"), timeout=10,
+             what="the log")
