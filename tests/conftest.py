@@ -8,7 +8,9 @@ on ports chosen free for this session.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -52,29 +54,49 @@ def release_ports(first: int, count: int = 1) -> None:
     _claimed.difference_update(range(first, first + count))
 
 
+def _port_regions() -> tuple[range, range]:
+    """Below the kernel's ephemeral range, from 10000: the lower 40% for ``free_port``, whose
+    ports stay claimed for the session, the rest for ``free_port_block``, whose blocks are
+    given back. Kept apart, a thousand single ports (a long run in one process) cannot leave
+    the blocks no room: strewn over the whole space they would, gaps of 120 becoming rare."""
+    from iochost.discovery.ports import ephemeral_range
+
+    lowest, top = 10000, ephemeral_range()[0]
+    split = lowest + (top - lowest) * 4 // 10
+    return range(lowest, split), range(split, top)
+
+
 def free_port() -> int:
     """A port free for both TCP and UDP right now (EPICS servers bind both), claimed for this
     test process (``claim_ports``) until it ends. Taken below the kernel's ephemeral range:
     a port from that range that a test binds again after a pause (a daemon restarted) may
     meanwhile be any process's outgoing socket, such as a CA client's search socket."""
-    from iochost.discovery.ports import free_port_block as find_block
+    from iochost.discovery.ports import port_is_free
 
+    singles, _ = _port_regions()
     for _ in range(1000):
-        port, _ = find_block(1)
-        if claim_ports(port):
+        port = random.choice(singles)
+        if port not in _claimed and port_is_free("127.0.0.1", port) and claim_ports(port):
             return port
     raise AssertionError("no free port below the ephemeral range that no other test process has claimed")
 
 
 def free_port_block(size: int) -> tuple[int, int]:
     """``size`` consecutive free ports below the ephemeral range (a daemon's worker ranges),
-    claimed for this test process; ``release_ports(low, size)`` gives them back."""
-    from iochost.discovery.ports import free_port_block as find_block
+    claimed for this test process; ``release_ports(low, size)`` gives them back. Drawn among
+    the gaps between this process's blocks in use."""
+    from iochost.discovery.ports import port_is_free
 
-    for _ in range(100):
-        low, high = find_block(size)
-        if claim_ports(low, size):
-            return low, high
+    _, blocks = _port_regions()
+    for _ in range(200):
+        edges = [blocks.start - 1, *sorted(p for p in _claimed if p in blocks), blocks.stop]
+        gaps = [(a + 1, b - size) for a, b in itertools.pairwise(edges) if b - a - 1 >= size]
+        if not gaps:
+            break
+        first, last = random.choices(gaps, weights=[last - first + 1 for first, last in gaps])[0]
+        low = random.randint(first, last)
+        if all(port_is_free("127.0.0.1", port) for port in range(low, low + size)) and claim_ports(low, size):
+            return low, low + size - 1
     raise AssertionError(f"no block of {size} ports that no other test process has claimed")
 
 

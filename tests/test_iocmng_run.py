@@ -129,7 +129,9 @@ def test_iocmng_run_flags_give_iocmng_run_names(processes, first_task, ca, flags
     names = pv_list(first_task / "pvs.txt", proc)
     assert names == IOCMNG_PVS[flags]
     status = next(name for name in names if name.endswith(":STATUS"))
-    assert ca.caget(status, timeout=10) is not None  # served under that name, over CA
+    # served under that name, over CA (a name the previous case's IOC served too: libca waits
+    # about 10 s before it searches again for a channel whose server went away)
+    assert ca.caget(status, timeout=30) is not None
     stop(proc)
 
 

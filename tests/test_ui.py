@@ -148,19 +148,19 @@ def test_the_plugin_page_shows_pvs_live_and_writes_them(admin_page: Page, daemon
     setpoint = page.locator(f'[data-pv="{MONITOR}SETPOINT"]')
     expect(setpoint).not_to_be_empty()
     expect(page.locator(f'[data-pv="{MONITOR}STATUS"]')).to_have_text("RUN")  # the mbbi's index, named
-    ca.caput(MONITOR + "SETPOINT", 61.25, wait=True)
+    ca.caput(MONITOR + "SETPOINT", 61.25, wait=True, timeout=30)
     expect(setpoint).to_have_text("61.25", timeout=LIVE)  # a CA write, shown through the PV gateway
     page.fill(f'[data-input="{MONITOR}SETPOINT"]', "42.5")
     page.press(f'[data-input="{MONITOR}SETPOINT"]', "Enter")
     expect(setpoint).to_have_text("42.50", timeout=LIVE)
-    wait_for(lambda: ca.caget(MONITOR + "SETPOINT", timeout=3) == 42.5, timeout=5, what="the page's write over CA")
+    wait_for(lambda: ca.caget(MONITOR + "SETPOINT", timeout=3) == 42.5, timeout=15, what="the page's write over CA")
     page.fill(f'[data-input="{MONITOR}SETPOINT"]', "warm")  # not a number: refused by the page, said so
     page.press(f'[data-input="{MONITOR}SETPOINT"]', "Enter")
     expect(page.locator(f'[data-pv-row="{MONITOR}SETPOINT"] output')).to_contain_text("not a number")
     # a value past the HIGH limit shows its alarm colour (READING follows SETPOINT: HIGH, then HIHI)
-    ca.caput(MONITOR + "SETPOINT", 95, wait=True)
+    ca.caput(MONITOR + "SETPOINT", 95, wait=True, timeout=30)
     expect(page.locator(f'[data-pv="{MONITOR}READING"]')).to_have_attribute("data-severity", "2", timeout=30_000)
-    ca.caput(MONITOR + "SETPOINT", 50, wait=True)
+    ca.caput(MONITOR + "SETPOINT", 50, wait=True, timeout=30)
     assert "75.0" in page.locator("[data-config]").inner_text()  # the config.yaml it runs: threshold 75.0
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui-plugin.png"), full_page=True)
@@ -347,7 +347,7 @@ def test_firefox_shows_the_dashboard_live(firefox: Any, daemon: Daemon, ca: Any)
     firefox.navigate(daemon.url + "/ui/plugins/temperature-monitor")
     value = f"const e = document.querySelector('[data-pv=\"{MONITOR}SETPOINT\"]'); return e && e.textContent"
     wait_for(lambda: js(value), timeout=15, what="SETPOINT's value")
-    ca.caput(MONITOR + "SETPOINT", 33.5, wait=True)
+    ca.caput(MONITOR + "SETPOINT", 33.5, wait=True, timeout=30)  # libca reconnects to a restarted IOC in ~10 s
     wait_for(lambda: js(value) == "33.50", timeout=LIVE / 1000, what="a CA write, shown live")
     wait_for(lambda: "serving" in js("return document.querySelector('[data-log]').textContent"), timeout=10,
              what="the log")
