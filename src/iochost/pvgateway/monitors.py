@@ -79,7 +79,7 @@ class MonitorTable:
         if update.connected:
             self._latest[update.key] = update
         for queue in self._followers.get(update.key, ()):
-            _offer(queue, update)
+            offer(queue, update)
 
     def disconnected(self, reason: str) -> None:
         """The child died: every follower is told its PV is disconnected, and why."""
@@ -90,7 +90,7 @@ class MonitorTable:
         """Their streams end; no later update reaches them (a key given to another PV would
         otherwise push its values into a slow reader's queue, past the ``Closed``)."""
         for queue in self._followers.pop(key, ()):
-            _offer(queue, Closed(reason))
+            offer(queue, Closed(reason))
 
     def end_all(self, reason: str) -> None:
         """Every stream ends (the daemon stops)."""
@@ -125,8 +125,9 @@ class MonitorTable:
                     del self._followers[key]
 
 
-def _offer(queue: asyncio.Queue[Any], item: Any) -> None:
-    """Into a follower's queue; when it is full the oldest update makes room."""
+def offer(queue: asyncio.Queue[Any], item: Any) -> None:
+    """Into a follower's queue; when it is full the oldest update makes room (a slow reader
+    loses old values, never the daemon's time)."""
     if queue.full():
         queue.get_nowait()
     queue.put_nowait(item)

@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator
 
 from iochost.pvgateway import protocol as p
 from iochost.pvgateway.client import PVGateway
-from iochost.pvgateway.monitors import FOLLOWER_QUEUE, Closed
+from iochost.pvgateway.monitors import FOLLOWER_QUEUE, Closed, offer
 
 log = logging.getLogger("iochost.pvgateway")
 
@@ -72,9 +72,7 @@ class Watches:
         async for item in self._gateway.follow(key, keepalive=3600.0):
             if item is None:
                 continue
-            if merged.full():
-                merged.get_nowait()  # a slow page loses its oldest update, never the daemon's time
-            merged.put_nowait((pv_name, item))
+            offer(merged, (pv_name, item))
             if isinstance(item, Closed):
                 return
 
