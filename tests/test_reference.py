@@ -1,6 +1,6 @@
-"""docs/reference/ against the code it is generated from (``python -m iochost.reference``):
-the checked-in pages are what the generator writes today, and they name every error code and
-every setting; the generator's --check fails on a stale page."""
+"""docs/reference/ and docs/schemas/ against the code they are generated from (``python -m
+iochost.reference``): the checked-in pages are what the generator writes today, and they name
+every error code and every setting; the generator's --check fails on a stale page."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from iochost.epics_server_vars import VARIABLES
 from iochost.errors import ErrorCode
 from iochost.settings import ENV_ONLY, Settings
 
-REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def _rows(page: str) -> list[list[str]]:
@@ -25,7 +25,7 @@ def _rows(page: str) -> list[list[str]]:
 
 
 def test_the_checked_in_pages_are_what_the_code_generates() -> None:
-    assert reference.stale_pages(REFERENCE) == [], "run: python -m iochost.reference"
+    assert reference.stale_pages(DOCS) == [], "run: python -m iochost.reference"
 
 
 def test_every_error_code_is_listed_with_its_status_and_a_meaning() -> None:
@@ -60,9 +60,12 @@ def test_check_fails_on_a_stale_page_and_passes_once_written(tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     assert reference.main([str(tmp_path)]) == 0
     assert reference.main(["--check", str(tmp_path)]) == 0
-    page = tmp_path / "settings.md"
+    page = tmp_path / "reference" / "settings.md"
     page.write_text(page.read_text().replace("`8080`", "`8081`"))
     assert reference.main(["--check", str(tmp_path)]) == 1
     assert f"{page} differs from the code" in capsys.readouterr().err
-    (tmp_path / "errors.md").unlink()
-    assert reference.stale_pages(tmp_path) == ["errors.md", "settings.md"]
+    (tmp_path / "reference" / "errors.md").unlink()
+    schema = tmp_path / "schemas" / "config.schema.json"
+    schema.write_text(schema.read_text().replace('"float"', '"double"', 1))
+    assert reference.stale_pages(tmp_path) == ["reference/errors.md", "reference/settings.md",
+                                               "schemas/config.schema.json"]

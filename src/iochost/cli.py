@@ -1,4 +1,4 @@
-"""``iochost serve | run | validate | display | new``: the command line."""
+"""``iochost serve | run | validate | display | new | schema``: the command line."""
 
 from __future__ import annotations
 
@@ -20,6 +20,13 @@ def _parse_param(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, yaml.safe_load(value) if value else ""
+
+
+def _port(text: str) -> int:
+    """A TCP/UDP port number, 1-65535."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port is a number from 1 to 65535")
+    return int(text)
 
 
 def _grace_period(text: str) -> float:
@@ -69,6 +76,16 @@ def cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print a JSON Schema for editors (the YAML language server), generated from the models."""
+    import json
+
+    from iochost.editor_schemas import json_schema
+
+    print(json.dumps(json_schema(args.which), indent=2))
+    return 0
+
+
 def cmd_display(args: argparse.Namespace) -> int:
     """Validate like ``iochost validate``, then write the plugin's Phoebus display."""
     from iochost.display.plugin import plugin_display_from_dir
@@ -97,6 +114,11 @@ def cmd_display(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """``iochost run DIR``, or iocmng-run's form ``iochost run --module MODULE [--config FILE]``:
     the same worker, in this process, until SIGINT/SIGTERM."""
+    from iochost.standalone_epics import describe, standalone_env
+
+    # before softioc's import, which reads them
+    os.environ.update(standalone_env(os.environ, args.epics_host, args.ca_port, args.pva_port))
+    print(f"iochost run: {describe(os.environ)}", file=sys.stderr)
     from iochost.config import load_config
     from iochost.config.limits import resolve_limits
     from iochost.config.pvnames import DEFAULT_PREFIX
@@ -295,11 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     from iochost import __version__
     from iochost.config.pvnames import DEFAULT_PREFIX
     from iochost.environ import ENV_PREFIX
+    from iochost.epics_server_vars import CA_SERVER_PORT, PVA_BROADCAST_PORT
     from iochost.settings import ENV_ALIASES, Settings
 
     import_timeout = Settings.model_fields["import_timeout"].default  # the daemon's, for the same check
     beamline_env = (ENV_PREFIX + "BEAMLINE_CONFIG", ENV_ALIASES["beamline_config"])
-    parser = argparse.ArgumentParser(prog="iochost", description=__doc__)
+    parser = argparse.ArgumentParser(prog="iochost", description="Host EPICS soft-IOC plugins: serve runs the "
+                                     "daemon; run, validate, display, new and schema work on one plugin.")
     parser.add_argument("--version", action="version", version=f"iochost {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -353,6 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version-label", dest="version", default="local", help="value of the VERSION PV")
     p.add_argument("--autosave", metavar="FILE", help="keep written input values (and the plugin's "
                    "snapshot()) in FILE and restore them at the next start")
+    p.add_argument("--epics-host", metavar="ADDRESS", help="the interface the soft IOC's CA and PVA servers listen "
+                   "on (default: EPICS_CAS_INTF_ADDR_LIST if set, else 127.0.0.1; 0.0.0.0: every interface)")
+    p.add_argument("--ca-port", type=_port, metavar="PORT", help="CA server port (default: EPICS_CAS_SERVER_PORT "
+                   f"if set, else {CA_SERVER_PORT}); another than a running daemon's lets both run")
+    p.add_argument("--pva-port", type=_port, metavar="PORT", help="PVA search port (default: "
+                   f"EPICS_PVAS_BROADCAST_PORT if set, else {PVA_BROADCAST_PORT})")
     p.add_argument("--beamline-config", metavar="FILE", help="beamline values.yaml: the plugin's "
                    f"beamline_config and the ophyd devices of get_device() (also {', '.join(beamline_env)})",
                    default=next((os.environ[name] for name in beamline_env if os.environ.get(name)), None))
@@ -366,6 +396,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="task (continuous), triggered (task run by RUN=1), job, or declarative (config only)")
     p.add_argument("dir", nargs="?", help="directory to create; absent or empty (default: ./NAME)")
     p.set_defaults(func=cmd_new)
+
+    from iochost.editor_schemas import SCHEMA_NAMES, schema_url
+
+    p = sub.add_parser("schema", help="print the JSON Schema of config.yaml or of the plugins file, for editors "
+                                      f"(published as {schema_url('config')} and beside it)")
+    p.add_argument("which", nargs="?", choices=SCHEMA_NAMES, default="config",
+                   help="config (a plugin's config.yaml, the default) or plugins-file (--plugins-file, "
+                        "iocmng's plugins.yaml)")
+    p.set_defaults(func=cmd_schema)
 
     return parser
 

@@ -72,6 +72,7 @@ CA_SERVER_PORT = 5064  # EPICS_CA_SERVER_PORT: where CA name searches go
 CA_REPEATER_PORT = 5065  # EPICS_CA_REPEATER_PORT: where CA beacons go
 CA_BEACON_PERIOD = 15.0  # EPICS_CAS_BEACON_PERIOD: seconds between CA beacons at steady state
 PVA_BROADCAST_PORT = 5076  # EPICS_PVA_BROADCAST_PORT: where PVA searches go
+LOOPBACK_BROADCAST = "127.255.255.255"  # where beacons of a server on loopback go: lo has no broadcast address
 SERVER_PREFIXES = ("EPICS_CAS_", "EPICS_PVAS_")
 
 

@@ -1,8 +1,9 @@
-"""``python -m iochost.reference [--check] [DIR]``: docs/reference/, generated from the code.
+"""``python -m iochost.reference [--check] [DIR]``: the pages of docs/ generated from the code.
 
-The error codes (``errors.ErrorCode``: code, HTTP status, meaning) and the daemon's settings
-(``settings.Settings``: flag, environment variables, default, meaning) are documented from the
-one place each is defined, so the pages cannot drift from what the daemon does. ``--check``
+The error codes (``errors.ErrorCode``: code, HTTP status, meaning), the daemon's settings
+(``settings.Settings``: flag, environment variables, default, meaning) and the JSON Schemas of
+config.yaml and the plugins file (``editor_schemas``, from the pydantic models) are written from
+the one place each is defined, so they cannot drift from what the daemon does. ``--check``
 writes nothing and exits 1 naming each page that differs from the code (tests/test_reference.py
 does the same).
 """
@@ -10,12 +11,14 @@ does the same).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from pydantic.fields import FieldInfo
 
+from iochost.editor_schemas import SCHEMA_NAMES, SchemaName, json_schema
 from iochost.environ import ENV_PREFIX
 from iochost.epics_server_vars import VARIABLES
 from iochost.errors import ErrorCode
@@ -149,7 +152,17 @@ def _epics_variables() -> list[str]:
     return lines
 
 
-PAGES: dict[str, Callable[[], str]] = {"errors.md": errors_page, "settings.md": settings_page}
+def schema_page(name: SchemaName) -> Callable[[], str]:
+    """docs/schemas/NAME.schema.json: what ``iochost schema NAME`` prints, as the site serves it."""
+    return lambda: json.dumps(json_schema(name), indent=2) + "\n"
+
+
+# Paths relative to docs/, the site's root.
+PAGES: dict[str, Callable[[], str]] = {
+    "reference/errors.md": errors_page,
+    "reference/settings.md": settings_page,
+    **{f"schemas/{name}.schema.json": schema_page(name) for name in SCHEMA_NAMES},
+}
 
 
 def stale_pages(directory: Path) -> list[str]:
@@ -160,7 +173,7 @@ def stale_pages(directory: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m iochost.reference", description=__doc__.splitlines()[0])
-    parser.add_argument("directory", nargs="?", type=Path, default=Path("docs/reference"),
+    parser.add_argument("directory", nargs="?", type=Path, default=Path("docs"),
                         help="where the pages go (default %(default)s, from the repository's root)")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a page is out of date")
     args = parser.parse_args(argv)
@@ -170,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.directory / name} differs from the code: run python -m iochost.reference",
                   file=sys.stderr)
         return 1 if stale else 0
-    args.directory.mkdir(parents=True, exist_ok=True)
     for name, render in PAGES.items():
+        (args.directory / name).parent.mkdir(parents=True, exist_ok=True)
         (args.directory / name).write_text(render())
     return 0
 

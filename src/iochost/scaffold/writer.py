@@ -7,6 +7,7 @@ from pathlib import Path
 from string import Template
 
 from iochost.config.pvnames import default_pv_names
+from iochost.editor_schemas import modeline
 from iochost.kinds import Kind, Mode
 from iochost.scaffold.code_templates import DECLARATIVE_MODULE, JOB_MODULE, TASK_MODULE, TRIGGERED_MODULE
 from iochost.scaffold.config_templates import DECLARATIVE_CONFIG, JOB_CONFIG, TASK_CONFIG, TRIGGERED_CONFIG
@@ -99,7 +100,8 @@ def _render(kind: str, names: PluginNames) -> dict[str, str]:
     test = TEST_HEADER.substitute(values, run_args=repr(spec.run_args)) + spec.tests
     return {
         f"{names.module}.py": spec.module.substitute(values),
-        "config.yaml": spec.config.substitute(values),
+        # the schema line first: editors with the YAML language server complete and check the keys
+        "config.yaml": modeline("config") + "\n" + spec.config.substitute(values),
         "README.md": readme,
         f"tests/{names.test_module}.py": test,
     }

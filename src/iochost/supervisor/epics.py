@@ -19,11 +19,10 @@ from iochost.discovery import CAEndpoint, PortAllocator
 from iochost.discovery.holders import describe_holders, search_port_holders
 from iochost.discovery.netif import default_beacon_addresses
 from iochost.discovery.ports import overlaps_ephemeral
+from iochost.epics_server_vars import LOOPBACK_BROADCAST
 from iochost.settings import Settings, is_loopback
 
 log = logging.getLogger("iochost.epics")
-
-LOOPBACK_BROADCAST = "127.255.255.255"  # lo has no broadcast address of its own
 
 
 def beacon_destinations(settings: Settings) -> list[str]:
