@@ -2,23 +2,32 @@
 #
 # Build:  docker build -t iochost .
 # Run:    the REST API binds 0.0.0.0 here, so the daemon refuses to start without a token:
-#         docker run --network host -v iochost-data:/data \
+#         docker run --network host --stop-timeout 15 -v iochost-data:/data \
 #           -v "$PWD/tokens:/run/secrets/iochost:ro" iochost \
 #           --admin-token-file /run/secrets/iochost/admin-token \
 #           --read-token-file /run/secrets/iochost/read-token
+#         The daemon runs as uid 10001: the token files must be readable by it (a file of
+#         mode 0600 owned by you is not; `chown 10001 tokens/*`, or mode 0644 in a directory
+#         only you can enter); it exits 2 naming the file it cannot read.
+# Stop:   the daemon's shutdown takes the longest grace period of its plugins (10 s unless a
+#         plugin or --grace-period sets one) + 2 s before a worker's SIGKILL + its own exit,
+#         more than docker stop's default 10 s: --stop-timeout 15 above (docker stop -t 15;
+#         compose: stop_grace_period: 15s), grace period + 5 s for longer ones.
 # The Helm chart in helm/iochost runs this image the same way (hostNetwork by default).
 
 # Pinned by tag (Python 3.11 on Debian 12, the Python docker/constraints.txt was resolved
 # for). Pin by digest too where the registry is reachable: python:3.11-slim-bookworm@sha256:...
 FROM python:3.11-slim-bookworm
 
-# git: plugins are cloned from git. tini: PID 1 (see ENTRYPOINT).
-# Versions are Debian 12's (`apt-cache policy git tini`); a Debian security update that
+# git: plugins are cloned from git; openssh-client: for ssh:// URLs (the chart's gitSshSecret
+# gives the key and known_hosts). tini: PID 1 (see ENTRYPOINT).
+# Versions are Debian 12's (`apt-cache policy git openssh-client tini`); a Debian security update that
 # replaces one makes this step fail loudly: take the new version from apt-cache policy.
 # The user and group are numeric 10001, so Kubernetes' runAsNonRoot can verify them.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       git=1:2.39.5-0+deb12u3 \
+      openssh-client=1:9.2p1-2+deb12u10 \
       tini=0.19.0-1+b3 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 iochost \
@@ -32,10 +41,13 @@ WORKDIR /opt/iochost
 COPY docker/constraints.txt ./docker/constraints.txt
 COPY pyproject.toml README.md ./
 COPY src ./src
+# The build context has no .git to take the version from (setuptools-scm): give the release's,
+# docker build --build-arg SETUPTOOLS_SCM_PRETEND_VERSION_FOR_IOCHOST=$(git describe --tags | sed 's/^v//')
+ARG SETUPTOOLS_SCM_PRETEND_VERSION_FOR_IOCHOST=0.1.0.dev0
 RUN pip install --no-cache-dir -c docker/constraints.txt . \
  && rm -rf build src/*.egg-info
 # `iochost serve --examples /opt/iochost/plugins-example` (the chart's loadExamples) adds these.
-COPY plugins-example ./plugins-example
+COPY src/iochost/examples ./plugins-example
 
 # Defaults for serving the network, as the chart's hostNetwork mode does. A non-loopback
 # REST address needs a token (--admin-token-file / --read-token-file): without one the
@@ -62,9 +74,10 @@ EXPOSE 8080/tcp 5064/udp 5076/udp 5100-5299/tcp 5300-5499/tcp
 # For docker and compose; Kubernetes ignores it and uses the chart's probes. The API
 # answers /health/live as soon as it runs, long before plugins are restored.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/api/v1/health/live' % os.environ.get('IOCHOST_PORT', '8080'), timeout=4)"]
+  CMD ["iochost", "healthcheck"]
 
 # tini as PID 1 reaps orphans and forwards SIGTERM to the daemon, which then stops every
 # worker in order (cleanup(), grace period, SIGKILL) and exits 0. No `-g`: signalling the
 # whole process group would hit the workers directly and skip that orderly stop.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/bin/tini", "--", "iochost", "serve"]

@@ -90,9 +90,11 @@ WORKER_PORTS = 120  # a daemon's --worker-ports and --worker-pva-ports, one bloc
 
 class Daemon:
     def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None,
-                 local_sources: bool = True, nofile: int | None = None) -> None:
-        """``nofile``: the daemon's open-file limit (soft RLIMIT_NOFILE), else this process's."""
+                 local_sources: bool = True, nofile: int | None = None, python: str = sys.executable) -> None:
+        """``nofile``: the daemon's open-file limit (soft RLIMIT_NOFILE), else this process's;
+        ``python``: the interpreter whose iochost runs (another venv's: an installed wheel)."""
         self.data_dir = data_dir
+        self.python = python
         self.nofile = nofile
         self.port = free_port()
         self.args = list(args)
@@ -136,7 +138,7 @@ class Daemon:
         self.ca_port = self.choose_ca_port()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "iochost", "serve", *self.base_args, "--ca-port", str(self.ca_port),
+                [self.python, "-m", "iochost", "serve", *self.base_args, "--ca-port", str(self.ca_port),
                  *self.args],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 env=daemon_environ(**self.env), preexec_fn=self._limits if self.nofile is not None else None,

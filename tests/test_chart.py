@@ -342,6 +342,27 @@ def test_probes() -> None:
     assert (longer["startupProbe"]["periodSeconds"], longer["startupProbe"]["failureThreshold"]) == (15, 80)
 
 
+def test_the_pods_stop_timeout_covers_the_daemons_whole_shutdown() -> None:
+    """Derived from the grace periods the chart knows: the daemon's (passed as --grace-period,
+    the daemon's own default unless changed) and every declared plugin's, + the daemon's wait
+    before a worker's SIGKILL + 3 s for its own exit; a shorter value given is refused."""
+    from iochost.settings import Settings
+    from iochost.supervisor.lifecycle_types import STOP_MARGIN
+
+    assert yaml.safe_load((CHART / "values.yaml").read_text())["gracePeriod"] == Settings().grace_period
+    default = render()
+    assert default.flag("grace-period") == [str(Settings().grace_period).removesuffix(".0")]
+    margin = default.pod["terminationGracePeriodSeconds"] - Settings().grace_period
+    assert margin >= STOP_MARGIN + 3
+    plugin = {"name": "slow-cleanup", "git_url": "https://git.example.org/lab/slow.git", "grace_period": 42.5}
+    assert render({"plugins": [plugin]}).pod["terminationGracePeriodSeconds"] == 43 + margin
+    assert render({"gracePeriod": 30}).pod["terminationGracePeriodSeconds"] == 30 + margin
+    assert render({"terminationGracePeriodSeconds": 120}).pod["terminationGracePeriodSeconds"] == 120
+    refused = refusal({"terminationGracePeriodSeconds": 20, "plugins": [plugin]})
+    assert "terminationGracePeriodSeconds 20 is shorter than the daemon's shutdown" in refused
+    assert "(42.5 s)" in refused
+
+
 def test_helm_test_pod_checks_health_through_the_api_service() -> None:
     result = render()
     (container,) = result.get("Pod")["spec"]["containers"]

@@ -147,7 +147,7 @@ def test_base_image_and_apt_packages_are_pinned() -> None:
     image, _, tag = base.partition("@")[0].partition(":")
     assert image == "python" and tag.startswith("3.11-") and tag != "latest"
     apt = next(run for run in arguments("RUN") if "apt-get install" in run)
-    for package in ("git", "tini"):
+    for package in ("git", "openssh-client", "tini"):
         assert re.search(rf"\b{package}=\S+", apt), f"{package} is not pinned"
 
 
@@ -201,20 +201,32 @@ def test_image_defaults_serve_the_network(tmp_path: Path) -> None:
     assert arguments("VOLUME") == ['["/data"]']
 
 
-def test_healthcheck_asks_live_with_python() -> None:
+def test_the_documented_stop_timeout_covers_the_daemons_shutdown() -> None:
+    """docker stop's default 10 s would SIGKILL a daemon whose plugin uses its whole default
+    grace period: the run example gives --stop-timeout for the grace period + 2 s + the exit."""
+    from iochost.settings import Settings
+    from iochost.supervisor.lifecycle_types import STOP_MARGIN
+
+    assert arguments("STOPSIGNAL") == ["SIGTERM"]
+    header = (REPO / "Dockerfile").read_text().split("\nFROM ")[0]
+    timeouts = {int(value) for value in re.findall(r"--stop-timeout (\d+)", header)}
+    assert timeouts and all(value >= Settings().grace_period + STOP_MARGIN + 3 for value in timeouts)
+    assert "docker stop -t 15" in header and "stop_grace_period: 15s" in header
+
+
+def test_healthcheck_asks_the_daemon_where_it_really_listens() -> None:
+    """``iochost healthcheck`` reads the daemon's own flags and environment (tests/test_healthcheck.py),
+    so a port given as ``--port`` in the container's command is the port asked."""
     (check,) = arguments("HEALTHCHECK")
     options, _, command = check.partition("CMD")
     assert {"--interval=30s", "--timeout=5s", "--start-period=60s", "--retries=3"} <= set(options.split())
-    argv = json.loads(command)
-    assert argv[:2] == ["python", "-c"]
-    compile(argv[2], "HEALTHCHECK", "exec")
-    assert "/api/v1/health/live" in argv[2] and "urllib.request" in argv[2]
+    assert json.loads(command) == ["iochost", "healthcheck"]
 
 
 def test_the_image_has_what_the_chart_refers_to() -> None:
     """The chart passes --examples=/opt/iochost/plugins-example and runs as 10001."""
     assert arguments("WORKDIR") == ["/opt/iochost"]
-    assert "plugins-example ./plugins-example" in arguments("COPY")
+    assert "src/iochost/examples ./plugins-example" in arguments("COPY")
     chart = (REPO / "helm" / "iochost" / "templates" / "statefulset.yaml").read_text()
     assert "--examples=/opt/iochost/plugins-example" in chart
 
@@ -228,5 +240,7 @@ def test_the_build_context_holds_every_copy_source() -> None:
     for copy in arguments("COPY"):
         *sources, _destination = shlex.split(copy)
         for source in sources:
-            assert source.rstrip("/") in included, f"COPY {source} is excluded by .dockerignore"
+            path = source.rstrip("/")
+            assert any(path == rule or path.startswith(rule + "/") for rule in included), \
+                f"COPY {source} is excluded by .dockerignore"
             assert (REPO / source).exists(), source

@@ -1,4 +1,4 @@
-"""``iochost serve | run | validate | display | new | schema``: the command line."""
+"""``iochost serve | run | validate | display | new | schema | healthcheck``: the command line."""
 
 from __future__ import annotations
 
@@ -84,6 +84,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
     print(json.dumps(json_schema(args.which), indent=2))
     return 0
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """Exit 0 when the daemon answers /api/v1/health/live at the address it really uses."""
+    from iochost.healthcheck import main as healthcheck
+
+    return healthcheck(args)
 
 
 def cmd_display(args: argparse.Namespace) -> int:
@@ -179,29 +186,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RunError as exc:
         print(f"iochost run: {exc}", file=sys.stderr)
         return exc.code
-
-
-def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per Settings field, so flags, environment and defaults cannot drift apart."""
-    from iochost.environ import ENV_PREFIX
-    from iochost.settings import ENV_ALIASES, ENV_ONLY, Settings
-
-    for name, field in Settings.model_fields.items():
-        if name in ENV_ONLY:
-            continue
-        flag = "--" + name.replace("_", "-")
-        default = field.get_default(call_default_factory=True)
-        env = ENV_PREFIX + name.upper() + (f" or {ENV_ALIASES[name]}" if name in ENV_ALIASES else "")
-        help_text = f"{field.description or ''} [env {env}; default {default}]".strip()
-        if field.annotation is bool and default is True:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
-                                help=help_text)
-        elif field.annotation is bool:
-            parser.add_argument(flag, dest=name, action="store_true", default=None, help=help_text)
-        elif field.annotation == list[str]:  # repeatable: --allow-source, --cors-origin, --pv-gateway-allow
-            parser.add_argument(flag, dest=name, action="append", metavar=name.upper(), help=help_text)
-        else:
-            parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=help_text)
 
 
 def access_security_problem(settings: Settings) -> str | None:
@@ -319,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     from iochost.environ import ENV_PREFIX
     from iochost.epics_server_vars import CA_SERVER_PORT, PVA_BROADCAST_PORT
     from iochost.settings import ENV_ALIASES, Settings
+    from iochost.settings_flags import add_settings_flags
 
     import_timeout = Settings.model_fields["import_timeout"].default  # the daemon's, for the same check
     beamline_env = (ENV_PREFIX + "BEAMLINE_CONFIG", ENV_ALIASES["beamline_config"])
@@ -328,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the daemon: REST API, supervisor, one soft IOC per plugin")
-    _add_settings_flags(p)
+    add_settings_flags(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("validate", help="check a plugin directory; exit 1 listing every problem")
@@ -405,6 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config (a plugin's config.yaml, the default) or plugins-file (--plugins-file, "
                         "iocmng's plugins.yaml)")
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("healthcheck", help="exit 0 if the iochost serve of this container answers its liveness "
+                                           "probe, at the address its own flags and environment give it")
+    p.add_argument("--pid", type=int, help="the daemon's pid (default: the one iochost serve process here)")
+    p.set_defaults(func=cmd_healthcheck)
 
     return parser
 

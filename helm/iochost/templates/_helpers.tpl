@@ -50,6 +50,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- define "iochost.pluginsDir" -}}/etc/iochost{{- end -}}
 {{- define "iochost.pluginsFile" -}}{{ include "iochost.pluginsDir" . }}/plugins.yaml{{- end -}}
+{{- define "iochost.gitSshDir" -}}/run/secrets/git-ssh{{- end -}}
+{{/* git's ssh for ssh URLs: the Secret's key only, the Secret's known hosts only, never a prompt. */}}
+{{- define "iochost.gitSshCommand" -}}
+{{- $dir := include "iochost.gitSshDir" . -}}
+ssh -o BatchMode=yes -o IdentitiesOnly=yes -i {{ $dir }}/ssh-privatekey -o UserKnownHostsFile={{ $dir }}/known_hosts -o StrictHostKeyChecking=yes
+{{- end -}}
 {{- define "iochost.pluginSecretsDir" -}}/run/secrets/plugins{{- end -}}
 
 {{- /* The EPICS access security file (--epics-access-security), from epics.accessSecurity. */ -}}
@@ -225,4 +231,23 @@ Rendered (as nothing) at the top of the StatefulSet.
 {{- $ports = append $ports (dict "name" (printf "pva-%d" (int $port)) "port" (int $port) "protocol" "TCP") -}}
 {{- end -}}
 {{- toJson $ports -}}
+{{- end -}}
+
+{{/* The pod's stop timeout: the longest grace period the chart knows (the daemon's and every
+     declared plugin's), rounded up, + the daemon's 2 s before a worker's SIGKILL (STOP_MARGIN in
+     supervisor/lifecycle_types.py) + 3 s for its own exit. A value given shorter is refused. */}}
+{{- define "iochost.terminationGracePeriod" -}}
+{{- $longest := float64 .Values.gracePeriod -}}
+{{- range .Values.plugins -}}
+{{- if and .grace_period (gt (float64 .grace_period) $longest) -}}{{- $longest = float64 .grace_period -}}{{- end -}}
+{{- end -}}
+{{- $needed := add (int (ceil $longest)) 5 -}}
+{{- with .Values.terminationGracePeriodSeconds -}}
+{{- if lt (int .) (int $needed) -}}
+{{- fail (printf "terminationGracePeriodSeconds %v is shorter than the daemon's shutdown: the longest grace period (%v s) + 5 s = %v s" . $longest $needed) -}}
+{{- end -}}
+{{- . -}}
+{{- else -}}
+{{- $needed -}}
+{{- end -}}
 {{- end -}}

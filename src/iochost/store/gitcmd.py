@@ -146,6 +146,7 @@ _NOT_FOUND = (
     "no such file or directory", "unable to connect", "name or service not known",
     "network is unreachable", "connection timed out", "does not exist", "unable to look up",
 )
+_HOST_KEY = "host key verification failed"
 _MISSING_BRANCH = re.compile(r"remote branch .* not found in upstream", re.IGNORECASE)
 
 
@@ -154,6 +155,10 @@ def describe_clone_failure(stderr: str, url: str, branch: str | None) -> str:
     low = stderr.lower()
     if _MISSING_BRANCH.search(stderr):
         reason = f"no such branch or tag {branch!r} in {url}"
+    elif _HOST_KEY in low:  # ssh's own line says which: unknown, or changed (under a banner)
+        said = next((line.strip() for line in stderr.splitlines() if "strict checking" in line), "")
+        return (f"ssh could not verify the server of {url}: its host key is not in known_hosts, or is not the one "
+                f"there (ssh: {said or 'Host key verification failed.'})")
     elif any(p in low for p in _AUTH):
         reason = f"authentication refused by {url}"
     elif any(p in low for p in _NOT_FOUND):
@@ -168,8 +173,9 @@ _NOISE = ("cloning into", "warning:", "hint:", "please make sure", "and the repo
 
 
 def git_error_line(stderr: str) -> str:
-    """The most telling line of git's stderr (the first that is not progress or advice)."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    """The most telling line of git's stderr: the first that is not progress or advice (ssh's
+    ``@``-framed warning banner read without its frame)."""
+    lines = [text for line in stderr.splitlines() if (text := line.strip().strip("@").strip())]
     for line in lines:
         if not line.lower().startswith(_NOISE):
             return line[:300]
