@@ -47,6 +47,8 @@ SPAWNER = """
 
         def execute(self):
             behaviour = self.parameters["behaviour"]
+            if not os.path.exists(os.path.join(self.parameters["pids_dir"], "go")):
+                return  # the test has not seen the grandchildren running yet
             if behaviour == "crash" and time.monotonic() - self.started > 1:
                 os._exit(3)
             if behaviour == "hang":
@@ -99,14 +101,18 @@ class Scene:
         self.url = repo.url
 
     def add(self, name: str, behaviour: str = "none", **parameters: Any) -> tuple[int, list[int]]:
-        """Add a spawner; its worker pid and that worker's three grandchildren."""
+        """Add a spawner; its worker pid and that worker's three grandchildren, seen running
+        before its behaviour (a crash, a hang) is let loose: under load the add and the look
+        at them can take longer than the crash's second or the watchdog's 1.5 s."""
         pids_dir = self.root / name
         pids_dir.mkdir()
         body = {"name": name, "git_url": self.url,
                 "parameters": {"pids_dir": str(pids_dir), "behaviour": behaviour, **parameters}}
         response = self.api.post("/plugins", json=body)
         assert response.status_code == 201, response.text
-        return self.grandchildren(name)
+        seen = self.grandchildren(name)
+        (pids_dir / "go").touch()
+        return seen
 
     def grandchildren(self, name: str) -> tuple[int, list[int]]:
         record = wait_until(lambda: (r := self.api.get(f"/plugins/{name}").json())["pid"] and r,
