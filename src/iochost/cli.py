@@ -308,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     import_timeout = Settings.model_fields["import_timeout"].default  # the daemon's, for the same check
     beamline_env = (ENV_PREFIX + "BEAMLINE_CONFIG", ENV_ALIASES["beamline_config"])
     parser = argparse.ArgumentParser(prog="iochost", description="Host EPICS soft-IOC plugins: serve runs the "
-                                     "daemon; run, validate, display, new and schema work on one plugin.")
+                                     "daemon and healthcheck asks it; run, validate, display and new work on one "
+                                     "plugin; schema prints config.yaml's JSON Schema for editors.")
     parser.add_argument("--version", action="version", version=f"iochost {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
