@@ -70,10 +70,11 @@ def spelt_any_case(words: tuple[str, ...] | list[str], description: str | None =
 
 
 def _tidy(node: Any) -> Any:
-    """pydantic's output made plain JSON Schema: constraint names fixed, titles dropped
-    (the property name says it)."""
+    """pydantic's output made plain JSON Schema: constraint names fixed (in a schema of a
+    type, never in a map of properties), titles dropped (the property name says it)."""
     if isinstance(node, dict):
-        return {CONSTRAINT_NAMES.get(key, key): _tidy(value) for key, value in node.items() if key != "title"}
+        names = CONSTRAINT_NAMES if isinstance(node.get("type"), str) else {}
+        return {names.get(key, key): _tidy(value) for key, value in node.items() if key != "title"}
     if isinstance(node, list):
         return [_tidy(item) for item in node]
     return node
@@ -104,10 +105,9 @@ def config_schema() -> dict[str, Any]:
     pv["alarm_on"] = {"anyOf": [severity, {"type": "string", "pattern": r"^\s*$"}, {"type": "null"}],
                       "description": pv["alarm_on"].get("description", "")}
     for alarm in ("LimitAlarm", "StateAlarm"):
-        for key, field in defs[alarm]["properties"].items():
+        for key in defs[alarm]["properties"]:
             if key.endswith("sv"):
                 defs[alarm]["properties"][key] = _nullable(copy.deepcopy(severity))
-                field.pop("anyOf", None)
     pv["alarm"]["anyOf"] = [{"$ref": "#/$defs/LimitAlarm"}, {"$ref": "#/$defs/StateAlarm"},
                             {"type": "object", "additionalProperties": severity,
                              "description": "an enum PV's: a severity per choice"},
