@@ -45,6 +45,11 @@ def serve_arguments(argv: list[str]) -> list[str] | None:
     return rest[1:] if rest[:1] == ["serve"] else None
 
 
+def _nul_separated(path: Path) -> list[str]:
+    """A /proc file of NUL-terminated strings (``cmdline``, ``environ``) as its strings."""
+    return path.read_bytes().decode(errors="replace").split("\0")[:-1]
+
+
 def find_daemons(proc: Path = PROC) -> list[int]:
     """The pids of every ``iochost serve`` process this one can see (a container's: one)."""
     found = []
@@ -52,7 +57,7 @@ def find_daemons(proc: Path = PROC) -> list[int]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+            argv = _nul_separated(entry / "cmdline")
         except OSError:  # gone meanwhile, or not ours to read
             continue
         if serve_arguments(argv) is not None:
@@ -66,14 +71,14 @@ def daemon_url(pid: int, proc: Path = PROC) -> str:
     from iochost.settings_flags import serve_flags
 
     try:
-        argv = (proc / str(pid) / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
-        environ_text = (proc / str(pid) / "environ").read_bytes().decode(errors="replace")
+        argv = _nul_separated(proc / str(pid) / "cmdline")
+        variables = _nul_separated(proc / str(pid) / "environ")
     except OSError as exc:
         raise HealthcheckError(f"process {pid} cannot be read: {exc.strerror}") from None
     arguments = serve_arguments(argv)
     if arguments is None:
         raise HealthcheckError(f"process {pid} is not iochost serve: {' '.join(argv)}")
-    environ = dict(item.split("=", 1) for item in environ_text.split("\0") if "=" in item)
+    environ = dict(item.split("=", 1) for item in variables if "=" in item)
     try:
         settings = Settings.from_sources(serve_flags(arguments), environ)
     except (ValueError, OSError) as exc:
