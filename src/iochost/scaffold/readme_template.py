@@ -32,7 +32,8 @@ iochost run . --name $name             # serve it as a soft IOC in the foregroun
 python -m pytest tests -q              # runs it with `iochost run` and drives its PVs over CA
 ```
 
-With `iochost run` serving it, from another terminal:
+With `iochost run` serving it, from another terminal (caproto's tools come with iochost;
+EPICS base's `caget` and `caput` take the same names):
 
 ```bash
 export EPICS_CA_ADDR_LIST=127.0.0.1 EPICS_CA_AUTO_ADDR_LIST=NO

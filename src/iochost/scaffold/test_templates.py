@@ -74,20 +74,12 @@ def free_port() -> int:
             continue
 
 
-def loopback_env() -> dict[str, str]:
-    """This environment with EPICS (CA and PVA, server and client) on loopback and free ports."""
-    ca_port, pva_port, pva_udp, repeater = free_port(), free_port(), free_port(), free_port()
+def client_env(ca_port: int) -> dict[str, str]:
+    """This environment for a CA client that searches loopback only, on the IOC's port (the IOC
+    itself listens on loopback: `iochost run`'s default)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("EPICS_")}
-    env.update({
-        "EPICS_CA_ADDR_LIST": "127.0.0.1", "EPICS_CA_AUTO_ADDR_LIST": "NO",
-        "EPICS_CA_SERVER_PORT": str(ca_port), "EPICS_CAS_SERVER_PORT": str(ca_port),
-        "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1", "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
-        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO", "EPICS_CA_REPEATER_PORT": str(repeater),
-        "EPICS_PVA_ADDR_LIST": "127.0.0.1", "EPICS_PVA_AUTO_ADDR_LIST": "NO",
-        "EPICS_PVA_SERVER_PORT": str(pva_port), "EPICS_PVAS_SERVER_PORT": str(pva_port),
-        "EPICS_PVA_BROADCAST_PORT": str(pva_udp), "EPICS_PVAS_BROADCAST_PORT": str(pva_udp),
-        "EPICS_PVAS_INTF_ADDR_LIST": "127.0.0.1",
-    })
+    env.update({"EPICS_CA_ADDR_LIST": "127.0.0.1", "EPICS_CA_AUTO_ADDR_LIST": "NO",
+                "EPICS_CA_SERVER_PORT": str(ca_port), "EPICS_CA_REPEATER_PORT": str(free_port())})
     return env
 
 
@@ -158,12 +150,13 @@ class CAClient:
 @pytest.fixture(scope="module")
 def ioc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CAClient]:
     """`iochost run` serving this plugin and a CA client that reaches it; both stopped by PID."""
-    env = loopback_env()
+    ca_port = free_port()
+    env = client_env(ca_port)
     log_path = tmp_path_factory.mktemp("ioc") / "ioc.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "iochost", "run", str(PLUGIN_DIR), "--name", NAME, "--prefix", PREFIX,
-             *RUN_ARGS],
+             "--ca-port", str(ca_port), "--pva-port", str(free_port()), *RUN_ARGS],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     client = None

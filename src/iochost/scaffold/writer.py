@@ -38,7 +38,8 @@ _KINDS: dict[str, _Kind] = {
         "task", "continuous",
         [("SETPOINT", "input", "float (V, 0..100)", "value to scale"),
          ("OUTPUT", "output", "float (V, 0..200)", "SETPOINT times gain; MINOR above 150, MAJOR above 190")],
-        "caput IOCHOST:$PVNAME:SETPOINT 30\ncaget IOCHOST:$PVNAME:OUTPUT       # 60 with gain 2",
+        "caproto-put --no-repeater IOCHOST:$PVNAME:SETPOINT 30\n"
+        "caproto-get --no-repeater IOCHOST:$PVNAME:OUTPUT       # 60 with gain 2",
     ),
     "triggered": _Kind(
         TRIGGERED_MODULE, TRIGGERED_CONFIG, TRIGGERED_TESTS, [], "triggered task",
@@ -48,7 +49,9 @@ _KINDS: dict[str, _Kind] = {
          ("POSITION", "output", "float (mm)", "position after the last move; MINOR beyond +-900"),
          ("MOVES", "output", "int", "moves since start"),
          ("LAST_ACTION", "output", "string", "time and result of the last move")],
-        "caput IOCHOST:$PVNAME:STEP 2.5\ncaput IOCHOST:$PVNAME:RUN 1\ncaget IOCHOST:$PVNAME:POSITION     # 2.5",
+        "caproto-put --no-repeater IOCHOST:$PVNAME:STEP 2.5\n"
+        "caproto-put --no-repeater IOCHOST:$PVNAME:RUN 1\n"
+        "caproto-get --no-repeater IOCHOST:$PVNAME:POSITION     # 2.5",
     ),
     "job": _Kind(
         JOB_MODULE, JOB_CONFIG, JOB_TESTS, [], "job",
@@ -58,7 +61,8 @@ _KINDS: dict[str, _Kind] = {
         [("SCALE", "input", "float (V, 0..10)", "scale of each reading"),
          ("LAST_MEAN", "output", "float (V)", "mean of the last run"),
          ("RUNS", "output", "int", "runs since start")],
-        "caput IOCHOST:$PVNAME:RUN 1\ncaget IOCHOST:$PVNAME:LAST_MEAN IOCHOST:$PVNAME:MESSAGE   # 3, mean 3.00 V\n"
+        "caproto-put --no-repeater IOCHOST:$PVNAME:RUN 1\n"
+        "caproto-get --no-repeater IOCHOST:$PVNAME:LAST_MEAN IOCHOST:$PVNAME:MESSAGE   # 3, mean 3.00 V\n"
         "# under the daemon: curl -s -X POST localhost:8080/api/v1/jobs/$name/run",
     ),
     "declarative": _Kind(
@@ -72,8 +76,9 @@ _KINDS: dict[str, _Kind] = {
          ("limit", "input", "float (degC)", "alarm above this"),
          ("avg_temp", "output", "float (degC)", "mean(temp_buf)"),
          ("alarm", "output", "bool (OK/OVER)", "latched by rule OVER_LIMIT; MAJOR while 1")],
-        "caput IOCHOST:$PVNAME:temp 90\ncaget IOCHOST:$PVNAME:alarm        # OVER (latched)\n"
-        "caput IOCHOST:$PVNAME:CLEAR 1",
+        "caproto-put --no-repeater IOCHOST:$PVNAME:temp 90\n"
+        "caproto-get --no-repeater IOCHOST:$PVNAME:alarm        # OVER (latched)\n"
+        "caproto-put --no-repeater IOCHOST:$PVNAME:CLEAR 1",
     ),
 }
 assert tuple(_KINDS) == KINDS
