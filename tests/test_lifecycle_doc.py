@@ -1,5 +1,6 @@
-"""docs/lifecycle.md is generated from ``lifecycle.TABLE`` and must match it: regenerate it
-with ``python -m iochost.supervisor.lifecycle_doc`` after changing the table."""
+"""docs/reference/lifecycle.md is generated from ``lifecycle.TABLE`` and must match it: regenerate
+it with ``python -m iochost.reference`` (every generated page) or ``python -m
+iochost.supervisor.lifecycle_doc`` (this one) after changing the table."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from iochost.supervisor import lifecycle_doc
 from iochost.supervisor.lifecycle import TABLE
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "lifecycle.md"
+DOC = Path(__file__).resolve().parent.parent / lifecycle_doc.DEFAULT_PATH
 
 
 def test_the_checked_in_document_is_what_the_table_generates() -> None:
@@ -33,6 +34,10 @@ def test_the_diagram_draws_every_move_of_the_table_and_no_other() -> None:
 def test_the_table_has_one_line_per_row() -> None:
     lines = [line for line in lifecycle_doc.table() if line.startswith("| ") and "`" in line]
     assert len(lines) == len(TABLE)
+
+
+def test_the_page_is_in_the_reference_section() -> None:
+    assert lifecycle_doc.DEFAULT_PATH == Path("docs/reference/lifecycle.md")
 
 
 def test_the_command_checks_and_writes_the_file(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -107,6 +107,14 @@ class ApiCORS(CORSMiddleware):
         return error
 
 
+def included_routers() -> list[tuple[str, APIRouter]]:
+    """Every router the app includes, with the prefix it is included under: /metrics at the
+    root, where Prometheus looks by default; everything else under /api/v1."""
+    routers = [(API_PREFIX, module.router)
+               for module in (plugins, plugin_views, jobs, compat, health, events, displays, pvs)]
+    return routers + [(API_PREFIX, ui.api_router), ("", metrics.router), ("", ui.router)]
+
+
 def create_app(settings: Settings, supervisor: Supervisor | None = None,
                launcher: Launcher | None = None, declared: Declared | None = None) -> FastAPI:
     """Build the app; the supervisor starts with the app and stops every worker with it
@@ -150,10 +158,7 @@ def create_app(settings: Settings, supervisor: Supervisor | None = None,
 
     app.state.begin_stop = begin_stop
     install_error_handlers(app)
-    # /metrics at the root, where Prometheus looks by default; everything else under /api/v1.
-    routers = [(API_PREFIX, module.router)
-               for module in (plugins, plugin_views, jobs, compat, health, events, displays, pvs)]
-    routers += [(API_PREFIX, ui.api_router), ("", metrics.router), ("", ui.router)]
+    routers = included_routers()
     for prefix, router in routers:
         app.include_router(router, prefix=prefix)
     app.state.metrics = Metrics(sup, RouteTemplates(route_templates(app, routers)))

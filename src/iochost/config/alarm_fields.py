@@ -29,14 +29,14 @@ class LimitAlarm(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    hihi: FieldNumber | None = None
-    high: FieldNumber | None = None
-    low: FieldNumber | None = None
-    lolo: FieldNumber | None = None
-    hhsv: Severity | None = None
-    hsv: Severity | None = None
-    lsv: Severity | None = None
-    llsv: Severity | None = None
+    hihi: FieldNumber | None = Field(default=None, description="alarm at or above this (HIHI), MAJOR by default")
+    high: FieldNumber | None = Field(default=None, description="alarm at or above this (HIGH), MINOR by default")
+    low: FieldNumber | None = Field(default=None, description="alarm at or below this (LOW), MINOR by default")
+    lolo: FieldNumber | None = Field(default=None, description="alarm at or below this (LOLO), MAJOR by default")
+    hhsv: Severity | None = Field(default=None, description="severity of hihi (HHSV)")
+    hsv: Severity | None = Field(default=None, description="severity of high (HSV)")
+    lsv: Severity | None = Field(default=None, description="severity of low (LSV)")
+    llsv: Severity | None = Field(default=None, description="severity of lolo (LLSV)")
     hyst: FieldNumber | None = Field(default=None, ge=0, description="alarm deadband (HYST)")
 
     @model_validator(mode="after")
@@ -62,8 +62,8 @@ class StateAlarm(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    zsv: Severity | None = None
-    osv: Severity | None = None
+    zsv: Severity | None = Field(default=None, description="severity while the PV is 0 (ZSV)")
+    osv: Severity | None = Field(default=None, description="severity while the PV is 1 (OSV)")
 
 
 def parse_alarm(value: Any, kind: str, *, waveform: bool, choices: list[str]) -> Any:

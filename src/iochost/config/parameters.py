@@ -19,7 +19,8 @@ class Parameters(BaseModel):
 
     mode: Mode = "continuous"
     interval: float = Field(default=1.0, gt=0, description="seconds between execute() calls")
-    retry_on_error: bool = False
+    retry_on_error: bool = Field(default=False, description="a continuous task whose execute() raised "
+                                 "keeps running it (status ERROR until it succeeds); false: it halts")
     watchdog: Watchdog | None = Field(default=None, description="longest a plugin call may take")
     grace_period: GracePeriod | None = Field(default=None,
                                              description="time cleanup() gets on stop; default: the daemon's")

@@ -35,16 +35,24 @@ class PVFields(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     type: PVType = Field(default="float", description="iocmng's default: float (with a warning)")
-    value: Any = None
-    unit: Annotated[str, fits(EGU_LENGTH)] | None = None
-    prec: int | None = Field(default=None, ge=0, le=17)
-    low: FieldNumber | None = None
-    high: FieldNumber | None = None
-    znam: Annotated[str, fits(CHOICE_LENGTH)] | None = None
-    onam: Annotated[str, fits(CHOICE_LENGTH)] | None = None
-    description: Annotated[str, fits(DESC_LENGTH)] | None = None
-    choices: list[str] | None = None
-    length: int | None = Field(default=None, ge=1)
+    value: Any = Field(default=None, description="the value the record starts with (autosave may restore "
+                       "an input's last one)")
+    unit: Annotated[str, fits(EGU_LENGTH)] | None = Field(default=None, description="engineering units (EGU)")
+    prec: int | None = Field(default=None, ge=0, le=17, description="digits a display shows after the point "
+                             "(PREC); default 3")
+    low: FieldNumber | None = Field(default=None, description="display low limit (LOPR) and, on an input, "
+                                    "drive low limit (DRVL: a lower write is held to it)")
+    high: FieldNumber | None = Field(default=None, description="display high limit (HOPR) and, on an input, "
+                                     "drive high limit (DRVH: a higher write is held to it)")
+    znam: Annotated[str, fits(CHOICE_LENGTH)] | None = Field(default=None, description="a bool PV's text for 0 "
+                                                             "(ZNAM); default Off")
+    onam: Annotated[str, fits(CHOICE_LENGTH)] | None = Field(default=None, description="a bool PV's text for 1 "
+                                                             "(ONAM); default On")
+    description: Annotated[str, fits(DESC_LENGTH)] | None = Field(default=None, description="the record's "
+                                                                  "description (DESC), shown by displays")
+    choices: list[str] | None = Field(default=None, description="an enum PV's states, in order (at most 16)")
+    length: int | None = Field(default=None, ge=1, description="a waveform of this many elements (float, int), "
+                               "or the longest text a string PV holds")
     alarm: LimitAlarm | StateAlarm | dict[str, str] | None = None
     alarm_on: Severity | None = Field(default=None, description="iocmng 2.7: osv of a bool PV, hsv of a "
                                       "float/int PV (with high: as the limit, 100 if not set)")
@@ -56,7 +64,7 @@ class PVFields(BaseModel):
                                     "every cycle")
     trigger: bool = Field(default=False, description="a change calls on_input_changed() (always in reactive mode)")
     buffer_size: int | None = Field(default=None, le=100_000, description="ring buffer <name>_buf; 0: none")
-    latch: bool = False
+    latch: bool = Field(default=False, description="an output a rule set keeps that value until CLEAR")
     latch_dir: Literal["rise", "fall", "any"] = "rise"
     mdel: FieldNumber | None = Field(default=None, ge=0, description="monitor deadband (MDEL)")
     adel: FieldNumber | None = Field(default=None, ge=0, description="archive deadband (ADEL)")

@@ -87,8 +87,8 @@ class Transform(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    output: str
-    expression: str
+    output: str = Field(description="the output PV the result is written to")
+    expression: str = Field(description="an expression over the PVs' values (the rule language)")
 
 
 class Rule(BaseModel):
@@ -97,12 +97,15 @@ class Rule(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    id: str = ""
-    condition: str
-    message: str = ""
-    message_pv: str | None = None
-    outputs: dict[str, Any] = Field(default_factory=dict)
-    actuators: dict[str, Any] = Field(default_factory=dict)
+    id: str = Field(default="", description="the rule's name, in messages and the log")
+    condition: str = Field(description="an expression over the PVs' values; the rule fires while it is true")
+    message: str = Field(default="", description="shown on MESSAGE while the rule fires")
+    message_pv: str | None = Field(default=None, description="a string output that also gets the message, "
+                                   "timestamped")
+    outputs: dict[str, Any] = Field(default_factory=dict, description="output PV name: the value it takes "
+                                    "while the rule fires")
+    actuators: dict[str, Any] = Field(default_factory=dict, description="wired PV name: the value put to its "
+                                      "external PV when the rule fires")
 
 
 class PluginConfig(BaseModel):
@@ -114,9 +117,11 @@ class PluginConfig(BaseModel):
     pvs: PVGroup = Field(default_factory=PVGroup)
     transforms: list[Transform] = Field(default_factory=list)
     rules: list[Rule] = Field(default_factory=list)
-    rule_defaults: dict[str, Any] = Field(default_factory=dict)
+    rule_defaults: dict[str, Any] = Field(default_factory=dict, description="output PV name: its value "
+                                          "while no rule sets it (a latched output keeps its own)")
     # iocmng's PLUGIN_PREFIX: the plugin's part of its PV names, instead of its name upper-cased
-    prefix: str | None = None
+    prefix: str | None = Field(default=None, description="the plugin's part of its PV names "
+                               "(PREFIX:THIS:PV), instead of its name upper-cased")
 
     @field_validator("prefix", mode="before")
     @classmethod

@@ -6,7 +6,7 @@ reports back with events and says when each is handled), so every transition is 
 by feeding events (tests/test_lifecycle.py). ``TABLE`` below is the one transition table:
 (state, event) -> handler and the states the handler may move to; an event a state does not
 list is dropped (from a worker or a timer) or refused (a request: INVALID_STATE).
-docs/lifecycle.md is drawn from it (``python -m iochost.supervisor.lifecycle_doc``).
+docs/reference/lifecycle.md is drawn from it (``python -m iochost.supervisor.lifecycle_doc``).
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ def _rows(states: frozenset[State] | set[State], event: type, handler: Handler,
 
 
 # The transition table: (state, event) -> (handler, states it may move to). One row per
-# (state, event) the state takes; docs/lifecycle.md is drawn from it.
+# (state, event) the state takes; docs/reference/lifecycle.md is drawn from it.
 STOPPABLE = LIVE - {S.STOPPING}  # a worker runs (or starts) and no stop is under way
 TABLE: dict[tuple[State, type], Row] = {
     **_rows({S.PENDING}, t.AddRequested, P._add, {S.FETCHING}),

@@ -1,6 +1,6 @@
 """The states of a plugin and every named set of them: the one place each set is defined.
 
-Which event moves which state where is ``lifecycle.TABLE`` (drawn in docs/lifecycle.md):
+Which event moves which state where is ``lifecycle.TABLE`` (drawn in docs/reference/lifecycle.md):
 
     pending -> fetching -> validating -> starting -> running <-> paused
     starting/running/paused -> stopping -> stopped -> starting
