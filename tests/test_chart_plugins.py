@@ -193,7 +193,7 @@ def test_extra_args_and_env_pass_through() -> None:
 def test_one_replica_is_stated() -> None:
     result = render()
     assert "ONE replica" in result.notes
-    assert "one replica" in (REPO / "README.md").read_text().lower()
+    assert "one replica" in (REPO / "docs" / "how-to" / "kubernetes.md").read_text().lower()
     with helm.Chart.load(CHART) as chart:
         assert "replicas" not in chart.values and "replicaCount" not in chart.values
 

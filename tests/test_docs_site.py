@@ -4,6 +4,8 @@ page checked, mkdocs.yml's ``validation``), served from the address iochost's ow
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +38,7 @@ def test_the_site_is_published_where_the_schema_line_points() -> None:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("site")
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},  # Material's banner, not ours
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return out
@@ -54,3 +57,13 @@ def test_the_published_schema_is_what_iochost_schema_prints(site: Path, name: st
     """What an editor downloads from the `$schema=` URL equals `iochost schema NAME` now."""
     published = site / schema_url(name).removeprefix(DOCS_URL)
     assert json.loads(published.read_text()) == json_schema(name)
+
+
+def test_every_link_of_the_readme_resolves() -> None:
+    """README.md is not part of the site (mkdocs checks the pages' links): its own links into
+    docs/ are checked here, so a page renamed on the site does not leave GitHub's view broken."""
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
+    local = [link for link in links if "://" not in link]
+    assert local, "the README links into docs/"
+    missing = [link for link in local if not (ROOT / link).exists()]
+    assert not missing, missing

@@ -1,4 +1,4 @@
-"""docs/migrating-from-iocmng.md against the code it describes: every iocmng route its REST
+"""docs/how-to/migrating-from-iocmng.md against the code it describes: every iocmng route its REST
 table names is served with that method, and every iocmng variable it says is read is one
 the settings read (and none the settings read is missing from it). The behaviour behind
 each row is tested where it is built (test_iocmng_routes, test_pv_gateway, ...)."""
@@ -11,7 +11,7 @@ from pathlib import Path
 from iochost.api import create_app
 from iochost.settings import ENV_ALIASES, Settings
 
-PAGE = Path(__file__).resolve().parents[1] / "docs" / "migrating-from-iocmng.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "how-to" / "migrating-from-iocmng.md"
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 
 

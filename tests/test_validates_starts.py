@@ -1,4 +1,4 @@
-"""The README's promise "validates => starts", tried with configs nobody wrote by hand.
+"""The promise of docs/how-to/writing-plugins.md, "validates => starts", tried with configs nobody wrote by hand.
 
 Configs are generated from the one config schema (``iochost.config``): every field
 of ``PVDef``, with values drawn from its type annotation (so every JSON/YAML type, NaN and

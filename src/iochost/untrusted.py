@@ -16,7 +16,7 @@ from pathlib import Path
 KiB = 1024
 MiB = 1024 * KiB
 
-# The limits on files a plugin brings, in one place (the README's security model quotes them).
+# The limits on files a plugin brings, in one place (docs/explanation/security-model.md quotes them).
 MAX_CONFIG_BYTES = 256 * KiB  # config.yaml
 MAX_REQUIREMENTS_BYTES = 64 * KiB  # requirements.txt
 MAX_SOURCE_BYTES = 1 * MiB  # one Python file of the plugin

@@ -1,4 +1,7 @@
-"""config.yaml: its schema (pydantic), bounded reading, PV naming rules, worker limits; see docs/ARCHITECTURE.md."""
+"""config.yaml: its schema (pydantic), bounded reading, PV naming rules, worker limits.
+
+See docs/explanation/architecture.md.
+"""
 
 from iochost.config.issues import ConfigError
 from iochost.config.load import load_config

@@ -1,4 +1,4 @@
-"""A plugin's Phoebus display, from its config.yaml, kind and mode (see docs/ARCHITECTURE.md).
+"""A plugin's Phoebus display, from its config.yaml, kind and mode (see docs/explanation/architecture.md).
 
 The same facts name the records (``config.pvnames``, ``worker/records.py``), so every widget
 is bound to a PV the plugin's worker serves: inputs get write widgets suited to their type,

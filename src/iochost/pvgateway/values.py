@@ -1,7 +1,7 @@
 """Any value a PV client hands back, as a value JSON can carry (pure; used by the child).
 
 JSON has no NaN nor infinities, and its text is UTF-8, while PVs hold IEEE floats and CA
-strings hold any bytes. The rules, which the README states for ``/pvs/*``:
+strings hold any bytes. The rules, which docs/how-to/rest-api.md states for ``/pvs/*``:
 
 - ``NaN``, ``inf`` and ``-inf`` become the strings ``"NaN"``, ``"Infinity"`` and
   ``"-Infinity"`` (the spelling JavaScript's ``Number()`` reads back);
