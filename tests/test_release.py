@@ -2,17 +2,15 @@
 ``twine check`` passes, versioned from git (setuptools-scm), and the wheel installed into a
 fresh venv (its dependencies from the package index) gives a working ``iochost``: its
 version, its schema, and ``serve`` with the example plugins the wheel carries, every one
-running, as the README's Quick start runs them from a checkout.
+running, as the Quick start runs them from a checkout.
 
-The tree built is a copy of this checkout (uncommitted changes included, its .git for the
-version), so the test proves what is about to be committed.
+The tree built is a copy of this checkout (``release_build``: uncommitted changes included,
+its .git for the version), so the test proves what is about to be committed.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 import time
 import zipfile
@@ -23,31 +21,18 @@ import pytest
 
 from conftest import wait_for
 from daemon_harness import Daemon, worker_pids
+from release_build import ROOT, build_release, run
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
-LEFT_OUT = shutil.ignore_patterns(".venv", "test-artifacts", ".pytest_cache", ".mypy_cache", ".ruff_cache",
-                                  "__pycache__", "*.egg-info", "build", "dist", ".hypothesis")
 EXAMPLES = sorted(path.parent.name for path in (ROOT / "src" / "iochost" / "examples").glob("*/config.yaml"))
-
-
-def run(argv: list[str], cwd: Path | None = None, timeout: float = 600) -> str:
-    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """(sdist, wheel, the version setuptools-scm gives the tree)."""
-    tree = tmp_path_factory.mktemp("release") / "iochost"
-    shutil.copytree(ROOT, tree, symlinks=True, ignore=LEFT_OUT)
-    version = run([sys.executable, "-m", "setuptools_scm"], cwd=tree).strip()
-    dist = tree.parent / "dist"
-    run([sys.executable, "-m", "build", "--outdir", str(dist), str(tree)])
-    (sdist,), (wheel,) = sorted(dist.glob("*.tar.gz")), sorted(dist.glob("*.whl"))
-    return sdist, wheel, version
+    release = build_release(tmp_path_factory.mktemp("release"))
+    return release.sdist, release.wheel, release.version
 
 
 def test_the_sdist_and_wheel_pass_twine_and_carry_the_git_version(built: tuple[Path, Path, str]) -> None:

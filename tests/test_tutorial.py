@@ -10,11 +10,13 @@ How the page's blocks are read (the page's HTML comments are invisible on the si
 - a ``text`` block right after a ``bash`` block is that block's output: each line must be in it;
 - any other block has ``title="PATH"``: an excerpt of that file as the commands left it.
 
-The one change made to the page's text: the REST address ``localhost:8080`` becomes a free
-port; the EPICS ports (5064 and PVA's) come from free ports through the standard
+The changes made to the page's text, as its note says: the REST address ``localhost:8080``
+becomes a free port, and the package installed is a wheel built from this checkout
+(``release_build``) instead of GitHub's, its dependencies from the package index as a reader
+gets them. The EPICS ports (5064 and PVA's) come from free ports through the standard
 ``EPICS_CA_SERVER_PORT``/``EPICS_PVA_*`` variables, which ``iochost run``, ``iochost serve`` and
 the CA client tools all read, so the page's commands run as written and no test collides with
-another.
+another. The reader starts with no iochost on PATH: the page installs it.
 """
 
 from __future__ import annotations
@@ -22,16 +24,18 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
-import sys
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from conftest import Processes, free_port, free_port_block, release_ports, wait_for
+from release_build import build_release
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "tutorial.md"
 FENCE = re.compile(r"^```(?P<lang>\w+)(?P<attrs>[^\n]*)$")
@@ -39,6 +43,7 @@ TITLE = re.compile(r'title="(?P<path>[^"]+)"')
 BACKGROUND = re.compile(r'^<!-- test: background, ready when the output has "(?P<ready>[^"]+)" -->$')
 CTRL_C = "<!-- test: ctrl-c -->"
 REST = "localhost:8080"
+PACKAGE = "iochost @ git+https://github.com/iochost/iochost"
 
 
 @dataclass(frozen=True)
@@ -86,10 +91,12 @@ def steps(page: str) -> list[Step]:
 class Reader:
     """The reader's two terminals: one shell state for the work terminal, one background process."""
 
-    def __init__(self, directory: Path, env: dict[str, str], rest_port: int, processes: Processes) -> None:
+    def __init__(self, directory: Path, env: dict[str, str], rest_port: int, wheel: Path,
+                 processes: Processes) -> None:
         self.directory = directory
         self.env = env
         self.rest_port = rest_port
+        self.wheel = wheel
         self.processes = processes
         self.state = directory.parent / "shell-state"  # `export -p` and the directory, block to block
         self.state.write_text(f"cd {shlex.quote(str(directory))}\n")
@@ -98,7 +105,7 @@ class Reader:
         self.last_output = ""
 
     def as_written(self, text: str) -> str:
-        return text.replace(REST, f"127.0.0.1:{self.rest_port}")
+        return text.replace(REST, f"127.0.0.1:{self.rest_port}").replace(PACKAGE, f"iochost @ {self.wheel.as_uri()}")
 
     def run(self, step: Step) -> None:
         script = (f"set -eo pipefail\nsource {shlex.quote(str(self.state))}\n{self.as_written(step.text)}"
@@ -144,17 +151,27 @@ class Reader:
         return self.server_log.read_text(errors="replace") if self.server_log.exists() else ""
 
 
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_release(tmp_path_factory.mktemp("release")).wheel
+
+
+def without_iochost(path: str) -> str:
+    """``path`` without the directories that hold an ``iochost`` (this suite's venv, if active)."""
+    return os.pathsep.join(d for d in path.split(os.pathsep) if d and not (Path(d) / "iochost").exists())
+
+
 @pytest.fixture
-def reader(tmp_path: Path, processes: Processes) -> Reader:
-    """A new empty directory and an environment as a reader's: iochost's venv on PATH, no
+def reader(tmp_path: Path, processes: Processes, wheel: Path) -> Iterator[Reader]:
+    """A new empty directory and an environment as a reader's: no iochost on PATH yet, no
     IOCHOST_* or EPICS_* settings of the suite's, a git identity, and free ports."""
     low, high = free_port_block(40)
     middle = (low + high) // 2
     rest_port = free_port()
-    bin_dir = str(Path(sys.executable).parent)
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("EPICS_", "IOCHOST_"))}
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("EPICS_", "IOCHOST_")) and key not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env.update({
-        "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+        "PATH": without_iochost(env.get("PATH", "")),
         "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost",
         "GIT_AUTHOR_NAME": "Tutorial Reader", "GIT_AUTHOR_EMAIL": "reader@example.invalid",
         "GIT_COMMITTER_NAME": "Tutorial Reader", "GIT_COMMITTER_EMAIL": "reader@example.invalid",
@@ -165,10 +182,13 @@ def reader(tmp_path: Path, processes: Processes) -> Reader:
         "EPICS_CA_SERVER_PORT": str(free_port()), "EPICS_CA_REPEATER_PORT": str(free_port()),
         "EPICS_PVA_SERVER_PORT": str(free_port()), "EPICS_PVA_BROADCAST_PORT": str(free_port()),
     })
+    assert shutil.which("iochost", path=env["PATH"]) is None
     directory = tmp_path / "work"
     directory.mkdir()
-    yield Reader(directory, env, rest_port, processes)
-    release_ports(low, 40)
+    try:
+        yield Reader(directory, env, rest_port, wheel, processes)
+    finally:
+        release_ports(low, 40)
 
 
 def test_the_page_is_all_checkable_blocks() -> None:
@@ -176,7 +196,7 @@ def test_the_page_is_all_checkable_blocks() -> None:
     tutorial's milestones (so a page that lost them fails here, not silently)."""
     found = steps(PAGE.read_text())
     commands = "\n".join(step.text for step in found if step.kind in ("run", "background"))
-    for milestone in ("iochost new", "iochost validate", "iochost run", "git commit", "--allow-local-sources",
+    for milestone in (PACKAGE, "iochost new", "iochost validate", "iochost run", "git commit", "--allow-local-sources",
                       f"curl -s -X POST {REST}/api/v1/plugins", "caproto-put", "caproto-get", "display.bob",
                       "/upgrade", "-X DELETE"):
         assert milestone in commands, milestone
