@@ -73,7 +73,20 @@ CA_REPEATER_PORT = 5065  # EPICS_CA_REPEATER_PORT: where CA beacons go
 CA_BEACON_PERIOD = 15.0  # EPICS_CAS_BEACON_PERIOD: seconds between CA beacons at steady state
 PVA_BROADCAST_PORT = 5076  # EPICS_PVA_BROADCAST_PORT: where PVA searches go
 LOOPBACK_BROADCAST = "127.255.255.255"  # where beacons of a server on loopback go: lo has no broadcast address
+WILDCARD = "0.0.0.0"  # a server on every interface: what rsrv and pvxs do with no interface list
 SERVER_PREFIXES = ("EPICS_CAS_", "EPICS_PVAS_")
+
+
+def interface_list(host: str) -> str:
+    """``EPICS_CAS_INTF_ADDR_LIST``/``EPICS_PVAS_INTF_ADDR_LIST`` for a server on ``host``:
+    empty (EPICS's own default, every interface) for the wildcard, else the address itself."""
+    return "" if host in (WILDCARD, "") else host
+
+
+def serving_address(environ: Mapping[str, str], protocol: Literal["CAS", "PVAS"] = "CAS") -> str:
+    """The address a server started with ``environ`` listens on: the first of its interface
+    list, else every interface (an unset or empty list)."""
+    return (environ.get(f"EPICS_{protocol}_INTF_ADDR_LIST") or WILDCARD).split()[0]
 
 
 class EpicsVariableError(ValueError):

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from iochost.epics_server_vars import CA_SERVER_PORT, LOOPBACK_BROADCAST, PVA_BROADCAST_PORT
+from iochost.epics_server_vars import (
+    CA_SERVER_PORT,
+    LOOPBACK_BROADCAST,
+    PVA_BROADCAST_PORT,
+    interface_list,
+    serving_address,
+)
 from iochost.settings import is_loopback
 
 DEFAULT_HOST = "127.0.0.1"
-WILDCARD = "0.0.0.0"
 
 
 def standalone_env(environ: Mapping[str, str], host: str | None = None, ca_port: int | None = None,
@@ -25,7 +30,7 @@ def standalone_env(environ: Mapping[str, str], host: str | None = None, ca_port:
     env: dict[str, str] = {}
     interfaces = ("EPICS_CAS_INTF_ADDR_LIST", "EPICS_PVAS_INTF_ADDR_LIST")
     if host is not None:
-        env.update(dict.fromkeys(interfaces, "" if host == WILDCARD else host))
+        env.update(dict.fromkeys(interfaces, interface_list(host)))
     elif not any(environ.get(name) for name in interfaces):
         env.update(dict.fromkeys(interfaces, DEFAULT_HOST))
     if ca_port is not None:
@@ -34,7 +39,7 @@ def standalone_env(environ: Mapping[str, str], host: str | None = None, ca_port:
         env["EPICS_PVAS_BROADCAST_PORT"] = str(pva_port)
     serving = {**environ, **env}
     for protocol in ("CAS", "PVAS"):
-        address = (serving.get(f"EPICS_{protocol}_INTF_ADDR_LIST") or WILDCARD).split()[0]
+        address = serving_address(serving, protocol)
         beacons = f"EPICS_{protocol}_BEACON_ADDR_LIST"
         automatic = f"EPICS_{protocol}_AUTO_BEACON_ADDR_LIST"
         if is_loopback(address) and beacons not in environ and automatic not in environ:
@@ -44,7 +49,7 @@ def standalone_env(environ: Mapping[str, str], host: str | None = None, ca_port:
 
 def describe(environ: Mapping[str, str]) -> str:
     """Where the servers of ``environ`` listen, for the log's first line."""
-    host = (environ.get("EPICS_CAS_INTF_ADDR_LIST") or WILDCARD).split()[0]
+    host = serving_address(environ)
     ca = environ.get("EPICS_CAS_SERVER_PORT") or environ.get("EPICS_CA_SERVER_PORT") or CA_SERVER_PORT
     pva = environ.get("EPICS_PVAS_BROADCAST_PORT") or environ.get("EPICS_PVA_BROADCAST_PORT") or PVA_BROADCAST_PORT
     return f"CA on {host}:{ca}, PVA searches on {host}:{pva}"

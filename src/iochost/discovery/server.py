@@ -33,11 +33,10 @@ from iochost.discovery import netif
 from iochost.discovery.beacons import BeaconSchedule
 from iochost.discovery.name_table import Conflict, NameTable
 from iochost.discovery.responder import SearchResponder
-from iochost.epics_server_vars import CA_BEACON_PERIOD, CA_REPEATER_PORT, CA_SERVER_PORT
+from iochost.epics_server_vars import CA_BEACON_PERIOD, CA_REPEATER_PORT, CA_SERVER_PORT, WILDCARD, interface_list
 
 log = logging.getLogger(__name__)
 
-WILDCARD = "0.0.0.0"
 Address = tuple[str, int]
 
 
@@ -210,7 +209,7 @@ class CAEndpoint:
         destinations, so its rsrv beacons reach the clients this endpoint beacons to."""
         return {
             "EPICS_CAS_SERVER_PORT": str(worker_port),
-            "EPICS_CAS_INTF_ADDR_LIST": "" if self.host == WILDCARD else self.host,
+            "EPICS_CAS_INTF_ADDR_LIST": interface_list(self.host),
             "EPICS_CAS_BEACON_ADDR_LIST": " ".join(f"{h}:{p}" for h, p in self.beacon_addrs),
             "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
             "EPICS_CAS_BEACON_PORT": str(self.beacon_port),

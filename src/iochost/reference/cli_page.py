@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from unittest import mock
 
 from iochost.cli import build_parser
-from iochost.reference.markdown import GENERATED, cell, code, table
+from iochost.reference.markdown import cell, code, heading, table
 from iochost.reference.settings_page import default, environment
 from iochost.settings import Settings
 
@@ -131,10 +131,7 @@ def page() -> str:
     """Every command of ``iochost`` with its synopsis, its help and a table of its arguments."""
     root = parser()
     lines = [
-        "# Command line",
-        "",
-        GENERATED.format(source="iochost.cli.build_parser"),
-        "",
+        *heading("Command line", "iochost.cli.build_parser"),
         cell(root.description or ""),
         "",
         *_command_table(root.prog, root),

@@ -12,7 +12,7 @@ from typing import Any
 
 from iochost.config.schema import PluginConfig
 from iochost.editor_schemas import CONSTRAINT_NAMES, any_case, json_schema
-from iochost.reference.markdown import GENERATED, anchor, cell, code, table, text
+from iochost.reference.markdown import anchor, cell, code, heading, table, text
 
 Schema = dict[str, Any]
 ROOT = "Top level"
@@ -175,10 +175,7 @@ def page() -> str:
     widened = json_schema("config")
     strict = PluginConfig.model_json_schema(mode="validation")
     lines = [
-        "# config.yaml",
-        "",
-        GENERATED.format(source="iochost.config.schema.PluginConfig"),
-        "",
+        *heading("config.yaml", "iochost.config.schema.PluginConfig"),
         "Each section below is one level of the file, the top level first. *accepts* is every form",
         "iochost reads; *iocmng* names the forms it reads only because iocmng wrote them so. The same",
         "facts as a JSON Schema for editors: [config.schema.json](../schemas/config.schema.json)",

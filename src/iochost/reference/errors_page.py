@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from iochost.errors import ErrorCode
-from iochost.reference.markdown import GENERATED, cell, table
+from iochost.reference.markdown import cell, heading, table
 
 
 def page() -> str:
     """Every ErrorCode with its HTTP status and meaning, in the enum's order."""
     lines = [
-        "# Error codes",
-        "",
-        GENERATED.format(source="iochost.errors"),
-        "",
+        *heading("Error codes", "iochost.errors"),
         'Every error body is `{"ok": false, "code": ..., "message": ...}` plus the details of the',
         "error; codes are never renamed or reused. What to do about each:",
         "[Troubleshooting](../how-to/troubleshooting.md).",

@@ -18,7 +18,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from iochost.reference.application import app
-from iochost.reference.markdown import GENERATED, cell, code, table
+from iochost.reference.markdown import cell, code, heading, table
 
 # The series a family of each type is scraped as (the Prometheus text format's suffixes).
 SERIES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count"),
@@ -98,10 +98,7 @@ def page() -> str:
         classes[group] = type(metrics) if group == type(metrics).__name__ else type(collector)
         groups.setdefault(group, []).extend(families(collector))
     lines = [
-        "# Metrics",
-        "",
-        GENERATED.format(source="iochost.api.prometheus.Metrics.registry"),
-        "",
+        *heading("Metrics", "iochost.api.prometheus.Metrics.registry"),
         "`GET /metrics` (at the root, not under `/api/v1`; it takes the read token like the rest of",
         "the [REST API](rest.md)) answers these in the Prometheus text format, or in OpenMetrics when",
         "the scraper asks for it. A counter or histogram is queried by the series names given; a",

@@ -18,7 +18,7 @@ from iochost.api.ratelimit import limit_expensive
 from iochost.errors import ErrorCode
 from iochost.reference.application import app
 from iochost.reference.errors_page import codes_by_status
-from iochost.reference.markdown import GENERATED, anchor, cell, code, table, text
+from iochost.reference.markdown import anchor, cell, code, heading, table, text
 
 Operation = dict[str, Any]
 # The role a route's dependency asks of the caller's token, as the page names it.
@@ -156,10 +156,7 @@ def page() -> str:
         by_tag.setdefault((operation.get("tags") or ["other"])[0], []).append(key)
     statuses = codes_by_status()
     lines = [
-        "# REST API",
-        "",
-        GENERATED.format(source="iochost.api.app.create_app(...).openapi()"),
-        "",
+        *heading("REST API", "iochost.api.app.create_app(...).openapi()"),
         f"Every route but `/metrics` is under `{API_PREFIX}`. With tokens configured ([settings](settings.md):",
         "`IOCHOST_READ_TOKEN`, `IOCHOST_ADMIN_TOKEN`), a request carries `Authorization: Bearer TOKEN`;",
         "a route whose token is *read* takes either token, one whose token is *admin* only the admin",

@@ -8,7 +8,7 @@ from pydantic.fields import FieldInfo
 
 from iochost.environ import ENV_PREFIX
 from iochost.epics_server_vars import VARIABLES
-from iochost.reference.markdown import GENERATED, cell, table
+from iochost.reference.markdown import cell, heading, table
 from iochost.settings import ENV_ALIASES, ENV_ONLY, Settings
 
 # Defaults computed when the daemon starts, as the page says them.
@@ -66,10 +66,7 @@ def default(name: str, field: FieldInfo) -> str:
 def page() -> str:
     """Every Settings field with its flag, variables, default and meaning, then the EPICS variables."""
     lines = [
-        "# Settings of `iochost serve`",
-        "",
-        GENERATED.format(source="iochost.settings.Settings"),
-        "",
+        *heading("Settings of `iochost serve`", "iochost.settings.Settings"),
         "Each setting is a flag and an environment variable; the flag wins. A second variable named",
         "after the `IOCHOST_*` one (iocmng's, or an older name) is read when that one is unset. A standard",
         "EPICS server variable named after them is used when neither is given, and stops the daemon when",

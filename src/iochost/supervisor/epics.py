@@ -19,7 +19,7 @@ from iochost.discovery import CAEndpoint, PortAllocator
 from iochost.discovery.holders import describe_holders, search_port_holders
 from iochost.discovery.netif import default_beacon_addresses
 from iochost.discovery.ports import overlaps_ephemeral
-from iochost.epics_server_vars import LOOPBACK_BROADCAST
+from iochost.epics_server_vars import LOOPBACK_BROADCAST, interface_list
 from iochost.settings import Settings, is_loopback
 
 log = logging.getLogger("iochost.epics")
@@ -98,7 +98,7 @@ class EpicsNetwork:
             # the other servers on the host) and serves on its own fixed TCP port.
             "EPICS_PVAS_BROADCAST_PORT": str(self.settings.pva_port),
             "EPICS_PVAS_SERVER_PORT": str(pva_port),
-            "EPICS_PVAS_INTF_ADDR_LIST": "" if host in ("0.0.0.0", "") else host,
+            "EPICS_PVAS_INTF_ADDR_LIST": interface_list(host),
         })
         env.update(client_address_lists(self.settings, self.environ))
         if is_loopback(host) and "EPICS_PVAS_BEACON_ADDR_LIST" not in self.environ:

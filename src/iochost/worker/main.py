@@ -24,6 +24,7 @@ from iochost.config import PluginConfig, PVGroup
 from iochost.contract import messages
 from iochost.contract.exits import WorkerExit
 from iochost.contract.worker_spec import WorkerSpec
+from iochost.epics_server_vars import serving_address
 from iochost.kinds import Kind
 from iochost.memlock import forbid_memory_locking
 from iochost.proctree import kill_descendants, set_child_subreaper
@@ -81,7 +82,7 @@ def _ca_port_free(wait: float = 5.0) -> bool:
     port = os.environ.get("EPICS_CAS_SERVER_PORT")
     if not port:
         return True
-    host = (os.environ.get("EPICS_CAS_INTF_ADDR_LIST") or "0.0.0.0").split()[0]
+    host = serving_address(os.environ)
     deadline = time.monotonic() + wait
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
